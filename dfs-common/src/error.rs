@@ -1,0 +1,205 @@
+//! The one error type of dfs. Every service returns `FsError`; the HTTP edge turns it into
+//! a status, a stable code (header `x-dfs-error`) and a text message, and the FUSE edge
+//! turns it into an errno. Nothing else invents error codes.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum FsError {
+    #[error("no such file or directory")]
+    NotFound,
+    #[error("file exists")]
+    Exists,
+    #[error("directory not empty")]
+    NotEmpty,
+    #[error("not a directory")]
+    NotDir,
+    #[error("is a directory")]
+    IsDir,
+    #[error("file name too long")]
+    NameTooLong,
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    #[error("operation not permitted: {0}")]
+    NotPermitted(String),
+    #[error("request body too large: {0}")]
+    TooLarge(String),
+    #[error("malformed request: {0}")]
+    BadRequest(String),
+    #[error("no space left on device")]
+    NoSpace,
+    #[error("resource busy, try again: {0}")]
+    Busy(String),
+    #[error("server unavailable: {0}")]
+    Unavailable(String),
+    #[error("content hash mismatch: {0}")]
+    Corrupt(String),
+    #[error("operation not supported: {0}")]
+    NotSupported(String),
+    #[error("i/o error: {0}")]
+    Io(String),
+}
+
+impl FsError {
+    /// The errno a FUSE reply carries for this error.
+    pub fn errno(&self) -> i32 {
+        match self {
+            FsError::NotFound => libc::ENOENT,
+            FsError::Exists => libc::EEXIST,
+            FsError::NotEmpty => libc::ENOTEMPTY,
+            FsError::NotDir => libc::ENOTDIR,
+            FsError::IsDir => libc::EISDIR,
+            FsError::NameTooLong => libc::ENAMETOOLONG,
+            FsError::Invalid(_) => libc::EINVAL,
+            FsError::PermissionDenied(_) => libc::EACCES,
+            FsError::NotPermitted(_) => libc::EPERM,
+            FsError::TooLarge(_) => libc::EFBIG,
+            FsError::BadRequest(_) => libc::EINVAL,
+            FsError::NoSpace => libc::ENOSPC,
+            FsError::Busy(_) => libc::EAGAIN,
+            FsError::Unavailable(_) => libc::EIO,
+            FsError::Corrupt(_) => libc::EIO,
+            FsError::NotSupported(_) => libc::EOPNOTSUPP,
+            FsError::Io(_) => libc::EIO,
+        }
+    }
+
+    /// The HTTP status the server answers with.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            FsError::NotFound => 404,
+            FsError::Exists | FsError::NotEmpty => 409,
+            FsError::NotDir | FsError::IsDir | FsError::NameTooLong | FsError::Invalid(_) => 422,
+            FsError::PermissionDenied(_) | FsError::NotPermitted(_) => 403,
+            FsError::TooLarge(_) => 413,
+            FsError::BadRequest(_) => 400,
+            FsError::NoSpace => 507,
+            FsError::Busy(_) => 423,
+            FsError::Unavailable(_) => 503,
+            FsError::Corrupt(_) => 422,
+            FsError::NotSupported(_) => 501,
+            FsError::Io(_) => 500,
+        }
+    }
+
+    /// Stable machine-readable code, sent in the `x-dfs-error` header.
+    pub fn code(&self) -> &'static str {
+        match self {
+            FsError::NotFound => "ENOENT",
+            FsError::Exists => "EEXIST",
+            FsError::NotEmpty => "ENOTEMPTY",
+            FsError::NotDir => "ENOTDIR",
+            FsError::IsDir => "EISDIR",
+            FsError::NameTooLong => "ENAMETOOLONG",
+            FsError::Invalid(_) => "EINVAL",
+            FsError::PermissionDenied(_) => "EACCES",
+            FsError::NotPermitted(_) => "EPERM",
+            FsError::TooLarge(_) => "EFBIG",
+            FsError::BadRequest(_) => "EBADMSG",
+            FsError::NoSpace => "ENOSPC",
+            FsError::Busy(_) => "EAGAIN",
+            FsError::Unavailable(_) => "EUNAVAIL",
+            FsError::Corrupt(_) => "ECORRUPT",
+            FsError::NotSupported(_) => "EOPNOTSUPP",
+            FsError::Io(_) => "EIO",
+        }
+    }
+
+    /// The detail text carried by variants that have one.
+    pub fn detail(&self) -> String {
+        match self {
+            FsError::Invalid(s)
+            | FsError::PermissionDenied(s)
+            | FsError::NotPermitted(s)
+            | FsError::TooLarge(s)
+            | FsError::BadRequest(s)
+            | FsError::Busy(s)
+            | FsError::Unavailable(s)
+            | FsError::Corrupt(s)
+            | FsError::NotSupported(s)
+            | FsError::Io(s) => s.clone(),
+            _ => String::new(),
+        }
+    }
+
+    /// Rebuilds the error a server sent from its `x-dfs-error` code and its detail
+    /// (header `x-dfs-detail`, percent-free UTF-8). Unknown codes become `Io`.
+    pub fn from_code(code: &str, detail: String) -> FsError {
+        match code {
+            "ENOENT" => FsError::NotFound,
+            "EEXIST" => FsError::Exists,
+            "ENOTEMPTY" => FsError::NotEmpty,
+            "ENOTDIR" => FsError::NotDir,
+            "EISDIR" => FsError::IsDir,
+            "ENAMETOOLONG" => FsError::NameTooLong,
+            "EINVAL" => FsError::Invalid(detail),
+            "EACCES" => FsError::PermissionDenied(detail),
+            "EPERM" => FsError::NotPermitted(detail),
+            "EFBIG" => FsError::TooLarge(detail),
+            "EBADMSG" => FsError::BadRequest(detail),
+            "ENOSPC" => FsError::NoSpace,
+            "EAGAIN" => FsError::Busy(detail),
+            "EUNAVAIL" => FsError::Unavailable(detail),
+            "ECORRUPT" => FsError::Corrupt(detail),
+            "EOPNOTSUPP" => FsError::NotSupported(detail),
+            "EIO" => FsError::Io(detail),
+            _ => FsError::Io(format!("{code}: {detail}")),
+        }
+    }
+
+    /// Maps a local I/O error (disk, socket) to the error users see.
+    pub fn from_io(e: &std::io::Error) -> FsError {
+        match e.raw_os_error() {
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) => FsError::NoSpace,
+            Some(libc::ENOENT) => FsError::NotFound,
+            _ => FsError::Io(e.to_string()),
+        }
+    }
+}
+
+impl From<std::io::Error> for FsError {
+    fn from(e: std::io::Error) -> Self {
+        FsError::from_io(&e)
+    }
+}
+
+pub type FsResult<T> = Result<T, FsError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_round_trips() {
+        let all = [
+            FsError::NotFound,
+            FsError::Exists,
+            FsError::NotEmpty,
+            FsError::NotDir,
+            FsError::IsDir,
+            FsError::NameTooLong,
+            FsError::Invalid("x".into()),
+            FsError::PermissionDenied("x".into()),
+            FsError::NotPermitted("x".into()),
+            FsError::TooLarge("x".into()),
+            FsError::BadRequest("x".into()),
+            FsError::NoSpace,
+            FsError::Busy("x".into()),
+            FsError::Unavailable("x".into()),
+            FsError::Corrupt("x".into()),
+            FsError::NotSupported("x".into()),
+            FsError::Io("x".into()),
+        ];
+        for e in all {
+            assert_eq!(FsError::from_code(e.code(), e.detail()), e);
+        }
+    }
+
+    #[test]
+    fn malformed_and_oversized_map_to_400_and_413() {
+        assert_eq!(FsError::BadRequest(String::new()).http_status(), 400);
+        assert_eq!(FsError::TooLarge(String::new()).http_status(), 413);
+    }
+}

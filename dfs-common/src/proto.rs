@@ -1,0 +1,157 @@
+//! Wire messages of every `/v1` resource. Bodies are bincode (see `codec`), errors are
+//! HTTP status + `x-dfs-error` code + `x-dfs-detail` header + text body (see `FsError`).
+//!
+//! Resources:
+//! - `POST /v1/dir` — body `DirRequest`, answer `DirReply`. The directory service.
+//!   Every request that returns an inode's attributes (or a directory's entries) gives the
+//!   calling client (header `x-dfs-client`) a callback promise on that inode.
+//! - `GET /v1/files/{ino}` — fetch. Optional header `x-dfs-have-version: N`: if the file is
+//!   still at version N the answer is `304` with no body. Otherwise `200`, the raw contents
+//!   streamed as the body, `content-length` set. Both carry the attributes in `x-dfs-attr`
+//!   (hex of bincode `Attr`) and give the caller a callback promise.
+//! - `PUT /v1/files/{ino}` — store. The raw new contents streamed as the body;
+//!   `content-length` required; optional `x-dfs-sha256` (hex): the server rejects a body
+//!   whose hash differs. Answer: bincode `Attr` (the new version). The blob is fsynced and
+//!   the metadata committed before the answer; every other client's promise is broken.
+//! - `GET /v1/callbacks` — the callback channel of the client named by `x-dfs-client`: a
+//!   streaming body of frames (`codec::write_frame`) of `CallbackFrame`, the first always
+//!   `Hello`. A second connection for the same client replaces the first.
+//! - `GET /v1/health` — `200 ok` text.
+
+use crate::types::{Attr, Ino, SetTime};
+use serde::{Deserialize, Serialize};
+
+/// Header naming the calling client (a random u64 in decimal, new per mount).
+pub const HDR_CLIENT: &str = "x-dfs-client";
+/// Header with the error code of a failed request (see `FsError::code`).
+pub const HDR_ERROR: &str = "x-dfs-error";
+/// Header with the error detail of a failed request.
+pub const HDR_DETAIL: &str = "x-dfs-detail";
+/// Header with hex-encoded bincode `Attr` on fetch answers.
+pub const HDR_ATTR: &str = "x-dfs-attr";
+/// Header on fetch: the version the client already holds.
+pub const HDR_HAVE_VERSION: &str = "x-dfs-have-version";
+/// Header on store: hex SHA-256 of the body.
+pub const HDR_SHA256: &str = "x-dfs-sha256";
+
+/// Largest `/v1/dir` request body the server reads; larger ones get 413.
+pub const MAX_DIR_REQUEST: usize = 1 << 20;
+/// Entries per readdir page unless the client asks for fewer.
+pub const READDIR_PAGE: u32 = 1024;
+
+/// rename(2) flags carried by `DirRequest::Rename`.
+pub const RENAME_NOREPLACE: u32 = 1;
+pub const RENAME_EXCHANGE: u32 = 2;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DirRequest {
+    /// The attributes of `name` in `parent`.
+    Lookup { parent: Ino, name: Vec<u8> },
+    GetAttr { ino: Ino },
+    /// Up to `limit` entries of `dir` whose names sort after `after`, in name order,
+    /// each with its attributes (readdirplus). `.` and `..` are not included.
+    ReadDir {
+        dir: Ino,
+        after: Option<Vec<u8>>,
+        limit: u32,
+    },
+    /// A new empty regular file. With `exclusive: false` an existing regular file of that
+    /// name is returned as it is (O_CREAT without O_EXCL).
+    Create {
+        parent: Ino,
+        name: Vec<u8>,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        exclusive: bool,
+    },
+    Mkdir {
+        parent: Ino,
+        name: Vec<u8>,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+    Symlink {
+        parent: Ino,
+        name: Vec<u8>,
+        target: Vec<u8>,
+        uid: u32,
+        gid: u32,
+    },
+    /// A hard link to regular file `ino` as `new_name` in `new_parent`.
+    Link {
+        ino: Ino,
+        new_parent: Ino,
+        new_name: Vec<u8>,
+    },
+    Unlink { parent: Ino, name: Vec<u8> },
+    Rmdir { parent: Ino, name: Vec<u8> },
+    /// POSIX rename; `flags` is a set of `RENAME_*`.
+    Rename {
+        parent: Ino,
+        name: Vec<u8>,
+        new_parent: Ino,
+        new_name: Vec<u8>,
+        flags: u32,
+    },
+    /// Changes what is `Some`. `size` truncates or zero-extends the contents (a new version).
+    SetAttr {
+        ino: Ino,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<SetTime>,
+        mtime: Option<SetTime>,
+    },
+    ReadLink { ino: Ino },
+    /// Revalidation after a lost callback channel or a server restart: for each
+    /// `(ino, version)` the client holds, the server answers only those whose version
+    /// differs (with the new attributes) or that no longer exist, and renews promises on all.
+    Validate { held: Vec<(Ino, u64)> },
+    StatFs,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DirReply {
+    Attr(Attr),
+    Entries {
+        entries: Vec<(Vec<u8>, Attr)>,
+        /// More entries follow: ask again with `after` = the last name.
+        more: bool,
+    },
+    Empty,
+    Target(Vec<u8>),
+    /// `None` means the inode no longer exists.
+    Validated { changed: Vec<(Ino, Option<Attr>)> },
+    StatFs(StatFs),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatFs {
+    pub total_bytes: u64,
+    pub free_bytes: u64,
+    pub files: u64,
+}
+
+/// One frame on the callback channel.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CallbackFrame {
+    /// First frame. A different `epoch` than last time means the server restarted and
+    /// every promise it made before is void: revalidate (by version) before trusting a cache.
+    Hello { epoch: u64, client: u64 },
+    /// The attributes or contents of `ino` changed; drop cached attributes and revalidate
+    /// contents before the next open.
+    Break { ino: Ino },
+    /// The entry `name` of directory `dir` was added, removed or replaced.
+    EntryBreak { dir: Ino, name: Vec<u8> },
+    /// Breaks for this client were lost (queue overflow): every promise is void.
+    RevalidateAll,
+    /// Sent every few seconds so that both ends notice a dead connection.
+    Heartbeat,
+}
+
+/// Seconds between heartbeats; a client that hears nothing for three of them treats the
+/// channel as dead and every promise as void.
+pub const HEARTBEAT_SECS: u64 = 5;
