@@ -46,8 +46,13 @@ pub const RENAME_EXCHANGE: u32 = 2;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DirRequest {
     /// The attributes of `name` in `parent`.
-    Lookup { parent: Ino, name: Vec<u8> },
-    GetAttr { ino: Ino },
+    Lookup {
+        parent: Ino,
+        name: Vec<u8>,
+    },
+    GetAttr {
+        ino: Ino,
+    },
     /// Up to `limit` entries of `dir` whose names sort after `after`, in name order,
     /// each with its attributes (readdirplus). `.` and `..` are not included.
     ReadDir {
@@ -85,8 +90,14 @@ pub enum DirRequest {
         new_parent: Ino,
         new_name: Vec<u8>,
     },
-    Unlink { parent: Ino, name: Vec<u8> },
-    Rmdir { parent: Ino, name: Vec<u8> },
+    Unlink {
+        parent: Ino,
+        name: Vec<u8>,
+    },
+    Rmdir {
+        parent: Ino,
+        name: Vec<u8>,
+    },
     /// POSIX rename; `flags` is a set of `RENAME_*`.
     Rename {
         parent: Ino,
@@ -105,11 +116,15 @@ pub enum DirRequest {
         atime: Option<SetTime>,
         mtime: Option<SetTime>,
     },
-    ReadLink { ino: Ino },
+    ReadLink {
+        ino: Ino,
+    },
     /// Revalidation after a lost callback channel or a server restart: for each
     /// `(ino, version)` the client holds, the server answers only those whose version
     /// differs (with the new attributes) or that no longer exist, and renews promises on all.
-    Validate { held: Vec<(Ino, u64)> },
+    Validate {
+        held: Vec<(Ino, u64)>,
+    },
     StatFs,
 }
 
@@ -124,7 +139,9 @@ pub enum DirReply {
     Empty,
     Target(Vec<u8>),
     /// `None` means the inode no longer exists.
-    Validated { changed: Vec<(Ino, Option<Attr>)> },
+    Validated {
+        changed: Vec<(Ino, Option<Attr>)>,
+    },
     StatFs(StatFs),
 }
 

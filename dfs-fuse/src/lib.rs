@@ -1,1 +1,27 @@
+//! dfs-fuse: the dfs client.
+//!
+//! - `cache`: the cache manager, the client library (inode API): whole-file fetch on open,
+//!   store on close, an on-disk whole-file cache and in-memory metadata LRUs kept valid by
+//!   callbacks.
+//! - `client`: the path API over it (`Dfs`), for programs that do not want a mount.
+//! - `callbacks`: the callback channel and the retry of unstored files.
+//! - `fuse`: the FUSE adapter used by `dfs-mount`.
+//! - `remote` (private): HTTP to the server.
 
+pub mod cache;
+pub mod callbacks;
+pub mod client;
+pub mod fuse;
+mod remote;
+
+pub use cache::{CacheManager, CacheOptions};
+pub use client::{Dfs, DfsFile};
+
+use std::sync::Arc;
+
+/// Starts a manager's background work (callback channel, retry of unstored files) on the
+/// current tokio runtime.
+pub fn spawn_background(mgr: &Arc<CacheManager>) {
+    tokio::spawn(callbacks::run_channel(mgr.clone()));
+    tokio::spawn(callbacks::run_dirty_retry(mgr.clone()));
+}

@@ -1,0 +1,316 @@
+//! The on-disk cache of whole files: one file per (inode, version) under `CACHE/files/`,
+//! and an index (redb, `CACHE/index.redb`) of what each holds, so that a remount
+//! revalidates by version instead of refetching. Owns size accounting and LRU eviction,
+//! which never touches a dirty file or one the caller says is open. It must not talk to
+//! the server.
+
+use dfs_common::{FsError, Ino};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+const INDEX: TableDefinition<u64, &[u8]> = TableDefinition::new("cache_index");
+
+/// What the cache holds for one inode.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheEntry {
+    /// The server version the file was fetched or last stored as.
+    pub version: u64,
+    pub size: u64,
+    /// Changed locally and not yet stored on the server.
+    pub dirty: bool,
+}
+
+struct Index {
+    entries: HashMap<Ino, (CacheEntry, u64)>,
+    total_bytes: u64,
+    tick: u64,
+}
+
+pub struct DiskCache {
+    files_dir: PathBuf,
+    db: Database,
+    limit_bytes: u64,
+    index: Mutex<Index>,
+}
+
+fn io_err(e: impl std::fmt::Display) -> FsError {
+    FsError::Io(format!("cache index: {e}"))
+}
+
+impl DiskCache {
+    /// Opens (or creates) the cache at `dir`, dropping index entries whose file is gone or
+    /// has the wrong size, and files that no entry claims (leftovers of a crash).
+    pub fn open(dir: &Path, limit_bytes: u64) -> Result<DiskCache, FsError> {
+        let files_dir = dir.join("files");
+        std::fs::create_dir_all(&files_dir)?;
+        let db = Database::create(dir.join("index.redb")).map_err(io_err)?;
+        let mut entries = HashMap::new();
+        {
+            let txn = db.begin_write().map_err(io_err)?;
+            txn.open_table(INDEX).map_err(io_err)?;
+            txn.commit().map_err(io_err)?;
+            let txn = db.begin_read().map_err(io_err)?;
+            let table = txn.open_table(INDEX).map_err(io_err)?;
+            for row in table.iter().map_err(io_err)? {
+                let (k, v) = row.map_err(io_err)?;
+                if let Ok(entry) = dfs_common::codec::decode::<CacheEntry>(v.value()) {
+                    entries.insert(k.value(), entry);
+                }
+            }
+        }
+        let cache = DiskCache {
+            files_dir,
+            db,
+            limit_bytes,
+            index: Mutex::new(Index {
+                entries: HashMap::new(),
+                total_bytes: 0,
+                tick: 0,
+            }),
+        };
+        let mut keep: HashMap<Ino, CacheEntry> = HashMap::new();
+        for (ino, entry) in entries {
+            let ok = std::fs::metadata(cache.path(ino, entry.version))
+                .map(|m| entry.dirty || m.len() == entry.size)
+                .unwrap_or(false);
+            if ok {
+                keep.insert(ino, entry);
+            } else {
+                cache.persist_remove(ino)?;
+            }
+        }
+        for file in std::fs::read_dir(&cache.files_dir)?.flatten() {
+            let name = file.file_name().to_string_lossy().into_owned();
+            let claimed = name
+                .split_once('.')
+                .and_then(|(i, v)| Some((i.parse::<u64>().ok()?, v.parse::<u64>().ok()?)))
+                .is_some_and(|(i, v)| keep.get(&i).is_some_and(|e| e.version == v));
+            if !claimed {
+                let _ = std::fs::remove_file(file.path());
+            }
+        }
+        {
+            let mut idx = cache.index.lock().unwrap();
+            for (ino, entry) in keep {
+                idx.total_bytes += entry.size;
+                idx.tick += 1;
+                let t = idx.tick;
+                idx.entries.insert(ino, (entry, t));
+            }
+        }
+        Ok(cache)
+    }
+
+    /// Where the copy of `ino` at `version` lives.
+    pub fn path(&self, ino: Ino, version: u64) -> PathBuf {
+        self.files_dir.join(format!("{ino}.{version}"))
+    }
+
+    /// A fresh name to download into before the copy is complete.
+    pub fn part_path(&self, ino: Ino) -> PathBuf {
+        let mut r = [0u8; 8];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut r).ok();
+        self.files_dir
+            .join(format!("{ino}.part-{}", dfs_common::codec::to_hex(&r)))
+    }
+
+    pub fn get(&self, ino: Ino) -> Option<CacheEntry> {
+        let mut idx = self.index.lock().unwrap();
+        idx.tick += 1;
+        let t = idx.tick;
+        idx.entries.get_mut(&ino).map(|(e, used)| {
+            *used = t;
+            e.clone()
+        })
+    }
+
+    /// Every entry, for revalidation and for storing dirty files.
+    pub fn all(&self) -> Vec<(Ino, CacheEntry)> {
+        let idx = self.index.lock().unwrap();
+        idx.entries
+            .iter()
+            .map(|(i, (e, _))| (*i, e.clone()))
+            .collect()
+    }
+
+    pub fn total_bytes(&self) -> u64 {
+        self.index.lock().unwrap().total_bytes
+    }
+
+    /// Records `ino` as held at `entry`, replacing (and deleting the file of) any other
+    /// version. The file at `path(ino, entry.version)` must already be complete.
+    pub fn put(&self, ino: Ino, entry: CacheEntry) -> Result<(), FsError> {
+        let durable = entry.dirty;
+        let old = {
+            let mut idx = self.index.lock().unwrap();
+            idx.tick += 1;
+            let t = idx.tick;
+            idx.total_bytes += entry.size;
+            let old = idx.entries.insert(ino, (entry.clone(), t));
+            if let Some((o, _)) = &old {
+                idx.total_bytes -= o.size;
+            }
+            old
+        };
+        if let Some((o, _)) = old {
+            if o.version != entry.version {
+                let _ = std::fs::remove_file(self.path(ino, o.version));
+            }
+        }
+        self.persist_put(ino, &entry, durable)
+    }
+
+    /// Updates the recorded size of a dirty copy (no fsync: dirty is already durable).
+    pub fn set_size(&self, ino: Ino, size: u64) {
+        let mut idx = self.index.lock().unwrap();
+        let mut delta: i128 = 0;
+        if let Some((e, _)) = idx.entries.get_mut(&ino) {
+            delta = size as i128 - e.size as i128;
+            e.size = size;
+        }
+        idx.total_bytes = (idx.total_bytes as i128 + delta).max(0) as u64;
+    }
+
+    /// Forgets `ino` and deletes its file.
+    pub fn remove(&self, ino: Ino) -> Result<(), FsError> {
+        let old = {
+            let mut idx = self.index.lock().unwrap();
+            let old = idx.entries.remove(&ino);
+            if let Some((o, _)) = &old {
+                idx.total_bytes -= o.size;
+            }
+            old
+        };
+        if let Some((o, _)) = old {
+            let _ = std::fs::remove_file(self.path(ino, o.version));
+            self.persist_remove(ino)?;
+        }
+        Ok(())
+    }
+
+    /// Evicts least recently used clean copies until the cache fits its limit.
+    /// `in_use(ino)` protects files that are open.
+    pub fn evict(&self, in_use: &dyn Fn(Ino) -> bool) {
+        let victims: Vec<Ino> = {
+            let idx = self.index.lock().unwrap();
+            if idx.total_bytes <= self.limit_bytes {
+                return;
+            }
+            let mut clean: Vec<(u64, Ino, u64)> = idx
+                .entries
+                .iter()
+                .filter(|(_, (e, _))| !e.dirty)
+                .map(|(i, (e, used))| (*used, *i, e.size))
+                .collect();
+            clean.sort_unstable();
+            let mut excess = idx.total_bytes - self.limit_bytes;
+            let mut out = Vec::new();
+            for (_, ino, size) in clean {
+                if excess == 0 {
+                    break;
+                }
+                if in_use(ino) {
+                    continue;
+                }
+                out.push(ino);
+                excess = excess.saturating_sub(size.max(1));
+            }
+            out
+        };
+        for ino in victims {
+            if let Err(e) = self.remove(ino) {
+                log::warn!("cache eviction of {ino}: {e}");
+            }
+        }
+    }
+
+    fn persist_put(&self, ino: Ino, entry: &CacheEntry, durable: bool) -> Result<(), FsError> {
+        let mut txn = self.db.begin_write().map_err(io_err)?;
+        if !durable {
+            // A lost clean entry only costs a refetch; its orphaned file is removed at open.
+            txn.set_durability(Durability::None).map_err(io_err)?;
+        }
+        {
+            let mut table = txn.open_table(INDEX).map_err(io_err)?;
+            let bytes = dfs_common::codec::encode(entry);
+            table.insert(ino, bytes.as_slice()).map_err(io_err)?;
+        }
+        txn.commit().map_err(io_err)
+    }
+
+    fn persist_remove(&self, ino: Ino) -> Result<(), FsError> {
+        let mut txn = self.db.begin_write().map_err(io_err)?;
+        txn.set_durability(Durability::None).map_err(io_err)?;
+        {
+            let mut table = txn.open_table(INDEX).map_err(io_err)?;
+            table.remove(ino).map_err(io_err)?;
+        }
+        txn.commit().map_err(io_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(version: u64, size: u64, dirty: bool) -> CacheEntry {
+        CacheEntry {
+            version,
+            size,
+            dirty,
+        }
+    }
+
+    #[test]
+    fn index_survives_reopen_and_drops_what_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let c = DiskCache::open(dir.path(), 1 << 30).unwrap();
+            std::fs::write(c.path(5, 2), b"hello").unwrap();
+            c.put(5, entry(2, 5, false)).unwrap();
+            std::fs::write(c.path(6, 1), b"dirty!").unwrap();
+            c.put(6, entry(1, 6, true)).unwrap();
+            c.put(7, entry(1, 3, false)).unwrap(); // no file: dropped at reopen
+            std::fs::write(c.part_path(8), b"partial").unwrap();
+        }
+        let c = DiskCache::open(dir.path(), 1 << 30).unwrap();
+        assert_eq!(c.get(5), Some(entry(2, 5, false)));
+        assert_eq!(c.get(6), Some(entry(1, 6, true)));
+        assert_eq!(c.get(7), None);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("files")).unwrap().count(),
+            2
+        );
+    }
+
+    #[test]
+    fn eviction_is_lru_and_spares_dirty_and_open_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = DiskCache::open(dir.path(), 25).unwrap();
+        for ino in 1..=4u64 {
+            std::fs::write(c.path(ino, 1), [0u8; 10]).unwrap();
+            c.put(ino, entry(1, 10, ino == 1)).unwrap();
+        }
+        c.get(2); // 3 is now the least recently used clean file after 2 was touched
+        c.evict(&|ino| ino == 4);
+        assert!(c.get(1).is_some(), "dirty file evicted");
+        assert!(c.get(4).is_some(), "open file evicted");
+        assert!(c.get(3).is_none(), "LRU file kept");
+        assert!(c.total_bytes() <= 30);
+    }
+
+    #[test]
+    fn a_new_version_replaces_the_old_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = DiskCache::open(dir.path(), 1 << 30).unwrap();
+        std::fs::write(c.path(9, 1), b"a").unwrap();
+        c.put(9, entry(1, 1, false)).unwrap();
+        std::fs::write(c.path(9, 2), b"bb").unwrap();
+        c.put(9, entry(2, 2, false)).unwrap();
+        assert!(!c.path(9, 1).exists());
+        assert_eq!(c.total_bytes(), 2);
+    }
+}

@@ -1,0 +1,131 @@
+//! The in-memory metadata cache: attributes, name lookups, directory listings and symlink
+//! targets, each remembered with the callback generation it was validated under (see
+//! `Validity`). Bounded LRUs; it must not do I/O.
+
+use dfs_common::{Attr, Ino};
+use lru::LruCache;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+
+/// One directory entry with its attributes (readdirplus).
+#[derive(Clone, Debug)]
+pub struct DirItem {
+    pub name: Vec<u8>,
+    pub attr: Attr,
+}
+
+/// When a cached fact was learnt: the callback channel generation. A fact is trusted
+/// without asking the server only while the channel that carried its promise is still up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stamp(pub u64);
+
+impl Stamp {
+    /// A fact that must be revalidated before it is trusted.
+    pub const STALE: Stamp = Stamp(0);
+}
+
+pub struct MetaCache {
+    attrs: LruCache<Ino, (Attr, Stamp)>,
+    names: LruCache<(Ino, Vec<u8>), (Ino, Stamp)>,
+    dirs: LruCache<Ino, (Arc<Vec<DirItem>>, Stamp)>,
+    links: LruCache<Ino, Vec<u8>>,
+}
+
+fn cap(n: usize) -> NonZeroUsize {
+    NonZeroUsize::new(n).expect("non-zero capacity")
+}
+
+impl MetaCache {
+    pub fn new(entries: usize) -> MetaCache {
+        MetaCache {
+            attrs: LruCache::new(cap(entries)),
+            names: LruCache::new(cap(entries)),
+            dirs: LruCache::new(cap((entries / 16).max(16))),
+            links: LruCache::new(cap((entries / 16).max(16))),
+        }
+    }
+
+    pub fn attr(&mut self, ino: Ino) -> Option<(Attr, Stamp)> {
+        self.attrs.get(&ino).cloned()
+    }
+
+    pub fn put_attr(&mut self, attr: Attr, stamp: Stamp) {
+        self.attrs.put(attr.ino, (attr, stamp));
+    }
+
+    pub fn name(&mut self, parent: Ino, name: &[u8]) -> Option<(Ino, Stamp)> {
+        self.names.get(&(parent, name.to_vec())).copied()
+    }
+
+    pub fn put_name(&mut self, parent: Ino, name: Vec<u8>, ino: Ino, stamp: Stamp) {
+        self.names.put((parent, name), (ino, stamp));
+    }
+
+    pub fn dir(&mut self, ino: Ino) -> Option<(Arc<Vec<DirItem>>, Stamp)> {
+        self.dirs.get(&ino).cloned()
+    }
+
+    pub fn put_dir(&mut self, ino: Ino, items: Arc<Vec<DirItem>>, stamp: Stamp) {
+        self.dirs.put(ino, (items, stamp));
+    }
+
+    pub fn link(&mut self, ino: Ino) -> Option<Vec<u8>> {
+        self.links.get(&ino).cloned()
+    }
+
+    pub fn put_link(&mut self, ino: Ino, target: Vec<u8>) {
+        self.links.put(ino, target);
+    }
+
+    /// The attributes (and, for a directory, the listing) of `ino` changed.
+    pub fn forget_ino(&mut self, ino: Ino) {
+        self.attrs.pop(&ino);
+        self.dirs.pop(&ino);
+    }
+
+    /// The entry `name` of `dir` changed: the name, the listing and the directory's own
+    /// attributes (mtime, nlink) are stale.
+    pub fn forget_entry(&mut self, dir: Ino, name: &[u8]) {
+        if let Some((child, _)) = self.names.pop(&(dir, name.to_vec())) {
+            self.attrs.pop(&child);
+        }
+        self.forget_ino(dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dfs_common::{FileKind, Timestamp};
+
+    fn attr(ino: Ino) -> Attr {
+        Attr {
+            ino,
+            kind: FileKind::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            nlink: 1,
+            size: 0,
+            atime: Timestamp::now(),
+            mtime: Timestamp::now(),
+            ctime: Timestamp::now(),
+            version: 1,
+            blob: None,
+        }
+    }
+
+    #[test]
+    fn an_entry_break_forgets_the_name_its_inode_and_the_listing() {
+        let mut m = MetaCache::new(64);
+        m.put_attr(attr(1), Stamp(3));
+        m.put_attr(attr(7), Stamp(3));
+        m.put_name(1, b"f".to_vec(), 7, Stamp(3));
+        m.put_dir(1, Arc::new(vec![]), Stamp(3));
+        m.forget_entry(1, b"f");
+        assert!(m.name(1, b"f").is_none());
+        assert!(m.attr(7).is_none());
+        assert!(m.attr(1).is_none());
+        assert!(m.dir(1).is_none());
+    }
+}

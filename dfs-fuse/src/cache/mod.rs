@@ -1,0 +1,264 @@
+//! The cache manager: the client library of dfs. It turns inode operations into whole-file
+//! fetch on open and store on close, answers from its caches while it holds the server's
+//! callback promise, and applies callback breaks. The FUSE adapter and the path API are
+//! thin layers over it. Owns: which cached facts may be trusted (`Validity`), per-inode open
+//! state (`files`), namespace calls (`namespace`). It must not know about FUSE types.
+
+pub mod disk;
+mod files;
+pub mod meta;
+mod namespace;
+
+use crate::remote::Remote;
+use dfs_common::{Attr, FsError, Ino};
+use disk::DiskCache;
+use meta::{MetaCache, Stamp};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+pub use files::{FileHandle, OpenResult};
+pub use meta::DirItem;
+
+/// What the kernel must forget after a callback break. The FUSE adapter delivers these.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Invalidation {
+    /// Attributes and cached pages of an inode.
+    Inode(Ino),
+    /// One name in one directory.
+    Entry(Ino, Vec<u8>),
+}
+
+pub type InvalidationSink = Box<dyn Fn(Invalidation) + Send + Sync>;
+
+/// Which facts the client may trust without asking the server.
+///
+/// `generation` changes whenever the callback channel connects or is lost; a fact stamped
+/// with an older generation is stale. `breaks` counts callback breaks, so that an answer
+/// that raced with a break is stored as stale rather than trusted.
+pub(crate) struct Validity {
+    generation: AtomicU64,
+    channel_up: AtomicBool,
+    breaks: AtomicU64,
+}
+
+/// Taken before a call to the server; turned into the stamp for its answer afterwards.
+#[derive(Clone, Copy)]
+pub(crate) struct Ticket {
+    generation: u64,
+    breaks: u64,
+    up: bool,
+}
+
+impl Validity {
+    fn ticket(&self) -> Ticket {
+        Ticket {
+            up: self.channel_up.load(Ordering::SeqCst),
+            generation: self.generation.load(Ordering::SeqCst),
+            breaks: self.breaks.load(Ordering::SeqCst),
+        }
+    }
+
+    fn stamp(&self, t: Ticket) -> Stamp {
+        if t.up
+            && self.channel_up.load(Ordering::SeqCst)
+            && self.generation.load(Ordering::SeqCst) == t.generation
+            && self.breaks.load(Ordering::SeqCst) == t.breaks
+        {
+            Stamp(t.generation)
+        } else {
+            Stamp::STALE
+        }
+    }
+
+    fn trusted(&self, s: Stamp) -> bool {
+        s != Stamp::STALE
+            && self.channel_up.load(Ordering::SeqCst)
+            && self.generation.load(Ordering::SeqCst) == s.0
+    }
+}
+
+/// Options of a cache manager.
+#[derive(Clone, Debug)]
+pub struct CacheOptions {
+    /// Most bytes of clean cached files kept on disk.
+    pub cache_bytes: u64,
+    /// Entries in each in-memory metadata LRU.
+    pub meta_entries: usize,
+}
+
+impl Default for CacheOptions {
+    fn default() -> Self {
+        CacheOptions {
+            cache_bytes: 10 << 30,
+            meta_entries: 100_000,
+        }
+    }
+}
+
+pub struct CacheManager {
+    pub(crate) remote: Remote,
+    pub(crate) disk: DiskCache,
+    pub(crate) meta: Mutex<MetaCache>,
+    pub(crate) validity: Validity,
+    pub(crate) nodes: Mutex<HashMap<Ino, Arc<files::FileNode>>>,
+    pub(crate) handles: Mutex<HashMap<u64, Arc<FileHandle>>>,
+    pub(crate) next_handle: AtomicU64,
+    sink: Mutex<Option<InvalidationSink>>,
+    epoch: Mutex<Option<u64>>,
+}
+
+impl CacheManager {
+    /// A manager for the server at `addr` (`HOST:PORT`) with its cache in `cache_dir`.
+    /// Dirty files left by an earlier run are picked up and stored once the server answers.
+    pub fn new(addr: &str, cache_dir: &Path, opts: CacheOptions) -> Result<Arc<Self>, FsError> {
+        std::fs::create_dir_all(cache_dir)?;
+        let mut id = [0u8; 8];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id)
+            .map_err(|_| FsError::Io("no randomness for the client id".into()))?;
+        let client_id = u64::from_le_bytes(id) | 1;
+        let disk = DiskCache::open(cache_dir, opts.cache_bytes)?;
+        let mgr = Arc::new(CacheManager {
+            remote: Remote::new(addr, client_id),
+            disk,
+            meta: Mutex::new(MetaCache::new(opts.meta_entries)),
+            validity: Validity {
+                generation: AtomicU64::new(1),
+                channel_up: AtomicBool::new(false),
+                breaks: AtomicU64::new(0),
+            },
+            nodes: Mutex::new(HashMap::new()),
+            handles: Mutex::new(HashMap::new()),
+            next_handle: AtomicU64::new(1),
+            sink: Mutex::new(None),
+            epoch: Mutex::new(None),
+        });
+        mgr.adopt_dirty_files();
+        Ok(mgr)
+    }
+
+    pub fn client_id(&self) -> u64 {
+        self.remote.client_id()
+    }
+
+    /// Where kernel invalidations go (set by the FUSE adapter once mounted).
+    pub fn set_invalidation_sink(&self, sink: InvalidationSink) {
+        *self.sink.lock().unwrap() = Some(sink);
+    }
+
+    fn invalidate(&self, inv: Invalidation) {
+        if let Some(sink) = self.sink.lock().unwrap().as_ref() {
+            sink(inv);
+        }
+    }
+
+    pub(crate) fn ticket(&self) -> Ticket {
+        self.validity.ticket()
+    }
+
+    pub(crate) fn remember_attr(&self, attr: &Attr, t: Ticket) {
+        let stamp = self.validity.stamp(t);
+        self.meta.lock().unwrap().put_attr(attr.clone(), stamp);
+    }
+
+    /// Cached attributes of `ino` if the promise that covers them still holds.
+    pub(crate) fn trusted_attr(&self, ino: Ino) -> Option<Attr> {
+        let (attr, stamp) = self.meta.lock().unwrap().attr(ino)?;
+        self.validity.trusted(stamp).then_some(attr)
+    }
+
+    /// Whether facts about `ino` learnt now would be trusted (the kernel may cache long).
+    pub fn holds_promise(&self, ino: Ino) -> bool {
+        self.trusted_attr(ino).is_some()
+    }
+
+    // ---- the callback channel reports here (see crate::callbacks) ----
+
+    /// A `Hello` arrived. A different epoch means the server restarted and forgot every
+    /// promise; in every case promises made before this connection are void.
+    pub(crate) fn channel_connected(&self, epoch: u64) -> bool {
+        let restarted = {
+            let mut e = self.epoch.lock().unwrap();
+            let restarted = e.is_some_and(|old| old != epoch);
+            *e = Some(epoch);
+            restarted
+        };
+        self.validity.generation.fetch_add(1, Ordering::SeqCst);
+        self.validity.channel_up.store(true, Ordering::SeqCst);
+        restarted
+    }
+
+    pub(crate) fn channel_lost(&self) {
+        self.validity.channel_up.store(false, Ordering::SeqCst);
+        self.validity.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn revalidate_all_promises(&self) {
+        self.validity.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn break_ino(&self, ino: Ino) {
+        self.validity.breaks.fetch_add(1, Ordering::SeqCst);
+        self.meta.lock().unwrap().forget_ino(ino);
+        self.invalidate(Invalidation::Inode(ino));
+    }
+
+    pub(crate) fn break_entry(&self, dir: Ino, name: Vec<u8>) {
+        self.validity.breaks.fetch_add(1, Ordering::SeqCst);
+        self.meta.lock().unwrap().forget_entry(dir, &name);
+        self.invalidate(Invalidation::Entry(dir, name));
+        self.invalidate(Invalidation::Inode(dir));
+    }
+
+    /// After a new connection: ask the server, in batches, which cached files changed
+    /// (a version compare, no data), renew promises on the rest, and tell the kernel to
+    /// forget what changed.
+    pub(crate) async fn revalidate_cached(&self) -> Result<(), FsError> {
+        use dfs_common::proto::{DirReply, DirRequest};
+        let held: Vec<(Ino, u64)> = self
+            .disk
+            .all()
+            .into_iter()
+            .filter(|(_, e)| !e.dirty)
+            .map(|(i, e)| (i, e.version))
+            .collect();
+        for batch in held.chunks(2000) {
+            let t = self.ticket();
+            let reply = self
+                .remote
+                .dir(&DirRequest::Validate {
+                    held: batch.to_vec(),
+                })
+                .await?;
+            let DirReply::Validated { changed } = reply else {
+                return Err(FsError::Io("unexpected answer to validate".into()));
+            };
+            let changed_inos: std::collections::HashSet<Ino> =
+                changed.iter().map(|(i, _)| *i).collect();
+            for (ino, attr) in changed {
+                self.meta.lock().unwrap().forget_ino(ino);
+                if attr.is_none() {
+                    let in_use = self.nodes.lock().unwrap().contains_key(&ino);
+                    if !in_use {
+                        let _ = self.disk.remove(ino);
+                    }
+                }
+                self.invalidate(Invalidation::Inode(ino));
+            }
+            // Unchanged entries: the server renewed the promise; trust the cached version.
+            for (ino, version) in batch {
+                if changed_inos.contains(ino) {
+                    continue;
+                }
+                let cached = self.meta.lock().unwrap().attr(*ino);
+                if let Some((attr, _)) = cached {
+                    if attr.version == *version {
+                        self.remember_attr(&attr, t);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

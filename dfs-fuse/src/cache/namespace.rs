@@ -1,0 +1,322 @@
+//! Namespace calls of the cache manager: lookup, getattr, readdir and every change to the
+//! directory tree. Answers from the metadata cache while a promise covers it; otherwise asks
+//! the directory service and remembers the answer. Must not touch file contents (that is
+//! `files`), except to overlay the size of a locally changed file on its attributes.
+
+use super::meta::DirItem;
+use super::{CacheManager, Invalidation};
+use dfs_common::proto::{DirReply, DirRequest, StatFs, READDIR_PAGE};
+use dfs_common::types::SetTime;
+use dfs_common::types::NAME_MAX;
+use dfs_common::{Attr, FsError, Ino};
+use std::sync::Arc;
+
+fn unexpected(what: &str) -> FsError {
+    FsError::Io(format!("unexpected answer to {what}"))
+}
+
+fn check_name(name: &[u8]) -> Result<(), FsError> {
+    if name.len() > NAME_MAX {
+        return Err(FsError::NameTooLong);
+    }
+    Ok(())
+}
+
+impl CacheManager {
+    async fn attr_call(&self, req: DirRequest, what: &str) -> Result<Attr, FsError> {
+        let t = self.ticket();
+        match self.remote.dir(&req).await? {
+            DirReply::Attr(attr) => {
+                self.remember_attr(&attr, t);
+                Ok(attr)
+            }
+            _ => Err(unexpected(what)),
+        }
+    }
+
+    /// The attributes as this client sees them: a locally changed file shows its local
+    /// size and mtime until it is stored.
+    pub(crate) fn overlay(&self, mut attr: Attr) -> Attr {
+        if let Some((size, mtime)) = self.local_size(attr.ino) {
+            attr.size = size;
+            attr.mtime = mtime;
+        }
+        attr
+    }
+
+    pub async fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Attr, FsError> {
+        check_name(name)?;
+        let cached = self.meta.lock().unwrap().name(parent, name);
+        if let Some((ino, stamp)) = cached {
+            if self.validity.trusted(stamp) {
+                if let Some(attr) = self.trusted_attr(ino) {
+                    return Ok(self.overlay(attr));
+                }
+            }
+        }
+        let t = self.ticket();
+        let attr = self
+            .attr_call(
+                DirRequest::Lookup {
+                    parent,
+                    name: name.to_vec(),
+                },
+                "lookup",
+            )
+            .await?;
+        let stamp = self.validity.stamp(t);
+        self.meta
+            .lock()
+            .unwrap()
+            .put_name(parent, name.to_vec(), attr.ino, stamp);
+        Ok(self.overlay(attr))
+    }
+
+    pub async fn getattr(&self, ino: Ino) -> Result<Attr, FsError> {
+        if let Some(attr) = self.trusted_attr(ino) {
+            return Ok(self.overlay(attr));
+        }
+        match self.attr_call(DirRequest::GetAttr { ino }, "getattr").await {
+            Ok(attr) => Ok(self.overlay(attr)),
+            Err(FsError::Unavailable(why)) => {
+                // The server is away: what we knew last is better than an error.
+                let stale = self.meta.lock().unwrap().attr(ino);
+                match stale {
+                    Some((attr, _)) => Ok(self.overlay(attr)),
+                    None => Err(FsError::Unavailable(why)),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The whole listing of `dir`, each entry with its attributes; paged from the server.
+    pub async fn readdir(&self, dir: Ino) -> Result<Arc<Vec<DirItem>>, FsError> {
+        let cached = self.meta.lock().unwrap().dir(dir);
+        if let Some((items, stamp)) = cached {
+            if self.validity.trusted(stamp) {
+                return Ok(items);
+            }
+        }
+        let t = self.ticket();
+        let mut items = Vec::new();
+        let mut after = None;
+        loop {
+            let reply = self
+                .remote
+                .dir(&DirRequest::ReadDir {
+                    dir,
+                    after: after.take(),
+                    limit: READDIR_PAGE,
+                })
+                .await?;
+            let DirReply::Entries { entries, more } = reply else {
+                return Err(unexpected("readdir"));
+            };
+            let last = entries.last().map(|(n, _)| n.clone());
+            for (name, attr) in entries {
+                self.remember_attr(&attr, t);
+                let attr = self.overlay(attr);
+                items.push(DirItem { name, attr });
+            }
+            if !more || last.is_none() {
+                break;
+            }
+            after = last;
+        }
+        let items = Arc::new(items);
+        let stamp = self.validity.stamp(t);
+        {
+            let mut meta = self.meta.lock().unwrap();
+            for item in items.iter() {
+                meta.put_name(dir, item.name.clone(), item.attr.ino, stamp);
+            }
+            meta.put_dir(dir, items.clone(), stamp);
+        }
+        Ok(items)
+    }
+
+    /// Our own change to `dir`'s entry `name`: no break comes back to us, so forget here.
+    fn changed_entry(&self, dir: Ino, name: &[u8]) {
+        self.meta.lock().unwrap().forget_entry(dir, name);
+        self.invalidate(Invalidation::Entry(dir, name.to_vec()));
+    }
+
+    pub async fn mkdir(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<Attr, FsError> {
+        check_name(name)?;
+        let req = DirRequest::Mkdir {
+            parent,
+            name: name.to_vec(),
+            mode,
+            uid,
+            gid,
+        };
+        let attr = self.attr_call(req, "mkdir").await?;
+        self.meta.lock().unwrap().forget_ino(parent);
+        Ok(attr)
+    }
+
+    pub async fn symlink(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        target: &[u8],
+        uid: u32,
+        gid: u32,
+    ) -> Result<Attr, FsError> {
+        check_name(name)?;
+        let req = DirRequest::Symlink {
+            parent,
+            name: name.to_vec(),
+            target: target.to_vec(),
+            uid,
+            gid,
+        };
+        let attr = self.attr_call(req, "symlink").await?;
+        self.meta.lock().unwrap().forget_ino(parent);
+        Ok(attr)
+    }
+
+    pub async fn link(&self, ino: Ino, new_parent: Ino, new_name: &[u8]) -> Result<Attr, FsError> {
+        check_name(new_name)?;
+        let req = DirRequest::Link {
+            ino,
+            new_parent,
+            new_name: new_name.to_vec(),
+        };
+        let attr = self.attr_call(req, "link").await?;
+        self.meta.lock().unwrap().forget_ino(new_parent);
+        Ok(self.overlay(attr))
+    }
+
+    pub async fn readlink(&self, ino: Ino) -> Result<Vec<u8>, FsError> {
+        if let Some(target) = self.meta.lock().unwrap().link(ino) {
+            return Ok(target);
+        }
+        match self.remote.dir(&DirRequest::ReadLink { ino }).await? {
+            DirReply::Target(target) => {
+                // A symlink's target never changes, so it needs no promise.
+                self.meta.lock().unwrap().put_link(ino, target.clone());
+                Ok(target)
+            }
+            _ => Err(unexpected("readlink")),
+        }
+    }
+
+    async fn entry_call(&self, req: DirRequest, dir: Ino, name: &[u8]) -> Result<(), FsError> {
+        let result = self.remote.dir(&req).await;
+        self.changed_entry(dir, name);
+        match result? {
+            DirReply::Empty => Ok(()),
+            _ => Err(unexpected("namespace change")),
+        }
+    }
+
+    pub async fn unlink(&self, parent: Ino, name: &[u8]) -> Result<(), FsError> {
+        check_name(name)?;
+        let req = DirRequest::Unlink {
+            parent,
+            name: name.to_vec(),
+        };
+        self.entry_call(req, parent, name).await
+    }
+
+    pub async fn rmdir(&self, parent: Ino, name: &[u8]) -> Result<(), FsError> {
+        check_name(name)?;
+        let req = DirRequest::Rmdir {
+            parent,
+            name: name.to_vec(),
+        };
+        self.entry_call(req, parent, name).await
+    }
+
+    pub async fn rename(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        new_parent: Ino,
+        new_name: &[u8],
+        flags: u32,
+    ) -> Result<(), FsError> {
+        check_name(name)?;
+        check_name(new_name)?;
+        let req = DirRequest::Rename {
+            parent,
+            name: name.to_vec(),
+            new_parent,
+            new_name: new_name.to_vec(),
+            flags,
+        };
+        let moved = self.meta.lock().unwrap().name(parent, name).map(|(i, _)| i);
+        let result = self.remote.dir(&req).await;
+        self.changed_entry(parent, name);
+        self.changed_entry(new_parent, new_name);
+        if let Some(ino) = moved {
+            self.meta.lock().unwrap().forget_ino(ino);
+        }
+        match result? {
+            DirReply::Empty => Ok(()),
+            _ => Err(unexpected("rename")),
+        }
+    }
+
+    /// Changes attributes. A size change of a file open on this client is applied to the
+    /// local copy and stored at close; otherwise the server applies it.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn setattr(
+        &self,
+        ino: Ino,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<SetTime>,
+        mtime: Option<SetTime>,
+    ) -> Result<Attr, FsError> {
+        let mut size = size;
+        if let Some(len) = size {
+            if self.truncate_open_file(ino, len).await? {
+                size = None;
+            }
+        }
+        if mode.is_none()
+            && uid.is_none()
+            && gid.is_none()
+            && size.is_none()
+            && atime.is_none()
+            && mtime.is_none()
+        {
+            let attr = self.getattr(ino).await?;
+            return Ok(self.overlay(attr));
+        }
+        let req = DirRequest::SetAttr {
+            ino,
+            mode,
+            uid,
+            gid,
+            size,
+            atime,
+            mtime,
+        };
+        let attr = self.attr_call(req, "setattr").await?;
+        if size.is_some() {
+            // The server made a new version; our copy (if any) is now old.
+            self.invalidate(Invalidation::Inode(ino));
+        }
+        Ok(self.overlay(attr))
+    }
+
+    pub async fn statfs(&self) -> Result<StatFs, FsError> {
+        match self.remote.dir(&DirRequest::StatFs).await? {
+            DirReply::StatFs(s) => Ok(s),
+            _ => Err(unexpected("statfs")),
+        }
+    }
+}

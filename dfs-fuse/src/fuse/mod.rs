@@ -1,0 +1,526 @@
+//! The FUSE adapter: maps kernel requests onto the cache manager and `FsError` onto errno.
+//! Requests that may need the network are answered from tokio tasks so the FUSE threads
+//! never wait on the server; local reads and writes are answered in place. Kernel cache
+//! invalidations from callback breaks are delivered by a thread of their own (never from a
+//! FUSE handler). Must not hold policy: what is cached and when to store is the manager's.
+
+mod attrs;
+
+use crate::cache::{CacheManager, DirItem, Invalidation};
+use attrs::{errno, file_attr, ttl_for};
+use dfs_common::proto::{RENAME_EXCHANGE, RENAME_NOREPLACE};
+use dfs_common::types::SetTime;
+use dfs_common::{Ino, Timestamp};
+use fuser::{
+    Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
+    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request,
+    TimeOrNow, WriteFlags,
+};
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+/// A directory listing snapshot taken at opendir, served by offset.
+type OpenDir = (dfs_common::Attr, Arc<Vec<DirItem>>);
+
+pub struct DfsFs {
+    mgr: Arc<CacheManager>,
+    rt: tokio::runtime::Handle,
+    dirs: Arc<Mutex<HashMap<u64, OpenDir>>>,
+    next_dir: AtomicU64,
+}
+
+impl DfsFs {
+    pub fn new(mgr: Arc<CacheManager>, rt: tokio::runtime::Handle) -> DfsFs {
+        DfsFs {
+            mgr,
+            rt,
+            dirs: Arc::new(Mutex::new(HashMap::new())),
+            next_dir: AtomicU64::new(1),
+        }
+    }
+}
+
+/// Starts the thread that hands callback breaks to the kernel.
+pub fn deliver_invalidations(mgr: &CacheManager, notifier: fuser::Notifier) {
+    let (tx, rx) = std::sync::mpsc::channel::<Invalidation>();
+    mgr.set_invalidation_sink(Box::new(move |inv| {
+        let _ = tx.send(inv);
+    }));
+    std::thread::Builder::new()
+        .name("dfs-invalidate".into())
+        .spawn(move || {
+            for inv in rx {
+                // ENOENT just means the kernel holds nothing for it.
+                let _ = match inv {
+                    Invalidation::Inode(ino) => notifier.inval_inode(INodeNo(ino), 0, 0),
+                    Invalidation::Entry(dir, name) => {
+                        notifier.inval_entry(INodeNo(dir), OsStr::from_bytes(&name))
+                    }
+                };
+            }
+        })
+        .expect("spawn invalidation thread");
+}
+
+fn set_time(t: Option<TimeOrNow>) -> Option<SetTime> {
+    t.map(|t| match t {
+        TimeOrNow::Now => SetTime::Now,
+        TimeOrNow::SpecificTime(st) => SetTime::At(Timestamp::from_system(st)),
+    })
+}
+
+impl Filesystem for DfsFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let wanted = InitFlags::FUSE_ATOMIC_O_TRUNC
+            | InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_READDIRPLUS_AUTO
+            | InitFlags::FUSE_EXPORT_SUPPORT;
+        if let Err(unsupported) = config.add_capabilities(wanted) {
+            log::info!("kernel lacks FUSE capabilities {unsupported:?}");
+        }
+        let _ = config.set_max_write(1 << 20);
+        let _ = config.set_max_readahead(1 << 20);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let mgr = self.mgr.clone();
+        let name = name.as_bytes().to_vec();
+        self.rt.spawn(async move {
+            match mgr.lookup(parent.0, &name).await {
+                Ok(attr) => {
+                    let ttl = ttl_for(&mgr, attr.ino);
+                    reply.entry(&ttl, &file_attr(&attr), Generation(0))
+                }
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let mgr = self.mgr.clone();
+        self.rt.spawn(async move {
+            match mgr.getattr(ino.0).await {
+                Ok(attr) => reply.attr(&ttl_for(&mgr, attr.ino), &file_attr(&attr)),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let mgr = self.mgr.clone();
+        let mode = mode.map(|m| m & 0o7777);
+        let (atime, mtime) = (set_time(atime), set_time(mtime));
+        self.rt.spawn(async move {
+            match mgr.setattr(ino.0, mode, uid, gid, size, atime, mtime).await {
+                Ok(attr) => reply.attr(&ttl_for(&mgr, attr.ino), &file_attr(&attr)),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let mgr = self.mgr.clone();
+        self.rt.spawn(async move {
+            match mgr.readlink(ino.0).await {
+                Ok(target) => reply.data(&target),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let mgr = self.mgr.clone();
+        let name = name.as_bytes().to_vec();
+        let (uid, gid) = (req.uid(), req.gid());
+        self.rt.spawn(async move {
+            match mgr
+                .mkdir(parent.0, &name, mode & !umask & 0o7777, uid, gid)
+                .await
+            {
+                Ok(attr) => reply.entry(&ttl_for(&mgr, attr.ino), &file_attr(&attr), Generation(0)),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let mgr = self.mgr.clone();
+        let name = name.as_bytes().to_vec();
+        self.rt.spawn(async move {
+            match mgr.unlink(parent.0, &name).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let mgr = self.mgr.clone();
+        let name = name.as_bytes().to_vec();
+        self.rt.spawn(async move {
+            match mgr.rmdir(parent.0, &name).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &std::path::Path,
+        reply: ReplyEntry,
+    ) {
+        let mgr = self.mgr.clone();
+        let name = link_name.as_bytes().to_vec();
+        let target = target.as_os_str().as_bytes().to_vec();
+        let (uid, gid) = (req.uid(), req.gid());
+        self.rt.spawn(async move {
+            match mgr.symlink(parent.0, &name, &target, uid, gid).await {
+                Ok(attr) => reply.entry(&ttl_for(&mgr, attr.ino), &file_attr(&attr), Generation(0)),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let mgr = self.mgr.clone();
+        let name = name.as_bytes().to_vec();
+        let newname = newname.as_bytes().to_vec();
+        let mut wire_flags = 0;
+        if flags.contains(RenameFlags::RENAME_NOREPLACE) {
+            wire_flags |= RENAME_NOREPLACE;
+        }
+        if flags.contains(RenameFlags::RENAME_EXCHANGE) {
+            wire_flags |= RENAME_EXCHANGE;
+        }
+        self.rt.spawn(async move {
+            match mgr
+                .rename(parent.0, &name, newparent.0, &newname, wire_flags)
+                .await
+            {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let mgr = self.mgr.clone();
+        let newname = newname.as_bytes().to_vec();
+        self.rt.spawn(async move {
+            match mgr.link(ino.0, newparent.0, &newname).await {
+                Ok(attr) => reply.entry(&ttl_for(&mgr, attr.ino), &file_attr(&attr), Generation(0)),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let mgr = self.mgr.clone();
+        self.rt.spawn(async move {
+            match mgr.open(ino.0, flags.0).await {
+                Ok(opened) => {
+                    let mut fopen = FopenFlags::empty();
+                    if opened.keep_cache {
+                        fopen |= FopenFlags::FOPEN_KEEP_CACHE;
+                    }
+                    reply.opened(FileHandle(opened.fh), fopen)
+                }
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.mgr.read(fh.0, offset, size) {
+            Ok(data) => reply.data(&data),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match self.mgr.write(fh.0, offset, data) {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        let mgr = self.mgr.clone();
+        self.rt.spawn(async move {
+            match mgr.flush(fh.0).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.mgr.release(fh.0);
+        reply.ok();
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let mgr = self.mgr.clone();
+        self.rt.spawn(async move {
+            match mgr.fsync(fh.0).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let mgr = self.mgr.clone();
+        let dirs = self.dirs.clone();
+        let fh = self.next_dir.fetch_add(1, Ordering::Relaxed);
+        self.rt.spawn(async move {
+            let listing = async { Ok((mgr.getattr(ino.0).await?, mgr.readdir(ino.0).await?)) };
+            match listing.await {
+                Ok(open_dir) => {
+                    dirs.lock().unwrap().insert(fh, open_dir);
+                    reply.opened(FileHandle(fh), FopenFlags::empty())
+                }
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let Some((_, items)) = self.dirs.lock().unwrap().get(&fh.0).cloned() else {
+            return reply.error(Errno::EBADF);
+        };
+        let mut next = offset;
+        while next < items.len() as u64 + 2 {
+            let full = match next {
+                0 => reply.add(ino, 1, fuser::FileType::Directory, "."),
+                1 => reply.add(ino, 2, fuser::FileType::Directory, ".."),
+                i => {
+                    let item = &items[(i - 2) as usize];
+                    let kind = file_attr(&item.attr).kind;
+                    reply.add(
+                        INodeNo(item.attr.ino),
+                        i + 1,
+                        kind,
+                        OsStr::from_bytes(&item.name),
+                    )
+                }
+            };
+            if full {
+                break;
+            }
+            next += 1;
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let Some((dir_attr, items)) = self.dirs.lock().unwrap().get(&fh.0).cloned() else {
+            return reply.error(Errno::EBADF);
+        };
+        let mut next = offset.max(2);
+        if offset < 2 {
+            // The kernel makes no dentries for "." and ".."; their attributes are not cached.
+            let a = file_attr(&dir_attr);
+            let ttl = std::time::Duration::ZERO;
+            if offset == 0 && reply.add(ino, 1, ".", &ttl, &a, Generation(0)) {
+                return reply.ok();
+            }
+            if reply.add(ino, 2, "..", &ttl, &a, Generation(0)) {
+                return reply.ok();
+            }
+        }
+        while next < items.len() as u64 + 2 {
+            let item = &items[(next - 2) as usize];
+            let attr = self.mgr.overlay(item.attr.clone());
+            let ttl = ttl_for(&self.mgr, attr.ino);
+            if reply.add(
+                INodeNo(attr.ino),
+                next + 1,
+                OsStr::from_bytes(&item.name),
+                &ttl,
+                &file_attr(&attr),
+                Generation(0),
+            ) {
+                break;
+            }
+            next += 1;
+        }
+        reply.ok();
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.dirs.lock().unwrap().remove(&fh.0);
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let mgr = self.mgr.clone();
+        self.rt.spawn(async move {
+            match mgr.statfs().await {
+                Ok(s) => {
+                    let bsize = 4096u64;
+                    reply.statfs(
+                        s.total_bytes / bsize,
+                        s.free_bytes / bsize,
+                        s.free_bytes / bsize,
+                        s.files,
+                        u32::MAX as u64,
+                        bsize as u32,
+                        255,
+                        bsize as u32,
+                    )
+                }
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let mgr = self.mgr.clone();
+        let name = name.as_bytes().to_vec();
+        let (uid, gid) = (req.uid(), req.gid());
+        self.rt.spawn(async move {
+            match mgr
+                .create(parent.0, &name, mode & !umask & 0o7777, uid, gid, flags)
+                .await
+            {
+                Ok((attr, opened)) => reply.created(
+                    &ttl_for(&mgr, attr.ino),
+                    &file_attr(&attr),
+                    Generation(0),
+                    FileHandle(opened.fh),
+                    FopenFlags::empty(),
+                ),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+}
+
+/// Inode of the mount's root.
+pub const ROOT: Ino = dfs_common::ROOT_INO;

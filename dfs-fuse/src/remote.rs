@@ -1,0 +1,251 @@
+//! The client's side of the wire: one HTTP/1.1 keep-alive connection pool to one server,
+//! the `/v1/dir` calls, and streaming fetch/store of whole files between the server and a
+//! local file. Owns request timeouts and the mapping of transport failures to
+//! `FsError::Unavailable`. It must not know about caches, handles or FUSE.
+
+use bytes::Bytes;
+use dfs_common::codec;
+use dfs_common::proto::{self, DirReply, DirRequest};
+use dfs_common::{Attr, FsError, Ino};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use std::path::Path;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+type Body = BoxBody<Bytes, std::io::Error>;
+
+/// How long a metadata call may take before it fails (the server may be gone).
+const META_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a data transfer may go without moving a byte.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Chunk size for streaming file bodies.
+const CHUNK: usize = 1 << 20;
+
+/// What a fetch found.
+pub enum Fetched {
+    /// The caller's version is current; nothing was transferred.
+    NotModified(Attr),
+    /// The contents were written to the destination file.
+    Fetched(Attr),
+}
+
+#[derive(Clone)]
+pub struct Remote {
+    base: String,
+    client_id: u64,
+    http: Client<HttpConnector, Body>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> FsError {
+    FsError::Unavailable(e.to_string())
+}
+
+fn full(bytes: Vec<u8>) -> Body {
+    Full::new(Bytes::from(bytes))
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+impl Remote {
+    /// `addr` is `HOST:PORT`.
+    pub fn new(addr: &str, client_id: u64) -> Remote {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_secs(3)));
+        connector.set_nodelay(true);
+        let http = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(connector);
+        Remote {
+            base: format!("http://{addr}"),
+            client_id,
+            http,
+        }
+    }
+
+    pub fn client_id(&self) -> u64 {
+        self.client_id
+    }
+
+    fn request(&self, method: Method, path: &str) -> hyper::http::request::Builder {
+        Request::builder()
+            .method(method)
+            .uri(format!("{}{}", self.base, path))
+            .header(proto::HDR_CLIENT, self.client_id.to_string())
+    }
+
+    async fn send(&self, req: Request<Body>) -> Result<Response<hyper::body::Incoming>, FsError> {
+        self.http.request(req).await.map_err(unavailable)
+    }
+
+    /// Turns a non-success answer into the server's `FsError`.
+    async fn error_of(resp: Response<hyper::body::Incoming>) -> FsError {
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let code = header(proto::HDR_ERROR);
+        let detail = header(proto::HDR_DETAIL).unwrap_or_default();
+        let status = resp.status();
+        match code {
+            Some(code) => FsError::from_code(&code, detail),
+            None => {
+                let body = tokio::time::timeout(META_TIMEOUT, resp.into_body().collect())
+                    .await
+                    .ok()
+                    .and_then(|r| r.ok())
+                    .map(|c| String::from_utf8_lossy(&c.to_bytes()).into_owned())
+                    .unwrap_or_default();
+                FsError::Io(format!("server answered {status}: {}", body.trim()))
+            }
+        }
+    }
+
+    /// One directory-service call.
+    pub async fn dir(&self, req: &DirRequest) -> Result<DirReply, FsError> {
+        let http_req = self
+            .request(Method::POST, "/v1/dir")
+            .body(full(codec::encode(req)))
+            .map_err(|e| FsError::Invalid(e.to_string()))?;
+        let call = async {
+            let resp = self.send(http_req).await?;
+            if !resp.status().is_success() {
+                return Err(Self::error_of(resp).await);
+            }
+            let body = resp.into_body().collect().await.map_err(unavailable)?;
+            codec::decode::<DirReply>(&body.to_bytes())
+        };
+        tokio::time::timeout(META_TIMEOUT, call)
+            .await
+            .map_err(|_| unavailable("directory call timed out"))?
+    }
+
+    /// Fetches `ino` into `dest` unless the server still has `have_version`.
+    /// On error `dest` may hold a partial file; the caller removes it.
+    pub async fn fetch(
+        &self,
+        ino: Ino,
+        have_version: Option<u64>,
+        dest: &Path,
+    ) -> Result<Fetched, FsError> {
+        let mut builder = self.request(Method::GET, &format!("/v1/files/{ino}"));
+        if let Some(v) = have_version {
+            builder = builder.header(proto::HDR_HAVE_VERSION, v.to_string());
+        }
+        let http_req = builder
+            .body(full(Vec::new()))
+            .map_err(|e| FsError::Invalid(e.to_string()))?;
+        let resp = tokio::time::timeout(META_TIMEOUT, self.send(http_req))
+            .await
+            .map_err(|_| unavailable("fetch timed out"))??;
+        let status = resp.status();
+        if status != StatusCode::OK && status != StatusCode::NOT_MODIFIED {
+            return Err(Self::error_of(resp).await);
+        }
+        let attr: Attr = resp
+            .headers()
+            .get(proto::HDR_ATTR)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| FsError::Io("fetch answer without attributes".into()))
+            .and_then(codec::from_header)?;
+        if status == StatusCode::NOT_MODIFIED {
+            return Ok(Fetched::NotModified(attr));
+        }
+        let mut file = tokio::fs::File::create(dest).await?;
+        let mut body = resp.into_body();
+        let mut received: u64 = 0;
+        loop {
+            let frame = tokio::time::timeout(IDLE_TIMEOUT, body.frame())
+                .await
+                .map_err(|_| unavailable("fetch stalled"))?;
+            match frame {
+                None => break,
+                Some(Err(e)) => return Err(unavailable(format!("fetch interrupted: {e}"))),
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        received += data.len() as u64;
+                        file.write_all(&data).await?;
+                    }
+                }
+            }
+        }
+        file.flush().await?;
+        if received != attr.size {
+            return Err(unavailable(format!(
+                "fetch of {ino} ended after {received} of {} bytes",
+                attr.size
+            )));
+        }
+        Ok(Fetched::Fetched(attr))
+    }
+
+    /// Stores the whole contents of `src` as the new contents of `ino`. Returns the new
+    /// attributes once the server has made them durable.
+    pub async fn store(&self, ino: Ino, src: &Path) -> Result<Attr, FsError> {
+        let mut file = tokio::fs::File::open(src).await?;
+        let len = file.metadata().await?.len();
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
+        let reader = tokio::spawn(async move {
+            let mut sent: u64 = 0;
+            while sent < len {
+                let want = CHUNK.min((len - sent) as usize);
+                let mut buf = vec![0u8; want];
+                match file.read_exact(&mut buf).await {
+                    Ok(_) => {
+                        sent += want as u64;
+                        if tx.send(Ok(Frame::data(Bytes::from(buf)))).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                }
+            }
+        });
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        let body: Body = BodyExt::boxed(StreamBody::new(stream));
+        let http_req = self
+            .request(Method::PUT, &format!("/v1/files/{ino}"))
+            .header(hyper::header::CONTENT_LENGTH, len.to_string())
+            .body(body)
+            .map_err(|e| FsError::Invalid(e.to_string()))?;
+        let result = async {
+            let resp = self.send(http_req).await?;
+            if !resp.status().is_success() {
+                return Err(Self::error_of(resp).await);
+            }
+            let body = tokio::time::timeout(META_TIMEOUT, resp.into_body().collect())
+                .await
+                .map_err(|_| unavailable("store answer timed out"))?
+                .map_err(unavailable)?;
+            codec::decode::<Attr>(&body.to_bytes())
+        }
+        .await;
+        reader.abort();
+        result
+    }
+
+    /// Opens the callback channel; returns the streaming body.
+    pub async fn callbacks(&self) -> Result<hyper::body::Incoming, FsError> {
+        let http_req = self
+            .request(Method::GET, "/v1/callbacks")
+            .body(full(Vec::new()))
+            .map_err(|e| FsError::Invalid(e.to_string()))?;
+        let resp = tokio::time::timeout(META_TIMEOUT, self.send(http_req))
+            .await
+            .map_err(|_| unavailable("callback channel timed out"))??;
+        if !resp.status().is_success() {
+            return Err(Self::error_of(resp).await);
+        }
+        Ok(resp.into_body())
+    }
+}
