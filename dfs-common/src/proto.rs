@@ -120,8 +120,9 @@ pub enum DirRequest {
         ino: Ino,
     },
     /// Revalidation after a lost callback channel or a server restart: for each
-    /// `(ino, version)` the client holds, the server answers only those whose version
-    /// differs (with the new attributes) or that no longer exist, and renews promises on all.
+    /// `(ino, version)` the client holds, the server answers the current attributes (or
+    /// `None` if the inode is gone) and renews promises on all that exist. Attributes, not
+    /// just versions, so that a chmod or utimens made while the client was away shows.
     Validate {
         held: Vec<(Ino, u64)>,
     },
@@ -138,9 +139,9 @@ pub enum DirReply {
     },
     Empty,
     Target(Vec<u8>),
-    /// `None` means the inode no longer exists.
+    /// One entry per held inode, in request order; `None` means it no longer exists.
     Validated {
-        changed: Vec<(Ino, Option<Attr>)>,
+        current: Vec<(Ino, Option<Attr>)>,
     },
     StatFs(StatFs),
 }

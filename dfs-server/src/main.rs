@@ -1,1 +1,186 @@
-fn main(){}
+//! The `dfs-server` binary: command line, tokio runtime, signals, and wiring of the
+//! services. Must not implement any service itself.
+
+use clap::Parser;
+use dfs_common::Timestamp;
+use dfs_server::blobs::{gc, BlobStore};
+use dfs_server::callbacks::Registry;
+use dfs_server::http;
+use dfs_server::namespace::Namespace;
+use dfs_server::services::{Services, Settings};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// dfs server node: runs the directory, file and callback services of dfs (an AFS-style
+/// distributed file system) in the foreground, serving HTTP/1.1 on one address.
+///
+/// SIGTERM or SIGINT stops it cleanly: no new connections, in-flight requests get about
+/// five seconds to finish, the metadata database is closed, exit status 0.
+/// Logging goes to stderr; set RUST_LOG (default: info).
+#[derive(Parser, Debug)]
+#[command(name = "dfs-server", version)]
+struct Args {
+    /// Directory holding this node's data: the metadata database (meta.redb) and the
+    /// blob store (blobs/). Created if missing.
+    #[arg(long, value_name = "DIR")]
+    data_dir: PathBuf,
+
+    /// Address to listen on (HOST:PORT; port 0 picks a free one, logged at start).
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7070")]
+    listen: String,
+
+    /// Seconds an unreferenced blob (old contents of an overwritten or deleted file) is
+    /// kept before the garbage collector deletes it.
+    #[arg(long, value_name = "N", default_value_t = 300)]
+    gc_grace_secs: u64,
+
+    /// Largest file a store accepts, in bytes; a larger body is refused with 413.
+    #[arg(long, value_name = "BYTES", default_value_t = 1u64 << 40)]
+    max_file_size: u64,
+
+    /// Permission bits, in octal, of the root directory when a fresh namespace is
+    /// created (owned by uid 0, gid 0). An existing namespace keeps its root as it is.
+    #[arg(long, value_name = "OCTAL", default_value = "1777", value_parser = parse_octal)]
+    root_mode: u32,
+}
+
+fn parse_octal(s: &str) -> Result<u32, String> {
+    let v = u32::from_str_radix(s.trim_start_matches("0o"), 8)
+        .map_err(|e| format!("not an octal mode: {e}"))?;
+    if v > 0o7777 {
+        return Err("mode must be at most 7777".into());
+    }
+    Ok(v)
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("dfs-server")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            log::error!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(args));
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    match result {
+        Ok(()) => {
+            log::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            log::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn unix_secs(t: Timestamp) -> u64 {
+    t.secs.max(0) as u64
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let data_dir = args.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .map_err(|e| format!("cannot create data dir {}: {e}", data_dir.display()))?;
+    let now = Timestamp::now();
+    let db_path = data_dir.join("meta.redb");
+    let root_mode = args.root_mode;
+    let ns = tokio::task::spawn_blocking(move || Namespace::open(&db_path, root_mode, now))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot open the metadata database: {e}"))?;
+    let ns = Arc::new(ns);
+    let blobs = Arc::new(
+        BlobStore::open(&data_dir).map_err(|e| format!("cannot open the blob store: {e}"))?,
+    );
+    {
+        let (ns, blobs, grace) = (ns.clone(), blobs.clone(), args.gc_grace_secs);
+        tokio::task::spawn_blocking(move || gc::adopt_orphans(&blobs, &ns, grace, unix_secs(now)))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("cannot scan the blob store: {e}"))?;
+    }
+    let callbacks = Arc::new(Registry::new(Registry::random_epoch()));
+    let listener = TcpListener::bind(&args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    log::info!(
+        "dfs-server listening on {addr}, data dir {}, epoch {:016x}",
+        data_dir.display(),
+        callbacks.epoch()
+    );
+
+    let settings = Settings {
+        data_dir: data_dir.clone(),
+        gc_grace_secs: args.gc_grace_secs,
+        max_file_size: args.max_file_size,
+    };
+    let svc = Services::new(ns.clone(), blobs.clone(), callbacks.clone(), settings);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let gc_task = gc::spawn(
+        blobs.clone(),
+        ns.clone(),
+        args.gc_grace_secs,
+        stop_rx.clone(),
+    );
+    let sweeper = {
+        let callbacks = callbacks.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                let n = callbacks.sweep(Instant::now());
+                if n > 0 {
+                    log::info!("forgot {n} clients away for over an hour");
+                }
+            }
+        })
+    };
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        let _ = stop_tx.send(true);
+    });
+
+    http::serve(listener, svc, stop_rx).await;
+
+    sweeper.abort();
+    let _ = gc_task.await;
+    drop((blobs, callbacks));
+    match Arc::try_unwrap(ns) {
+        Ok(ns) => {
+            drop(ns);
+            log::info!("metadata database closed");
+        }
+        Err(_) => {
+            log::warn!("metadata database still in use at exit; it will close with the process")
+        }
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("cannot watch SIGTERM: {e}");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => log::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => log::info!("SIGINT received"),
+    }
+}

@@ -30,8 +30,10 @@ pub(crate) struct FileNode {
 struct Local {
     /// Server version the local copy is based on (its file is `disk.path(ino, version)`).
     version: u64,
-    /// The copy's read-write descriptor, shared by this inode's handles while any is open.
+    /// The copy's read-write descriptor, shared by new handles while any is open.
     file: Option<Arc<File>>,
+    /// The version `file` holds (older handles may still read an older copy).
+    file_version: u64,
     dirty: bool,
     opens: u32,
     writers: u32,
@@ -194,11 +196,13 @@ impl CacheManager {
         let truncate = writable && flags & libc::O_TRUNC != 0;
         let node = self.node(ino);
         let _op = node.op.lock().await;
-        let has_copy = {
+        // Local changes win until stored; otherwise every open sees the current version,
+        // while handles opened earlier keep reading the copy they opened.
+        let local_changes = {
             let l = node.local.lock().unwrap();
-            l.file.is_some() || l.dirty
+            l.dirty || l.writers > 0
         };
-        if !has_copy {
+        if !local_changes {
             let ready = if truncate {
                 self.start_truncated(&node).await
             } else {
@@ -213,8 +217,8 @@ impl CacheManager {
         let file = {
             let mut l = node.local.lock().unwrap();
             match &l.file {
-                Some(f) => f.clone(),
-                None => {
+                Some(f) if l.file_version == l.version => f.clone(),
+                _ => {
                     let path = self.disk.path(ino, l.version);
                     let f = match OpenOptions::new().read(true).write(true).open(&path) {
                         Ok(f) => Arc::new(f),
@@ -231,6 +235,7 @@ impl CacheManager {
                         Err(e) => return Err(e.into()),
                     };
                     l.file = Some(f.clone());
+                    l.file_version = l.version;
                     f
                 }
             }
@@ -380,8 +385,8 @@ impl CacheManager {
         )
     }
 
-    /// Truncates the local copy if the file is open or dirty here. Returns false when the
-    /// server should do it instead.
+    /// Truncates the local copy if the file is open for writing or dirty here (the change is
+    /// stored with the rest). Returns false when the server should do it instead.
     pub(crate) async fn truncate_open_file(&self, ino: Ino, len: u64) -> Result<bool, FsError> {
         let Some(node) = self.nodes.lock().unwrap().get(&ino).cloned() else {
             return Ok(false);
@@ -389,10 +394,10 @@ impl CacheManager {
         let _op = node.op.lock().await;
         let file = {
             let l = node.local.lock().unwrap();
-            if l.file.is_none() && !l.dirty {
+            if !(l.dirty || l.writers > 0) {
                 return Ok(false);
             }
-            l.file.clone()
+            l.file.clone().filter(|_| l.file_version == l.version)
         };
         let _excl = node.gate.write().await;
         match file {
@@ -476,7 +481,13 @@ impl CacheManager {
             Ok(attr) => {
                 let new_path = self.disk.path(ino, attr.version);
                 std::fs::rename(&path, &new_path)?;
-                node.local.lock().unwrap().version = attr.version;
+                {
+                    let mut l = node.local.lock().unwrap();
+                    if l.file.is_some() && l.file_version == l.version {
+                        l.file_version = attr.version;
+                    }
+                    l.version = attr.version;
+                }
                 self.disk.put(
                     ino,
                     CacheEntry {

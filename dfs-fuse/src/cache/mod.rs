@@ -211,9 +211,10 @@ impl CacheManager {
         self.invalidate(Invalidation::Inode(dir));
     }
 
-    /// After a new connection: ask the server, in batches, which cached files changed
-    /// (a version compare, no data), renew promises on the rest, and tell the kernel to
-    /// forget what changed.
+    /// After a new connection: ask the server, in batches, for the current attributes of
+    /// every cached file (a version compare, no data). Unchanged copies become trusted again
+    /// (the server renewed the promise), so the next open makes no round trip; changed or
+    /// deleted ones are dropped, and the kernel is told to forget them.
     pub(crate) async fn revalidate_cached(&self) -> Result<(), FsError> {
         use dfs_common::proto::{DirReply, DirRequest};
         let held: Vec<(Ino, u64)> = self
@@ -231,30 +232,31 @@ impl CacheManager {
                     held: batch.to_vec(),
                 })
                 .await?;
-            let DirReply::Validated { changed } = reply else {
+            let DirReply::Validated { current } = reply else {
                 return Err(FsError::Io("unexpected answer to validate".into()));
             };
-            let changed_inos: std::collections::HashSet<Ino> =
-                changed.iter().map(|(i, _)| *i).collect();
-            for (ino, attr) in changed {
-                self.meta.lock().unwrap().forget_ino(ino);
-                if attr.is_none() {
-                    let in_use = self.nodes.lock().unwrap().contains_key(&ino);
-                    if !in_use {
-                        let _ = self.disk.remove(ino);
-                    }
+            for ((ino, held_version), (answered, attr)) in batch.iter().zip(current) {
+                if *ino != answered {
+                    return Err(FsError::Io("validate answered out of order".into()));
                 }
-                self.invalidate(Invalidation::Inode(ino));
-            }
-            // Unchanged entries: the server renewed the promise; trust the cached version.
-            for (ino, version) in batch {
-                if changed_inos.contains(ino) {
-                    continue;
-                }
-                let cached = self.meta.lock().unwrap().attr(*ino);
-                if let Some((attr, _)) = cached {
-                    if attr.version == *version {
+                let before = self.meta.lock().unwrap().attr(*ino).map(|(a, _)| a);
+                match attr {
+                    Some(attr) if attr.version == *held_version => {
+                        if before.as_ref().is_some_and(|b| *b != attr) {
+                            self.invalidate(Invalidation::Inode(*ino));
+                        }
                         self.remember_attr(&attr, t);
+                    }
+                    other => {
+                        self.meta.lock().unwrap().forget_ino(*ino);
+                        let in_use = self.nodes.lock().unwrap().contains_key(ino);
+                        if !in_use {
+                            let _ = self.disk.remove(*ino);
+                        }
+                        if let Some(attr) = other {
+                            self.remember_attr(&attr, t);
+                        }
+                        self.invalidate(Invalidation::Inode(*ino));
                     }
                 }
             }

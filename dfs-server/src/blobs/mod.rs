@@ -1,0 +1,367 @@
+//! The content-addressed blob store: immutable files named by the SHA-256 of their bytes,
+//! under `DATA/blobs/<first two hex>/<64 hex>`, with temp files in `DATA/blobs/tmp/`.
+//!
+//! Owns: blob files (receiving a streamed body into a temp file while hashing, fsync and
+//! install, streamed reads, resized copies for truncate), pins that keep the garbage
+//! collector away from a blob between its install and its metadata commit, and the
+//! garbage collector (`gc`). Must not touch: the namespace rules (it only reads refcounts
+//! and tells the namespace which garbage rows it deleted), HTTP, callbacks.
+
+pub mod gc;
+#[cfg(test)]
+mod tests;
+
+use bytes::Bytes;
+use dfs_common::hash::BlobHasher;
+use dfs_common::{BlobId, FsError};
+use http_body_util::BodyExt;
+use hyper::body::Body;
+use std::collections::HashMap;
+use std::fmt::Display;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+/// Size of one chunk of a streamed read.
+pub const READ_CHUNK: usize = 256 * 1024;
+/// Chunks buffered between the file reader and the socket.
+const READ_AHEAD: usize = 4;
+
+/// The blob store of one data directory.
+pub struct BlobStore {
+    root: PathBuf,
+    tmp: PathBuf,
+    /// Blob ids between install and metadata commit, with the number of holders.
+    pins: Mutex<HashMap<BlobId, usize>>,
+    next_tmp: AtomicU64,
+    tmp_prefix: u64,
+}
+
+/// A received blob in `blobs/tmp/`, fsynced; deleted on drop unless installed.
+#[derive(Debug)]
+pub struct TempBlob {
+    path: PathBuf,
+    pub id: BlobId,
+    pub size: u64,
+    armed: bool,
+}
+
+impl Drop for TempBlob {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Keeps the garbage collector away from one blob while held.
+pub struct Pin {
+    store: Arc<BlobStore>,
+    pub id: BlobId,
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        let mut pins = self.store.pins.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = pins.get_mut(&self.id) {
+            *n -= 1;
+            if *n == 0 {
+                pins.remove(&self.id);
+            }
+        }
+    }
+}
+
+fn fsync_dir(path: &Path) -> io::Result<()> {
+    fs::File::open(path)?.sync_all()
+}
+
+impl BlobStore {
+    /// Opens the store under `data_dir/blobs`, creating it, and empties `blobs/tmp`.
+    pub fn open(data_dir: &Path) -> io::Result<BlobStore> {
+        let root = data_dir.join("blobs");
+        let tmp = root.join("tmp");
+        fs::create_dir_all(&tmp)?;
+        for entry in fs::read_dir(&tmp)? {
+            let entry = entry?;
+            if let Err(e) = fs::remove_file(entry.path()) {
+                log::warn!("cannot remove stale temp file {:?}: {e}", entry.path());
+            }
+        }
+        let mut seed = [0u8; 8];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed)
+            .map_err(|_| io::Error::other("no randomness"))?;
+        Ok(BlobStore {
+            root,
+            tmp,
+            pins: Mutex::new(HashMap::new()),
+            next_tmp: AtomicU64::new(0),
+            tmp_prefix: u64::from_le_bytes(seed),
+        })
+    }
+
+    /// Where blob `id` lives.
+    pub fn path(&self, id: &BlobId) -> PathBuf {
+        let hex = id.to_hex();
+        self.root.join(&hex[..2]).join(hex)
+    }
+
+    fn tmp_path(&self) -> PathBuf {
+        let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
+        self.tmp.join(format!("{:016x}-{n}", self.tmp_prefix))
+    }
+
+    fn new_temp(&self) -> io::Result<(fs::File, TempBlob)> {
+        let path = self.tmp_path();
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        let temp = TempBlob {
+            path,
+            id: BlobId([0; 32]),
+            size: 0,
+            armed: true,
+        };
+        Ok((file, temp))
+    }
+
+    /// Streams `body` into a temp file while hashing it. The body must be exactly
+    /// `expected_len` bytes and, if `expected` is given, hash to it; otherwise (or if the
+    /// body fails mid-way) the temp file is deleted and an error returned.
+    pub async fn receive<B>(
+        &self,
+        mut body: B,
+        expected_len: u64,
+        expected: Option<BlobId>,
+    ) -> Result<TempBlob, FsError>
+    where
+        B: Body<Data = Bytes> + Unpin,
+        B::Error: Display,
+    {
+        let (file, mut temp) = self.new_temp()?;
+        let mut file = tokio::fs::File::from_std(file);
+        let mut hasher = BlobHasher::new();
+        let mut total: u64 = 0;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| FsError::BadRequest(format!("request body: {e}")))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            total += data.len() as u64;
+            if total > expected_len {
+                return Err(FsError::BadRequest(format!(
+                    "body longer than its content-length {expected_len}"
+                )));
+            }
+            hasher.update(&data);
+            file.write_all(&data).await?;
+        }
+        if total != expected_len {
+            return Err(FsError::BadRequest(format!(
+                "body of {total} bytes, content-length said {expected_len}"
+            )));
+        }
+        file.flush().await?;
+        file.sync_all().await?;
+        drop(file);
+        let id = hasher.finish();
+        if let Some(want) = expected {
+            if want != id {
+                return Err(FsError::Corrupt(format!(
+                    "body hashes to {id}, x-dfs-sha256 said {want}"
+                )));
+            }
+        }
+        temp.id = id;
+        temp.size = total;
+        Ok(temp)
+    }
+
+    fn pin(self: &Arc<Self>, id: BlobId) -> Pin {
+        let mut pins = self.pins.lock().unwrap_or_else(|e| e.into_inner());
+        *pins.entry(id).or_insert(0) += 1;
+        Pin {
+            store: self.clone(),
+            id,
+        }
+    }
+
+    /// Moves a received blob into place (blocking). If the blob already exists the temp
+    /// file is just dropped. The returned pin keeps the GC away until the commit is done.
+    pub fn install(self: &Arc<Self>, mut temp: TempBlob) -> Result<Pin, FsError> {
+        let pin = self.pin(temp.id);
+        let dest = self.path(&temp.id);
+        let dir = dest.parent().expect("blob path has a parent").to_path_buf();
+        if !dir.is_dir() {
+            match fs::create_dir(&dir) {
+                Ok(()) => fsync_dir(&self.root)?,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        match fs::metadata(&dest) {
+            Ok(m) if m.is_file() && m.len() == temp.size => {
+                // Same contents already stored; the temp file goes on drop.
+                return Ok(pin);
+            }
+            _ => {}
+        }
+        fs::rename(&temp.path, &dest)?;
+        temp.armed = false;
+        fsync_dir(&dir)?;
+        Ok(pin)
+    }
+
+    /// After a failed commit: deletes the blob if nothing references it and nobody else
+    /// holds a pin on it (blocking).
+    pub fn discard_unreferenced(
+        &self,
+        pin: Pin,
+        refcount: impl FnOnce(&BlobId) -> Result<Option<u64>, FsError>,
+    ) {
+        let pins = self.pins.lock().unwrap_or_else(|e| e.into_inner());
+        if pins.get(&pin.id).copied() == Some(1) {
+            if let Ok(None) = refcount(&pin.id) {
+                let _ = fs::remove_file(self.path(&pin.id));
+            }
+        }
+        drop(pins);
+        drop(pin);
+    }
+
+    /// Opens blob `id` for reading and checks it has `size` bytes (blocking).
+    pub fn open_blob(&self, id: &BlobId, size: u64) -> Result<fs::File, FsError> {
+        let file = fs::File::open(self.path(id)).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                FsError::Corrupt(format!("blob {id} is missing"))
+            } else {
+                FsError::from(e)
+            }
+        })?;
+        let len = file.metadata()?.len();
+        if len != size {
+            return Err(FsError::Corrupt(format!(
+                "blob {id} has {len} bytes, expected {size}"
+            )));
+        }
+        Ok(file)
+    }
+
+    /// Streams `len` bytes of `file` as chunks of at most `READ_CHUNK` bytes, with at
+    /// most `READ_AHEAD` chunks in memory. Stops when the receiver goes away.
+    pub fn read_stream(file: fs::File, len: u64) -> mpsc::Receiver<io::Result<Bytes>> {
+        let (tx, rx) = mpsc::channel(READ_AHEAD);
+        tokio::spawn(async move {
+            let mut file = tokio::fs::File::from_std(file);
+            let mut left = len;
+            while left > 0 {
+                let want = (left as usize).min(READ_CHUNK);
+                let mut buf = vec![0u8; want];
+                let item = match file.read(&mut buf).await {
+                    Ok(0) => Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "blob shorter than expected",
+                    )),
+                    Ok(n) => {
+                        buf.truncate(n);
+                        left -= n as u64;
+                        Ok(Bytes::from(buf))
+                    }
+                    Err(e) => Err(e),
+                };
+                let failed = item.is_err();
+                if tx.send(item).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        rx
+    }
+
+    /// A new temp blob holding the first `new_size` bytes of `old` (of `old_size` bytes),
+    /// zero-extended (as a hole) if longer (blocking).
+    pub fn resized(
+        &self,
+        old: Option<&BlobId>,
+        old_size: u64,
+        new_size: u64,
+    ) -> Result<TempBlob, FsError> {
+        let (mut out, mut temp) = self.new_temp()?;
+        let mut hasher = BlobHasher::new();
+        let keep = old_size.min(new_size);
+        if let (Some(id), true) = (old, keep > 0) {
+            let mut src = self.open_blob(id, old_size)?.take(keep);
+            let mut buf = vec![0u8; READ_CHUNK];
+            loop {
+                let n = src.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                out.write_all(&buf[..n])?;
+            }
+        }
+        if new_size > keep {
+            out.set_len(new_size)?;
+            let zeros = vec![0u8; READ_CHUNK];
+            let mut left = new_size - keep;
+            while left > 0 {
+                let n = (left as usize).min(READ_CHUNK);
+                hasher.update(&zeros[..n]);
+                left -= n as u64;
+            }
+        }
+        out.sync_all()?;
+        temp.id = hasher.finish();
+        temp.size = new_size;
+        Ok(temp)
+    }
+
+    /// Every blob file, with its modification time in unix seconds (blocking).
+    pub fn list(&self) -> io::Result<Vec<(BlobId, u64)>> {
+        let mut out = Vec::new();
+        for sub in fs::read_dir(&self.root)? {
+            let sub = sub?;
+            let name = sub.file_name();
+            let name = name.to_string_lossy();
+            if name.len() != 2 || !sub.file_type()?.is_dir() {
+                continue;
+            }
+            for f in fs::read_dir(sub.path())? {
+                let f = f?;
+                let Some(id) = BlobId::from_hex(&f.file_name().to_string_lossy()) else {
+                    continue;
+                };
+                let mtime = f
+                    .metadata()?
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                out.push((id, mtime));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Total and available bytes of the file system holding the store.
+    pub fn space(&self) -> Result<(u64, u64), FsError> {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(self.root.as_os_str().as_bytes())
+            .map_err(|_| FsError::Io("data dir path contains NUL".into()))?;
+        // SAFETY: statvfs fills the zeroed struct; `c` is a valid NUL-terminated path.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error().into());
+        }
+        let frsize = st.f_frsize as u64;
+        Ok((st.f_blocks as u64 * frsize, st.f_bavail as u64 * frsize))
+    }
+}

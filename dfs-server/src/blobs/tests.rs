@@ -1,0 +1,269 @@
+//! Unit tests of the blob store: aborted and wrong bodies leave nothing; GC keeps blobs for
+//! the grace period and never deletes a referenced or pinned one.
+
+use super::gc::{adopt_orphans, collect};
+use super::*;
+use crate::namespace::{Contents, Namespace, NsCommand};
+use dfs_common::hash::blob_id_of;
+use dfs_common::{Timestamp, ROOT_INO};
+use http_body_util::{Full, StreamBody};
+use hyper::body::Frame;
+
+struct T {
+    dir: tempfile::TempDir,
+    store: Arc<BlobStore>,
+    ns: Namespace,
+}
+
+fn fresh() -> T {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(BlobStore::open(dir.path()).unwrap());
+    let ns = Namespace::open(&dir.path().join("meta.redb"), 0o777, ts(1)).unwrap();
+    T { dir, store, ns }
+}
+
+fn ts(secs: i64) -> Timestamp {
+    Timestamp { secs, nanos: 0 }
+}
+
+fn files_under(p: &Path) -> usize {
+    let mut n = 0;
+    for e in fs::read_dir(p).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            n += files_under(&e.path());
+        } else {
+            n += 1;
+        }
+    }
+    n
+}
+
+type Chunks = Vec<Result<Frame<Bytes>, io::Error>>;
+type ChunkBody =
+    StreamBody<futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, io::Error>>>>;
+
+fn body(chunks: Chunks) -> ChunkBody {
+    StreamBody::new(futures_util::stream::iter(chunks))
+}
+
+impl T {
+    async fn put(&self, data: &[u8]) -> Pin {
+        let temp = self
+            .store
+            .receive(
+                Full::new(Bytes::copy_from_slice(data)),
+                data.len() as u64,
+                None,
+            )
+            .await
+            .unwrap();
+        self.store.install(temp).unwrap()
+    }
+
+    fn commit(&self, ino: u64, data: &[u8], now: i64) {
+        self.ns
+            .apply(NsCommand::CommitBlob {
+                ino,
+                contents: Contents {
+                    blob: Some(blob_id_of(data)),
+                    size: data.len() as u64,
+                    base_version: None,
+                },
+                now: ts(now),
+            })
+            .unwrap();
+    }
+
+    fn new_file(&self, name: &str) -> u64 {
+        self.ns
+            .apply(NsCommand::Create {
+                parent: ROOT_INO,
+                name: name.into(),
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                exclusive: true,
+                now: ts(2),
+            })
+            .unwrap()
+            .attr
+            .unwrap()
+            .ino
+    }
+}
+
+#[tokio::test]
+async fn body_failing_midway_leaves_nothing() {
+    let t = fresh();
+    let chunks: Chunks = vec![
+        Ok(Frame::data(Bytes::from(vec![1u8; 1000]))),
+        Err(io::Error::new(
+            io::ErrorKind::ConnectionReset,
+            "client vanished",
+        )),
+    ];
+    let r = t.store.receive(body(chunks), 5000, None).await;
+    assert!(matches!(r, Err(FsError::BadRequest(_))), "{r:?}");
+    assert_eq!(files_under(&t.dir.path().join("blobs")), 0);
+}
+
+#[tokio::test]
+async fn short_long_and_mismatched_bodies_leave_nothing() {
+    let t = fresh();
+    let short = t
+        .store
+        .receive(Full::new(Bytes::from_static(b"abc")), 4, None)
+        .await;
+    assert!(matches!(short, Err(FsError::BadRequest(_))));
+    let long = t
+        .store
+        .receive(Full::new(Bytes::from_static(b"abcde")), 4, None)
+        .await;
+    assert!(matches!(long, Err(FsError::BadRequest(_))));
+    let wrong = t
+        .store
+        .receive(
+            Full::new(Bytes::from_static(b"abcd")),
+            4,
+            Some(BlobId([0; 32])),
+        )
+        .await;
+    assert!(matches!(wrong, Err(FsError::Corrupt(_))));
+    assert_eq!(files_under(&t.dir.path().join("blobs")), 0);
+    // A temp blob dropped before install is deleted too.
+    let temp = t
+        .store
+        .receive(Full::new(Bytes::from_static(b"abcd")), 4, None)
+        .await
+        .unwrap();
+    assert_eq!(files_under(&t.dir.path().join("blobs")), 1);
+    drop(temp);
+    assert_eq!(files_under(&t.dir.path().join("blobs")), 0);
+}
+
+#[tokio::test]
+async fn received_blob_is_named_by_its_hash_and_reads_back() {
+    let t = fresh();
+    let data: Vec<u8> = (0..3 * READ_CHUNK + 17).map(|i| (i % 251) as u8).collect();
+    let chunks: Chunks = data
+        .chunks(10_000)
+        .map(|c| Ok(Frame::data(Bytes::copy_from_slice(c))))
+        .collect();
+    let temp = t
+        .store
+        .receive(body(chunks), data.len() as u64, Some(blob_id_of(&data)))
+        .await
+        .unwrap();
+    assert_eq!(temp.id, blob_id_of(&data));
+    let pin = t.store.install(temp).unwrap();
+    // Installing the same contents again keeps one file.
+    let again = t.put(&data).await;
+    assert_eq!(files_under(&t.dir.path().join("blobs")), 1);
+    let file = t.store.open_blob(&pin.id, data.len() as u64).unwrap();
+    let mut rx = BlobStore::read_stream(file, data.len() as u64);
+    let mut back = Vec::new();
+    while let Some(chunk) = rx.recv().await {
+        let chunk = chunk.unwrap();
+        assert!(chunk.len() <= READ_CHUNK);
+        back.extend_from_slice(&chunk);
+    }
+    assert_eq!(back, data);
+    drop((pin, again));
+}
+
+#[tokio::test]
+async fn overwrite_then_gc_removes_old_blob_after_grace_only() {
+    let t = fresh();
+    let f = t.new_file("f");
+    let g = t.new_file("g");
+    let (old, new, shared) = (
+        b"old contents".as_slice(),
+        b"new".as_slice(),
+        b"shared".as_slice(),
+    );
+    for (data, ino) in [(old, f), (shared, g)] {
+        let pin = t.put(data).await;
+        t.commit(ino, data, 1000);
+        drop(pin);
+    }
+    let pin = t.put(new).await;
+    t.commit(f, new, 1000);
+    drop(pin);
+    // g's blob is also unreferenced then referenced again before the GC runs.
+    let pin = t.put(b"tmp").await;
+    t.commit(g, b"tmp", 1000);
+    drop(pin);
+    let pin = t.put(shared).await;
+    t.commit(g, shared, 1000);
+    drop(pin);
+
+    assert_eq!(collect(&t.store, &t.ns, 300, 1200).unwrap(), 0);
+    assert!(t.store.path(&blob_id_of(old)).exists());
+    assert_eq!(collect(&t.store, &t.ns, 300, 1300).unwrap(), 2);
+    assert!(!t.store.path(&blob_id_of(old)).exists());
+    assert!(!t.store.path(&blob_id_of(b"tmp")).exists());
+    assert!(t.store.path(&blob_id_of(new)).exists());
+    assert!(t.store.path(&blob_id_of(shared)).exists());
+    assert_eq!(t.ns.refcount(&blob_id_of(old)).unwrap(), None);
+    assert_eq!(collect(&t.store, &t.ns, 300, 99_999).unwrap(), 0);
+}
+
+#[tokio::test]
+async fn gc_skips_pinned_blobs() {
+    let t = fresh();
+    let f = t.new_file("f");
+    let pin = t.put(b"one").await;
+    t.commit(f, b"one", 10);
+    drop(pin);
+    let pin = t.put(b"two").await;
+    t.commit(f, b"two", 10);
+    drop(pin);
+    // A store of the same contents as the garbage is between install and commit.
+    let pin = t.put(b"one").await;
+    assert_eq!(collect(&t.store, &t.ns, 0, 100).unwrap(), 0);
+    t.commit(f, b"one", 20);
+    drop(pin);
+    assert_eq!(collect(&t.store, &t.ns, 0, 100).unwrap(), 1);
+    assert!(t.store.path(&blob_id_of(b"one")).exists());
+    assert!(!t.store.path(&blob_id_of(b"two")).exists());
+}
+
+#[tokio::test]
+async fn orphans_are_deleted_after_grace_or_adopted() {
+    let t = fresh();
+    let pin = t.put(b"orphan").await;
+    drop(pin);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert_eq!(adopt_orphans(&t.store, &t.ns, 300, now).unwrap(), (0, 1));
+    assert_eq!(t.ns.refcount(&blob_id_of(b"orphan")).unwrap(), Some(0));
+    assert_eq!(collect(&t.store, &t.ns, 300, now + 301).unwrap(), 1);
+    let pin = t.put(b"old orphan").await;
+    drop(pin);
+    assert_eq!(
+        adopt_orphans(&t.store, &t.ns, 300, now + 1000).unwrap(),
+        (1, 0)
+    );
+    assert_eq!(files_under(&t.dir.path().join("blobs")), 0);
+}
+
+#[test]
+fn resized_copies_truncate_and_zero_extend() {
+    let t = fresh();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let pin = rt.block_on(t.put(b"hello world"));
+    let short = t.store.resized(Some(&pin.id), 11, 5).unwrap();
+    assert_eq!(short.id, blob_id_of(b"hello"));
+    let long = t.store.resized(Some(&pin.id), 11, 14).unwrap();
+    assert_eq!(long.id, blob_id_of(b"hello world\0\0\0"));
+    let from_empty = t.store.resized(None, 0, 3).unwrap();
+    assert_eq!(from_empty.id, blob_id_of(&[0, 0, 0]));
+    let p = t.store.install(long).unwrap();
+    assert_eq!(fs::read(t.store.path(&p.id)).unwrap(), b"hello world\0\0\0");
+}

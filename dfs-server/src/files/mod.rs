@@ -1,0 +1,225 @@
+//! The file service: whole-file fetch (`GET /v1/files/{ino}`) and store
+//! (`PUT /v1/files/{ino}`), and setattr, whose size change writes a new blob.
+//!
+//! Owns: the order of a store (blob fsynced and installed, then one metadata commit, then
+//! breaks) and the fetch answer (304 / 200 + streamed blob + `x-dfs-attr`). Must not
+//! touch blob files directly (blobs) nor decide POSIX rules (namespace).
+
+use crate::blobs::BlobStore;
+use crate::http::wire::{self, ResBody};
+use crate::namespace::{Contents, NsCommand};
+use crate::services::{Caller, Services};
+use dfs_common::proto::{HDR_ATTR, HDR_HAVE_VERSION, HDR_SHA256};
+use dfs_common::types::SetTime;
+use dfs_common::{codec, Attr, BlobId, FileKind, FsError, Ino, Timestamp};
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::{Request, Response, StatusCode};
+use std::sync::Arc;
+
+/// How often setattr retries a resize that raced with a store.
+const RESIZE_TRIES: usize = 5;
+
+fn regular(attr: &Attr) -> Result<(), FsError> {
+    match attr.kind {
+        FileKind::File => Ok(()),
+        FileKind::Dir => Err(FsError::IsDir),
+        FileKind::Symlink => Err(FsError::Invalid("not a regular file".into())),
+    }
+}
+
+enum Fetched {
+    NotModified(Attr),
+    Data(Attr, Option<std::fs::File>),
+}
+
+/// `GET /v1/files/{ino}`.
+pub async fn fetch(
+    svc: &Arc<Services>,
+    caller: Caller,
+    ino: Ino,
+    req: Request<Incoming>,
+) -> Result<Response<ResBody>, FsError> {
+    let have = wire::header_u64(req.headers(), HDR_HAVE_VERSION)?;
+    drop(req);
+    let fetched = svc
+        .observe(caller, move |ns, blobs| {
+            let attr = ns.getattr(ino)?;
+            regular(&attr)?;
+            if have == Some(attr.version) {
+                return Ok((Fetched::NotModified(attr), vec![ino]));
+            }
+            let file = match &attr.blob {
+                Some(id) => Some(blobs.open_blob(id, attr.size)?),
+                None => None,
+            };
+            Ok((Fetched::Data(attr, file), vec![ino]))
+        })
+        .await?;
+    let builder = Response::builder();
+    let resp = match fetched {
+        Fetched::NotModified(attr) => builder
+            .status(StatusCode::NOT_MODIFIED)
+            .header(HDR_ATTR, codec::to_header(&attr))
+            .body(wire::empty()),
+        Fetched::Data(attr, file) => {
+            let builder = builder
+                .status(StatusCode::OK)
+                .header(HDR_ATTR, codec::to_header(&attr))
+                .header(CONTENT_TYPE, "application/octet-stream")
+                .header(CONTENT_LENGTH, attr.size);
+            match file {
+                Some(f) if attr.size > 0 => builder.body(wire::channel(
+                    BlobStore::read_stream(f, attr.size),
+                    Some(attr.size),
+                )),
+                _ => builder.body(wire::empty()),
+            }
+        }
+    };
+    Ok(resp.expect("valid response"))
+}
+
+/// `PUT /v1/files/{ino}`.
+pub async fn store(
+    svc: &Arc<Services>,
+    caller: Caller,
+    ino: Ino,
+    req: Request<Incoming>,
+) -> Result<Response<ResBody>, FsError> {
+    let (parts, body) = req.into_parts();
+    let len = wire::header_u64(&parts.headers, CONTENT_LENGTH.as_str())?
+        .ok_or_else(|| FsError::BadRequest("a store needs a content-length".into()))?;
+    if len > svc.settings.max_file_size {
+        return Err(FsError::TooLarge(format!(
+            "{len} bytes, largest file is {} bytes",
+            svc.settings.max_file_size
+        )));
+    }
+    let expected = match wire::header(&parts.headers, HDR_SHA256)? {
+        None => None,
+        Some(hex) => Some(
+            BlobId::from_hex(hex)
+                .ok_or_else(|| FsError::BadRequest(format!("{HDR_SHA256} is not 64 hex digits")))?,
+        ),
+    };
+    // Refuse before reading a byte when the target cannot take contents.
+    let current = svc.blocking(move |ns, _| ns.getattr(ino)).await?;
+    regular(&current)?;
+
+    let temp = svc.blobs.receive(body, len, expected).await?;
+    let (contents, pin) = if temp.size == 0 {
+        drop(temp);
+        (
+            Contents {
+                blob: None,
+                size: 0,
+                base_version: None,
+            },
+            None,
+        )
+    } else {
+        let size = temp.size;
+        let pin = svc.blocking(move |_, blobs| blobs.install(temp)).await?;
+        let blob = Some(pin.id);
+        (
+            Contents {
+                blob,
+                size,
+                base_version: None,
+            },
+            Some(pin),
+        )
+    };
+    let cmd = NsCommand::CommitBlob {
+        ino,
+        contents,
+        now: Timestamp::now(),
+    };
+    let out = svc.mutate(caller, cmd, Vec::new(), pin).await?;
+    let attr = out
+        .attr
+        .ok_or_else(|| FsError::Io("store returned no attributes".into()))?;
+    Ok(wire::bincode_response(&attr))
+}
+
+fn resolve(t: Option<SetTime>, now: Timestamp) -> Option<Timestamp> {
+    t.map(|t| match t {
+        SetTime::Now => now,
+        SetTime::At(t) => t,
+    })
+}
+
+/// `DirRequest::SetAttr`. A size change writes a truncated or zero-extended copy of the
+/// contents as a new blob and commits it like a store (retrying if a store raced it).
+#[allow(clippy::too_many_arguments)]
+pub async fn setattr(
+    svc: &Arc<Services>,
+    caller: Caller,
+    ino: Ino,
+    mode: Option<u32>,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    size: Option<u64>,
+    atime: Option<SetTime>,
+    mtime: Option<SetTime>,
+) -> Result<Attr, FsError> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let mut contents = None;
+        let mut pin = None;
+        if let Some(size) = size {
+            if size > svc.settings.max_file_size {
+                return Err(FsError::TooLarge(format!(
+                    "{size} bytes, largest file is {} bytes",
+                    svc.settings.max_file_size
+                )));
+            }
+            let cur = svc.blocking(move |ns, _| ns.getattr(ino)).await?;
+            regular(&cur)?;
+            if size != cur.size {
+                if size == 0 {
+                    contents = Some(Contents {
+                        blob: None,
+                        size: 0,
+                        base_version: Some(cur.version),
+                    });
+                } else {
+                    let p = svc
+                        .blocking(move |_, blobs| {
+                            let temp = blobs.resized(cur.blob.as_ref(), cur.size, size)?;
+                            blobs.install(temp)
+                        })
+                        .await?;
+                    contents = Some(Contents {
+                        blob: Some(p.id),
+                        size,
+                        base_version: Some(cur.version),
+                    });
+                    pin = Some(p);
+                }
+            }
+        }
+        let now = Timestamp::now();
+        let cmd = NsCommand::SetAttr {
+            ino,
+            mode,
+            uid,
+            gid,
+            atime: resolve(atime, now),
+            mtime: resolve(mtime, now),
+            contents,
+            now,
+        };
+        match svc.mutate(caller, cmd, Vec::new(), pin).await {
+            Ok(out) => {
+                return out
+                    .attr
+                    .ok_or_else(|| FsError::Io("setattr returned no attributes".into()))
+            }
+            Err(FsError::Busy(_)) if tries < RESIZE_TRIES => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! `POST /v1/dir`: decodes a `DirRequest`, runs it against the directory service, and
+//! answers a `DirReply`, registering promises for what the caller was shown and breaking
+//! other clients' promises on what changed (through `Services::observe` / `mutate`).
+//!
+//! Owns: the mapping of wire requests to namespace reads and commands. Must not contain
+//! POSIX rules (namespace) or blob handling (files).
+
+use super::wire::{bincode_response, read_limited, ResBody};
+use crate::files;
+use crate::namespace::NsCommand;
+use crate::services::{Caller, Services};
+use dfs_common::proto::{DirReply, DirRequest, StatFs, MAX_DIR_REQUEST};
+use dfs_common::{codec, FsError, Timestamp};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use std::sync::Arc;
+
+pub async fn handle(
+    svc: &Arc<Services>,
+    caller: Caller,
+    req: Request<Incoming>,
+) -> Result<Response<ResBody>, FsError> {
+    let (parts, body) = req.into_parts();
+    let bytes = read_limited(body, &parts.headers, MAX_DIR_REQUEST).await?;
+    let request: DirRequest = codec::decode(&bytes)?;
+    let reply = dispatch(svc, caller, request).await?;
+    Ok(bincode_response(&reply))
+}
+
+/// Runs one directory request.
+pub async fn dispatch(
+    svc: &Arc<Services>,
+    caller: Caller,
+    request: DirRequest,
+) -> Result<DirReply, FsError> {
+    let now = Timestamp::now();
+    match request {
+        DirRequest::Lookup { parent, name } => {
+            svc.observe(caller, move |ns, _| {
+                let attr = ns.lookup(parent, &name)?;
+                let ino = attr.ino;
+                Ok((DirReply::Attr(attr), vec![parent, ino]))
+            })
+            .await
+        }
+        DirRequest::GetAttr { ino } => {
+            svc.observe(caller, move |ns, _| {
+                Ok((DirReply::Attr(ns.getattr(ino)?), vec![ino]))
+            })
+            .await
+        }
+        DirRequest::ReadDir { dir, after, limit } => {
+            svc.observe(caller, move |ns, _| {
+                let (entries, more) = ns.readdir(dir, after.as_deref(), limit)?;
+                Ok((DirReply::Entries { entries, more }, vec![dir]))
+            })
+            .await
+        }
+        DirRequest::ReadLink { ino } => {
+            let target = svc.blocking(move |ns, _| ns.readlink(ino)).await?;
+            Ok(DirReply::Target(target))
+        }
+        DirRequest::Validate { held } => {
+            svc.observe(caller, move |ns, _| {
+                let (current, alive) = ns.validate(&held)?;
+                Ok((DirReply::Validated { current }, alive))
+            })
+            .await
+        }
+        DirRequest::StatFs => {
+            let (files, (total_bytes, free_bytes)) = svc
+                .blocking(|ns, blobs| Ok((ns.inode_count()?, blobs.space()?)))
+                .await?;
+            Ok(DirReply::StatFs(StatFs {
+                total_bytes,
+                free_bytes,
+                files,
+            }))
+        }
+        DirRequest::SetAttr {
+            ino,
+            mode,
+            uid,
+            gid,
+            size,
+            atime,
+            mtime,
+        } => {
+            let attr = files::setattr(svc, caller, ino, mode, uid, gid, size, atime, mtime).await?;
+            Ok(DirReply::Attr(attr))
+        }
+        DirRequest::Create {
+            parent,
+            name,
+            mode,
+            uid,
+            gid,
+            exclusive,
+        } => {
+            let cmd = NsCommand::Create {
+                parent,
+                name,
+                mode,
+                uid,
+                gid,
+                exclusive,
+                now,
+            };
+            attr_of(svc.mutate(caller, cmd, vec![parent], None).await?)
+        }
+        DirRequest::Mkdir {
+            parent,
+            name,
+            mode,
+            uid,
+            gid,
+        } => {
+            let cmd = NsCommand::Mkdir {
+                parent,
+                name,
+                mode,
+                uid,
+                gid,
+                now,
+            };
+            attr_of(svc.mutate(caller, cmd, vec![parent], None).await?)
+        }
+        DirRequest::Symlink {
+            parent,
+            name,
+            target,
+            uid,
+            gid,
+        } => {
+            let cmd = NsCommand::Symlink {
+                parent,
+                name,
+                target,
+                uid,
+                gid,
+                now,
+            };
+            attr_of(svc.mutate(caller, cmd, vec![parent], None).await?)
+        }
+        DirRequest::Link {
+            ino,
+            new_parent,
+            new_name,
+        } => {
+            let cmd = NsCommand::Link {
+                ino,
+                new_parent,
+                new_name,
+                now,
+            };
+            attr_of(svc.mutate(caller, cmd, vec![new_parent], None).await?)
+        }
+        DirRequest::Unlink { parent, name } => {
+            let cmd = NsCommand::Unlink { parent, name, now };
+            svc.mutate(caller, cmd, Vec::new(), None).await?;
+            Ok(DirReply::Empty)
+        }
+        DirRequest::Rmdir { parent, name } => {
+            let cmd = NsCommand::Rmdir { parent, name, now };
+            svc.mutate(caller, cmd, Vec::new(), None).await?;
+            Ok(DirReply::Empty)
+        }
+        DirRequest::Rename {
+            parent,
+            name,
+            new_parent,
+            new_name,
+            flags,
+        } => {
+            let cmd = NsCommand::Rename {
+                parent,
+                name,
+                new_parent,
+                new_name,
+                flags,
+                now,
+            };
+            svc.mutate(caller, cmd, Vec::new(), None).await?;
+            Ok(DirReply::Empty)
+        }
+    }
+}
+
+fn attr_of(out: crate::namespace::NsOutcome) -> Result<DirReply, FsError> {
+    out.attr
+        .map(DirReply::Attr)
+        .ok_or_else(|| FsError::Io("command returned no attributes".into()))
+}

@@ -1,0 +1,115 @@
+//! Routing of the `/v1` resources of `dfs_common::proto` to their handlers, and the ONE
+//! authentication hook every request passes through.
+//!
+//! Owns: paths, methods, `authenticate`. Must not implement a resource itself.
+
+use super::wire::{self, error_response, full, ResBody};
+use crate::callbacks;
+use crate::files;
+use crate::services::{Caller, Services};
+use dfs_common::proto::{HDR_CLIENT, HDR_DETAIL};
+use dfs_common::{FsError, Ino};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use std::convert::Infallible;
+use std::sync::Arc;
+
+/// Who is calling. Today a pass-through of `x-dfs-client` (0 if absent); the security
+/// service replaces this with ticket verification.
+pub fn authenticate<B>(req: &Request<B>) -> Result<Caller, FsError> {
+    let client = wire::header_u64(req.headers(), HDR_CLIENT)?.unwrap_or(0);
+    Ok(Caller { client })
+}
+
+/// The hyper service function.
+pub async fn handle(
+    svc: Arc<Services>,
+    req: Request<Incoming>,
+) -> Result<Response<ResBody>, Infallible> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let resp = match route(&svc, req).await {
+        Ok(r) => r,
+        Err(e) => error_response(&e),
+    };
+    let status = resp.status();
+    if status.is_server_error() {
+        log::warn!("{method} {path} -> {status}");
+    } else {
+        log::debug!("{method} {path} -> {status}");
+    }
+    Ok(resp)
+}
+
+fn not_found(path: &str) -> Response<ResBody> {
+    let mut r = error_response(&FsError::NotFound);
+    let msg = format!("no such resource: {path}");
+    if let Ok(v) = HeaderValue::from_str(&msg) {
+        r.headers_mut().insert(HDR_DETAIL, v);
+    }
+    let text = format!("{msg}\n");
+    r.headers_mut()
+        .insert(hyper::header::CONTENT_LENGTH, HeaderValue::from(text.len()));
+    *r.body_mut() = full(text);
+    r
+}
+
+fn method_not_allowed(method: &Method, path: &str, allow: &'static str) -> Response<ResBody> {
+    let err = FsError::NotSupported(format!("method {method} not allowed on {path}"));
+    let mut r = error_response(&err);
+    *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    r.headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
+async fn route(svc: &Arc<Services>, req: Request<Incoming>) -> Result<Response<ResBody>, FsError> {
+    let caller = authenticate(&req)?;
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    match path.as_str() {
+        "/v1/dir" => match method {
+            Method::POST => super::dir::handle(svc, caller, req).await,
+            _ => Ok(method_not_allowed(&method, &path, "POST")),
+        },
+        "/v1/health" => match method {
+            Method::GET | Method::HEAD => Ok(Response::builder()
+                .status(StatusCode::OK)
+                .header(CONTENT_TYPE, "text/plain")
+                .body(full("ok"))
+                .expect("valid response")),
+            _ => Ok(method_not_allowed(&method, &path, "GET")),
+        },
+        "/v1/callbacks" => match method {
+            Method::GET => {
+                if caller.client == 0 {
+                    return Err(FsError::BadRequest(format!(
+                        "the callback channel needs a {HDR_CLIENT} header"
+                    )));
+                }
+                let rx = callbacks::channel::open(svc.callbacks.clone(), caller.client);
+                Ok(Response::builder()
+                    .status(StatusCode::OK)
+                    .header(CONTENT_TYPE, "application/octet-stream")
+                    .header("cache-control", "no-store")
+                    .body(wire::channel(rx, None))
+                    .expect("valid response"))
+            }
+            _ => Ok(method_not_allowed(&method, &path, "GET")),
+        },
+        p => {
+            let Some(rest) = p.strip_prefix("/v1/files/") else {
+                return Ok(not_found(p));
+            };
+            let Ok(ino) = rest.parse::<Ino>() else {
+                return Ok(not_found(p));
+            };
+            match method {
+                Method::GET => files::fetch(svc, caller, ino, req).await,
+                Method::PUT => files::store(svc, caller, ino, req).await,
+                _ => Ok(method_not_allowed(&method, &path, "GET, PUT")),
+            }
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! dfs-server: the directory, file and callback services of dfs behind one HTTP edge.
+//!
+//! Modules, one per concern:
+//! - `namespace`: the directory service, a deterministic state machine over redb.
+//! - `blobs`: content-addressed blob files and their garbage collection.
+//! - `callbacks`: callback promises, breaks, and the per-client callback channel.
+//! - `files`: whole-file fetch and store (and setattr's resize).
+//! - `http`: the hyper server, routing, authentication hook, error answers.
+//! - `services`: the services wired together and the promise/break ordering rule.
+//!
+//! The binary (`main.rs`) owns the command line, the runtime and signals.
+
+pub mod blobs;
+pub mod callbacks;
+pub mod files;
+pub mod http;
+pub mod namespace;
+pub mod services;

@@ -1,0 +1,351 @@
+//! The directory service: the namespace as a deterministic state machine over redb.
+//!
+//! Owns: the metadata database (inodes, directory entries, blob reference counts, the
+//! garbage list of unreferenced blobs, counters) and every POSIX rule about names, kinds,
+//! link counts and times. Mutations go through [`Namespace::apply`], one durable redb write
+//! transaction per [`NsCommand`]; every command carries its own timestamps so that the same
+//! command applied to the same state gives the same result (a consensus log could drive it).
+//! Reads use read transactions and never change anything.
+//!
+//! Must not touch: blob files (it only counts references to blob ids), HTTP, callbacks, the
+//! clock (callers stamp `Timestamp::now()` into commands).
+
+mod ops;
+mod rename;
+mod store;
+#[cfg(test)]
+mod tests;
+
+use dfs_common::proto::READDIR_PAGE;
+use dfs_common::types::NAME_MAX;
+use dfs_common::{Attr, BlobId, FileKind, FsError, Ino, Timestamp, ROOT_INO};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use std::path::Path;
+
+pub use store::InodeRecord;
+use store::{db_err, load_inode, DIRENTS, GARBAGE, INODES, REFS};
+
+/// Longest symlink target accepted (PATH_MAX).
+pub const TARGET_MAX: usize = 4096;
+
+/// Size reported for a directory.
+pub const DIR_SIZE: u64 = 4096;
+
+/// A change of a file's contents: the blob that now holds them and their size.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Contents {
+    /// `None` for empty contents.
+    pub blob: Option<BlobId>,
+    pub size: u64,
+    /// Only commit if the file is still at this version (`None`: whatever the version).
+    pub base_version: Option<u64>,
+}
+
+/// One mutation of the namespace. Every field the result depends on is in the command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NsCommand {
+    Create {
+        parent: Ino,
+        name: Vec<u8>,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        exclusive: bool,
+        now: Timestamp,
+    },
+    Mkdir {
+        parent: Ino,
+        name: Vec<u8>,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        now: Timestamp,
+    },
+    Symlink {
+        parent: Ino,
+        name: Vec<u8>,
+        target: Vec<u8>,
+        uid: u32,
+        gid: u32,
+        now: Timestamp,
+    },
+    Link {
+        ino: Ino,
+        new_parent: Ino,
+        new_name: Vec<u8>,
+        now: Timestamp,
+    },
+    Unlink {
+        parent: Ino,
+        name: Vec<u8>,
+        now: Timestamp,
+    },
+    Rmdir {
+        parent: Ino,
+        name: Vec<u8>,
+        now: Timestamp,
+    },
+    Rename {
+        parent: Ino,
+        name: Vec<u8>,
+        new_parent: Ino,
+        new_name: Vec<u8>,
+        flags: u32,
+        now: Timestamp,
+    },
+    /// Changes what is `Some`; times are already resolved (no "now" markers).
+    SetAttr {
+        ino: Ino,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        atime: Option<Timestamp>,
+        mtime: Option<Timestamp>,
+        contents: Option<Contents>,
+        now: Timestamp,
+    },
+    /// A store: the file's contents are now `contents` (version + 1, mtime = ctime = now).
+    CommitBlob {
+        ino: Ino,
+        contents: Contents,
+        now: Timestamp,
+    },
+    /// Blob files found without any reference (a crash between blob write and commit):
+    /// give them a zero refcount and put them on the garbage list as of `since` secs.
+    AdoptBlobs { blobs: Vec<(BlobId, u64)> },
+    /// The garbage collector deleted these blob files: drop their rows if still unreferenced.
+    ForgetBlobs { blobs: Vec<BlobId> },
+}
+
+/// What a command changed, so the caller can break callbacks and collect blobs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NsOutcome {
+    /// The attributes of the inode the command created or changed, if it has one.
+    pub attr: Option<Attr>,
+    /// Inodes whose attributes or contents changed (including removed ones).
+    pub changed_inos: Vec<Ino>,
+    /// Directory entries `(dir, name)` that were added, removed or replaced.
+    pub changed_entries: Vec<(Ino, Vec<u8>)>,
+    /// Blobs whose reference count dropped to zero (now on the garbage list).
+    pub unreferenced: Vec<BlobId>,
+}
+
+/// Directory entries with their attributes, in name order.
+pub type Entries = Vec<(Vec<u8>, Attr)>;
+/// Validate's answer: each held inode's current attributes, `None` if it is gone.
+pub type Current = Vec<(Ino, Option<Attr>)>;
+
+/// The namespace, open on one redb file.
+pub struct Namespace {
+    db: Database,
+}
+
+/// Checks one name component against the POSIX rules.
+pub fn check_name(name: &[u8]) -> Result<(), FsError> {
+    if name.is_empty() {
+        return Err(FsError::Invalid("empty name".into()));
+    }
+    if name == b"." || name == b".." {
+        return Err(FsError::Invalid("'.' and '..' are not names".into()));
+    }
+    if name.contains(&b'/') || name.contains(&0) {
+        return Err(FsError::Invalid("name contains '/' or NUL".into()));
+    }
+    if name.len() > NAME_MAX {
+        return Err(FsError::NameTooLong);
+    }
+    Ok(())
+}
+
+impl Namespace {
+    /// Opens (or creates) the database at `path`. A fresh namespace gets its root directory
+    /// (ino 1, owned by 0:0, permission bits `root_mode`, times `now`).
+    pub fn open(path: &Path, root_mode: u32, now: Timestamp) -> Result<Namespace, FsError> {
+        let db = Database::create(path).map_err(db_err)?;
+        let ns = Namespace { db };
+        ns.init(root_mode, now)?;
+        Ok(ns)
+    }
+
+    fn init(&self, root_mode: u32, now: Timestamp) -> Result<(), FsError> {
+        let txn = store::begin(&self.db)?;
+        {
+            let mut w = store::Writer::open(&txn)?;
+            if w.inode(ROOT_INO)?.is_some() {
+                return Ok(());
+            }
+            let root = InodeRecord {
+                attr: Attr {
+                    ino: ROOT_INO,
+                    kind: FileKind::Dir,
+                    mode: root_mode & 0o7777,
+                    uid: 0,
+                    gid: 0,
+                    nlink: 2,
+                    size: DIR_SIZE,
+                    atime: now,
+                    mtime: now,
+                    ctime: now,
+                    version: 1,
+                    blob: None,
+                },
+                parent: ROOT_INO,
+                target: None,
+            };
+            w.put_inode(&root)?;
+            w.set_meta(store::META_NEXT_INO, ROOT_INO + 1)?;
+        }
+        txn.commit().map_err(db_err)
+    }
+
+    /// Applies one mutation in one durable write transaction. On error nothing changed.
+    pub fn apply(&self, cmd: NsCommand) -> Result<NsOutcome, FsError> {
+        let txn = store::begin(&self.db)?;
+        let outcome = {
+            let mut w = store::Writer::open(&txn)?;
+            ops::apply(&mut w, cmd)?
+        };
+        txn.commit().map_err(db_err)?;
+        Ok(outcome)
+    }
+
+    fn read(&self) -> Result<redb::ReadTransaction, FsError> {
+        self.db.begin_read().map_err(db_err)
+    }
+
+    pub fn getattr(&self, ino: Ino) -> Result<Attr, FsError> {
+        let tx = self.read()?;
+        let inodes = tx.open_table(INODES).map_err(db_err)?;
+        Ok(load_inode(&inodes, ino)?.ok_or(FsError::NotFound)?.attr)
+    }
+
+    /// The whole inode record (attributes plus symlink target).
+    pub fn inode(&self, ino: Ino) -> Result<Option<InodeRecord>, FsError> {
+        let tx = self.read()?;
+        let inodes = tx.open_table(INODES).map_err(db_err)?;
+        load_inode(&inodes, ino)
+    }
+
+    /// The attributes of `name` in directory `parent`.
+    pub fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Attr, FsError> {
+        check_name(name)?;
+        let tx = self.read()?;
+        let inodes = tx.open_table(INODES).map_err(db_err)?;
+        let dirents = tx.open_table(DIRENTS).map_err(db_err)?;
+        let dir = load_inode(&inodes, parent)?.ok_or(FsError::NotFound)?;
+        if dir.attr.kind != FileKind::Dir {
+            return Err(FsError::NotDir);
+        }
+        let child = dirents
+            .get((parent, name))
+            .map_err(db_err)?
+            .ok_or(FsError::NotFound)?
+            .value();
+        Ok(load_inode(&inodes, child)?
+            .ok_or_else(|| FsError::Io(format!("dangling entry to inode {child}")))?
+            .attr)
+    }
+
+    /// Up to `min(limit, READDIR_PAGE)` entries of `dir` after `after`, and whether more remain.
+    pub fn readdir(
+        &self,
+        dir: Ino,
+        after: Option<&[u8]>,
+        limit: u32,
+    ) -> Result<(Entries, bool), FsError> {
+        let limit = if limit == 0 {
+            READDIR_PAGE
+        } else {
+            limit.min(READDIR_PAGE)
+        } as usize;
+        let tx = self.read()?;
+        let inodes = tx.open_table(INODES).map_err(db_err)?;
+        let dirents = tx.open_table(DIRENTS).map_err(db_err)?;
+        let d = load_inode(&inodes, dir)?.ok_or(FsError::NotFound)?;
+        if d.attr.kind != FileKind::Dir {
+            return Err(FsError::NotDir);
+        }
+        let empty: &[u8] = &[];
+        let lower = match after {
+            Some(a) => std::ops::Bound::Excluded((dir, a)),
+            None => std::ops::Bound::Included((dir, empty)),
+        };
+        let upper = std::ops::Bound::Excluded((dir + 1, empty));
+        let mut out = Vec::new();
+        let mut more = false;
+        for item in dirents.range((lower, upper)).map_err(db_err)? {
+            let (k, v) = item.map_err(db_err)?;
+            if out.len() == limit {
+                more = true;
+                break;
+            }
+            let (_, name) = k.value();
+            let child = v.value();
+            let attr = load_inode(&inodes, child)?
+                .ok_or_else(|| FsError::Io(format!("dangling entry to inode {child}")))?
+                .attr;
+            out.push((name.to_vec(), attr));
+        }
+        Ok((out, more))
+    }
+
+    pub fn readlink(&self, ino: Ino) -> Result<Vec<u8>, FsError> {
+        let rec = self.inode(ino)?.ok_or(FsError::NotFound)?;
+        match rec.target {
+            Some(t) if rec.attr.kind == FileKind::Symlink => Ok(t),
+            _ => Err(FsError::Invalid("not a symbolic link".into())),
+        }
+    }
+
+    /// For each held `(ino, version)`: `(ino, None)` if gone, `(ino, Some(attr))` if the
+    /// version differs. Also returns the inos that still exist (to renew promises on).
+    pub fn validate(&self, held: &[(Ino, u64)]) -> Result<(Current, Vec<Ino>), FsError> {
+        let tx = self.read()?;
+        let inodes = tx.open_table(INODES).map_err(db_err)?;
+        let mut current = Vec::with_capacity(held.len());
+        let mut alive = Vec::new();
+        for &(ino, _version) in held {
+            match load_inode(&inodes, ino)? {
+                None => current.push((ino, None)),
+                Some(rec) => {
+                    alive.push(ino);
+                    current.push((ino, Some(rec.attr)));
+                }
+            }
+        }
+        Ok((current, alive))
+    }
+
+    /// Number of inodes in the namespace.
+    pub fn inode_count(&self) -> Result<u64, FsError> {
+        let tx = self.read()?;
+        let inodes = tx.open_table(INODES).map_err(db_err)?;
+        inodes.len().map_err(db_err)
+    }
+
+    /// The reference count row of a blob: `None` if the namespace has never heard of it.
+    pub fn refcount(&self, blob: &BlobId) -> Result<Option<u64>, FsError> {
+        let tx = self.read()?;
+        let refs = tx.open_table(REFS).map_err(db_err)?;
+        Ok(refs
+            .get(blob.0.as_slice())
+            .map_err(db_err)?
+            .map(|g| g.value()))
+    }
+
+    /// Blobs on the garbage list since at most `cutoff_secs` (unix seconds).
+    pub fn garbage_due(&self, cutoff_secs: u64) -> Result<Vec<BlobId>, FsError> {
+        let tx = self.read()?;
+        let garbage = tx.open_table(GARBAGE).map_err(db_err)?;
+        let mut out = Vec::new();
+        for item in garbage.iter().map_err(db_err)? {
+            let (k, v) = item.map_err(db_err)?;
+            if v.value() <= cutoff_secs {
+                if let Ok(arr) = <[u8; 32]>::try_from(k.value()) {
+                    out.push(BlobId(arr));
+                }
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,207 @@
+//! The redb tables of the namespace and typed access to them inside one write transaction.
+//!
+//! Owns: table definitions, the on-disk inode record, refcount / garbage bookkeeping
+//! primitives. Must not decide POSIX rules (that is `ops` / `rename`).
+
+use dfs_common::{codec, Attr, BlobId, FsError, Ino, Timestamp};
+use redb::{Database, Durability, ReadableTable, Table, TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
+
+/// ino -> bincode of `InodeRecord`.
+pub const INODES: TableDefinition<u64, &[u8]> = TableDefinition::new("inodes");
+/// (parent ino, name) -> child ino.
+pub const DIRENTS: TableDefinition<(u64, &[u8]), u64> = TableDefinition::new("dirents");
+/// blob id -> number of inodes whose contents it is.
+pub const REFS: TableDefinition<&[u8], u64> = TableDefinition::new("blob_refs");
+/// blob id -> unix seconds when its refcount became 0.
+pub const GARBAGE: TableDefinition<&[u8], u64> = TableDefinition::new("garbage");
+/// counters.
+pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+pub const META_NEXT_INO: &str = "next_ino";
+
+/// One inode as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InodeRecord {
+    pub attr: Attr,
+    /// The directory holding this directory (itself for the root); 0 for non-directories,
+    /// which may have several names.
+    pub parent: Ino,
+    /// The target of a symbolic link.
+    pub target: Option<Vec<u8>>,
+}
+
+/// Maps any redb error to the error users see.
+pub fn db_err<E: Into<redb::Error>>(e: E) -> FsError {
+    let e: redb::Error = e.into();
+    if let redb::Error::Io(io) = &e {
+        if matches!(io.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) {
+            return FsError::NoSpace;
+        }
+    }
+    FsError::Io(format!("metadata database: {e}"))
+}
+
+pub fn load_inode<T: ReadableTable<u64, &'static [u8]>>(
+    t: &T,
+    ino: Ino,
+) -> Result<Option<InodeRecord>, FsError> {
+    match t.get(ino).map_err(db_err)? {
+        None => Ok(None),
+        Some(g) => codec::decode(g.value())
+            .map(Some)
+            .map_err(|e| FsError::Io(format!("inode {ino} record unreadable: {e}"))),
+    }
+}
+
+fn secs(t: Timestamp) -> u64 {
+    t.secs.max(0) as u64
+}
+
+/// Begins a durable write transaction.
+pub fn begin(db: &Database) -> Result<WriteTransaction, FsError> {
+    let mut txn = db.begin_write().map_err(db_err)?;
+    txn.set_durability(Durability::Immediate)
+        .map_err(|e| FsError::Io(format!("metadata database: {e}")))?;
+    Ok(txn)
+}
+
+/// The tables of one write transaction.
+pub struct Writer<'t> {
+    inodes: Table<'t, u64, &'static [u8]>,
+    dirents: Table<'t, (u64, &'static [u8]), u64>,
+    refs: Table<'t, &'static [u8], u64>,
+    garbage: Table<'t, &'static [u8], u64>,
+    meta: Table<'t, &'static str, u64>,
+}
+
+impl<'t> Writer<'t> {
+    pub fn open(txn: &'t WriteTransaction) -> Result<Writer<'t>, FsError> {
+        Ok(Writer {
+            inodes: txn.open_table(INODES).map_err(db_err)?,
+            dirents: txn.open_table(DIRENTS).map_err(db_err)?,
+            refs: txn.open_table(REFS).map_err(db_err)?,
+            garbage: txn.open_table(GARBAGE).map_err(db_err)?,
+            meta: txn.open_table(META).map_err(db_err)?,
+        })
+    }
+
+    pub fn inode(&self, ino: Ino) -> Result<Option<InodeRecord>, FsError> {
+        load_inode(&self.inodes, ino)
+    }
+
+    /// The inode, or NotFound.
+    pub fn must(&self, ino: Ino) -> Result<InodeRecord, FsError> {
+        self.inode(ino)?.ok_or(FsError::NotFound)
+    }
+
+    pub fn put_inode(&mut self, rec: &InodeRecord) -> Result<(), FsError> {
+        let bytes = codec::encode(rec);
+        self.inodes
+            .insert(rec.attr.ino, bytes.as_slice())
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    pub fn del_inode(&mut self, ino: Ino) -> Result<(), FsError> {
+        self.inodes.remove(ino).map_err(db_err)?;
+        Ok(())
+    }
+
+    pub fn entry(&self, dir: Ino, name: &[u8]) -> Result<Option<Ino>, FsError> {
+        Ok(self
+            .dirents
+            .get((dir, name))
+            .map_err(db_err)?
+            .map(|g| g.value()))
+    }
+
+    pub fn put_entry(&mut self, dir: Ino, name: &[u8], ino: Ino) -> Result<(), FsError> {
+        self.dirents.insert((dir, name), ino).map_err(db_err)?;
+        Ok(())
+    }
+
+    pub fn del_entry(&mut self, dir: Ino, name: &[u8]) -> Result<(), FsError> {
+        self.dirents.remove((dir, name)).map_err(db_err)?;
+        Ok(())
+    }
+
+    /// True if directory `dir` has no entries.
+    pub fn dir_is_empty(&self, dir: Ino) -> Result<bool, FsError> {
+        let empty: &[u8] = &[];
+        let mut range = self
+            .dirents
+            .range((dir, empty)..(dir + 1, empty))
+            .map_err(db_err)?;
+        Ok(range.next().is_none())
+    }
+
+    pub fn meta(&self, key: &str) -> Result<Option<u64>, FsError> {
+        Ok(self.meta.get(key).map_err(db_err)?.map(|g| g.value()))
+    }
+
+    pub fn set_meta(&mut self, key: &str, value: u64) -> Result<(), FsError> {
+        self.meta.insert(key, value).map_err(db_err)?;
+        Ok(())
+    }
+
+    /// A fresh inode number; numbers are never reused.
+    pub fn alloc_ino(&mut self) -> Result<Ino, FsError> {
+        let next = self
+            .meta(META_NEXT_INO)?
+            .ok_or_else(|| FsError::Io("metadata database has no inode counter".into()))?;
+        self.set_meta(META_NEXT_INO, next + 1)?;
+        Ok(next)
+    }
+
+    fn refcount(&self, blob: &BlobId) -> Result<Option<u64>, FsError> {
+        Ok(self
+            .refs
+            .get(blob.0.as_slice())
+            .map_err(db_err)?
+            .map(|g| g.value()))
+    }
+
+    /// One more inode holds `blob`.
+    pub fn blob_ref(&mut self, blob: &BlobId) -> Result<(), FsError> {
+        let n = self.refcount(blob)?.unwrap_or(0);
+        self.refs.insert(blob.0.as_slice(), n + 1).map_err(db_err)?;
+        if n == 0 {
+            self.garbage.remove(blob.0.as_slice()).map_err(db_err)?;
+        }
+        Ok(())
+    }
+
+    /// One inode fewer holds `blob`; true if nothing holds it any more (now garbage).
+    pub fn blob_unref(&mut self, blob: &BlobId, now: Timestamp) -> Result<bool, FsError> {
+        let n = self.refcount(blob)?.unwrap_or(0);
+        let left = n.saturating_sub(1);
+        self.refs.insert(blob.0.as_slice(), left).map_err(db_err)?;
+        if left == 0 {
+            self.garbage
+                .insert(blob.0.as_slice(), secs(now))
+                .map_err(db_err)?;
+        }
+        Ok(left == 0)
+    }
+
+    /// Registers a blob file with no refcount row as garbage since `since` secs.
+    pub fn adopt_blob(&mut self, blob: &BlobId, since: u64) -> Result<(), FsError> {
+        if self.refcount(blob)?.is_none() {
+            self.refs.insert(blob.0.as_slice(), 0).map_err(db_err)?;
+            self.garbage
+                .insert(blob.0.as_slice(), since)
+                .map_err(db_err)?;
+        }
+        Ok(())
+    }
+
+    /// Drops the rows of a deleted blob file, unless something references it again.
+    pub fn forget_blob(&mut self, blob: &BlobId) -> Result<(), FsError> {
+        if self.refcount(blob)?.unwrap_or(0) == 0 {
+            self.refs.remove(blob.0.as_slice()).map_err(db_err)?;
+            self.garbage.remove(blob.0.as_slice()).map_err(db_err)?;
+        }
+        Ok(())
+    }
+}

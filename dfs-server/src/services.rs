@@ -1,0 +1,137 @@
+//! The services of one node wired together, and the one rule that keeps callbacks honest:
+//! observing the namespace and registering the promise for what was observed happen
+//! together under a shared gate, and breaking other clients' promises after a commit
+//! happens under the exclusive gate. So a client can never keep a promise on a state that
+//! a commit it did not hear about has already replaced.
+//!
+//! Owns: `Services`, `Caller`, `observe` and `mutate`. Must not hold HTTP types or POSIX
+//! rules.
+
+use crate::blobs::{BlobStore, Pin};
+use crate::callbacks::{ClientId, Registry};
+use crate::namespace::{Namespace, NsCommand, NsOutcome};
+use dfs_common::{FsError, Ino};
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::RwLock;
+
+/// Who is calling, as the authentication layer established it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caller {
+    /// The client (mount) id; 0 when anonymous.
+    pub client: ClientId,
+}
+
+/// Settings of a node.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub gc_grace_secs: u64,
+    pub max_file_size: u64,
+}
+
+pub struct Services {
+    pub ns: Arc<Namespace>,
+    pub blobs: Arc<BlobStore>,
+    pub callbacks: Arc<Registry>,
+    pub settings: Settings,
+    gate: Arc<RwLock<()>>,
+}
+
+fn join_err(e: tokio::task::JoinError) -> FsError {
+    FsError::Io(format!("internal task failed: {e}"))
+}
+
+impl Services {
+    pub fn new(
+        ns: Arc<Namespace>,
+        blobs: Arc<BlobStore>,
+        callbacks: Arc<Registry>,
+        settings: Settings,
+    ) -> Arc<Services> {
+        Arc::new(Services {
+            ns,
+            blobs,
+            callbacks,
+            settings,
+            gate: Arc::new(RwLock::new(())),
+        })
+    }
+
+    /// Runs blocking work off the async threads.
+    pub async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Namespace, &Arc<BlobStore>) -> Result<T, FsError> + Send + 'static,
+    ) -> Result<T, FsError> {
+        let (ns, blobs) = (self.ns.clone(), self.blobs.clone());
+        tokio::task::spawn_blocking(move || f(&ns, &blobs))
+            .await
+            .map_err(join_err)?
+    }
+
+    /// Runs a read of the namespace and gives `caller` a promise on the inos it returns.
+    pub async fn observe<T: Send + 'static>(
+        &self,
+        caller: Caller,
+        f: impl FnOnce(&Namespace, &Arc<BlobStore>) -> Result<(T, Vec<Ino>), FsError> + Send + 'static,
+    ) -> Result<T, FsError> {
+        let guard = self.gate.clone().read_owned().await;
+        let (ns, blobs, cb) = (self.ns.clone(), self.blobs.clone(), self.callbacks.clone());
+        tokio::task::spawn_blocking(move || {
+            let _guard = guard;
+            let (value, inos) = f(&ns, &blobs)?;
+            cb.promise(caller.client, &inos);
+            Ok(value)
+        })
+        .await
+        .map_err(join_err)?
+    }
+
+    /// Applies one namespace command, gives `caller` a promise on `promise` (plus the inode
+    /// of the outcome's attributes), then breaks every other client's promise on what
+    /// changed. Runs to the end even if the request goes away. `pin` (a freshly installed
+    /// blob) is held until the commit is done; if the commit fails and nothing references
+    /// the blob, it is deleted.
+    pub async fn mutate(
+        self: &Arc<Self>,
+        caller: Caller,
+        cmd: NsCommand,
+        promise: Vec<Ino>,
+        pin: Option<Pin>,
+    ) -> Result<NsOutcome, FsError> {
+        let svc = self.clone();
+        let task = tokio::spawn(async move {
+            let guard = svc.gate.clone().read_owned().await;
+            let (ns, blobs, cb) = (svc.ns.clone(), svc.blobs.clone(), svc.callbacks.clone());
+            let outcome = tokio::task::spawn_blocking(move || {
+                let _guard = guard;
+                let result = ns.apply(cmd);
+                match (&result, pin) {
+                    (Ok(out), pin) => {
+                        let mut inos = promise;
+                        if let Some(a) = &out.attr {
+                            inos.push(a.ino);
+                        }
+                        cb.promise(caller.client, &inos);
+                        drop(pin);
+                    }
+                    (Err(_), Some(pin)) => blobs.discard_unreferenced(pin, |id| ns.refcount(id)),
+                    (Err(_), None) => {}
+                }
+                result
+            })
+            .await
+            .map_err(join_err)??;
+            if !outcome.changed_inos.is_empty() || !outcome.changed_entries.is_empty() {
+                let _exclusive = svc.gate.write().await;
+                svc.callbacks.break_changes(
+                    &outcome.changed_inos,
+                    &outcome.changed_entries,
+                    caller.client,
+                );
+            }
+            Ok(outcome)
+        });
+        task.await.map_err(join_err)?
+    }
+}
