@@ -38,6 +38,8 @@ pub enum FsError {
     Corrupt(String),
     #[error("operation not supported: {0}")]
     NotSupported(String),
+    #[error("stale lock: {0}")]
+    Stale(String),
     #[error("i/o error: {0}")]
     Io(String),
 }
@@ -62,6 +64,7 @@ impl FsError {
             FsError::Unavailable(_) => libc::EIO,
             FsError::Corrupt(_) => libc::EIO,
             FsError::NotSupported(_) => libc::EOPNOTSUPP,
+            FsError::Stale(_) => libc::ESTALE,
             FsError::Io(_) => libc::EIO,
         }
     }
@@ -80,6 +83,7 @@ impl FsError {
             FsError::Unavailable(_) => 503,
             FsError::Corrupt(_) => 422,
             FsError::NotSupported(_) => 501,
+            FsError::Stale(_) => 409,
             FsError::Io(_) => 500,
         }
     }
@@ -103,6 +107,7 @@ impl FsError {
             FsError::Unavailable(_) => "EUNAVAIL",
             FsError::Corrupt(_) => "ECORRUPT",
             FsError::NotSupported(_) => "EOPNOTSUPP",
+            FsError::Stale(_) => "ESTALE",
             FsError::Io(_) => "EIO",
         }
     }
@@ -119,6 +124,7 @@ impl FsError {
             | FsError::Unavailable(s)
             | FsError::Corrupt(s)
             | FsError::NotSupported(s)
+            | FsError::Stale(s)
             | FsError::Io(s) => s.clone(),
             _ => String::new(),
         }
@@ -144,6 +150,7 @@ impl FsError {
             "EUNAVAIL" => FsError::Unavailable(detail),
             "ECORRUPT" => FsError::Corrupt(detail),
             "EOPNOTSUPP" => FsError::NotSupported(detail),
+            "ESTALE" => FsError::Stale(detail),
             "EIO" => FsError::Io(detail),
             _ => FsError::Io(format!("{code}: {detail}")),
         }
@@ -190,6 +197,7 @@ mod tests {
             FsError::Unavailable("x".into()),
             FsError::Corrupt("x".into()),
             FsError::NotSupported("x".into()),
+            FsError::Stale("x".into()),
             FsError::Io("x".into()),
         ];
         for e in all {

@@ -1,13 +1,14 @@
 //! dfs-common: what the server and the client must agree on, and nothing that does I/O.
 //!
 //! Owns: ids and attributes (`types`), the one POSIX-shaped error type (`error`), the wire
-//! messages of every `/v1` resource (`proto`), the bincode codec and frame format (`codec`),
+//! messages of every `/v1` resource (`proto`, and `locks` for the lock service), the bincode codec and frame format (`codec`),
 //! and content hashing of blobs (`hash`). It must not own policy: no sockets, no files, no
 //! clocks beyond `Timestamp::now`.
 
 pub mod codec;
 pub mod error;
 pub mod hash;
+pub mod locks;
 pub mod proto;
 pub mod types;
 
