@@ -1,0 +1,151 @@
+//! Cache coherence between two mounts of one server (separate cache dirs): a change written
+//! and closed on mount A is seen on mount B, which had the old version cached, within 1 s of
+//! A's close returning and without a remount (callbacks + kernel cache invalidation).
+
+use dfs_tests::{free_port, list, lstat, mkdir, read, remove_file, write, Mount, Server};
+use std::path::Path;
+use std::thread;
+use std::time::{Duration, Instant};
+
+const VISIBLE_WITHIN: Duration = Duration::from_secs(1);
+
+struct Two {
+    a: Mount,
+    b: Mount,
+    _server: Server,
+    _tmp: tempfile::TempDir,
+}
+
+fn two_mounts() -> Two {
+    let tmp = tempfile::TempDir::new().unwrap();
+    let server = Server::start(&tmp.path().join("data"), free_port(), &[]);
+    let a = Mount::start(
+        &server.addr(),
+        &tmp.path().join("mnt-a"),
+        &tmp.path().join("cache-a"),
+        &[],
+    );
+    let b = Mount::start(
+        &server.addr(),
+        &tmp.path().join("mnt-b"),
+        &tmp.path().join("cache-b"),
+        &[],
+    );
+    Two {
+        a,
+        b,
+        _server: server,
+        _tmp: tmp,
+    }
+}
+
+/// Reopens and reads `path` until it holds `want`; panics if that takes longer than
+/// `VISIBLE_WITHIN` from `since`.
+fn expect_contents_soon(path: &Path, want: &[u8], since: Instant, what: &str) {
+    loop {
+        let got = read(path);
+        if let Ok(bytes) = &got {
+            if bytes == want {
+                eprintln!("{what}: visible after {:?}", since.elapsed());
+                return;
+            }
+        }
+        if since.elapsed() > VISIBLE_WITHIN {
+            panic!(
+                "{what}: {} still shows {:?} {:?} after A's close returned; want {:?}",
+                path.display(),
+                since.elapsed(),
+                got.map(|b| String::from_utf8_lossy(&b).into_owned()),
+                String::from_utf8_lossy(want)
+            );
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn change_closed_on_a_is_seen_on_b_that_had_it_cached() {
+    let t = two_mounts();
+    let fa = t.a.join("shared.txt");
+    let fb = t.b.join("shared.txt");
+
+    write(&fa, b"version one\n").expect("write v1 on A");
+    let since = Instant::now();
+    // B has never seen the file: it must find it (no stale negative entry) and read v1.
+    expect_contents_soon(&fb, b"version one\n", since, "new file from A on B");
+    // B now has v1 cached; read it once more so it is served from B's cache.
+    assert_eq!(read(&fb).unwrap(), b"version one\n");
+
+    // Same length, different bytes: only a real invalidation shows it.
+    write(&fa, b"version TWO\n").expect("write v2 on A");
+    let since = Instant::now();
+    expect_contents_soon(&fb, b"version TWO\n", since, "same-size change");
+
+    // Different length.
+    let v3 = b"version three is longer than the others\n".repeat(100);
+    write(&fa, &v3).expect("write v3 on A");
+    let since = Instant::now();
+    expect_contents_soon(&fb, &v3, since, "size change");
+
+    // And back the other way: B writes, A (which has it cached) sees it.
+    write(&fb, b"from B\n").expect("write on B");
+    let since = Instant::now();
+    expect_contents_soon(&fa, b"from B\n", since, "change from B on A");
+}
+
+#[test]
+fn new_file_created_on_a_appears_in_ls_on_b() {
+    let t = two_mounts();
+    mkdir(t.a.join("dir")).expect("mkdir on A");
+    write(t.a.join("dir/first"), b"1").unwrap();
+
+    // B lists the directory once (now cached) ...
+    let deadline = Instant::now() + VISIBLE_WITHIN;
+    loop {
+        let names = list(t.b.join("dir"));
+        if names.as_ref().is_ok_and(|n| n == &["first"]) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B lists {names:?} for dir, want [first]"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+
+    // ... then A adds an entry, which B's `ls` must show without a remount.
+    write(t.a.join("dir/second"), b"2").unwrap();
+    let since = Instant::now();
+    loop {
+        let names = list(t.b.join("dir")).expect("ls on B");
+        if names == ["first", "second"] {
+            eprintln!("new entry visible on B after {:?}", since.elapsed());
+            break;
+        }
+        assert!(
+            since.elapsed() <= VISIBLE_WITHIN,
+            "B still lists {names:?} {:?} after A created dir/second",
+            since.elapsed()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(read(t.b.join("dir/second")).unwrap(), b"2");
+
+    // A removal is a directory change too.
+    remove_file(t.a.join("dir/first")).expect("rm on A");
+    let since = Instant::now();
+    loop {
+        let names = list(t.b.join("dir")).expect("ls on B");
+        let gone = lstat(t.b.join("dir/first")).is_err();
+        if names == ["second"] && gone {
+            break;
+        }
+        assert!(
+            since.elapsed() <= VISIBLE_WITHIN,
+            "B still lists {names:?} (dir/first exists: {}) {:?} after A removed dir/first",
+            !gone,
+            since.elapsed()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
