@@ -5,6 +5,7 @@
 //! - `blobs`: content-addressed blob files and their garbage collection.
 //! - `callbacks`: callback promises, breaks, and the per-client callback channel.
 //! - `files`: whole-file fetch and store (and setattr's resize).
+//! - `lock`: the lock service: leased read/write locks on file ids, lock table on disk.
 //! - `http`: the hyper server, routing, authentication hook, error answers.
 //! - `services`: the services wired together and the promise/break ordering rule.
 //!
@@ -14,5 +15,6 @@ pub mod blobs;
 pub mod callbacks;
 pub mod files;
 pub mod http;
+pub mod lock;
 pub mod namespace;
 pub mod services;

@@ -6,6 +6,7 @@ use dfs_common::Timestamp;
 use dfs_server::blobs::{gc, BlobStore};
 use dfs_server::callbacks::Registry;
 use dfs_server::http;
+use dfs_server::lock::{LockConfig, LockService};
 use dfs_server::namespace::Namespace;
 use dfs_server::services::{Services, Settings};
 use std::path::PathBuf;
@@ -24,8 +25,8 @@ use tokio::sync::watch;
 #[derive(Parser, Debug)]
 #[command(name = "dfs-server", version)]
 struct Args {
-    /// Directory holding this node's data: the metadata database (meta.redb) and the
-    /// blob store (blobs/). Created if missing.
+    /// Directory holding this node's data: the metadata database (meta.redb), the lock
+    /// table (locks.redb) and the blob store (blobs/). Created if missing.
     #[arg(long, value_name = "DIR")]
     data_dir: PathBuf,
 
@@ -46,6 +47,22 @@ struct Args {
     /// created (owned by uid 0, gid 0). An existing namespace keeps its root as it is.
     #[arg(long, value_name = "OCTAL", default_value = "1777", value_parser = parse_octal)]
     root_mode: u32,
+
+    /// Lock service: number of mutexes in the striped pool. A file id is hashed to one of
+    /// them, so lock operations on different ids run in parallel; memory is O(N), not
+    /// O(number of locks) (the lock table itself is on disk, DIR/locks.redb).
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    lock_pool_size: u64,
+
+    /// Lock service: seconds a lock is held after its grant or its holder's last renewal.
+    /// A client that crashes or is cut off loses its locks this long after its last renewal.
+    #[arg(long, value_name = "N", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
+    lock_lease_secs: u64,
+
+    /// Lock service: longest time, in seconds, one acquire request waits for conflicting
+    /// locks to go (a longer `wait_ms` is cut to this; clients ask again).
+    #[arg(long, value_name = "N", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    lock_max_wait_secs: u64,
 }
 
 fn parse_octal(s: &str) -> Result<u32, String> {
@@ -111,6 +128,16 @@ async fn run(args: Args) -> Result<(), String> {
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("cannot scan the blob store: {e}"))?;
     }
+    let lock_config = LockConfig {
+        pool_size: args.lock_pool_size as usize,
+        lease: Duration::from_secs(args.lock_lease_secs),
+        max_wait: Duration::from_secs(args.lock_max_wait_secs),
+    };
+    let lock_path = data_dir.join("locks.redb");
+    let locks = tokio::task::spawn_blocking(move || LockService::open(&lock_path, lock_config))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot open the lock database: {e}"))?;
     let callbacks = Arc::new(Registry::new(Registry::random_epoch()));
     let listener = TcpListener::bind(&args.listen)
         .await
@@ -127,8 +154,15 @@ async fn run(args: Args) -> Result<(), String> {
         gc_grace_secs: args.gc_grace_secs,
         max_file_size: args.max_file_size,
     };
-    let svc = Services::new(ns.clone(), blobs.clone(), callbacks.clone(), settings);
+    let svc = Services::new(
+        ns.clone(),
+        blobs.clone(),
+        callbacks.clone(),
+        locks.clone(),
+        settings,
+    );
     let (stop_tx, stop_rx) = watch::channel(false);
+    let lock_sweeper = locks.spawn_sweeper(stop_rx.clone());
     let gc_task = gc::spawn(
         blobs.clone(),
         ns.clone(),
@@ -156,6 +190,7 @@ async fn run(args: Args) -> Result<(), String> {
 
     sweeper.abort();
     let _ = gc_task.await;
+    let _ = lock_sweeper.await;
     drop((blobs, callbacks));
     match Arc::try_unwrap(ns) {
         Ok(ns) => {

@@ -9,6 +9,7 @@
 
 use crate::blobs::{BlobStore, Pin};
 use crate::callbacks::{ClientId, Registry};
+use crate::lock::LockService;
 use crate::namespace::{Namespace, NsCommand, NsOutcome};
 use dfs_common::{FsError, Ino};
 use std::path::PathBuf;
@@ -34,6 +35,7 @@ pub struct Services {
     pub ns: Arc<Namespace>,
     pub blobs: Arc<BlobStore>,
     pub callbacks: Arc<Registry>,
+    pub locks: Arc<LockService>,
     pub settings: Settings,
     gate: Arc<RwLock<()>>,
 }
@@ -47,12 +49,14 @@ impl Services {
         ns: Arc<Namespace>,
         blobs: Arc<BlobStore>,
         callbacks: Arc<Registry>,
+        locks: Arc<LockService>,
         settings: Settings,
     ) -> Arc<Services> {
         Arc::new(Services {
             ns,
             blobs,
             callbacks,
+            locks,
             settings,
             gate: Arc::new(RwLock::new(())),
         })

@@ -9,6 +9,7 @@ use crate::blobs::BlobStore;
 use crate::http::wire::{self, ResBody};
 use crate::namespace::{Contents, NsCommand};
 use crate::services::{Caller, Services};
+use dfs_common::locks::HDR_FENCE;
 use dfs_common::proto::{HDR_ATTR, HDR_HAVE_VERSION, HDR_SHA256};
 use dfs_common::types::SetTime;
 use dfs_common::{codec, Attr, BlobId, FileKind, FsError, Ino, Timestamp};
@@ -106,6 +107,10 @@ pub async fn store(
     // Refuse before reading a byte when the target cannot take contents.
     let current = svc.blocking(move |ns, _| ns.getattr(ino)).await?;
     regular(&current)?;
+    // Fencing: a writer whose lock lapsed (or anyone, while another client holds the
+    // writers' lock) must not store. Checked here, and again right before the commit.
+    let fence = wire::header_u64(&parts.headers, HDR_FENCE)?;
+    svc.locks.check_store(caller.client, ino, fence).await?;
 
     let temp = svc.blobs.receive(body, len, expected).await?;
     let (contents, pin) = if temp.size == 0 {
@@ -131,6 +136,16 @@ pub async fn store(
             Some(pin),
         )
     };
+    if let Err(e) = svc.locks.check_store(caller.client, ino, fence).await {
+        if let Some(pin) = pin {
+            svc.blocking(move |ns, blobs| {
+                blobs.discard_unreferenced(pin, |id| ns.refcount(id));
+                Ok(())
+            })
+            .await?;
+        }
+        return Err(e);
+    }
     let cmd = NsCommand::CommitBlob {
         ino,
         contents,

@@ -6,6 +6,7 @@
 use super::wire::{self, error_response, full, ResBody};
 use crate::callbacks;
 use crate::files;
+use crate::lock;
 use crate::services::{Caller, Services};
 use dfs_common::proto::{HDR_CLIENT, HDR_DETAIL};
 use dfs_common::{FsError, Ino};
@@ -98,6 +99,16 @@ async fn route(svc: &Arc<Services>, req: Request<Incoming>) -> Result<Response<R
             }
             _ => Ok(method_not_allowed(&method, &path, "GET")),
         },
+        p if p.starts_with(lock::http::PREFIX) => {
+            let name = &p[lock::http::PREFIX.len()..];
+            if !lock::http::is_resource(name) {
+                return Ok(not_found(p));
+            }
+            match method {
+                Method::POST => lock::http::handle(&svc.locks, caller, name, req).await,
+                _ => Ok(method_not_allowed(&method, &path, "POST")),
+            }
+        }
         p => {
             let Some(rest) = p.strip_prefix("/v1/files/") else {
                 return Ok(not_found(p));

@@ -1,0 +1,74 @@
+//! `POST /v1/locks/{acquire,acquire-many,release,test,renew,list}`: decodes the bincode
+//! request of `dfs_common::locks`, runs it on the lock service, encodes the answer.
+//!
+//! Owns: the mapping of lock resources to `LockService` calls. Must not decide anything
+//! about locks (that is `super`), nor route (that is `crate::http::router`).
+
+use super::LockService;
+use crate::http::wire::{bincode_response, read_limited, ResBody};
+use crate::services::Caller;
+use dfs_common::codec;
+use dfs_common::locks::{ListRequest, LockRequest, ReleaseRequest, RenewRequest};
+use dfs_common::FsError;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use serde::de::DeserializeOwned;
+
+/// Path prefix of the lock resources.
+pub const PREFIX: &str = "/v1/locks/";
+
+/// Largest lock request body read (acquire-many and renew carry lists).
+pub const MAX_LOCK_REQUEST: usize = 16 << 20;
+
+/// Whether `name` (the path after `PREFIX`) is a lock resource.
+pub fn is_resource(name: &str) -> bool {
+    matches!(
+        name,
+        "acquire" | "acquire-many" | "release" | "test" | "renew" | "list"
+    )
+}
+
+async fn body<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, FsError> {
+    let (parts, body) = req.into_parts();
+    let bytes = read_limited(body, &parts.headers, MAX_LOCK_REQUEST).await?;
+    codec::decode(&bytes)
+}
+
+/// Handles `POST {PREFIX}{name}`; `name` must satisfy `is_resource`.
+pub async fn handle(
+    locks: &LockService,
+    caller: Caller,
+    name: &str,
+    req: Request<Incoming>,
+) -> Result<Response<ResBody>, FsError> {
+    let client = caller.client;
+    match name {
+        "acquire" => {
+            let r: LockRequest = body(req).await?;
+            Ok(bincode_response(&locks.acquire(client, r).await?))
+        }
+        "acquire-many" => {
+            let r: Vec<LockRequest> = body(req).await?;
+            Ok(bincode_response(&locks.acquire_many(client, r).await?))
+        }
+        "release" => {
+            let r: ReleaseRequest = body(req).await?;
+            Ok(bincode_response(&locks.release(client, r).await?))
+        }
+        "test" => {
+            let r: LockRequest = body(req).await?;
+            Ok(bincode_response(&locks.test(client, r).await?))
+        }
+        "renew" => {
+            let r: RenewRequest = body(req).await?;
+            Ok(bincode_response(&locks.renew(client, r).await?))
+        }
+        "list" => {
+            let r: ListRequest = body(req).await?;
+            Ok(bincode_response(
+                &locks.list(r.ino, r.after, r.limit).await?,
+            ))
+        }
+        other => Err(FsError::Invalid(format!("no lock resource {other:?}"))),
+    }
+}

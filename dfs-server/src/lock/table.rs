@@ -1,0 +1,331 @@
+//! The on-disk lock table (its own redb file, `DATA/locks.redb`) and the group-commit
+//! writer.
+//!
+//! Tables:
+//! - `locks`: ino -> bincode `InoRecord` (only file ids with at least one holder).
+//! - `lock_clients`: (client, ino) -> () for every client holding something on ino, so a
+//!   client's locks can be renewed in one request without scanning the table.
+//! - `lock_expiry`: (earliest expiry ms of the record, ino) -> (), for the sweep.
+//! - `lock_meta`: "next_token" -> the next fencing token (tokens come from one counter, so
+//!   they increase per file id even after a record is deleted and recreated).
+//!
+//! Writes: callers decide under their stripe mutexes and hand the new records to the ONE
+//! writer thread with `Writer::submit`; it takes every pending batch off its queue, applies
+//! them all (maintaining both indexes) in one durable write transaction, i.e. one fsync,
+//! then releases the batches' stripe guards, wakes the stripes' waiters and answers.
+//!
+//! Owns: table layout, the indexes' consistency, the token counter's persistence. Must
+//! not decide conflicts (`record`) nor take stripe mutexes (`mod`).
+
+use super::record::InoRecord;
+use dfs_common::{codec, FsError, Ino};
+use redb::{
+    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
+};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot, Notify, OwnedMutexGuard};
+
+pub const LOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("locks");
+pub const BY_CLIENT: TableDefinition<(u64, u64), ()> = TableDefinition::new("lock_clients");
+pub const BY_EXPIRY: TableDefinition<(u64, u64), ()> = TableDefinition::new("lock_expiry");
+const META: TableDefinition<&str, u64> = TableDefinition::new("lock_meta");
+const NEXT_TOKEN: &str = "next_token";
+
+/// Memory redb may use for caching pages of the lock table. Fixed, so the server's memory
+/// does not grow with the number of locks; the OS page cache serves the rest.
+pub const CACHE_BYTES: usize = 16 << 20;
+
+/// Most batches one commit takes off the queue.
+const MAX_BATCHES_PER_COMMIT: usize = 4096;
+
+pub fn db_err<E: Into<redb::Error>>(e: E) -> FsError {
+    let e: redb::Error = e.into();
+    if let redb::Error::Io(io) = &e {
+        if matches!(io.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) {
+            return FsError::NoSpace;
+        }
+    }
+    FsError::Io(format!("lock database: {e}"))
+}
+
+/// Opens (or creates) the lock database; returns it and the next fencing token.
+pub fn open(path: &Path) -> Result<(Database, u64), FsError> {
+    let db = Database::builder()
+        .set_cache_size(CACHE_BYTES)
+        .create(path)
+        .map_err(db_err)?;
+    let txn = db.begin_write().map_err(db_err)?;
+    let next = {
+        txn.open_table(LOCKS).map_err(db_err)?;
+        txn.open_table(BY_CLIENT).map_err(db_err)?;
+        txn.open_table(BY_EXPIRY).map_err(db_err)?;
+        let meta = txn.open_table(META).map_err(db_err)?;
+        let v = meta.get(NEXT_TOKEN).map_err(db_err)?.map(|g| g.value());
+        v.unwrap_or(1).max(1)
+    };
+    txn.commit().map_err(db_err)?;
+    Ok((db, next))
+}
+
+/// Reads one record (`None`: nothing held on `ino`).
+pub fn load<T: ReadableTable<u64, &'static [u8]>>(
+    t: &T,
+    ino: Ino,
+) -> Result<Option<InoRecord>, FsError> {
+    match t.get(ino).map_err(db_err)? {
+        None => Ok(None),
+        Some(g) => codec::decode(g.value())
+            .map(Some)
+            .map_err(|e| FsError::Io(format!("lock record of inode {ino} unreadable: {e}"))),
+    }
+}
+
+/// A read snapshot of the lock table.
+pub struct Snapshot {
+    txn: ReadTransaction,
+}
+
+impl Snapshot {
+    pub fn new(db: &Database) -> Result<Snapshot, FsError> {
+        Ok(Snapshot {
+            txn: db.begin_read().map_err(db_err)?,
+        })
+    }
+
+    pub fn record(&self, ino: Ino) -> Result<Option<InoRecord>, FsError> {
+        let t = self.txn.open_table(LOCKS).map_err(db_err)?;
+        load(&t, ino)
+    }
+
+    /// Up to `limit` inos on which `client` holds something, after `after`.
+    pub fn client_inos(
+        &self,
+        client: u64,
+        after: Option<Ino>,
+        limit: usize,
+    ) -> Result<Vec<Ino>, FsError> {
+        let t = self.txn.open_table(BY_CLIENT).map_err(db_err)?;
+        let start = match after {
+            None => (client, 0),
+            Some(u64::MAX) => return Ok(Vec::new()),
+            Some(a) => (client, a + 1),
+        };
+        let mut out = Vec::new();
+        for item in t.range(start..=(client, u64::MAX)).map_err(db_err)? {
+            let (k, _) = item.map_err(db_err)?;
+            out.push(k.value().1);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` (expiry, ino) index keys after `cursor` whose expiry is at most `now_ms`.
+    pub fn expired(
+        &self,
+        cursor: (u64, u64),
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Ino)>, FsError> {
+        let t = self.txn.open_table(BY_EXPIRY).map_err(db_err)?;
+        let mut out = Vec::new();
+        let range = (
+            std::ops::Bound::Excluded(cursor),
+            std::ops::Bound::Included((now_ms, u64::MAX)),
+        );
+        for item in t.range(range).map_err(db_err)? {
+            let (k, _) = item.map_err(db_err)?;
+            out.push(k.value());
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Feeds `f` the records in ino order after `after`, until it returns false.
+    pub fn records(
+        &self,
+        after: Option<Ino>,
+        mut f: impl FnMut(Ino, InoRecord) -> bool,
+    ) -> Result<(), FsError> {
+        let t = self.txn.open_table(LOCKS).map_err(db_err)?;
+        let start = match after {
+            None => 0,
+            Some(u64::MAX) => return Ok(()),
+            Some(a) => a + 1,
+        };
+        for item in t.range(start..).map_err(db_err)? {
+            let (k, v) = item.map_err(db_err)?;
+            let ino = k.value();
+            let rec: InoRecord = codec::decode(v.value())
+                .map_err(|e| FsError::Io(format!("lock record of inode {ino} unreadable: {e}")))?;
+            if !f(ino, rec) {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The new state of one file id (`None` or empty: nothing held any more).
+pub struct Put {
+    pub ino: Ino,
+    pub record: Option<InoRecord>,
+}
+
+/// One unit handed to the writer: its puts, the stripe guards to release and the stripes
+/// to wake once they are durable.
+struct Batch {
+    puts: Vec<Put>,
+    guards: Vec<OwnedMutexGuard<()>>,
+    wake: Vec<Arc<Notify>>,
+    done: oneshot::Sender<Result<(), FsError>>,
+}
+
+/// The handle to the writer thread. Dropping it stops the thread (after the batches
+/// already queued) and waits for it, so the database is closed afterwards.
+pub struct Writer {
+    tx: Option<mpsc::UnboundedSender<Batch>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    pub tokens: Arc<AtomicU64>,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Writer {
+    /// Starts the writer thread over `db`; `next_token` is the counter's durable value.
+    pub fn start(db: Arc<Database>, next_token: u64) -> Result<Writer, FsError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let tokens = Arc::new(AtomicU64::new(next_token));
+        let t = tokens.clone();
+        let thread = std::thread::Builder::new()
+            .name("dfs-lock-writer".into())
+            .spawn(move || run(db, rx, t))
+            .map_err(|e| FsError::Io(format!("cannot start the lock writer: {e}")))?;
+        Ok(Writer {
+            tx: Some(tx),
+            thread: Some(thread),
+            tokens,
+        })
+    }
+
+    /// Writes `puts` durably (with whatever else is pending, in one commit). The guards are
+    /// held until the commit is durable (or failed), even if the caller stops waiting; then
+    /// they are released and `wake` notified.
+    pub async fn submit(
+        &self,
+        puts: Vec<Put>,
+        guards: Vec<OwnedMutexGuard<()>>,
+        wake: Vec<Arc<Notify>>,
+    ) -> Result<(), FsError> {
+        if puts.is_empty() {
+            return Ok(());
+        }
+        let (done, rx) = oneshot::channel();
+        self.tx
+            .as_ref()
+            .ok_or_else(|| FsError::Unavailable("the lock writer has stopped".into()))?
+            .send(Batch {
+                puts,
+                guards,
+                wake,
+                done,
+            })
+            .map_err(|_| FsError::Unavailable("the lock writer has stopped".into()))?;
+        rx.await
+            .map_err(|_| FsError::Io("the lock writer dropped a batch".into()))?
+    }
+}
+
+fn run(db: Arc<Database>, mut rx: mpsc::UnboundedReceiver<Batch>, tokens: Arc<AtomicU64>) {
+    let mut persisted = 0u64;
+    while let Some(first) = rx.blocking_recv() {
+        let mut batches = vec![first];
+        while batches.len() < MAX_BATCHES_PER_COMMIT {
+            match rx.try_recv() {
+                Ok(b) => batches.push(b),
+                Err(_) => break,
+            }
+        }
+        // Every token handed out for these batches was taken before they were queued.
+        let next = tokens.load(Ordering::SeqCst);
+        let result = commit(&db, &batches, (next != persisted).then_some(next));
+        match &result {
+            Ok(()) => persisted = next,
+            Err(e) => log::error!("lock table commit of {} batches failed: {e}", batches.len()),
+        }
+        for b in batches {
+            drop(b.guards);
+            for n in &b.wake {
+                n.notify_waiters();
+            }
+            let _ = b.done.send(result.clone());
+        }
+    }
+    log::debug!("lock writer stopped");
+}
+
+fn commit(db: &Database, batches: &[Batch], next_token: Option<u64>) -> Result<(), FsError> {
+    let mut txn = db.begin_write().map_err(db_err)?;
+    txn.set_durability(Durability::Immediate)
+        .map_err(|e| FsError::Io(format!("lock database: {e}")))?;
+    {
+        let mut locks = txn.open_table(LOCKS).map_err(db_err)?;
+        let mut by_client = txn.open_table(BY_CLIENT).map_err(db_err)?;
+        let mut by_expiry = txn.open_table(BY_EXPIRY).map_err(db_err)?;
+        for put in batches.iter().flat_map(|b| b.puts.iter()) {
+            let ino = put.ino;
+            // A record that cannot be read is replaced; its index entries may linger, and
+            // readers of the indexes always re-check the record.
+            let old = match load(&locks, ino) {
+                Ok(r) => r.unwrap_or_default(),
+                Err(e) => {
+                    log::error!("{e}; replacing it");
+                    InoRecord::default()
+                }
+            };
+            let new = put.record.clone().unwrap_or_default();
+            let (old_min, new_min) = (old.min_expiry(), new.min_expiry());
+            if old_min != new_min {
+                if let Some(m) = old_min {
+                    by_expiry.remove((m, ino)).map_err(db_err)?;
+                }
+                if let Some(m) = new_min {
+                    by_expiry.insert((m, ino), ()).map_err(db_err)?;
+                }
+            }
+            let (old_c, new_c) = (old.clients(), new.clients());
+            for c in old_c.iter().filter(|c| new_c.binary_search(c).is_err()) {
+                by_client.remove((*c, ino)).map_err(db_err)?;
+            }
+            for c in new_c.iter().filter(|c| old_c.binary_search(c).is_err()) {
+                by_client.insert((*c, ino), ()).map_err(db_err)?;
+            }
+            if new.is_empty() {
+                locks.remove(ino).map_err(db_err)?;
+            } else {
+                locks
+                    .insert(ino, codec::encode(&new).as_slice())
+                    .map_err(db_err)?;
+            }
+        }
+        if let Some(next) = next_token {
+            let mut meta = txn.open_table(META).map_err(db_err)?;
+            let stored = meta.get(NEXT_TOKEN).map_err(db_err)?.map(|g| g.value());
+            meta.insert(NEXT_TOKEN, next.max(stored.unwrap_or(0)))
+                .map_err(db_err)?;
+        }
+    }
+    txn.commit().map_err(db_err)
+}
