@@ -31,6 +31,10 @@ pub const HDR_DETAIL: &str = "x-dfs-detail";
 pub const HDR_ATTR: &str = "x-dfs-attr";
 /// Header on fetch: the version the client already holds.
 pub const HDR_HAVE_VERSION: &str = "x-dfs-have-version";
+/// Header on store: the writer's modification time of the contents (hex of bincode
+/// `Timestamp`), so `touch -d` / `cp -a` on an open file survive the store, as AFS's
+/// StoreData carries the client's mtime. Without it the server uses its clock.
+pub const HDR_MTIME: &str = "x-dfs-mtime";
 /// Header on store: hex SHA-256 of the body.
 pub const HDR_SHA256: &str = "x-dfs-sha256";
 

@@ -76,7 +76,7 @@ impl Dfs {
             opened.fh
         } else {
             let attr = self.stat(path).await?;
-            self.mgr.open(attr.ino, flags).await?.fh
+            self.mgr.open(attr.ino, flags, self.uid).await?.fh
         };
         Ok(DfsFile {
             dfs: self.clone(),

@@ -6,11 +6,13 @@
 //! - `client`: the path API over it (`Dfs`), for programs that do not want a mount.
 //! - `callbacks`: the callback channel and the retry of unstored files.
 //! - `fuse`: the FUSE adapter used by `dfs-mount`.
+//! - `control`: the mount's local socket, used by the `dfs` command.
 //! - `remote` (private): HTTP to the server.
 
 pub mod cache;
 pub mod callbacks;
 pub mod client;
+pub mod control;
 pub mod fuse;
 mod remote;
 
@@ -24,4 +26,5 @@ use std::sync::Arc;
 pub fn spawn_background(mgr: &Arc<CacheManager>) {
     tokio::spawn(callbacks::run_channel(mgr.clone()));
     tokio::spawn(callbacks::run_dirty_retry(mgr.clone()));
+    tokio::spawn(cache::locks::run_renewal(mgr.clone()));
 }

@@ -12,6 +12,7 @@ use hyper::body::Frame;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
+use serde::{de::DeserializeOwned, Serialize};
 use std::path::Path;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -108,8 +109,19 @@ impl Remote {
 
     /// One directory-service call.
     pub async fn dir(&self, req: &DirRequest) -> Result<DirReply, FsError> {
+        self.call("/v1/dir", req, Duration::ZERO).await
+    }
+
+    /// A bincode `POST` to `path`. `extra` lengthens the timeout for calls the server may
+    /// legitimately hold (a lock wait).
+    pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        path: &str,
+        req: &Req,
+        extra: Duration,
+    ) -> Result<Resp, FsError> {
         let http_req = self
-            .request(Method::POST, "/v1/dir")
+            .request(Method::POST, path)
             .body(full(codec::encode(req)))
             .map_err(|e| FsError::Invalid(e.to_string()))?;
         let call = async {
@@ -118,11 +130,11 @@ impl Remote {
                 return Err(Self::error_of(resp).await);
             }
             let body = resp.into_body().collect().await.map_err(unavailable)?;
-            codec::decode::<DirReply>(&body.to_bytes())
+            codec::decode::<Resp>(&body.to_bytes())
         };
-        tokio::time::timeout(META_TIMEOUT, call)
+        tokio::time::timeout(META_TIMEOUT + extra, call)
             .await
-            .map_err(|_| unavailable("directory call timed out"))?
+            .map_err(|_| unavailable(format!("{path} timed out")))?
     }
 
     /// Fetches `ino` into `dest` unless the server still has `have_version`.
@@ -184,11 +196,15 @@ impl Remote {
         Ok(Fetched::Fetched(attr))
     }
 
-    /// Stores the whole contents of `src` as the new contents of `ino`. Returns the new
-    /// attributes once the server has made them durable.
-    pub async fn store(&self, ino: Ino, src: &Path) -> Result<Attr, FsError> {
+    /// Stores the whole contents of `src` as the new contents of `ino`, fenced by the
+    /// token of the writer's lock if it has one. Returns the new attributes once the server
+    /// has made them durable.
+    pub async fn store(&self, ino: Ino, src: &Path, fence: Option<u64>) -> Result<Attr, FsError> {
         let mut file = tokio::fs::File::open(src).await?;
-        let len = file.metadata().await?.len();
+        let meta = file.metadata().await?;
+        let len = meta.len();
+        // The contents' own mtime travels with them (it may have been set by utimens).
+        let mtime = meta.modified().ok().map(dfs_common::Timestamp::from_system);
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
         let reader = tokio::spawn(async move {
             let mut sent: u64 = 0;
@@ -213,9 +229,16 @@ impl Remote {
             rx.recv().await.map(|item| (item, rx))
         });
         let body: Body = BodyExt::boxed(StreamBody::new(stream));
-        let http_req = self
+        let mut builder = self
             .request(Method::PUT, &format!("/v1/files/{ino}"))
-            .header(hyper::header::CONTENT_LENGTH, len.to_string())
+            .header(hyper::header::CONTENT_LENGTH, len.to_string());
+        if let Some(token) = fence {
+            builder = builder.header(dfs_common::locks::HDR_FENCE, token.to_string());
+        }
+        if let Some(mtime) = mtime {
+            builder = builder.header(proto::HDR_MTIME, codec::to_header(&mtime));
+        }
+        let http_req = builder
             .body(body)
             .map_err(|e| FsError::Invalid(e.to_string()))?;
         let result = async {

@@ -63,7 +63,8 @@ fn clear_stale_mount(mountpoint: &Path) -> Result<(), String> {
     if !is_mounted(mountpoint) {
         return Ok(());
     }
-    match std::fs::metadata(mountpoint) {
+    // stat may still answer from cached attributes on a dead mount; reading it cannot.
+    match std::fs::read_dir(mountpoint).and_then(|mut d| d.next().transpose()) {
         Ok(_) => Err(format!(
             "{} is already mounted and alive; unmount it first",
             mountpoint.display()
@@ -141,6 +142,8 @@ fn run(args: Args) -> Result<(), String> {
     let session = fuser::spawn_mount(fs, &mountpoint, &config)
         .map_err(|e| format!("mount at {}: {e}", mountpoint.display()))?;
     deliver_invalidations(&mgr, session.notifier());
+    let control = dfs_fuse::control::serve(mgr.clone(), &mountpoint, args.server.clone())
+        .map_err(|e| format!("control socket: {e}"))?;
     log::info!(
         "dfs {} mounted at {} (cache {}, client {:#x})",
         args.server,
@@ -186,6 +189,7 @@ fn run(args: Args) -> Result<(), String> {
     while !joiner.is_finished() && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
+    let _ = std::fs::remove_file(&control);
     rt.shutdown_timeout(Duration::from_secs(1));
     Ok(())
 }

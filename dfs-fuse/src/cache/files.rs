@@ -6,17 +6,24 @@
 //! (`FileNode`) and handles. Must not touch the namespace.
 
 use super::disk::CacheEntry;
+use super::locks::label_for;
 use super::CacheManager;
 use crate::remote::Fetched;
+use dfs_common::locks::{LockClass, LockMode, LockRange, LockRequest, ReleaseRequest};
 use dfs_common::{FsError, Ino, Timestamp};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
+/// The owner, within this client, of every writers' `Open` lock it takes.
+pub(crate) const OPEN_OWNER: u64 = 0;
+
 /// Per-inode state while a file is open on this client or holds unstored changes.
 pub(crate) struct FileNode {
     ino: Ino,
+    /// Serializes taking and giving back the writers' lock of this inode.
+    grant: tokio::sync::Mutex<()>,
     /// Serializes the slow steps on one inode: making the copy current, storing it,
     /// truncating it.
     op: tokio::sync::Mutex<()>,
@@ -41,6 +48,8 @@ struct Local {
     contents: u64,
     /// `contents` when the kernel last opened the file.
     kernel_contents: Option<u64>,
+    /// Fencing token of the writers' lock this client holds on the inode.
+    fence: Option<u64>,
 }
 
 /// An open file: what a FUSE file handle or a `DfsFile` refers to.
@@ -66,6 +75,7 @@ impl CacheManager {
             .or_insert_with(|| {
                 Arc::new(FileNode {
                     ino,
+                    grant: tokio::sync::Mutex::new(()),
                     op: tokio::sync::Mutex::new(()),
                     gate: tokio::sync::RwLock::new(()),
                     local: Mutex::new(Local::default()),
@@ -94,11 +104,11 @@ impl CacheManager {
         })
     }
 
-    /// Size and mtime of the local copy, when it differs from what the server has.
+    /// Size and mtime of the local copy, when it has changes the server does not have.
     pub(crate) fn local_size(&self, ino: Ino) -> Option<(u64, Timestamp)> {
         let node = self.nodes.lock().unwrap().get(&ino).cloned()?;
         let l = node.local.lock().unwrap();
-        if !(l.dirty || l.writers > 0) {
+        if !l.dirty {
             return None;
         }
         let meta = match &l.file {
@@ -190,11 +200,18 @@ impl CacheManager {
         self.mark_dirty(node, 0)
     }
 
-    /// Opens `ino` with open(2) `flags`.
-    pub async fn open(&self, ino: Ino, flags: i32) -> Result<OpenResult, FsError> {
+    /// Opens `ino` with open(2) `flags` for user `uid`. An open for writing first takes the
+    /// file's write lock (waiting, bounded, for another client's writer to close).
+    pub async fn open(&self, ino: Ino, flags: i32, uid: u32) -> Result<OpenResult, FsError> {
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let truncate = writable && flags & libc::O_TRUNC != 0;
         let node = self.node(ino);
+        if writable {
+            if let Err(e) = self.take_open_lock(&node, uid).await {
+                self.maybe_drop_node(&node);
+                return Err(e);
+            }
+        }
         let _op = node.op.lock().await;
         // Local changes win until stored; otherwise every open sees the current version,
         // while handles opened earlier keep reading the copy they opened.
@@ -210,6 +227,7 @@ impl CacheManager {
             };
             if let Err(e) = ready {
                 drop(_op);
+                self.release_open_lock_later(&node);
                 self.maybe_drop_node(&node);
                 return Err(e);
             }
@@ -312,7 +330,7 @@ impl CacheManager {
                 },
             )?;
         }
-        let opened = self.open(attr.ino, flags).await?;
+        let opened = self.open(attr.ino, flags, uid).await?;
         let attr = self.overlay(attr);
         Ok((attr, opened))
     }
@@ -415,6 +433,45 @@ impl CacheManager {
         Ok(true)
     }
 
+    /// Sets the times of a copy with unstored changes, which its store then carries.
+    /// Returns false when the file has no unstored changes (the server sets them instead).
+    pub(crate) fn set_local_times(
+        &self,
+        ino: Ino,
+        atime: Option<dfs_common::types::SetTime>,
+        mtime: Option<dfs_common::types::SetTime>,
+    ) -> Result<bool, FsError> {
+        use dfs_common::types::SetTime;
+        let Some(node) = self.nodes.lock().unwrap().get(&ino).cloned() else {
+            return Ok(false);
+        };
+        let l = node.local.lock().unwrap();
+        if !l.dirty {
+            return Ok(false);
+        }
+        let resolve = |t: SetTime| match t {
+            SetTime::Now => std::time::SystemTime::now(),
+            SetTime::At(t) => t.to_system(),
+        };
+        let mut times = std::fs::FileTimes::new();
+        if let Some(t) = atime {
+            times = times.set_accessed(resolve(t));
+        }
+        if let Some(t) = mtime {
+            times = times.set_modified(resolve(t));
+        }
+        let file = match &l.file {
+            Some(f) if l.file_version == l.version => f.clone(),
+            _ => Arc::new(
+                OpenOptions::new()
+                    .write(true)
+                    .open(self.disk.path(ino, l.version))?,
+            ),
+        };
+        file.set_times(times)?;
+        Ok(true)
+    }
+
     /// Stores the file if this handle may have changed it. Called on every close(2).
     pub async fn flush(&self, fh: u64) -> Result<(), FsError> {
         let h = self.handle(fh)?;
@@ -447,7 +504,159 @@ impl CacheManager {
         }
         let node = h.node.clone();
         drop(h);
+        self.release_open_lock_later(&node);
         self.maybe_drop_node(&node);
+    }
+
+    /// Takes the writers' lock of `node` for this client unless it already holds it.
+    /// Afterwards the cached attributes are not trusted: the previous writer's store may
+    /// have landed just before the grant, its break still on the way.
+    async fn take_open_lock(&self, node: &FileNode, uid: u32) -> Result<(), FsError> {
+        let _grant = node.grant.lock().await;
+        if node.local.lock().unwrap().fence.is_some() {
+            return Ok(());
+        }
+        let req = LockRequest {
+            ino: node.ino,
+            class: LockClass::Open,
+            mode: LockMode::Exclusive,
+            range: LockRange::WHOLE,
+            owner: OPEN_OWNER,
+            pid: 0,
+            label: label_for(uid),
+            wait_ms: 0,
+        };
+        match self.lock_acquire(req, self.lock_wait).await {
+            Ok(token) => {
+                node.local.lock().unwrap().fence = Some(token);
+                self.meta.lock().unwrap().forget_ino(node.ino);
+                Ok(())
+            }
+            Err(FsError::Unavailable(why)) => {
+                log::warn!(
+                    "inode {}: lock service unreachable ({why}); writing without the write lock",
+                    node.ino
+                );
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Gives back the writers' lock once nobody here writes and nothing is unstored.
+    fn release_open_lock_later(&self, node: &Arc<FileNode>) {
+        {
+            let l = node.local.lock().unwrap();
+            if l.writers > 0 || l.dirty || l.fence.is_none() {
+                return;
+            }
+        }
+        let node = node.clone();
+        let remote = self.remote.clone();
+        self.rt.spawn(async move {
+            let _grant = node.grant.lock().await;
+            let token = {
+                let mut l = node.local.lock().unwrap();
+                if l.writers == 0 && !l.dirty {
+                    l.fence.take()
+                } else {
+                    None
+                }
+            };
+            if token.is_some() {
+                let req = ReleaseRequest {
+                    ino: node.ino,
+                    class: LockClass::Open,
+                    owner: OPEN_OWNER,
+                    range: None,
+                };
+                let released: Result<dfs_common::locks::ReleaseReply, _> = remote
+                    .call("/v1/locks/release", &req, std::time::Duration::ZERO)
+                    .await;
+                if let Err(e) = released {
+                    log::debug!(
+                        "inode {}: write lock release: {e} (the lease ends it)",
+                        node.ino
+                    );
+                }
+            }
+        });
+    }
+
+    /// Inodes whose writers' lock this client holds (for lease renewal).
+    pub(crate) fn open_locks(&self) -> Vec<Ino> {
+        self.nodes
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|n| n.local.lock().unwrap().fence.is_some())
+            .map(|n| n.ino)
+            .collect()
+    }
+
+    /// The lock service says our writers' lock of `ino` is gone.
+    pub(crate) fn forget_open_lock(&self, ino: Ino) {
+        if let Some(node) = self.nodes.lock().unwrap().get(&ino) {
+            node.local.lock().unwrap().fence = None;
+        }
+    }
+
+    /// Our write lock lapsed (or was never had). Win it back, but store only if nobody else
+    /// stored since our copy's base version; otherwise keep our copy aside and report it.
+    async fn rewin_open_lock(&self, node: &FileNode, base: u64) -> Result<Option<u64>, FsError> {
+        let _grant = node.grant.lock().await;
+        if let Some(token) = node.local.lock().unwrap().fence {
+            return Ok(Some(token));
+        }
+        // SAFETY: getuid cannot fail.
+        let uid = unsafe { libc::getuid() };
+        let req = LockRequest {
+            ino: node.ino,
+            class: LockClass::Open,
+            mode: LockMode::Exclusive,
+            range: LockRange::WHOLE,
+            owner: OPEN_OWNER,
+            pid: 0,
+            label: label_for(uid),
+            wait_ms: 0,
+        };
+        let token = match self.lock_acquire(req, std::time::Duration::ZERO).await {
+            Ok(token) => token,
+            Err(FsError::Unavailable(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        node.local.lock().unwrap().fence = Some(token);
+        let current = self
+            .remote
+            .dir(&dfs_common::proto::DirRequest::GetAttr { ino: node.ino })
+            .await?;
+        let dfs_common::proto::DirReply::Attr(attr) = current else {
+            return Err(FsError::Io("unexpected answer to getattr".into()));
+        };
+        if attr.version == base {
+            return Ok(Some(token));
+        }
+        let kept = self.keep_aside(node, base)?;
+        let msg = format!(
+            "inode {}: another writer stored version {} while our write lock had lapsed;              our copy (based on version {base}) is kept at {}",
+            node.ino,
+            attr.version,
+            kept.display()
+        );
+        log::error!("{msg}");
+        Err(FsError::Stale(msg))
+    }
+
+    /// Moves a dirty copy that can no longer be stored to `lost+found` in the cache.
+    fn keep_aside(&self, node: &FileNode, version: u64) -> Result<std::path::PathBuf, FsError> {
+        let dir = self.cache_dir.join("lost+found");
+        std::fs::create_dir_all(&dir)?;
+        let secs = Timestamp::now().secs;
+        let dest = dir.join(format!("{}-v{version}-{secs}", node.ino));
+        std::fs::rename(self.disk.path(node.ino, version), &dest)?;
+        node.local.lock().unwrap().dirty = false;
+        let _ = self.disk.remove(node.ino);
+        Ok(dest)
     }
 
     /// Forgets a node nobody uses any more (no handle, nothing unstored).
@@ -476,8 +685,19 @@ impl CacheManager {
             l.version
         };
         let path = self.disk.path(ino, version);
+        let mut fence = node.local.lock().unwrap().fence;
+        if fence.is_none() {
+            fence = self.rewin_open_lock(node, version).await?;
+        }
         let t = self.ticket();
-        match self.remote.store(ino, &path).await {
+        let mut stored = self.remote.store(ino, &path, fence).await;
+        if let Err(FsError::Stale(why)) = &stored {
+            log::warn!("inode {ino}: store refused, write lock lapsed: {why}");
+            node.local.lock().unwrap().fence = None;
+            let fence = self.rewin_open_lock(node, version).await?;
+            stored = self.remote.store(ino, &path, fence).await;
+        }
+        match stored {
             Ok(attr) => {
                 let new_path = self.disk.path(ino, attr.version);
                 std::fs::rename(&path, &new_path)?;
@@ -530,7 +750,10 @@ impl CacheManager {
         let mut left = 0;
         for node in dirty {
             match self.store_node(&node).await {
-                Ok(()) => self.maybe_drop_node(&node),
+                Ok(()) => {
+                    self.release_open_lock_later(&node);
+                    self.maybe_drop_node(&node);
+                }
                 Err(_) => left += 1,
             }
         }

@@ -6,6 +6,7 @@
 
 pub mod disk;
 mod files;
+pub mod locks;
 pub mod meta;
 mod namespace;
 
@@ -86,6 +87,9 @@ pub struct CacheOptions {
     pub cache_bytes: u64,
     /// Entries in each in-memory metadata LRU.
     pub meta_entries: usize,
+    /// How long an open for writing (or a blocking flock/F_SETLKW) waits for a conflicting
+    /// holder before failing with EAGAIN.
+    pub lock_wait: std::time::Duration,
 }
 
 impl Default for CacheOptions {
@@ -93,6 +97,7 @@ impl Default for CacheOptions {
         CacheOptions {
             cache_bytes: 10 << 30,
             meta_entries: 100_000,
+            lock_wait: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -107,11 +112,20 @@ pub struct CacheManager {
     pub(crate) next_handle: AtomicU64,
     sink: Mutex<Option<InvalidationSink>>,
     epoch: Mutex<Option<u64>>,
+    /// Advisory locks this client holds: (ino, owner), renewed together.
+    pub(crate) advisory: Mutex<std::collections::HashSet<(Ino, u64)>>,
+    /// The lock service's lease, learnt from its answers.
+    pub(crate) lease_ms: AtomicU64,
+    /// How long an open for writing waits for another client's write lock.
+    pub(crate) lock_wait: std::time::Duration,
+    pub(crate) cache_dir: std::path::PathBuf,
+    pub(crate) rt: tokio::runtime::Handle,
 }
 
 impl CacheManager {
     /// A manager for the server at `addr` (`HOST:PORT`) with its cache in `cache_dir`.
     /// Dirty files left by an earlier run are picked up and stored once the server answers.
+    /// Call inside a tokio runtime (its handle runs work started from FUSE threads).
     pub fn new(addr: &str, cache_dir: &Path, opts: CacheOptions) -> Result<Arc<Self>, FsError> {
         std::fs::create_dir_all(cache_dir)?;
         let mut id = [0u8; 8];
@@ -133,6 +147,12 @@ impl CacheManager {
             next_handle: AtomicU64::new(1),
             sink: Mutex::new(None),
             epoch: Mutex::new(None),
+            advisory: Mutex::new(std::collections::HashSet::new()),
+            lease_ms: AtomicU64::new(15_000),
+            lock_wait: opts.lock_wait,
+            cache_dir: cache_dir.to_path_buf(),
+            rt: tokio::runtime::Handle::try_current()
+                .map_err(|_| FsError::Io("CacheManager::new needs a tokio runtime".into()))?,
         });
         mgr.adopt_dirty_files();
         Ok(mgr)
@@ -140,6 +160,19 @@ impl CacheManager {
 
     pub fn client_id(&self) -> u64 {
         self.remote.client_id()
+    }
+
+    /// What the mount reports to `dfs status`.
+    pub fn status(&self, server: &str) -> crate::control::MountStatus {
+        let all = self.disk.all();
+        crate::control::MountStatus {
+            server: server.to_string(),
+            client_id: self.client_id(),
+            callback_channel_up: self.validity.channel_up.load(Ordering::SeqCst),
+            cached_files: all.len(),
+            cached_bytes: self.disk.total_bytes(),
+            unstored_files: self.dirty_count(),
+        }
     }
 
     /// Where kernel invalidations go (set by the FUSE adapter once mounted).

@@ -286,6 +286,12 @@ impl CacheManager {
                 size = None;
             }
         }
+        let (mut atime, mut mtime) = (atime, mtime);
+        if (atime.is_some() || mtime.is_some()) && self.set_local_times(ino, atime, mtime)? {
+            // Stored with the contents at close (the store carries the copy's mtime).
+            atime = None;
+            mtime = None;
+        }
         if mode.is_none()
             && uid.is_none()
             && gid.is_none()

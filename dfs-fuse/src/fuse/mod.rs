@@ -5,6 +5,7 @@
 //! FUSE handler). Must not hold policy: what is cached and when to store is the manager's.
 
 mod attrs;
+mod locks;
 
 use crate::cache::{CacheManager, DirItem, Invalidation};
 use attrs::{errno, file_attr, ttl_for};
@@ -79,7 +80,9 @@ impl Filesystem for DfsFs {
         let wanted = InitFlags::FUSE_ATOMIC_O_TRUNC
             | InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_READDIRPLUS_AUTO
-            | InitFlags::FUSE_EXPORT_SUPPORT;
+            | InitFlags::FUSE_EXPORT_SUPPORT
+            | InitFlags::FUSE_POSIX_LOCKS
+            | InitFlags::FUSE_FLOCK_LOCKS;
         if let Err(unsupported) = config.add_capabilities(wanted) {
             log::info!("kernel lacks FUSE capabilities {unsupported:?}");
         }
@@ -265,10 +268,11 @@ impl Filesystem for DfsFs {
         });
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let mgr = self.mgr.clone();
+        let uid = req.uid();
         self.rt.spawn(async move {
-            match mgr.open(ino.0, flags.0).await {
+            match mgr.open(ino.0, flags.0, uid).await {
                 Ok(opened) => {
                     let mut fopen = FopenFlags::empty();
                     if opened.keep_cache {
@@ -319,13 +323,15 @@ impl Filesystem for DfsFs {
     fn flush(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
-        _lock_owner: LockOwner,
+        lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
         let mgr = self.mgr.clone();
         self.rt.spawn(async move {
+            // close(2) drops the caller's fcntl locks on the file (POSIX).
+            locks::release_owner(&mgr, ino.0, lock_owner.0).await;
             match mgr.flush(fh.0).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno(&e)),
@@ -336,15 +342,77 @@ impl Filesystem for DfsFs {
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
+        lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
         self.mgr.release(fh.0);
         reply.ok();
+        if let Some(owner) = lock_owner {
+            // The last close of a flock holder's open file drops its flock.
+            let mgr = self.mgr.clone();
+            self.rt
+                .spawn(async move { locks::release_owner(&mgr, ino.0, owner.0).await });
+        }
+    }
+
+    fn getlk(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        reply: fuser::ReplyLock,
+    ) {
+        let mgr = self.mgr.clone();
+        locks::getlk(
+            mgr,
+            &self.rt,
+            ino.0,
+            lock_owner.0,
+            start,
+            end,
+            typ,
+            pid,
+            reply,
+        );
+    }
+
+    fn setlk(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        sleep: bool,
+        reply: ReplyEmpty,
+    ) {
+        let mgr = self.mgr.clone();
+        let uid = req.uid();
+        locks::setlk(
+            mgr,
+            &self.rt,
+            ino.0,
+            lock_owner.0,
+            start,
+            end,
+            typ,
+            pid,
+            uid,
+            sleep,
+            reply,
+        );
     }
 
     fn fsync(

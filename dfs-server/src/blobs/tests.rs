@@ -65,6 +65,7 @@ impl T {
         self.ns
             .apply(NsCommand::CommitBlob {
                 ino,
+                mtime: None,
                 contents: Contents {
                     blob: Some(blob_id_of(data)),
                     size: data.len() as u64,

@@ -10,7 +10,7 @@ use crate::http::wire::{self, ResBody};
 use crate::namespace::{Contents, NsCommand};
 use crate::services::{Caller, Services};
 use dfs_common::locks::HDR_FENCE;
-use dfs_common::proto::{HDR_ATTR, HDR_HAVE_VERSION, HDR_SHA256};
+use dfs_common::proto::{HDR_ATTR, HDR_HAVE_VERSION, HDR_MTIME, HDR_SHA256};
 use dfs_common::types::SetTime;
 use dfs_common::{codec, Attr, BlobId, FileKind, FsError, Ino, Timestamp};
 use hyper::body::Incoming;
@@ -104,6 +104,10 @@ pub async fn store(
                 .ok_or_else(|| FsError::BadRequest(format!("{HDR_SHA256} is not 64 hex digits")))?,
         ),
     };
+    let mtime = match wire::header(&parts.headers, HDR_MTIME)? {
+        None => None,
+        Some(v) => Some(codec::from_header::<Timestamp>(v)?),
+    };
     // Refuse before reading a byte when the target cannot take contents.
     let current = svc.blocking(move |ns, _| ns.getattr(ino)).await?;
     regular(&current)?;
@@ -149,6 +153,7 @@ pub async fn store(
     let cmd = NsCommand::CommitBlob {
         ino,
         contents,
+        mtime,
         now: Timestamp::now(),
     };
     let out = svc.mutate(caller, cmd, Vec::new(), pin).await?;

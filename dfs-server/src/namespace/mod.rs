@@ -104,10 +104,12 @@ pub enum NsCommand {
         contents: Option<Contents>,
         now: Timestamp,
     },
-    /// A store: the file's contents are now `contents` (version + 1, mtime = ctime = now).
+    /// A store: the file's contents are now `contents` (version + 1, ctime = now, mtime =
+    /// the writer's `mtime` if it sent one, else now).
     CommitBlob {
         ino: Ino,
         contents: Contents,
+        mtime: Option<Timestamp>,
         now: Timestamp,
     },
     /// Blob files found without any reference (a crash between blob write and commit):

@@ -111,10 +111,18 @@ pub(super) fn apply(w: &mut Writer<'_>, cmd: NsCommand) -> Result<NsOutcome, FsE
             out.attr = Some(rec.attr);
             Ok(out)
         }
-        NsCommand::CommitBlob { ino, contents, now } => {
+        NsCommand::CommitBlob {
+            ino,
+            contents,
+            mtime,
+            now,
+        } => {
             let mut rec = w.must(ino)?;
             let mut out = NsOutcome::default();
             set_contents(w, &mut rec, contents, now, &mut out)?;
+            if let Some(mtime) = mtime {
+                rec.attr.mtime = mtime;
+            }
             w.put_inode(&rec)?;
             out.changed_inos.push(ino);
             out.attr = Some(rec.attr);

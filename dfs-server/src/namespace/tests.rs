@@ -79,6 +79,7 @@ impl T {
     fn store(&self, ino: Ino, byte: u8, size: u64) -> Result<NsOutcome, FsError> {
         self.ns.apply(NsCommand::CommitBlob {
             ino,
+            mtime: None,
             contents: Contents {
                 blob: Some(BlobId([byte; 32])),
                 size,

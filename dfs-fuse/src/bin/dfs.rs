@@ -1,0 +1,192 @@
+//! dfs: the command line for people and scripts — locks and status of a mounted dfs.
+//! It finds the mount that holds PATH and talks to that mount's `dfs-mount` over its local
+//! control socket; the mount holds (and keeps renewing) the locks taken here.
+
+use clap::{Parser, Subcommand};
+use dfs_fuse::control::{ask, ControlReply, ControlRequest};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Locks and status of a mounted dfs file system.
+#[derive(Parser, Debug)]
+#[command(name = "dfs", version)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Take a cluster-wide lock on PATH (exclusive unless --shared); it is held by the mount
+    /// for you until `dfs unlock PATH`, or until the mount goes away and its lease ends.
+    Lock {
+        path: PathBuf,
+        /// A shared (read) lock: many may hold it at once.
+        #[arg(long)]
+        shared: bool,
+        /// Seconds to wait for a conflicting holder before giving up (exit 75, EAGAIN).
+        #[arg(long, default_value_t = 30)]
+        wait: u32,
+    },
+    /// Release the lock `dfs lock` took on PATH. Not holding one is an error.
+    Unlock { path: PathBuf },
+    /// List locks: on PATH, or every lock in the cell of the mount holding the current
+    /// directory. Shows holder, mode, range, fencing token and lease expiry.
+    Locks { path: Option<PathBuf> },
+    /// Show the mount holding PATH (default: the current directory): its server, client id,
+    /// callback channel, cache use and unstored files.
+    Status { path: Option<PathBuf> },
+}
+
+/// The dfs mount point that contains `path`.
+fn mount_of(path: &Path) -> Result<PathBuf, String> {
+    let abs = std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let info = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| e.to_string())?;
+    let mut best: Option<PathBuf> = None;
+    for line in info.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(sep) = fields.iter().position(|f| *f == "-") else {
+            continue;
+        };
+        // fuser's own mount(2) shows fstype "fuse"; the source says it is ours.
+        let fstype = fields.get(sep + 1).copied().unwrap_or_default();
+        let source = fields.get(sep + 2).copied().unwrap_or_default();
+        if !(fstype == "fuse" || fstype == "fuse.dfs") || !source.starts_with("dfs:") {
+            continue;
+        }
+        let mnt = PathBuf::from(fields[4].replace("\\040", " "));
+        if abs.starts_with(&mnt)
+            && best
+                .as_ref()
+                .is_none_or(|b| mnt.as_os_str().len() > b.as_os_str().len())
+        {
+            best = Some(mnt);
+        }
+    }
+    best.ok_or_else(|| format!("{} is not on a dfs mount", abs.display()))
+}
+
+fn ino_of(path: &Path) -> Result<u64, String> {
+    std::fs::metadata(path)
+        .map(|m| m.ino())
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("dfs: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(args.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err((code, msg)) => {
+            eprintln!("dfs: {msg}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+async fn run(cmd: Command) -> Result<(), (u8, String)> {
+    let fail = |e: String| (1u8, e);
+    let (mount, req, path) = match &cmd {
+        Command::Lock { path, shared, wait } => (
+            mount_of(path).map_err(fail)?,
+            ControlRequest::Lock {
+                ino: ino_of(path).map_err(fail)?,
+                shared: *shared,
+                wait_secs: *wait,
+            },
+            Some(path.clone()),
+        ),
+        Command::Unlock { path } => (
+            mount_of(path).map_err(fail)?,
+            ControlRequest::Unlock {
+                ino: ino_of(path).map_err(fail)?,
+            },
+            Some(path.clone()),
+        ),
+        Command::Locks { path } => {
+            let here = path.clone().unwrap_or_else(|| PathBuf::from("."));
+            let ino = match path {
+                Some(p) => Some(ino_of(p).map_err(fail)?),
+                None => None,
+            };
+            (
+                mount_of(&here).map_err(fail)?,
+                ControlRequest::Locks { ino },
+                None,
+            )
+        }
+        Command::Status { path } => {
+            let here = path.clone().unwrap_or_else(|| PathBuf::from("."));
+            (mount_of(&here).map_err(fail)?, ControlRequest::Status, None)
+        }
+    };
+    let reply = ask(&mount, &req).await.map_err(|e| fail(e.to_string()))?;
+    let shown = path
+        .as_deref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    match reply {
+        ControlReply::Locked { token } => println!("locked {shown} (fencing token {token})"),
+        ControlReply::Unlocked => println!("unlocked {shown}"),
+        ControlReply::Locks(locks) => {
+            println!(
+                "{:>10} {:8} {:9} {:>21} {:28} {:>7} {:>9}",
+                "INODE", "CLASS", "MODE", "RANGE", "HOLDER", "TOKEN", "EXPIRES"
+            );
+            for l in locks {
+                let end = if l.range.end == u64::MAX {
+                    "EOF".to_string()
+                } else {
+                    l.range.end.to_string()
+                };
+                println!(
+                    "{:>10} {:8} {:9} {:>21} {:28} {:>7} {:>8.1}s",
+                    l.ino,
+                    format!("{:?}", l.class),
+                    format!("{:?}", l.mode),
+                    format!("{}-{end}", l.range.start),
+                    format!("{} ({:#x})", l.label, l.client),
+                    l.token,
+                    l.expires_in_ms as f64 / 1000.0
+                );
+            }
+        }
+        ControlReply::Status(s) => {
+            println!("mount:             {}", mount.display());
+            println!("server:            {}", s.server);
+            println!("client id:         {:#x}", s.client_id);
+            println!(
+                "callback channel:  {}",
+                if s.callback_channel_up { "up" } else { "down" }
+            );
+            println!(
+                "cached files:      {} ({} bytes)",
+                s.cached_files, s.cached_bytes
+            );
+            println!("unstored files:    {}", s.unstored_files);
+        }
+        ControlReply::Error(dfs_common::FsError::NotFound)
+            if matches!(cmd, Command::Unlock { .. }) =>
+        {
+            return Err((
+                1,
+                format!("you hold no lock taken with `dfs lock` on {shown}"),
+            ));
+        }
+        ControlReply::Error(e) => {
+            let code = if e.errno() == libc::EAGAIN { 75 } else { 1 };
+            return Err((code, e.to_string()));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,147 @@
+//! flock(2) and fcntl(2) locks at the FUSE edge: kernel lock requests become advisory
+//! locks of the cluster-wide lock service, owned by (this client, the kernel's lock owner).
+//! A blocking request waits in a tokio task, bounded by the manager's lock wait (fuser
+//! cannot interrupt a held request, so the wait must end by itself).
+
+use super::attrs::errno;
+use crate::cache::CacheManager;
+use dfs_common::locks::{LockClass, LockMode, LockRange, LockRequest, ReleaseRequest};
+use dfs_common::{FsError, Ino};
+use fuser::{ReplyEmpty, ReplyLock};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The kernel says "to end of file" with OFFSET_MAX.
+const KERNEL_EOF: u64 = i64::MAX as u64;
+
+fn range(start: u64, end: u64) -> LockRange {
+    LockRange {
+        start,
+        end: if end >= KERNEL_EOF { u64::MAX } else { end },
+    }
+}
+
+fn kernel_end(end: u64) -> u64 {
+    end.min(KERNEL_EOF)
+}
+
+fn mode_of(typ: i32) -> Option<LockMode> {
+    match typ {
+        libc::F_RDLCK => Some(LockMode::Shared),
+        libc::F_WRLCK => Some(LockMode::Exclusive),
+        _ => None,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn setlk(
+    mgr: Arc<CacheManager>,
+    rt: &tokio::runtime::Handle,
+    ino: Ino,
+    owner: u64,
+    start: u64,
+    end: u64,
+    typ: i32,
+    pid: u32,
+    uid: u32,
+    sleep: bool,
+    reply: ReplyEmpty,
+) {
+    rt.spawn(async move {
+        let result = match mode_of(typ) {
+            None => {
+                let req = ReleaseRequest {
+                    ino,
+                    class: LockClass::Advisory,
+                    owner,
+                    range: Some(range(start, end)),
+                };
+                match mgr.lock_release(req).await {
+                    // POSIX: unlocking what is not locked is not an error.
+                    Ok(_) | Err(FsError::NotFound) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
+            Some(mode) => {
+                let req = LockRequest {
+                    ino,
+                    class: LockClass::Advisory,
+                    mode,
+                    range: range(start, end),
+                    owner,
+                    pid,
+                    label: crate::cache::locks::label_for(uid),
+                    wait_ms: 0,
+                };
+                let wait = if sleep {
+                    mgr.lock_wait()
+                } else {
+                    Duration::ZERO
+                };
+                mgr.lock_acquire(req, wait).await.map(|_| ())
+            }
+        };
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    });
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn getlk(
+    mgr: Arc<CacheManager>,
+    rt: &tokio::runtime::Handle,
+    ino: Ino,
+    owner: u64,
+    start: u64,
+    end: u64,
+    typ: i32,
+    pid: u32,
+    reply: ReplyLock,
+) {
+    rt.spawn(async move {
+        let Some(mode) = mode_of(typ) else {
+            return reply.error(fuser::Errno::EINVAL);
+        };
+        let req = LockRequest {
+            ino,
+            class: LockClass::Advisory,
+            mode,
+            range: range(start, end),
+            owner,
+            pid,
+            label: String::new(),
+            wait_ms: 0,
+        };
+        match mgr.lock_test(req).await {
+            Ok(None) => reply.locked(start, end, libc::F_UNLCK, 0),
+            Ok(Some(h)) => {
+                let typ = match h.mode {
+                    LockMode::Shared => libc::F_RDLCK,
+                    LockMode::Exclusive => libc::F_WRLCK,
+                };
+                reply.locked(h.range.start, kernel_end(h.range.end), typ, h.pid)
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    });
+}
+
+/// Releases every advisory lock `owner` holds on `ino` (close of a POSIX lock holder's
+/// descriptor, or release of a flock). No round trip unless this client holds one.
+pub async fn release_owner(mgr: &CacheManager, ino: Ino, owner: u64) {
+    if !mgr.holds_advisory(ino, owner) {
+        return;
+    }
+    let req = ReleaseRequest {
+        ino,
+        class: LockClass::Advisory,
+        owner,
+        range: None,
+    };
+    match mgr.lock_release(req).await {
+        Ok(_) | Err(FsError::NotFound) => {}
+        Err(e) => log::warn!("inode {ino}: releasing locks of owner {owner:#x}: {e}"),
+    }
+}
