@@ -35,6 +35,10 @@ struct Args {
     /// still checks each file's owner, group and mode).
     #[arg(long)]
     owner_only: bool,
+    /// Serve open files through plain read/write handlers instead of FUSE passthrough
+    /// (passthrough lets the kernel use the cached copy directly, at local-disk speed).
+    #[arg(long)]
+    no_passthrough: bool,
     /// Seconds to wait at start for the server to answer before giving up.
     #[arg(long, default_value_t = 10)]
     connect_timeout: u64,
@@ -138,7 +142,7 @@ fn run(args: Args) -> Result<(), String> {
     };
     config.n_threads = Some(args.threads.max(1));
     config.clone_fd = true;
-    let fs = DfsFs::new(mgr.clone(), rt.handle().clone());
+    let fs = DfsFs::new(mgr.clone(), rt.handle().clone(), !args.no_passthrough);
     let session = fuser::spawn_mount(fs, &mountpoint, &config)
         .map_err(|e| format!("mount at {}: {e}", mountpoint.display()))?;
     deliver_invalidations(&mgr, session.notifier());

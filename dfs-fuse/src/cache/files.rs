@@ -6,10 +6,8 @@
 //! (`FileNode`) and handles. Must not touch the namespace.
 
 use super::disk::CacheEntry;
-use super::locks::label_for;
 use super::CacheManager;
 use crate::remote::Fetched;
-use dfs_common::locks::{LockClass, LockMode, LockRange, LockRequest, ReleaseRequest};
 use dfs_common::{FsError, Ino, Timestamp};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -21,43 +19,52 @@ pub(crate) const OPEN_OWNER: u64 = 0;
 
 /// Per-inode state while a file is open on this client or holds unstored changes.
 pub(crate) struct FileNode {
-    ino: Ino,
+    pub(super) ino: Ino,
     /// Serializes taking and giving back the writers' lock of this inode.
-    grant: tokio::sync::Mutex<()>,
+    pub(super) grant: tokio::sync::Mutex<()>,
     /// Serializes the slow steps on one inode: making the copy current, storing it,
     /// truncating it.
-    op: tokio::sync::Mutex<()>,
+    pub(super) op: tokio::sync::Mutex<()>,
     /// `write` shares it; a store in flight holds it exclusively so the upload is a
     /// consistent snapshot.
-    gate: tokio::sync::RwLock<()>,
-    local: Mutex<Local>,
+    pub(super) gate: tokio::sync::RwLock<()>,
+    pub(super) local: Mutex<Local>,
 }
 
 #[derive(Default)]
-struct Local {
+pub(super) struct Local {
     /// Server version the local copy is based on (its file is `disk.path(ino, version)`).
-    version: u64,
+    pub(super) version: u64,
     /// The copy's read-write descriptor, shared by new handles while any is open.
-    file: Option<Arc<File>>,
+    pub(super) file: Option<Arc<File>>,
     /// The version `file` holds (older handles may still read an older copy).
-    file_version: u64,
-    dirty: bool,
-    opens: u32,
-    writers: u32,
+    pub(super) file_version: u64,
+    pub(super) dirty: bool,
+    pub(super) opens: u32,
+    pub(super) writers: u32,
     /// Bumped when the copy is replaced by a fetched version: the kernel's pages are stale.
-    contents: u64,
+    pub(super) contents: u64,
     /// `contents` when the kernel last opened the file.
-    kernel_contents: Option<u64>,
+    pub(super) kernel_contents: Option<u64>,
     /// Fencing token of the writers' lock this client holds on the inode.
-    fence: Option<u64>,
+    pub(super) fence: Option<u64>,
+    /// Size and mtime of the copy when it was last known to equal `version` on the server;
+    /// a copy marked dirty that still matches it has not changed (passthrough opens for
+    /// writing are marked dirty before anything is written, since writes bypass us).
+    pub(super) clean_stamp: Option<(u64, std::time::SystemTime)>,
+}
+
+/// Size and mtime of a file, to tell whether it changed.
+pub(super) fn stamp_of(meta: &std::fs::Metadata) -> Option<(u64, std::time::SystemTime)> {
+    Some((meta.len(), meta.modified().ok()?))
 }
 
 /// An open file: what a FUSE file handle or a `DfsFile` refers to.
 pub struct FileHandle {
     pub ino: Ino,
     pub writable: bool,
-    node: Arc<FileNode>,
-    file: Arc<File>,
+    pub(super) node: Arc<FileNode>,
+    pub(super) file: Arc<File>,
 }
 
 pub struct OpenResult {
@@ -67,7 +74,7 @@ pub struct OpenResult {
 }
 
 impl CacheManager {
-    fn node(&self, ino: Ino) -> Arc<FileNode> {
+    pub(super) fn node(&self, ino: Ino) -> Arc<FileNode> {
         self.nodes
             .lock()
             .unwrap()
@@ -97,7 +104,7 @@ impl CacheManager {
         }
     }
 
-    fn in_use(&self, ino: Ino) -> bool {
+    pub(super) fn in_use(&self, ino: Ino) -> bool {
         self.nodes.lock().unwrap().get(&ino).is_some_and(|n| {
             let l = n.local.lock().unwrap();
             l.opens > 0 || l.dirty
@@ -215,9 +222,11 @@ impl CacheManager {
         let _op = node.op.lock().await;
         // Local changes win until stored; otherwise every open sees the current version,
         // while handles opened earlier keep reading the copy they opened.
+        // While the file is open here, new opens share its copy: the kernel allows one
+        // backing file per inode under passthrough, and it keeps one client consistent.
         let local_changes = {
             let l = node.local.lock().unwrap();
-            l.dirty || l.writers > 0
+            l.dirty || l.writers > 0 || l.opens > 0
         };
         if !local_changes {
             let ready = if truncate {
@@ -261,6 +270,17 @@ impl CacheManager {
         if truncate && file.metadata()?.len() > 0 {
             file.set_len(0)?;
             self.mark_dirty(&node, 0)?;
+            node.local.lock().unwrap().clean_stamp = None;
+        }
+        if writable && self.passthrough.load(Ordering::SeqCst) {
+            // Writes will go straight to the copy: record what it is now, and mark it dirty
+            // durably before the first byte can change (flush tells whether anything did).
+            let meta = file.metadata()?;
+            let was_clean = !node.local.lock().unwrap().dirty;
+            if was_clean {
+                node.local.lock().unwrap().clean_stamp = stamp_of(&meta);
+                self.mark_dirty(&node, meta.len())?;
+            }
         }
         let keep_cache = {
             let mut l = node.local.lock().unwrap();
@@ -335,6 +355,15 @@ impl CacheManager {
         Ok((attr, opened))
     }
 
+    /// The cached copy an open handle reads and writes (the backing file for passthrough).
+    pub fn handle_file(&self, fh: u64) -> Option<Arc<File>> {
+        self.handles
+            .lock()
+            .unwrap()
+            .get(&fh)
+            .map(|h| h.file.clone())
+    }
+
     pub(crate) fn handle(&self, fh: u64) -> Result<Arc<FileHandle>, FsError> {
         self.handles
             .lock()
@@ -375,6 +404,7 @@ impl CacheManager {
             Err(_) => h.node.gate.blocking_read(),
         };
         h.file.write_all_at(data, offset)?;
+        h.node.local.lock().unwrap().clean_stamp = None;
         let dirty = h.node.local.lock().unwrap().dirty;
         if !dirty {
             let len = h.file.metadata()?.len();
@@ -384,7 +414,7 @@ impl CacheManager {
     }
 
     /// Records, durably, that the copy of `node` has unstored changes.
-    fn mark_dirty(&self, node: &FileNode, size: u64) -> Result<(), FsError> {
+    pub(super) fn mark_dirty(&self, node: &FileNode, size: u64) -> Result<(), FsError> {
         let version = {
             let mut l = node.local.lock().unwrap();
             if l.dirty {
@@ -429,6 +459,7 @@ impl CacheManager {
             }
         }
         self.mark_dirty(&node, len)?;
+        node.local.lock().unwrap().clean_stamp = None;
         self.disk.set_size(ino, len);
         Ok(true)
     }
@@ -445,10 +476,11 @@ impl CacheManager {
         let Some(node) = self.nodes.lock().unwrap().get(&ino).cloned() else {
             return Ok(false);
         };
-        let l = node.local.lock().unwrap();
+        let mut l = node.local.lock().unwrap();
         if !l.dirty {
             return Ok(false);
         }
+        l.clean_stamp = None;
         let resolve = |t: SetTime| match t {
             SetTime::Now => std::time::SystemTime::now(),
             SetTime::At(t) => t.to_system(),
@@ -472,21 +504,6 @@ impl CacheManager {
         Ok(true)
     }
 
-    /// Stores the file if this handle may have changed it. Called on every close(2).
-    pub async fn flush(&self, fh: u64) -> Result<(), FsError> {
-        let h = self.handle(fh)?;
-        if !h.writable {
-            return Ok(());
-        }
-        self.store_node(&h.node).await
-    }
-
-    /// Stores the file if it has unstored changes, whichever handle made them.
-    pub async fn fsync(&self, fh: u64) -> Result<(), FsError> {
-        let h = self.handle(fh)?;
-        self.store_node(&h.node).await
-    }
-
     /// Closes a handle. Unstored changes stay in the cache for the retry loop.
     pub fn release(&self, fh: u64) {
         let Some(h) = self.handles.lock().unwrap().remove(&fh) else {
@@ -508,159 +525,8 @@ impl CacheManager {
         self.maybe_drop_node(&node);
     }
 
-    /// Takes the writers' lock of `node` for this client unless it already holds it.
-    /// Afterwards the cached attributes are not trusted: the previous writer's store may
-    /// have landed just before the grant, its break still on the way.
-    async fn take_open_lock(&self, node: &FileNode, uid: u32) -> Result<(), FsError> {
-        let _grant = node.grant.lock().await;
-        if node.local.lock().unwrap().fence.is_some() {
-            return Ok(());
-        }
-        let req = LockRequest {
-            ino: node.ino,
-            class: LockClass::Open,
-            mode: LockMode::Exclusive,
-            range: LockRange::WHOLE,
-            owner: OPEN_OWNER,
-            pid: 0,
-            label: label_for(uid),
-            wait_ms: 0,
-        };
-        match self.lock_acquire(req, self.lock_wait).await {
-            Ok(token) => {
-                node.local.lock().unwrap().fence = Some(token);
-                self.meta.lock().unwrap().forget_ino(node.ino);
-                Ok(())
-            }
-            Err(FsError::Unavailable(why)) => {
-                log::warn!(
-                    "inode {}: lock service unreachable ({why}); writing without the write lock",
-                    node.ino
-                );
-                Ok(())
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Gives back the writers' lock once nobody here writes and nothing is unstored.
-    fn release_open_lock_later(&self, node: &Arc<FileNode>) {
-        {
-            let l = node.local.lock().unwrap();
-            if l.writers > 0 || l.dirty || l.fence.is_none() {
-                return;
-            }
-        }
-        let node = node.clone();
-        let remote = self.remote.clone();
-        self.rt.spawn(async move {
-            let _grant = node.grant.lock().await;
-            let token = {
-                let mut l = node.local.lock().unwrap();
-                if l.writers == 0 && !l.dirty {
-                    l.fence.take()
-                } else {
-                    None
-                }
-            };
-            if token.is_some() {
-                let req = ReleaseRequest {
-                    ino: node.ino,
-                    class: LockClass::Open,
-                    owner: OPEN_OWNER,
-                    range: None,
-                };
-                let released: Result<dfs_common::locks::ReleaseReply, _> = remote
-                    .call("/v1/locks/release", &req, std::time::Duration::ZERO)
-                    .await;
-                if let Err(e) = released {
-                    log::debug!(
-                        "inode {}: write lock release: {e} (the lease ends it)",
-                        node.ino
-                    );
-                }
-            }
-        });
-    }
-
-    /// Inodes whose writers' lock this client holds (for lease renewal).
-    pub(crate) fn open_locks(&self) -> Vec<Ino> {
-        self.nodes
-            .lock()
-            .unwrap()
-            .values()
-            .filter(|n| n.local.lock().unwrap().fence.is_some())
-            .map(|n| n.ino)
-            .collect()
-    }
-
-    /// The lock service says our writers' lock of `ino` is gone.
-    pub(crate) fn forget_open_lock(&self, ino: Ino) {
-        if let Some(node) = self.nodes.lock().unwrap().get(&ino) {
-            node.local.lock().unwrap().fence = None;
-        }
-    }
-
-    /// Our write lock lapsed (or was never had). Win it back, but store only if nobody else
-    /// stored since our copy's base version; otherwise keep our copy aside and report it.
-    async fn rewin_open_lock(&self, node: &FileNode, base: u64) -> Result<Option<u64>, FsError> {
-        let _grant = node.grant.lock().await;
-        if let Some(token) = node.local.lock().unwrap().fence {
-            return Ok(Some(token));
-        }
-        // SAFETY: getuid cannot fail.
-        let uid = unsafe { libc::getuid() };
-        let req = LockRequest {
-            ino: node.ino,
-            class: LockClass::Open,
-            mode: LockMode::Exclusive,
-            range: LockRange::WHOLE,
-            owner: OPEN_OWNER,
-            pid: 0,
-            label: label_for(uid),
-            wait_ms: 0,
-        };
-        let token = match self.lock_acquire(req, std::time::Duration::ZERO).await {
-            Ok(token) => token,
-            Err(FsError::Unavailable(_)) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        node.local.lock().unwrap().fence = Some(token);
-        let current = self
-            .remote
-            .dir(&dfs_common::proto::DirRequest::GetAttr { ino: node.ino })
-            .await?;
-        let dfs_common::proto::DirReply::Attr(attr) = current else {
-            return Err(FsError::Io("unexpected answer to getattr".into()));
-        };
-        if attr.version == base {
-            return Ok(Some(token));
-        }
-        let kept = self.keep_aside(node, base)?;
-        let msg = format!(
-            "inode {}: another writer stored version {} while our write lock had lapsed;              our copy (based on version {base}) is kept at {}",
-            node.ino,
-            attr.version,
-            kept.display()
-        );
-        log::error!("{msg}");
-        Err(FsError::Stale(msg))
-    }
-
-    /// Moves a dirty copy that can no longer be stored to `lost+found` in the cache.
-    fn keep_aside(&self, node: &FileNode, version: u64) -> Result<std::path::PathBuf, FsError> {
-        let dir = self.cache_dir.join("lost+found");
-        std::fs::create_dir_all(&dir)?;
-        let secs = Timestamp::now().secs;
-        let dest = dir.join(format!("{}-v{version}-{secs}", node.ino));
-        std::fs::rename(self.disk.path(node.ino, version), &dest)?;
-        node.local.lock().unwrap().dirty = false;
-        let _ = self.disk.remove(node.ino);
-        Ok(dest)
-    }
-
     /// Forgets a node nobody uses any more (no handle, nothing unstored).
-    fn maybe_drop_node(&self, node: &Arc<FileNode>) {
+    pub(super) fn maybe_drop_node(&self, node: &Arc<FileNode>) {
         let mut nodes = self.nodes.lock().unwrap();
         let idle = {
             let l = node.local.lock().unwrap();
@@ -670,103 +536,5 @@ impl CacheManager {
         if idle && Arc::strong_count(node) == 2 && node.op.try_lock().is_ok() {
             nodes.remove(&node.ino);
         }
-    }
-
-    /// Stores the copy of `node` if it is dirty: upload, then adopt the server's new version.
-    async fn store_node(&self, node: &FileNode) -> Result<(), FsError> {
-        let ino = node.ino;
-        let _op = node.op.lock().await;
-        let _excl = node.gate.write().await;
-        let version = {
-            let l = node.local.lock().unwrap();
-            if !l.dirty {
-                return Ok(());
-            }
-            l.version
-        };
-        let path = self.disk.path(ino, version);
-        let mut fence = node.local.lock().unwrap().fence;
-        if fence.is_none() {
-            fence = self.rewin_open_lock(node, version).await?;
-        }
-        let t = self.ticket();
-        let mut stored = self.remote.store(ino, &path, fence).await;
-        if let Err(FsError::Stale(why)) = &stored {
-            log::warn!("inode {ino}: store refused, write lock lapsed: {why}");
-            node.local.lock().unwrap().fence = None;
-            let fence = self.rewin_open_lock(node, version).await?;
-            stored = self.remote.store(ino, &path, fence).await;
-        }
-        match stored {
-            Ok(attr) => {
-                let new_path = self.disk.path(ino, attr.version);
-                std::fs::rename(&path, &new_path)?;
-                {
-                    let mut l = node.local.lock().unwrap();
-                    if l.file.is_some() && l.file_version == l.version {
-                        l.file_version = attr.version;
-                    }
-                    l.version = attr.version;
-                }
-                self.disk.put(
-                    ino,
-                    CacheEntry {
-                        version: attr.version,
-                        size: attr.size,
-                        dirty: false,
-                    },
-                )?;
-                node.local.lock().unwrap().dirty = false;
-                self.remember_attr(&attr, t);
-                Ok(())
-            }
-            Err(FsError::NotFound) => {
-                // Deleted on the server while we wrote: there is nowhere to store it.
-                log::info!("inode {ino} was deleted on the server; dropping local changes");
-                node.local.lock().unwrap().dirty = false;
-                let _ = self.disk.remove(ino);
-                Ok(())
-            }
-            Err(e) => {
-                log::warn!("store of inode {ino} failed, changes kept in the cache: {e}");
-                Err(e)
-            }
-        }
-    }
-
-    /// Stores every dirty file nobody has open for writing. Returns how many are left.
-    pub async fn store_dirty(&self) -> usize {
-        let dirty: Vec<Arc<FileNode>> = self
-            .nodes
-            .lock()
-            .unwrap()
-            .values()
-            .filter(|n| {
-                let l = n.local.lock().unwrap();
-                l.dirty && l.writers == 0
-            })
-            .cloned()
-            .collect();
-        let mut left = 0;
-        for node in dirty {
-            match self.store_node(&node).await {
-                Ok(()) => {
-                    self.release_open_lock_later(&node);
-                    self.maybe_drop_node(&node);
-                }
-                Err(_) => left += 1,
-            }
-        }
-        left
-    }
-
-    /// How many files have changes the server has not acknowledged.
-    pub fn dirty_count(&self) -> usize {
-        self.nodes
-            .lock()
-            .unwrap()
-            .values()
-            .filter(|n| n.local.lock().unwrap().dirty)
-            .count()
     }
 }

@@ -9,6 +9,8 @@ mod files;
 pub mod locks;
 pub mod meta;
 mod namespace;
+mod store;
+mod writelock;
 
 use crate::remote::Remote;
 use dfs_common::{Attr, FsError, Ino};
@@ -120,6 +122,9 @@ pub struct CacheManager {
     pub(crate) lock_wait: std::time::Duration,
     pub(crate) cache_dir: std::path::PathBuf,
     pub(crate) rt: tokio::runtime::Handle,
+    /// The kernel reads and writes open files directly (FUSE passthrough): writes never
+    /// reach `write`, so changes are detected at flush.
+    pub(crate) passthrough: AtomicBool,
 }
 
 impl CacheManager {
@@ -151,6 +156,7 @@ impl CacheManager {
             lease_ms: AtomicU64::new(15_000),
             lock_wait: opts.lock_wait,
             cache_dir: cache_dir.to_path_buf(),
+            passthrough: AtomicBool::new(false),
             rt: tokio::runtime::Handle::try_current()
                 .map_err(|_| FsError::Io("CacheManager::new needs a tokio runtime".into()))?,
         });
@@ -173,6 +179,12 @@ impl CacheManager {
             cached_bytes: self.disk.total_bytes(),
             unstored_files: self.dirty_count(),
         }
+    }
+
+    /// Called by the FUSE adapter when the kernel serves open files directly from their
+    /// cached copies (passthrough), so that writes bypass this manager.
+    pub fn set_passthrough(&self, on: bool) {
+        self.passthrough.store(on, Ordering::SeqCst);
     }
 
     /// Where kernel invalidations go (set by the FUSE adapter once mounted).

@@ -6,6 +6,7 @@
 
 mod attrs;
 mod locks;
+mod passthrough;
 
 use crate::cache::{CacheManager, DirItem, Invalidation};
 use attrs::{errno, file_attr, ttl_for};
@@ -30,15 +31,21 @@ type OpenDir = (dfs_common::Attr, Arc<Vec<DirItem>>);
 
 pub struct DfsFs {
     mgr: Arc<CacheManager>,
+    backings: Arc<passthrough::Backings>,
+    want_passthrough: bool,
     rt: tokio::runtime::Handle,
     dirs: Arc<Mutex<HashMap<u64, OpenDir>>>,
     next_dir: AtomicU64,
 }
 
 impl DfsFs {
-    pub fn new(mgr: Arc<CacheManager>, rt: tokio::runtime::Handle) -> DfsFs {
+    /// `passthrough`: try FUSE passthrough for open files (falls back by itself when the
+    /// kernel or our privileges refuse it).
+    pub fn new(mgr: Arc<CacheManager>, rt: tokio::runtime::Handle, passthrough: bool) -> DfsFs {
         DfsFs {
+            want_passthrough: passthrough,
             mgr,
+            backings: Arc::new(passthrough::Backings::default()),
             rt,
             dirs: Arc::new(Mutex::new(HashMap::new())),
             next_dir: AtomicU64::new(1),
@@ -77,17 +84,39 @@ fn set_time(t: Option<TimeOrNow>) -> Option<SetTime> {
 
 impl Filesystem for DfsFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        let wanted = InitFlags::FUSE_ATOMIC_O_TRUNC
-            | InitFlags::FUSE_DO_READDIRPLUS
-            | InitFlags::FUSE_READDIRPLUS_AUTO
-            | InitFlags::FUSE_EXPORT_SUPPORT
-            | InitFlags::FUSE_POSIX_LOCKS
-            | InitFlags::FUSE_FLOCK_LOCKS;
-        if let Err(unsupported) = config.add_capabilities(wanted) {
-            log::info!("kernel lacks FUSE capabilities {unsupported:?}");
+        // One at a time: add_capabilities refuses a set if any member is unsupported.
+        for wanted in [
+            InitFlags::FUSE_ATOMIC_O_TRUNC,
+            InitFlags::FUSE_DO_READDIRPLUS,
+            InitFlags::FUSE_READDIRPLUS_AUTO,
+            InitFlags::FUSE_EXPORT_SUPPORT,
+            InitFlags::FUSE_POSIX_LOCKS,
+            InitFlags::FUSE_FLOCK_LOCKS,
+            // We never set suid bits (nosuid mount); without it every write of a file with
+            // such bits would first ask us to clear them.
+            InitFlags::FUSE_HANDLE_KILLPRIV_V2,
+        ] {
+            if let Err(unsupported) = config.add_capabilities(wanted) {
+                log::info!("kernel lacks FUSE capability {unsupported:?}");
+            }
         }
         let _ = config.set_max_write(1 << 20);
         let _ = config.set_max_readahead(1 << 20);
+        // Passthrough needs the capability AND a stack depth of 1; at 0 it is silently off.
+        if self.want_passthrough
+            && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && config.set_max_stack_depth(1).is_ok()
+        {
+            self.backings.enable();
+            self.mgr.set_passthrough(true);
+            log::info!(
+                "FUSE passthrough on: cached files are read and written by the kernel directly"
+            );
+        } else {
+            log::info!(
+                "FUSE passthrough off: plain read/write handlers with the kernel page cache"
+            );
+        }
         Ok(())
     }
 
@@ -270,15 +299,29 @@ impl Filesystem for DfsFs {
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let mgr = self.mgr.clone();
+        let backings = self.backings.clone();
         let uid = req.uid();
         self.rt.spawn(async move {
             match mgr.open(ino.0, flags.0, uid).await {
                 Ok(opened) => {
-                    let mut fopen = FopenFlags::empty();
-                    if opened.keep_cache {
-                        fopen |= FopenFlags::FOPEN_KEEP_CACHE;
+                    let backing = mgr.handle_file(opened.fh).and_then(|file| {
+                        backings.attach(ino.0, opened.fh, &file, |f| reply.open_backing(f))
+                    });
+                    match backing {
+                        Some(id) => reply.opened_passthrough(
+                            FileHandle(opened.fh),
+                            FopenFlags::empty(),
+                            &id,
+                        ),
+                        None => {
+                            mgr.set_passthrough(backings.enabled());
+                            let mut fopen = FopenFlags::empty();
+                            if opened.keep_cache {
+                                fopen |= FopenFlags::FOPEN_KEEP_CACHE;
+                            }
+                            reply.opened(FileHandle(opened.fh), fopen)
+                        }
                     }
-                    reply.opened(FileHandle(opened.fh), fopen)
                 }
                 Err(e) => reply.error(errno(&e)),
             }
@@ -349,6 +392,7 @@ impl Filesystem for DfsFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        self.backings.detach(ino.0, fh.0);
         self.mgr.release(fh.0);
         reply.ok();
         if let Some(owner) = lock_owner {
@@ -570,6 +614,7 @@ impl Filesystem for DfsFs {
         reply: ReplyCreate,
     ) {
         let mgr = self.mgr.clone();
+        let backings = self.backings.clone();
         let name = name.as_bytes().to_vec();
         let (uid, gid) = (req.uid(), req.gid());
         self.rt.spawn(async move {
@@ -577,13 +622,33 @@ impl Filesystem for DfsFs {
                 .create(parent.0, &name, mode & !umask & 0o7777, uid, gid, flags)
                 .await
             {
-                Ok((attr, opened)) => reply.created(
-                    &ttl_for(&mgr, attr.ino),
-                    &file_attr(&attr),
-                    Generation(0),
-                    FileHandle(opened.fh),
-                    FopenFlags::empty(),
-                ),
+                Ok((attr, opened)) => {
+                    let ttl = ttl_for(&mgr, attr.ino);
+                    let fattr = file_attr(&attr);
+                    let backing = mgr.handle_file(opened.fh).and_then(|file| {
+                        backings.attach(attr.ino, opened.fh, &file, |f| reply.open_backing(f))
+                    });
+                    match backing {
+                        Some(id) => reply.created_passthrough(
+                            &ttl,
+                            &fattr,
+                            Generation(0),
+                            FileHandle(opened.fh),
+                            FopenFlags::empty(),
+                            &id,
+                        ),
+                        None => {
+                            mgr.set_passthrough(backings.enabled());
+                            reply.created(
+                                &ttl,
+                                &fattr,
+                                Generation(0),
+                                FileHandle(opened.fh),
+                                FopenFlags::empty(),
+                            )
+                        }
+                    }
+                }
                 Err(e) => reply.error(errno(&e)),
             }
         });

@@ -1,0 +1,220 @@
+//! Storing file contents: flush/fsync of a changed copy uploads it whole (fenced by the
+//! writers' lock), adopts the server's new version, and on failure keeps the copy dirty
+//! for the retry loop. Also the recovery when the lock's lease lapsed: store only if nobody
+//! stored in between, else keep the copy aside in `lost+found`. Must not open files.
+
+use super::disk::CacheEntry;
+use super::files::{stamp_of, FileNode, OPEN_OWNER};
+use super::locks::label_for;
+use super::CacheManager;
+use dfs_common::locks::{LockClass, LockMode, LockRange, LockRequest};
+use dfs_common::{FsError, Timestamp};
+use std::sync::Arc;
+
+impl CacheManager {
+    /// Stores the file if this handle may have changed it. Called on every close(2).
+    pub async fn flush(&self, fh: u64) -> Result<(), FsError> {
+        let h = self.handle(fh)?;
+        if !h.writable {
+            return Ok(());
+        }
+        self.store_node(&h.node).await
+    }
+
+    /// Stores the file if it has unstored changes, whichever handle made them.
+    pub async fn fsync(&self, fh: u64) -> Result<(), FsError> {
+        let h = self.handle(fh)?;
+        self.store_node(&h.node).await
+    }
+
+    /// Our write lock lapsed (or was never had). Win it back, but store only if nobody else
+    /// stored since our copy's base version; otherwise keep our copy aside and report it.
+    pub(super) async fn rewin_open_lock(
+        &self,
+        node: &FileNode,
+        base: u64,
+    ) -> Result<Option<u64>, FsError> {
+        let _grant = node.grant.lock().await;
+        if let Some(token) = node.local.lock().unwrap().fence {
+            return Ok(Some(token));
+        }
+        // SAFETY: getuid cannot fail.
+        let uid = unsafe { libc::getuid() };
+        let req = LockRequest {
+            ino: node.ino,
+            class: LockClass::Open,
+            mode: LockMode::Exclusive,
+            range: LockRange::WHOLE,
+            owner: OPEN_OWNER,
+            pid: 0,
+            label: label_for(uid),
+            wait_ms: 0,
+        };
+        let token = match self.lock_acquire(req, std::time::Duration::ZERO).await {
+            Ok(token) => token,
+            Err(FsError::Unavailable(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        node.local.lock().unwrap().fence = Some(token);
+        let current = self
+            .remote
+            .dir(&dfs_common::proto::DirRequest::GetAttr { ino: node.ino })
+            .await?;
+        let dfs_common::proto::DirReply::Attr(attr) = current else {
+            return Err(FsError::Io("unexpected answer to getattr".into()));
+        };
+        if attr.version == base {
+            return Ok(Some(token));
+        }
+        let kept = self.keep_aside(node, base)?;
+        let msg = format!(
+            "inode {}: another writer stored version {} while our write lock had lapsed;              our copy (based on version {base}) is kept at {}",
+            node.ino,
+            attr.version,
+            kept.display()
+        );
+        log::error!("{msg}");
+        Err(FsError::Stale(msg))
+    }
+
+    /// Moves a dirty copy that can no longer be stored to `lost+found` in the cache.
+    pub(super) fn keep_aside(
+        &self,
+        node: &FileNode,
+        version: u64,
+    ) -> Result<std::path::PathBuf, FsError> {
+        let dir = self.cache_dir.join("lost+found");
+        std::fs::create_dir_all(&dir)?;
+        let secs = Timestamp::now().secs;
+        let dest = dir.join(format!("{}-v{version}-{secs}", node.ino));
+        std::fs::rename(self.disk.path(node.ino, version), &dest)?;
+        node.local.lock().unwrap().dirty = false;
+        let _ = self.disk.remove(node.ino);
+        Ok(dest)
+    }
+
+    /// Stores the copy of `node` if it is dirty: upload, then adopt the server's new version.
+    pub(super) async fn store_node(&self, node: &FileNode) -> Result<(), FsError> {
+        let ino = node.ino;
+        let _op = node.op.lock().await;
+        let _excl = node.gate.write().await;
+        let version = {
+            let l = node.local.lock().unwrap();
+            if !l.dirty {
+                return Ok(());
+            }
+            l.version
+        };
+        let path = self.disk.path(ino, version);
+        let before = stamp_of(&std::fs::metadata(&path)?);
+        let clean_stamp = node.local.lock().unwrap().clean_stamp;
+        if before.is_some() && before == clean_stamp {
+            // Opened for writing, never changed: nothing to store.
+            self.disk.put(
+                ino,
+                CacheEntry {
+                    version,
+                    size: before.map(|b| b.0).unwrap_or_default(),
+                    dirty: false,
+                },
+            )?;
+            node.local.lock().unwrap().dirty = false;
+            return Ok(());
+        }
+        let mut fence = node.local.lock().unwrap().fence;
+        if fence.is_none() {
+            fence = self.rewin_open_lock(node, version).await?;
+        }
+        let t = self.ticket();
+        let mut stored = self.remote.store(ino, &path, fence).await;
+        if let Err(FsError::Stale(why)) = &stored {
+            log::warn!("inode {ino}: store refused, write lock lapsed: {why}");
+            node.local.lock().unwrap().fence = None;
+            let fence = self.rewin_open_lock(node, version).await?;
+            stored = self.remote.store(ino, &path, fence).await;
+        }
+        match stored {
+            Ok(attr) => {
+                let new_path = self.disk.path(ino, attr.version);
+                std::fs::rename(&path, &new_path)?;
+                // Passthrough writes do not wait for the upload: if the copy moved on while it
+                // was sent, it is still dirty (now against the new version).
+                let after = stamp_of(&std::fs::metadata(&new_path)?);
+                let moved_on = after != before;
+                // A writer still holding it open under passthrough may write at any time
+                // without telling us: keep it marked until its close compares stamps.
+                let still_written = self.passthrough.load(std::sync::atomic::Ordering::SeqCst)
+                    && node.local.lock().unwrap().writers > 0;
+                {
+                    let mut l = node.local.lock().unwrap();
+                    if l.file.is_some() && l.file_version == l.version {
+                        l.file_version = attr.version;
+                    }
+                    l.version = attr.version;
+                }
+                self.disk.put(
+                    ino,
+                    CacheEntry {
+                        version: attr.version,
+                        size: attr.size,
+                        dirty: moved_on || still_written,
+                    },
+                )?;
+                {
+                    let mut l = node.local.lock().unwrap();
+                    l.dirty = moved_on || still_written;
+                    l.clean_stamp = if moved_on { None } else { after };
+                }
+                self.remember_attr(&attr, t);
+                Ok(())
+            }
+            Err(FsError::NotFound) => {
+                // Deleted on the server while we wrote: there is nowhere to store it.
+                log::info!("inode {ino} was deleted on the server; dropping local changes");
+                node.local.lock().unwrap().dirty = false;
+                let _ = self.disk.remove(ino);
+                Ok(())
+            }
+            Err(e) => {
+                log::warn!("store of inode {ino} failed, changes kept in the cache: {e}");
+                Err(e)
+            }
+        }
+    }
+
+    /// Stores every dirty file nobody has open for writing. Returns how many are left.
+    pub async fn store_dirty(&self) -> usize {
+        let dirty: Vec<Arc<FileNode>> = self
+            .nodes
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|n| {
+                let l = n.local.lock().unwrap();
+                l.dirty && l.writers == 0
+            })
+            .cloned()
+            .collect();
+        let mut left = 0;
+        for node in dirty {
+            match self.store_node(&node).await {
+                Ok(()) => {
+                    self.release_open_lock_later(&node);
+                    self.maybe_drop_node(&node);
+                }
+                Err(_) => left += 1,
+            }
+        }
+        left
+    }
+
+    /// How many files have changes the server has not acknowledged.
+    pub fn dirty_count(&self) -> usize {
+        self.nodes
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|n| n.local.lock().unwrap().dirty)
+            .count()
+    }
+}
