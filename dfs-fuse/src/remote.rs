@@ -23,6 +23,8 @@ type Body = BoxBody<Bytes, std::io::Error>;
 const META_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a data transfer may go without moving a byte.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bodies up to this size are sent in one piece.
+const SMALL_BODY: u64 = 1 << 20;
 /// Chunk size for streaming file bodies.
 const CHUNK: usize = 1 << 20;
 
@@ -205,30 +207,16 @@ impl Remote {
         let len = meta.len();
         // The contents' own mtime travels with them (it may have been set by utimens).
         let mtime = meta.modified().ok().map(dfs_common::Timestamp::from_system);
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
-        let reader = tokio::spawn(async move {
-            let mut sent: u64 = 0;
-            while sent < len {
-                let want = CHUNK.min((len - sent) as usize);
-                let mut buf = vec![0u8; want];
-                match file.read_exact(&mut buf).await {
-                    Ok(_) => {
-                        sent += want as u64;
-                        if tx.send(Ok(Frame::data(Bytes::from(buf)))).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(e)).await;
-                        return;
-                    }
-                }
-            }
-        });
-        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        });
-        let body: Body = BodyExt::boxed(StreamBody::new(stream));
+        let (body, len) = if len <= SMALL_BODY {
+            // One write with the headers: no per-chunk hops for small files. What is read is
+            // what is sent (a passthrough writer may be growing it; the caller checks).
+            let mut bytes = Vec::with_capacity(len as usize);
+            file.read_to_end(&mut bytes).await?;
+            let n = bytes.len() as u64;
+            (full(bytes), n)
+        } else {
+            (Self::stream_file(file, len), len)
+        };
         let mut builder = self
             .request(Method::PUT, &format!("/v1/files/{ino}"))
             .header(hyper::header::CONTENT_LENGTH, len.to_string());
@@ -253,8 +241,35 @@ impl Remote {
             codec::decode::<Attr>(&body.to_bytes())
         }
         .await;
-        reader.abort();
         result
+    }
+
+    /// A body that streams `len` bytes of `file` in chunks; never the whole file in memory.
+    fn stream_file(mut file: tokio::fs::File, len: u64) -> Body {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
+        tokio::spawn(async move {
+            let mut sent: u64 = 0;
+            while sent < len {
+                let want = CHUNK.min((len - sent) as usize);
+                let mut buf = vec![0u8; want];
+                match file.read_exact(&mut buf).await {
+                    Ok(_) => {
+                        sent += want as u64;
+                        if tx.send(Ok(Frame::data(Bytes::from(buf)))).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                }
+            }
+        });
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        BodyExt::boxed(StreamBody::new(stream))
     }
 
     /// Opens the callback channel; returns the streaming body.

@@ -21,6 +21,18 @@ pub struct CacheEntry {
     pub size: u64,
     /// Changed locally and not yet stored on the server.
     pub dirty: bool,
+    /// The clean copy's mtime in ns when recorded (filled in by `put`): a copy whose file no
+    /// longer matches size and mtime was changed by a writer that crashed before its mark
+    /// reached the disk, and is dropped at open rather than trusted.
+    pub mtime_ns: u64,
+}
+
+fn mtime_ns(meta: &std::fs::Metadata) -> u64 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 struct Index {
@@ -74,7 +86,7 @@ impl DiskCache {
         let mut keep: HashMap<Ino, CacheEntry> = HashMap::new();
         for (ino, entry) in entries {
             let ok = std::fs::metadata(cache.path(ino, entry.version))
-                .map(|m| entry.dirty || m.len() == entry.size)
+                .map(|m| entry.dirty || (m.len() == entry.size && mtime_ns(&m) == entry.mtime_ns))
                 .unwrap_or(false);
             if ok {
                 keep.insert(ino, entry);
@@ -142,8 +154,16 @@ impl DiskCache {
 
     /// Records `ino` as held at `entry`, replacing (and deleting the file of) any other
     /// version. The file at `path(ino, entry.version)` must already be complete.
-    pub fn put(&self, ino: Ino, entry: CacheEntry) -> Result<(), FsError> {
-        let durable = entry.dirty;
+    ///
+    /// Not fsynced: a lost clean entry costs a refetch, and a lost dirty mark is caught at
+    /// open by the size/mtime check. `persist_now` makes everything so far durable (done
+    /// when a store fails, so a failed close's data survives a client crash).
+    pub fn put(&self, ino: Ino, mut entry: CacheEntry) -> Result<(), FsError> {
+        if !entry.dirty {
+            entry.mtime_ns = std::fs::metadata(self.path(ino, entry.version))
+                .map(|m| mtime_ns(&m))
+                .unwrap_or(0);
+        }
         let old = {
             let mut idx = self.index.lock().unwrap();
             idx.tick += 1;
@@ -160,7 +180,13 @@ impl DiskCache {
                 let _ = std::fs::remove_file(self.path(ino, o.version));
             }
         }
-        self.persist_put(ino, &entry, durable)
+        self.persist_put(ino, &entry)
+    }
+
+    /// Makes every index change so far durable (one fsynced commit).
+    pub fn persist_now(&self) -> Result<(), FsError> {
+        let txn = self.db.begin_write().map_err(io_err)?;
+        txn.commit().map_err(io_err)
     }
 
     /// Updates the recorded size of a dirty copy (no fsync: dirty is already durable).
@@ -227,12 +253,9 @@ impl DiskCache {
         }
     }
 
-    fn persist_put(&self, ino: Ino, entry: &CacheEntry, durable: bool) -> Result<(), FsError> {
+    fn persist_put(&self, ino: Ino, entry: &CacheEntry) -> Result<(), FsError> {
         let mut txn = self.db.begin_write().map_err(io_err)?;
-        if !durable {
-            // A lost clean entry only costs a refetch; its orphaned file is removed at open.
-            txn.set_durability(Durability::None).map_err(io_err)?;
-        }
+        txn.set_durability(Durability::None).map_err(io_err)?;
         {
             let mut table = txn.open_table(INDEX).map_err(io_err)?;
             let bytes = dfs_common::codec::encode(entry);
@@ -261,6 +284,7 @@ mod tests {
             version,
             size,
             dirty,
+            mtime_ns: 0,
         }
     }
 
@@ -275,11 +299,22 @@ mod tests {
             c.put(6, entry(1, 6, true)).unwrap();
             c.put(7, entry(1, 3, false)).unwrap(); // no file: dropped at reopen
             std::fs::write(c.part_path(8), b"partial").unwrap();
+            std::fs::write(c.path(10, 1), b"same").unwrap();
+            c.put(10, entry(1, 4, false)).unwrap();
+            // A writer changed it in place (same size) and crashed before marking it dirty.
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            std::fs::write(c.path(10, 1), b"SAME").unwrap();
+            c.persist_now().unwrap();
         }
         let c = DiskCache::open(dir.path(), 1 << 30).unwrap();
-        assert_eq!(c.get(5), Some(entry(2, 5, false)));
+        assert_eq!(c.get(5).map(|e| (e.version, e.size)), Some((2, 5)));
         assert_eq!(c.get(6), Some(entry(1, 6, true)));
         assert_eq!(c.get(7), None);
+        assert_eq!(
+            c.get(10),
+            None,
+            "a copy changed behind a clean entry was trusted"
+        );
         assert_eq!(
             std::fs::read_dir(dir.path().join("files")).unwrap().count(),
             2

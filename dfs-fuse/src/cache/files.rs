@@ -161,6 +161,7 @@ impl CacheManager {
                         version: attr.version,
                         size: attr.size,
                         dirty: false,
+                        mtime_ns: 0,
                     },
                 )?;
                 self.remember_attr(&attr, t);
@@ -347,6 +348,7 @@ impl CacheManager {
                     version: attr.version,
                     size: 0,
                     dirty: false,
+                    mtime_ns: 0,
                 },
             )?;
         }
@@ -429,6 +431,7 @@ impl CacheManager {
                 version,
                 size,
                 dirty: true,
+                mtime_ns: 0,
             },
         )
     }

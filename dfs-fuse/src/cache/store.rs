@@ -116,6 +116,7 @@ impl CacheManager {
                     version,
                     size: before.map(|b| b.0).unwrap_or_default(),
                     dirty: false,
+                    mtime_ns: 0,
                 },
             )?;
             node.local.lock().unwrap().dirty = false;
@@ -158,6 +159,7 @@ impl CacheManager {
                         version: attr.version,
                         size: attr.size,
                         dirty: moved_on || still_written,
+                        mtime_ns: 0,
                     },
                 )?;
                 {
@@ -177,6 +179,10 @@ impl CacheManager {
             }
             Err(e) => {
                 log::warn!("store of inode {ino} failed, changes kept in the cache: {e}");
+                // The caller's close fails: its data must survive a crash of this client.
+                if let Err(pe) = self.disk.persist_now() {
+                    log::error!("cache index: {pe}");
+                }
                 Err(e)
             }
         }
