@@ -74,6 +74,20 @@ pub enum DirRequest {
         gid: u32,
         exclusive: bool,
     },
+    /// `Create`, and in the same request the writers' `Open` lock on the file for the
+    /// caller (owner 0 of its client, see `locks`), so a create-write-close needs no
+    /// separate lock round trip. Answered with `DirReply::Created`; `lock` is `None` when
+    /// another client holds the lock (an existing file): take it the usual way then.
+    CreateOpen {
+        parent: Ino,
+        name: Vec<u8>,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        exclusive: bool,
+        /// Who to name to others while the lock is held.
+        label: String,
+    },
     Mkdir {
         parent: Ino,
         name: Vec<u8>,
@@ -148,6 +162,18 @@ pub enum DirReply {
         current: Vec<(Ino, Option<Attr>)>,
     },
     StatFs(StatFs),
+    /// Answer to `CreateOpen`: the attributes as of after the lock grant, and the lock's
+    /// fencing token and lease.
+    Created {
+        attr: Attr,
+        lock: Option<CreatedLock>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatedLock {
+    pub token: u64,
+    pub lease_ms: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

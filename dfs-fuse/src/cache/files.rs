@@ -319,19 +319,37 @@ impl CacheManager {
             return Err(FsError::NameTooLong);
         }
         let t = self.ticket();
-        let req = dfs_common::proto::DirRequest::Create {
+        let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        // A writer's create brings the file's write lock with it (one round trip).
+        let req = dfs_common::proto::DirRequest::CreateOpen {
             parent,
             name: name.to_vec(),
             mode,
             uid,
             gid,
             exclusive: flags & libc::O_EXCL != 0,
+            label: super::locks::label_for(uid),
         };
-        let attr = match self.remote.dir(&req).await? {
-            dfs_common::proto::DirReply::Attr(a) => a,
+        let (attr, lock) = match self.remote.dir(&req).await? {
+            dfs_common::proto::DirReply::Created { attr, lock } => (attr, lock),
             _ => return Err(FsError::Io("unexpected answer to create".into())),
         };
         self.remember_attr(&attr, t);
+        if let Some(lock) = lock {
+            self.lease_ms
+                .store(lock.lease_ms.max(1000), Ordering::Relaxed);
+            let node = self.node(attr.ino);
+            let _grant = node.grant.lock().await;
+            let mut l = node.local.lock().unwrap();
+            if l.fence.is_none() {
+                l.fence = Some(lock.token);
+            }
+            drop(l);
+            if !writable {
+                drop(_grant);
+                self.release_open_lock_later(&node);
+            }
+        }
         {
             let stamp = self.validity.stamp(t);
             let mut meta = self.meta.lock().unwrap();

@@ -9,7 +9,8 @@ use super::wire::{bincode_response, read_limited, ResBody};
 use crate::files;
 use crate::namespace::NsCommand;
 use crate::services::{Caller, Services};
-use dfs_common::proto::{DirReply, DirRequest, StatFs, MAX_DIR_REQUEST};
+use dfs_common::locks::{LockClass, LockMode, LockRange, LockReply, LockRequest};
+use dfs_common::proto::{CreatedLock, DirReply, DirRequest, StatFs, MAX_DIR_REQUEST};
 use dfs_common::{codec, FsError, Timestamp};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
@@ -107,6 +108,51 @@ pub async fn dispatch(
                 now,
             };
             attr_of(svc.mutate(caller, cmd, vec![parent], None).await?)
+        }
+        DirRequest::CreateOpen {
+            parent,
+            name,
+            mode,
+            uid,
+            gid,
+            exclusive,
+            label,
+        } => {
+            let cmd = NsCommand::Create {
+                parent,
+                name,
+                mode,
+                uid,
+                gid,
+                exclusive,
+                now,
+            };
+            let created = svc.mutate(caller, cmd, vec![parent], None).await?;
+            let ino = created
+                .attr
+                .ok_or_else(|| FsError::Io("create returned no attributes".into()))?
+                .ino;
+            let lock = if caller.client == 0 {
+                None
+            } else {
+                let req = LockRequest {
+                    ino,
+                    class: LockClass::Open,
+                    mode: LockMode::Exclusive,
+                    range: LockRange::WHOLE,
+                    owner: 0,
+                    pid: 0,
+                    label,
+                    wait_ms: 0,
+                };
+                match svc.locks.acquire(caller.client, req).await? {
+                    LockReply::Granted { token, lease_ms } => Some(CreatedLock { token, lease_ms }),
+                    LockReply::Conflict { .. } => None,
+                }
+            };
+            // Read after the grant: no store can land between these attributes and the lock.
+            let attr = svc.blocking(move |ns, _| ns.getattr(ino)).await?;
+            Ok(DirReply::Created { attr, lock })
         }
         DirRequest::Mkdir {
             parent,
