@@ -63,6 +63,9 @@ pub(super) fn stamp_of(meta: &std::fs::Metadata) -> Option<(u64, std::time::Syst
 pub struct FileHandle {
     pub ino: Ino,
     pub writable: bool,
+    /// Opened with O_APPEND: every write goes to the end of the copy, whatever offset the
+    /// kernel computed from a size it may have cached before another writer's turn.
+    pub append: bool,
     pub(super) node: Arc<FileNode>,
     pub(super) file: Arc<File>,
 }
@@ -297,6 +300,7 @@ impl CacheManager {
         let handle = Arc::new(FileHandle {
             ino,
             writable,
+            append: flags & libc::O_APPEND != 0,
             node: node.clone(),
             file,
         });
@@ -422,6 +426,11 @@ impl CacheManager {
         let _shared = match h.node.gate.try_read() {
             Ok(g) => g,
             Err(_) => h.node.gate.blocking_read(),
+        };
+        let offset = if h.append {
+            h.file.metadata()?.len()
+        } else {
+            offset
         };
         h.file.write_all_at(data, offset)?;
         h.node.local.lock().unwrap().clean_stamp = None;

@@ -192,7 +192,7 @@ impl CacheManager {
         *self.sink.lock().unwrap() = Some(sink);
     }
 
-    fn invalidate(&self, inv: Invalidation) {
+    pub(crate) fn invalidate(&self, inv: Invalidation) {
         if let Some(sink) = self.sink.lock().unwrap().as_ref() {
             sink(inv);
         }

@@ -51,11 +51,16 @@ impl CacheManager {
             wait_ms: 0,
         };
         let token = match self.lock_acquire(req, std::time::Duration::ZERO).await {
-            Ok(token) => token,
+            Ok(token) => Some(token),
             Err(FsError::Unavailable(_)) => return Ok(None),
+            Err(FsError::Busy(why)) => {
+                // Someone else writes now. If they already stored past our base, our turn
+                // is over for good (ESTALE); if not, try again later (EAGAIN).
+                log::debug!("inode {}: write lock busy: {why}", node.ino);
+                None
+            }
             Err(e) => return Err(e),
         };
-        node.local.lock().unwrap().fence = Some(token);
         let current = self
             .remote
             .dir(&dfs_common::proto::DirRequest::GetAttr { ino: node.ino })
@@ -64,11 +69,30 @@ impl CacheManager {
             return Err(FsError::Io("unexpected answer to getattr".into()));
         };
         if attr.version == base {
-            return Ok(Some(token));
+            return match token {
+                Some(token) => {
+                    node.local.lock().unwrap().fence = Some(token);
+                    Ok(Some(token))
+                }
+                None => Err(FsError::Busy(format!(
+                    "inode {}: another client holds the write lock; the store is retried",
+                    node.ino
+                ))),
+            };
         }
         let kept = self.keep_aside(node, base)?;
+        if token.is_some() {
+            // We won the lock back only to find our copy superseded: give it back.
+            let release = dfs_common::locks::ReleaseRequest {
+                ino: node.ino,
+                class: LockClass::Open,
+                owner: OPEN_OWNER,
+                range: None,
+            };
+            let _ = self.lock_release(release).await;
+        }
         let msg = format!(
-            "inode {}: another writer stored version {} while our write lock had lapsed;              our copy (based on version {base}) is kept at {}",
+            "inode {}: another writer stored version {} while our write lock had lapsed; our copy (based on version {base}) is kept at {}",
             node.ino,
             attr.version,
             kept.display()

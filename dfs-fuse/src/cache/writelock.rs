@@ -31,6 +31,8 @@ impl CacheManager {
             Ok(token) => {
                 node.local.lock().unwrap().fence = Some(token);
                 self.meta.lock().unwrap().forget_ino(node.ino);
+                // The kernel may hold a size from before the previous writer's store.
+                self.invalidate(super::Invalidation::Inode(node.ino));
                 Ok(())
             }
             Err(FsError::Unavailable(why)) => {
