@@ -14,12 +14,14 @@
 //! - `procs`: binaries, ports, logs, signals, spawning daemons that die with their test;
 //! - `server`: a `dfs-server` process; `mount`: a `dfs-mount` FUSE mount and mountinfo;
 //! - `fixture`: one server plus one mount in a temporary directory;
-//! - `fsops`: bounded file-system calls; `shell`: bounded bash scripts;
+//! - `fsops`: bounded file-system calls; `shell`: bounded scripts and the `dfs` command;
+//! - `agent`: a python3 process driven line by line (opens, writes, flock, fcntl locks);
 //! - `http`: a raw HTTP/1.1 client; `api`: the server's API through it;
 //! - `measure`: hashes, memory figures, test data, polling.
 //!
 //! Needs root (mounts) and release binaries: run `scripts/test.sh`, which builds them first.
 
+pub mod agent;
 pub mod api;
 pub mod fixture;
 pub mod fsops;
@@ -30,6 +32,7 @@ pub mod procs;
 pub mod server;
 pub mod shell;
 
+pub use agent::*;
 pub use api::*;
 pub use fixture::*;
 pub use fsops::*;

@@ -1,11 +1,13 @@
-//! Bounded shell scripts: `bash -c` in its own process group, killed as a group (with
-//! what it printed so far in the panic) when it runs past its bound.
+//! Bounded commands: shell scripts (`bash -c`) and other programs (the `dfs` command line),
+//! each in its own process group, killed as a group (with what it printed so far in the
+//! panic) when it runs past its bound.
 
-use crate::procs::wait_bounded;
+use crate::procs::{bin, wait_bounded};
+use std::ffi::OsStr;
 use std::io::Read;
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
@@ -22,16 +24,49 @@ pub fn sh(dir: &Path, script: &str) -> Output {
 /// killed and the test panics with what the script printed so far.
 pub fn sh_timeout(dir: &Path, script: &str, limit: Duration) -> Output {
     let mut cmd = Command::new("bash");
-    cmd.arg("-c")
-        .arg(script)
-        .current_dir(dir)
-        .stdin(Stdio::null())
+    cmd.arg("-c").arg(script).current_dir(dir);
+    match run_group(cmd, limit) {
+        Ok(out) => out,
+        Err(out) => panic!(
+            "shell script timed out after {limit:?} in {}:\n{script}\n--- stdout:\n{}\n--- stderr:\n{}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
+/// Runs `cmd` (stdin empty, stdout and stderr captured) in its own process group, bounded
+/// by `limit`; after `limit` the group is killed and the test panics with what it printed.
+pub fn run_timeout(cmd: Command, limit: Duration) -> Output {
+    let what = format!("{cmd:?}");
+    match run_group(cmd, limit) {
+        Ok(out) => out,
+        Err(out) => panic!(
+            "{what} timed out after {limit:?}\n--- stdout:\n{}\n--- stderr:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
+/// Runs the `dfs` command line (`dfs lock|unlock|locks|status …`), bounded by `limit`.
+pub fn dfs_cli<S: AsRef<OsStr>>(args: &[S], limit: Duration) -> Output {
+    let mut cmd = Command::new(bin("dfs"));
+    cmd.args(args);
+    run_timeout(cmd, limit)
+}
+
+/// Runs `cmd` in a new process group; `Err` (with what it printed) when `limit` ran out
+/// and the group was killed.
+fn run_group(mut cmd: Command, limit: Duration) -> Result<Output, Output> {
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
     let mut child = cmd
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot run bash: {e}"));
+        .unwrap_or_else(|e| panic!("cannot run {:?}: {e}", cmd.get_program()));
     let pid = child.id();
     let mut so = child.stdout.take().expect("stdout pipe");
     let mut se = child.stderr.take().expect("stderr pipe");
@@ -56,30 +91,29 @@ pub fn sh_timeout(dir: &Path, script: &str, limit: Duration) -> Output {
             let stderr = rx_e
                 .recv_timeout(Duration::from_secs(10))
                 .unwrap_or_default();
-            Output {
+            Ok(Output {
                 status,
                 stdout,
                 stderr,
-            }
+            })
         }
         None => {
             // SAFETY: kill(2) of the process group we created.
             unsafe {
                 libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
             }
-            let _ = wait_bounded(&mut child, Duration::from_secs(5));
+            let status = wait_bounded(&mut child, Duration::from_secs(5));
             let stdout = rx_o
                 .recv_timeout(Duration::from_secs(2))
                 .unwrap_or_default();
             let stderr = rx_e
                 .recv_timeout(Duration::from_secs(2))
                 .unwrap_or_default();
-            panic!(
-                "shell script timed out after {limit:?} in {}:\n{script}\n--- stdout:\n{}\n--- stderr:\n{}",
-                dir.display(),
-                String::from_utf8_lossy(&stdout),
-                String::from_utf8_lossy(&stderr)
-            );
+            Err(Output {
+                status: status.unwrap_or_else(|| ExitStatus::from_raw(libc::SIGKILL)),
+                stdout,
+                stderr,
+            })
         }
     }
 }
