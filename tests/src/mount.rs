@@ -245,6 +245,13 @@ impl Mount {
     pub fn log_tail(&self, lines: usize) -> String {
         log_tail(&self.log, lines)
     }
+
+    /// Where this mount's `dfs-mount` serves the `dfs` command: `/run/dfs/<mount point with
+    /// every / as _>.sock`.
+    pub fn control_socket(&self) -> PathBuf {
+        let name = self.mountpoint.to_string_lossy().replace('/', "_");
+        PathBuf::from("/run/dfs").join(format!("{name}.sock"))
+    }
 }
 
 impl Drop for Mount {
@@ -257,6 +264,8 @@ impl Drop for Mount {
             );
         }
         self.stop();
+        // A killed client cannot remove its control socket; do it for it.
+        let _ = fs::remove_file(self.control_socket());
     }
 }
 
