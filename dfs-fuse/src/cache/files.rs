@@ -539,7 +539,7 @@ impl CacheManager {
         let Some(h) = self.handles.lock().unwrap().remove(&fh) else {
             return;
         };
-        {
+        let unchanged_copy = {
             let mut l = h.node.local.lock().unwrap();
             l.opens = l.opens.saturating_sub(1);
             if h.writable {
@@ -547,6 +547,30 @@ impl CacheManager {
             }
             if l.opens == 0 {
                 l.file = None;
+            }
+            // The last writer is gone. A copy still marked dirty only because passthrough
+            // writers might have written (it was stored at their flush, or never changed)
+            // is clean if it still matches its clean stamp.
+            let unchanged = l.writers == 0
+                && l.dirty
+                && l.clean_stamp.is_some()
+                && h.file.metadata().ok().as_ref().and_then(stamp_of) == l.clean_stamp;
+            if unchanged {
+                l.dirty = false;
+                Some((l.version, l.clean_stamp.map(|c| c.0).unwrap_or_default()))
+            } else {
+                None
+            }
+        };
+        if let Some((version, size)) = unchanged_copy {
+            let entry = CacheEntry {
+                version,
+                size,
+                dirty: false,
+                mtime_ns: 0,
+            };
+            if let Err(e) = self.disk.put(h.ino, entry) {
+                log::warn!("cache index: {e}");
             }
         }
         let node = h.node.clone();
