@@ -600,3 +600,25 @@ fn errors_have_the_right_errno() {
     }
     assert!(bad.is_empty(), "wrong errors:\n{}", bad.join("\n"));
 }
+
+/// `ls -l` serves sizes from a cached listing plus readdirplus: after the same mount
+/// rewrites a file (a change that breaks no promise of its own), the listing must not push
+/// the old size back into the kernel.
+#[test]
+fn ls_l_after_rewriting_a_listed_file_shows_the_new_size() {
+    let fx = Fixture::new();
+    let m = fx.mnt().to_path_buf();
+    let out = sh_ok(
+        &m,
+        "mkdir d && echo 1 > d/f && ls -l d >/dev/null\n\
+         echo 123456789 > d/f\n\
+         ls -l d | awk '/ f$/ {print $5}'\n\
+         stat -c %s d/f\n",
+    );
+    let sizes: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(
+        sizes,
+        ["10", "10"],
+        "ls -l / stat sizes after rewrite: {out:?}"
+    );
+}

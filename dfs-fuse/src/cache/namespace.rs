@@ -44,6 +44,18 @@ impl CacheManager {
         attr
     }
 
+    /// The newest attributes known for a listing entry: the listing is a snapshot, while
+    /// the attribute cache follows our own stores and setattrs (which break no promise of
+    /// ours, so the snapshot is not refreshed by them).
+    pub fn freshest(&self, snapshot: &Attr) -> Attr {
+        let known = self.meta.lock().unwrap().attr(snapshot.ino);
+        let best = match known {
+            Some((a, _)) if (a.ctime, a.version) >= (snapshot.ctime, snapshot.version) => a,
+            _ => snapshot.clone(),
+        };
+        self.overlay(best)
+    }
+
     pub async fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Attr, FsError> {
         check_name(name)?;
         let cached = self.meta.lock().unwrap().name(parent, name);

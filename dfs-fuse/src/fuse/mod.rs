@@ -552,7 +552,7 @@ impl Filesystem for DfsFs {
         }
         while next < items.len() as u64 + 2 {
             let item = &items[(next - 2) as usize];
-            let attr = self.mgr.overlay(item.attr.clone());
+            let attr = self.mgr.freshest(&item.attr);
             let ttl = ttl_for(&self.mgr, attr.ino);
             if reply.add(
                 INodeNo(attr.ino),
