@@ -354,12 +354,7 @@ impl CacheManager {
                 self.release_open_lock_later(&node);
             }
         }
-        {
-            let stamp = self.validity.stamp(t);
-            let mut meta = self.meta.lock().unwrap();
-            meta.forget_ino(parent);
-            meta.put_name(parent, name.to_vec(), attr.ino, stamp);
-        }
+        self.added_entry(parent, name, &attr, t);
         if attr.size == 0 && self.disk.get(attr.ino).is_none() {
             // A new empty file needs no fetch: its copy is an empty local file.
             let path = self.disk.path(attr.ino, attr.version);

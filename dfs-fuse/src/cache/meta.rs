@@ -77,6 +77,33 @@ impl MetaCache {
         self.links.put(ino, target);
     }
 
+    /// Our own new entry in `dir`: a listing we hold stays complete (the server sends us no
+    /// break for our own change), kept in name order.
+    pub fn insert_own(&mut self, dir: Ino, item: DirItem) {
+        if let Some((items, _)) = self.dirs.get_mut(&dir) {
+            let v = Arc::make_mut(items);
+            match v.binary_search_by(|i| i.name.as_slice().cmp(&item.name)) {
+                Ok(at) => v[at] = item,
+                Err(at) => v.insert(at, item),
+            }
+        }
+    }
+
+    /// Our own removal of `name` from `dir`; returns the removed entry if it was listed.
+    pub fn remove_own(&mut self, dir: Ino, name: &[u8]) -> Option<DirItem> {
+        self.names.pop(&(dir, name.to_vec()));
+        let (items, _) = self.dirs.get_mut(&dir)?;
+        let at = items
+            .binary_search_by(|i| i.name.as_slice().cmp(name))
+            .ok()?;
+        Some(Arc::make_mut(items).remove(at))
+    }
+
+    /// Only the attributes of `ino` (a directory's mtime after our own change to it).
+    pub fn forget_attr(&mut self, ino: Ino) {
+        self.attrs.pop(&ino);
+    }
+
     /// The attributes (and, for a directory, the listing) of `ino` changed.
     pub fn forget_ino(&mut self, ino: Ino) {
         self.attrs.pop(&ino);
@@ -113,6 +140,27 @@ mod tests {
             version: 1,
             blob: None,
         }
+    }
+
+    #[test]
+    fn own_changes_keep_a_listing_complete_and_sorted() {
+        let mut m = MetaCache::new(64);
+        m.put_dir(1, Arc::new(vec![]), Stamp(3));
+        for n in ["b", "a", "c"] {
+            m.insert_own(
+                1,
+                DirItem {
+                    name: n.as_bytes().to_vec(),
+                    attr: attr(9),
+                },
+            );
+        }
+        assert!(m.remove_own(1, b"b").is_some());
+        assert!(m.remove_own(1, b"zz").is_none());
+        let (items, stamp) = m.dir(1).unwrap();
+        let names: Vec<&[u8]> = items.iter().map(|i| i.name.as_slice()).collect();
+        assert_eq!(names, [b"a".as_slice(), b"c".as_slice()]);
+        assert_eq!(stamp, Stamp(3));
     }
 
     #[test]

@@ -66,6 +66,17 @@ impl CacheManager {
                 }
             }
         }
+        let listed = self.meta.lock().unwrap().dir(parent);
+        if let Some((items, stamp)) = listed {
+            if self.validity.trusted(stamp)
+                && items
+                    .binary_search_by(|i| i.name.as_slice().cmp(name))
+                    .is_err()
+            {
+                // A complete listing under a live promise: the name is not there.
+                return Err(FsError::NotFound);
+            }
+        }
         let t = self.ticket();
         let attr = self
             .attr_call(
@@ -148,10 +159,35 @@ impl CacheManager {
         Ok(items)
     }
 
-    /// Our own change to `dir`'s entry `name`: no break comes back to us, so forget here.
-    fn changed_entry(&self, dir: Ino, name: &[u8]) {
-        self.meta.lock().unwrap().forget_entry(dir, name);
+    /// Our own removal of `dir`'s entry `name`: no break comes back to us, so the caches
+    /// are brought up to date here (the listing stays complete; the dir's attrs are stale).
+    fn removed_entry(&self, dir: Ino, name: &[u8]) -> Option<DirItem> {
+        let removed = {
+            let mut meta = self.meta.lock().unwrap();
+            let removed = meta.remove_own(dir, name);
+            meta.forget_attr(dir);
+            if let Some(item) = &removed {
+                meta.forget_attr(item.attr.ino);
+            }
+            removed
+        };
         self.invalidate(Invalidation::Entry(dir, name.to_vec()));
+        removed
+    }
+
+    /// Our own new entry `name` in `dir`, with its attributes as the server answered.
+    pub(crate) fn added_entry(&self, dir: Ino, name: &[u8], attr: &Attr, t: super::Ticket) {
+        let stamp = self.validity.stamp(t);
+        let mut meta = self.meta.lock().unwrap();
+        meta.forget_attr(dir);
+        meta.put_name(dir, name.to_vec(), attr.ino, stamp);
+        meta.insert_own(
+            dir,
+            DirItem {
+                name: name.to_vec(),
+                attr: attr.clone(),
+            },
+        );
     }
 
     pub async fn mkdir(
@@ -170,8 +206,15 @@ impl CacheManager {
             uid,
             gid,
         };
+        let t = self.ticket();
         let attr = self.attr_call(req, "mkdir").await?;
-        self.meta.lock().unwrap().forget_ino(parent);
+        self.added_entry(parent, name, &attr, t);
+        // We made it: it is empty, and the server gave us a promise on it.
+        let stamp = self.validity.stamp(t);
+        self.meta
+            .lock()
+            .unwrap()
+            .put_dir(attr.ino, Arc::new(Vec::new()), stamp);
         Ok(attr)
     }
 
@@ -191,8 +234,9 @@ impl CacheManager {
             uid,
             gid,
         };
+        let t = self.ticket();
         let attr = self.attr_call(req, "symlink").await?;
-        self.meta.lock().unwrap().forget_ino(parent);
+        self.added_entry(parent, name, &attr, t);
         Ok(attr)
     }
 
@@ -203,8 +247,9 @@ impl CacheManager {
             new_parent,
             new_name: new_name.to_vec(),
         };
+        let t = self.ticket();
         let attr = self.attr_call(req, "link").await?;
-        self.meta.lock().unwrap().forget_ino(new_parent);
+        self.added_entry(new_parent, new_name, &attr, t);
         Ok(self.overlay(attr))
     }
 
@@ -224,7 +269,11 @@ impl CacheManager {
 
     async fn entry_call(&self, req: DirRequest, dir: Ino, name: &[u8]) -> Result<(), FsError> {
         let result = self.remote.dir(&req).await;
-        self.changed_entry(dir, name);
+        if result.is_ok() {
+            self.removed_entry(dir, name);
+        } else {
+            self.meta.lock().unwrap().forget_entry(dir, name);
+        }
         match result? {
             DirReply::Empty => Ok(()),
             _ => Err(unexpected("namespace change")),
@@ -266,12 +315,28 @@ impl CacheManager {
             new_name: new_name.to_vec(),
             flags,
         };
-        let moved = self.meta.lock().unwrap().name(parent, name).map(|(i, _)| i);
+        let t = self.ticket();
         let result = self.remote.dir(&req).await;
-        self.changed_entry(parent, name);
-        self.changed_entry(new_parent, new_name);
-        if let Some(ino) = moved {
-            self.meta.lock().unwrap().forget_ino(ino);
+        if result.is_err() || flags & dfs_common::proto::RENAME_EXCHANGE != 0 {
+            // Unknown outcome or a swap: forget both names and listings.
+            let mut meta = self.meta.lock().unwrap();
+            meta.forget_entry(parent, name);
+            meta.forget_entry(new_parent, new_name);
+            drop(meta);
+            self.invalidate(Invalidation::Entry(parent, name.to_vec()));
+            self.invalidate(Invalidation::Entry(new_parent, new_name.to_vec()));
+        } else {
+            let moved = self.removed_entry(parent, name);
+            self.removed_entry(new_parent, new_name);
+            match moved {
+                // Its ctime changed: keep the listing complete but the attrs unstamped.
+                Some(item) => self.added_entry(new_parent, new_name, &item.attr, t),
+                None => self.meta.lock().unwrap().forget_ino(new_parent),
+            }
+            let mut meta = self.meta.lock().unwrap();
+            if let Some((ino, _)) = meta.name(new_parent, new_name) {
+                meta.forget_attr(ino);
+            }
         }
         match result? {
             DirReply::Empty => Ok(()),
