@@ -42,6 +42,10 @@ pub const HDR_AUTH: &str = "x-dfs-auth";
 /// The server's proof, hex of the sealed `ApReply`.
 pub const HDR_AUTH_REPLY: &str = "x-dfs-auth-reply";
 
+/// Hex SHA-256 of the request body, required on authenticated requests other than stores
+/// (which carry `x-dfs-sha256`); the server checks the body against it.
+pub const HDR_BODY_SHA256: &str = "x-dfs-body-sha256";
+
 /// The ticket-granting service's principal name.
 pub const TGS_SERVICE: &str = "krbtgt";
 /// The file service's principal name.
