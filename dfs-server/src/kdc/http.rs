@@ -28,7 +28,7 @@ pub async fn handle(
     let (parts, body) = req.into_parts();
     let now = crate::kdc::Kdc::now();
     match (method, path.as_str()) {
-        (Method::GET, auth::KDC_INFO) => Ok(bincode_response(&RealmInfo {
+        (Method::GET | Method::POST, auth::KDC_INFO) => Ok(bincode_response(&RealmInfo {
             realm: sec.kdc.conf.realm.clone(),
             iterations: sec.kdc.conf.iterations,
         })),
