@@ -277,7 +277,12 @@ pub async fn run(cmd: AuthCommand) -> Result<(), String> {
                 .map_err(|e| format!("login failed: {e}"))?;
             let path = write_ccache(&cc)?;
             let mut handed = 0;
+            // Only mounts of this server: a mount of an open cell must not sign.
             for m in dfs_mounts() {
+                match ask(&m, &ControlRequest::Status).await {
+                    Ok(ControlReply::Status(s)) if s.server == server => {}
+                    _ => continue,
+                }
                 match ask(&m, &ControlRequest::Login(cc.service.clone())).await {
                     Ok(ControlReply::Done) => handed += 1,
                     Ok(other) => eprintln!("dfs login: {}: {other:?}", m.display()),
