@@ -52,7 +52,7 @@ fn run(args: &[&str], uid: u32, stdin: &str, env: &[(&str, String)]) -> std::pro
 }
 
 impl Realm {
-    fn new() -> Realm {
+    fn new(init_args: &[&str]) -> Realm {
         let tmp = tempfile::TempDir::new().unwrap();
         std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let data = tmp.path().join("data");
@@ -65,6 +65,7 @@ impl Realm {
                 "--iterations",
                 "1000",
             ])
+            .args(init_args)
             .arg("--data-dir")
             .arg(&data)
             .stdin(Stdio::piped())
@@ -225,7 +226,7 @@ fn ino_of(p: &Path) -> u64 {
 
 #[test]
 fn realm_login_permissions_and_bad_credentials() {
-    let r = Realm::new();
+    let r = Realm::new(&[]);
     let addr = r.server.addr();
 
     // Key files and the credential cache are 0600; a second init refuses.
@@ -439,4 +440,33 @@ fn realm_login_permissions_and_bad_credentials() {
     assert_eq!(o.stdout, b"secret\n");
     let o = r.sh_as(BOB, "echo evil > a.txt");
     assert!(!o.status.success(), "bob wrote a 0644 file of alice");
+}
+
+#[test]
+fn expired_tickets_give_eacces_and_a_log_line_not_a_hang() {
+    let r = Realm::new(&["--ticket-lifetime", "3"]);
+    r.login(ALICE, "alice", "alice-pw").unwrap();
+    let o = r.sh_as(ALICE, "echo mine > e.txt && chmod 600 e.txt && cat e.txt");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let started = std::time::Instant::now();
+    let o = r.sh_as(ALICE, "echo more > e2.txt");
+    assert!(
+        !o.status.success(),
+        "a write with an expired ticket succeeded"
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("Permission denied"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert!(
+        r.mount.log_tail(200).contains("dfs login"),
+        "no log line telling to log in again"
+    );
+    // Logging in again works.
+    r.login(ALICE, "alice", "alice-pw").unwrap();
+    let o = r.sh_as(ALICE, "echo more > e2.txt");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
