@@ -11,6 +11,9 @@
 #   DFS_PORT   server port on 127.0.0.1   (default: 7070)
 #   DFS_MOUNT  mount point                (default: $DFS_HOME/mnt)
 #   RUST_LOG   log level of both daemons  (default: info)
+#   DFS_REALM  realm created on first start (default: DFS.LOCAL); DFS_OPEN=1 skips the
+#              realm and runs an open cell (no authentication)
+#   DFS_PRINCIPAL  your principal in it   (default: $USER)
 #
 # Running it again is safe: a live server or mount is reused; a dead one (stale pid file,
 # "Transport endpoint is not connected") is cleaned up and started again.
@@ -34,6 +37,10 @@ if [ -n "${DFS_BIN_DIR:-}" ]; then
 else
     BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 fi
+
+DFS_REALM=${DFS_REALM:-DFS.LOCAL}
+DFS_PRINCIPAL=${DFS_PRINCIPAL:-${USER:-admin}}
+PASSWORD_FILE=$DFS_HOME/password
 
 say() { echo "quickstart: $*"; }
 die() {
@@ -202,12 +209,32 @@ start_mount() {
     say "mounted $ADDR at $DFS_MOUNT (pid $(cat "$MOUNT_PID"))"
 }
 
+# The first start creates a realm whose admin principal is you (acting as your uid), with
+# a random password kept in $PASSWORD_FILE (0600).
+init_realm() {
+    [ "${DFS_OPEN:-0}" = 1 ] && return
+    [ -f "$DATA/realm/realm.conf" ] && return
+    mkdir -p "$DATA"
+    (umask 077 && head -c 18 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' >"$PASSWORD_FILE" && echo >>"$PASSWORD_FILE")
+    "$BIN/dfs-server" init --realm "$DFS_REALM" --data-dir "$DATA" --admin "$DFS_PRINCIPAL" \
+        --admin-uid "$(id -u)" --admin-gid "$(id -g)" --password-stdin <"$PASSWORD_FILE" >/dev/null
+    say "created realm $DFS_REALM; admin principal $DFS_PRINCIPAL (password in $PASSWORD_FILE)"
+}
+
+login() {
+    [ -f "$DATA/realm/realm.conf" ] && [ -f "$PASSWORD_FILE" ] || return 0
+    DFS_SERVER=$ADDR "$BIN/dfs" login "$DFS_PRINCIPAL" --password-stdin <"$PASSWORD_FILE" >/dev/null &&
+        say "logged in as $DFS_PRINCIPAL@$DFS_REALM (dfs whoami; again: dfs login $DFS_PRINCIPAL --server $ADDR)"
+}
+
 do_start() {
     install_fuse
     build
     mkdir -p "$DFS_HOME"
+    init_realm
     start_server
     start_mount
+    login
     cat <<EOT
 
 dfs is running.
@@ -218,6 +245,13 @@ dfs is running.
            $MOUNT_LOG
   stop:    $0 stop     (unmounts, stops the server; data is kept)
 EOT
+    if [ -f "$DATA/realm/realm.conf" ]; then
+        cat <<EOT
+  realm:   $(sed -n 's/^realm = //p' "$DATA/realm/realm.conf"); you are $DFS_PRINCIPAL (password in $PASSWORD_FILE)
+           log in again: $BIN/dfs login $DFS_PRINCIPAL --server $ADDR
+           add a user:   $BIN/dfs user add NAME --uid UID
+EOT
+    fi
 }
 
 do_stop() {

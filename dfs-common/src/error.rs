@@ -42,6 +42,9 @@ pub enum FsError {
     Stale(String),
     #[error("i/o error: {0}")]
     Io(String),
+    /// No valid credentials: no, a forged, expired or replayed ticket or authenticator.
+    #[error("not authenticated: {0}")]
+    Unauthenticated(String),
 }
 
 impl FsError {
@@ -66,6 +69,7 @@ impl FsError {
             FsError::NotSupported(_) => libc::EOPNOTSUPP,
             FsError::Stale(_) => libc::ESTALE,
             FsError::Io(_) => libc::EIO,
+            FsError::Unauthenticated(_) => libc::EACCES,
         }
     }
 
@@ -85,6 +89,7 @@ impl FsError {
             FsError::NotSupported(_) => 501,
             FsError::Stale(_) => 409,
             FsError::Io(_) => 500,
+            FsError::Unauthenticated(_) => 401,
         }
     }
 
@@ -109,6 +114,7 @@ impl FsError {
             FsError::NotSupported(_) => "EOPNOTSUPP",
             FsError::Stale(_) => "ESTALE",
             FsError::Io(_) => "EIO",
+            FsError::Unauthenticated(_) => "EAUTH",
         }
     }
 
@@ -125,7 +131,8 @@ impl FsError {
             | FsError::Corrupt(s)
             | FsError::NotSupported(s)
             | FsError::Stale(s)
-            | FsError::Io(s) => s.clone(),
+            | FsError::Io(s)
+            | FsError::Unauthenticated(s) => s.clone(),
             _ => String::new(),
         }
     }
@@ -152,6 +159,7 @@ impl FsError {
             "EOPNOTSUPP" => FsError::NotSupported(detail),
             "ESTALE" => FsError::Stale(detail),
             "EIO" => FsError::Io(detail),
+            "EAUTH" => FsError::Unauthenticated(detail),
             _ => FsError::Io(format!("{code}: {detail}")),
         }
     }
@@ -199,6 +207,7 @@ mod tests {
             FsError::NotSupported("x".into()),
             FsError::Stale("x".into()),
             FsError::Io("x".into()),
+            FsError::Unauthenticated("x".into()),
         ];
         for e in all {
             assert_eq!(FsError::from_code(e.code(), e.detail()), e);

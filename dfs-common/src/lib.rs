@@ -5,6 +5,7 @@
 //! and content hashing of blobs (`hash`). It must not own policy: no sockets, no files, no
 //! clocks beyond `Timestamp::now`.
 
+pub mod auth;
 pub mod codec;
 pub mod error;
 pub mod hash;

@@ -29,6 +29,10 @@ pub enum ControlRequest {
         ino: Option<Ino>,
     },
     Status,
+    /// Use these credentials for the calling uid (from `dfs login`).
+    Login(dfs_common::auth::Credentials),
+    /// Forget the calling uid's credentials.
+    Logout,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -48,6 +52,7 @@ pub enum ControlReply {
     Locks(Vec<LockInfo>),
     Status(MountStatus),
     Error(FsError),
+    Done,
 }
 
 /// Where the control socket of the mount at `mountpoint` lives.
@@ -155,6 +160,14 @@ async fn handle(mgr: &CacheManager, server: &str, uid: u32, req: ControlRequest)
         }
         ControlRequest::Locks { ino } => mgr.lock_list(ino, 10_000).await.map(ControlReply::Locks),
         ControlRequest::Status => Ok(ControlReply::Status(mgr.status(server))),
+        ControlRequest::Login(creds) => {
+            crate::auth::set_credentials(uid, creds);
+            Ok(ControlReply::Done)
+        }
+        ControlRequest::Logout => {
+            crate::auth::drop_credentials(uid);
+            Ok(ControlReply::Done)
+        }
     };
     result.unwrap_or_else(ControlReply::Error)
 }

@@ -7,13 +7,17 @@
 //! - `callbacks`: the callback channel and the retry of unstored files.
 //! - `fuse`: the FUSE adapter used by `dfs-mount`.
 //! - `control`: the mount's local socket, used by the `dfs` command.
+//! - `auth`: whose credentials a request uses; signing and checking (security service).
+//! - `login`: `dfs login | logout | whoami | user`.
 //! - `remote` (private): HTTP to the server.
 
+pub mod auth;
 pub mod cache;
 pub mod callbacks;
 pub mod client;
 pub mod control;
 pub mod fuse;
+pub mod login;
 mod remote;
 
 pub use cache::{CacheManager, CacheOptions};

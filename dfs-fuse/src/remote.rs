@@ -3,7 +3,9 @@
 //! local file. Owns request timeouts and the mapping of transport failures to
 //! `FsError::Unavailable`. It must not know about caches, handles or FUSE.
 
+use crate::auth::Signed;
 use bytes::Bytes;
+use dfs_common::auth;
 use dfs_common::codec;
 use dfs_common::proto::{self, DirReply, DirRequest};
 use dfs_common::{Attr, FsError, Ino};
@@ -84,6 +86,75 @@ impl Remote {
         self.http.request(req).await.map_err(unavailable)
     }
 
+    /// Signs `req` with the calling user's credentials, if any (see `crate::auth`), and
+    /// sends it. `body_sha` is the SHA-256 of the body.
+    async fn send_signed(
+        &self,
+        mut req: Request<Body>,
+        body_sha: [u8; 32],
+        store: bool,
+    ) -> Result<(Response<hyper::body::Incoming>, Option<Signed>), FsError> {
+        let pq = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_default();
+        let method = req.method().as_str().to_string();
+        let signed = crate::auth::sign(&method, &pq, req.headers_mut(), &body_sha, store)?;
+        let resp = self.send(req).await?;
+        if resp.status() == StatusCode::UNAUTHORIZED {
+            log::warn!(
+                "{method} {pq}: the server refused the credentials of uid {:?}: {}; run `dfs login` again",
+                crate::auth::current_uid(),
+                resp.headers()
+                    .get(proto::HDR_DETAIL)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+            );
+        }
+        Ok((resp, signed))
+    }
+
+    /// Reads a whole (small) answer and checks the server's proof on it.
+    async fn finish(
+        resp: Response<hyper::body::Incoming>,
+        signed: Option<&Signed>,
+    ) -> Result<(StatusCode, hyper::HeaderMap, Bytes), FsError> {
+        let (parts, body) = resp.into_parts();
+        let body = tokio::time::timeout(META_TIMEOUT, body.collect())
+            .await
+            .map_err(|_| unavailable("answer timed out"))?
+            .map_err(unavailable)?
+            .to_bytes();
+        if let Some(s) = signed {
+            if parts.status != StatusCode::UNAUTHORIZED {
+                crate::auth::verify(
+                    s,
+                    parts.status.as_u16(),
+                    &parts.headers,
+                    &auth::sha256(&body),
+                )?;
+            }
+        }
+        Ok((parts.status, parts.headers, body))
+    }
+
+    fn error_from(status: StatusCode, headers: &hyper::HeaderMap, body: &[u8]) -> FsError {
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        match header(proto::HDR_ERROR) {
+            Some(code) => FsError::from_code(&code, header(proto::HDR_DETAIL).unwrap_or_default()),
+            None => FsError::Io(format!(
+                "server answered {status}: {}",
+                String::from_utf8_lossy(body).trim()
+            )),
+        }
+    }
+
     /// Turns a non-success answer into the server's `FsError`.
     async fn error_of(resp: Response<hyper::body::Incoming>) -> FsError {
         let header = |name: &str| {
@@ -122,17 +193,19 @@ impl Remote {
         req: &Req,
         extra: Duration,
     ) -> Result<Resp, FsError> {
+        let bytes = codec::encode(req);
+        let sha = auth::sha256(&bytes);
         let http_req = self
             .request(Method::POST, path)
-            .body(full(codec::encode(req)))
+            .body(full(bytes))
             .map_err(|e| FsError::Invalid(e.to_string()))?;
         let call = async {
-            let resp = self.send(http_req).await?;
-            if !resp.status().is_success() {
-                return Err(Self::error_of(resp).await);
+            let (resp, signed) = self.send_signed(http_req, sha, false).await?;
+            let (status, headers, body) = Self::finish(resp, signed.as_ref()).await?;
+            if !status.is_success() {
+                return Err(Self::error_from(status, &headers, &body));
             }
-            let body = resp.into_body().collect().await.map_err(unavailable)?;
-            codec::decode::<Resp>(&body.to_bytes())
+            codec::decode::<Resp>(&body)
         };
         tokio::time::timeout(META_TIMEOUT + extra, call)
             .await
@@ -154,13 +227,30 @@ impl Remote {
         let http_req = builder
             .body(full(Vec::new()))
             .map_err(|e| FsError::Invalid(e.to_string()))?;
-        let resp = tokio::time::timeout(META_TIMEOUT, self.send(http_req))
-            .await
-            .map_err(|_| unavailable("fetch timed out"))??;
+        let (resp, signed) = tokio::time::timeout(
+            META_TIMEOUT,
+            self.send_signed(http_req, auth::sha256(b""), false),
+        )
+        .await
+        .map_err(|_| unavailable("fetch timed out"))??;
         let status = resp.status();
-        if status != StatusCode::OK && status != StatusCode::NOT_MODIFIED {
-            return Err(Self::error_of(resp).await);
+        if status != StatusCode::OK {
+            let (status, headers, body) = Self::finish(resp, signed.as_ref()).await?;
+            if status != StatusCode::NOT_MODIFIED {
+                return Err(Self::error_from(status, &headers, &body));
+            }
+            let attr: Attr = headers
+                .get(proto::HDR_ATTR)
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| FsError::Io("fetch answer without attributes".into()))
+                .and_then(codec::from_header)?;
+            return Ok(Fetched::NotModified(attr));
         }
+        if let Some(s) = &signed {
+            crate::auth::verify(s, status.as_u16(), resp.headers(), &auth::STREAMED)?;
+        }
+        // Signed fetches check the contents against the (signed) blob id.
+        let mut hasher = signed.as_ref().map(|_| dfs_common::hash::BlobHasher::new());
         let attr: Attr = resp
             .headers()
             .get(proto::HDR_ATTR)
@@ -183,6 +273,9 @@ impl Remote {
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
                         received += data.len() as u64;
+                        if let Some(h) = hasher.as_mut() {
+                            h.update(&data);
+                        }
                         file.write_all(&data).await?;
                     }
                 }
@@ -195,6 +288,14 @@ impl Remote {
                 attr.size
             )));
         }
+        if let (Some(h), Some(want)) = (hasher, attr.blob) {
+            if h.finish() != want {
+                log::warn!("contents of inode {ino} do not match their signed hash");
+                return Err(FsError::Corrupt(format!(
+                    "contents of inode {ino} do not match their hash"
+                )));
+            }
+        }
         Ok(Fetched::Fetched(attr))
     }
 
@@ -202,6 +303,31 @@ impl Remote {
     /// token of the writer's lock if it has one. Returns the new attributes once the server
     /// has made them durable.
     pub async fn store(&self, ino: Ino, src: &Path, fence: Option<u64>) -> Result<Attr, FsError> {
+        // Signed stores carry the contents' hash, which the signature covers and the
+        // server checks: one more read of the file.
+        let sha = match crate::auth::current_credentials() {
+            None => None,
+            Some(_) => {
+                let src = src.to_path_buf();
+                Some(
+                    tokio::task::spawn_blocking(move || -> std::io::Result<[u8; 32]> {
+                        let mut f = std::fs::File::open(src)?;
+                        let mut h = dfs_common::hash::BlobHasher::new();
+                        let mut buf = vec![0u8; CHUNK];
+                        loop {
+                            let n = std::io::Read::read(&mut f, &mut buf)?;
+                            if n == 0 {
+                                break;
+                            }
+                            h.update(&buf[..n]);
+                        }
+                        Ok(h.finish().0)
+                    })
+                    .await
+                    .map_err(|e| FsError::Io(e.to_string()))??,
+                )
+            }
+        };
         let mut file = tokio::fs::File::open(src).await?;
         let meta = file.metadata().await?;
         let len = meta.len();
@@ -226,19 +352,21 @@ impl Remote {
         if let Some(mtime) = mtime {
             builder = builder.header(proto::HDR_MTIME, codec::to_header(&mtime));
         }
+        if let Some(sha) = &sha {
+            builder = builder.header(proto::HDR_SHA256, codec::to_hex(sha));
+        }
         let http_req = builder
             .body(body)
             .map_err(|e| FsError::Invalid(e.to_string()))?;
         let result = async {
-            let resp = self.send(http_req).await?;
-            if !resp.status().is_success() {
-                return Err(Self::error_of(resp).await);
+            let (resp, signed) = self
+                .send_signed(http_req, sha.unwrap_or_default(), true)
+                .await?;
+            let (status, headers, body) = Self::finish(resp, signed.as_ref()).await?;
+            if !status.is_success() {
+                return Err(Self::error_from(status, &headers, &body));
             }
-            let body = tokio::time::timeout(META_TIMEOUT, resp.into_body().collect())
-                .await
-                .map_err(|_| unavailable("store answer timed out"))?
-                .map_err(unavailable)?;
-            codec::decode::<Attr>(&body.to_bytes())
+            codec::decode::<Attr>(&body)
         }
         .await;
         result

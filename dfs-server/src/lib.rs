@@ -7,14 +7,17 @@
 //! - `files`: whole-file fetch and store (and setattr's resize).
 //! - `lock`: the lock service: leased read/write locks on file ids, lock table on disk.
 //! - `http`: the hyper server, routing, authentication hook, error answers.
+//! - `kdc`, `auth`: the security service: the realm's KDC, ticket checks, permissions.
 //! - `services`: the services wired together and the promise/break ordering rule.
 //!
 //! The binary (`main.rs`) owns the command line, the runtime and signals.
 
+pub mod auth;
 pub mod blobs;
 pub mod callbacks;
 pub mod files;
 pub mod http;
+pub mod kdc;
 pub mod lock;
 pub mod namespace;
 pub mod services;

@@ -22,6 +22,9 @@ use tokio::sync::watch;
 /// SIGTERM or SIGINT stops it cleanly: no new connections, in-flight requests get about
 /// five seconds to finish, the metadata database is closed, exit status 0.
 /// Logging goes to stderr; set RUST_LOG (default: info).
+///
+/// `dfs-server init --realm NAME --data-dir DIR` creates a realm first (see
+/// `dfs-server init --help`); a data dir with a realm requires tickets.
 #[derive(Parser, Debug)]
 #[command(name = "dfs-server", version)]
 struct Args {
@@ -75,6 +78,9 @@ fn parse_octal(s: &str) -> Result<u32, String> {
 }
 
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("init") {
+        return dfs_server::kdc::cli::init_main();
+    }
     let args = Args::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -161,6 +167,7 @@ async fn run(args: Args) -> Result<(), String> {
         locks.clone(),
         settings,
     );
+    dfs_server::kdc::cli::enable_realm(&svc, &data_dir)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let lock_sweeper = locks.spawn_sweeper(stop_rx.clone());
     let gc_task = gc::spawn(

@@ -21,6 +21,13 @@ use tokio::sync::RwLock;
 pub struct Caller {
     /// The client (mount) id; 0 when anonymous.
     pub client: ClientId,
+    /// Who acts, for permission checks (`crate::auth::perm`; constructors there).
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: [u32; 8],
+    pub admin: bool,
+    /// False in an open cell (no realm): nothing is checked.
+    pub enforce: bool,
 }
 
 /// Settings of a node.
@@ -37,6 +44,8 @@ pub struct Services {
     pub callbacks: Arc<Registry>,
     pub locks: Arc<LockService>,
     pub settings: Settings,
+    /// The realm, if this node has one (set once at start; empty = open cell).
+    pub security: std::sync::OnceLock<Arc<crate::auth::Security>>,
     gate: Arc<RwLock<()>>,
 }
 
@@ -58,6 +67,7 @@ impl Services {
             callbacks,
             locks,
             settings,
+            security: std::sync::OnceLock::new(),
             gate: Arc::new(RwLock::new(())),
         })
     }

@@ -1,4 +1,5 @@
-//! dfs: the command line for people and scripts — locks and status of a mounted dfs.
+//! dfs: the command line for people and scripts — locks and status of a mounted dfs, and
+//! the realm: `dfs login | logout | whoami | user` (see `dfs_fuse::login`).
 //! It finds the mount that holds PATH and talks to that mount's `dfs-mount` over its local
 //! control socket; the mount holds (and keeps renewing) the locks taken here.
 
@@ -37,6 +38,8 @@ enum Command {
     /// Show the mount holding PATH (default: the current directory): its server, client id,
     /// callback channel, cache use and unstored files.
     Status { path: Option<PathBuf> },
+    #[command(flatten)]
+    Auth(dfs_fuse::login::AuthCommand),
 }
 
 /// The dfs mount point that contains `path`.
@@ -96,6 +99,10 @@ fn main() -> ExitCode {
 
 async fn run(cmd: Command) -> Result<(), (u8, String)> {
     let fail = |e: String| (1u8, e);
+    let cmd = match cmd {
+        Command::Auth(c) => return dfs_fuse::login::run(c).await.map_err(fail),
+        other => other,
+    };
     let (mount, req, path) = match &cmd {
         Command::Lock { path, shared, wait } => (
             mount_of(path).map_err(fail)?,
@@ -129,6 +136,7 @@ async fn run(cmd: Command) -> Result<(), (u8, String)> {
             let here = path.clone().unwrap_or_else(|| PathBuf::from("."));
             (mount_of(&here).map_err(fail)?, ControlRequest::Status, None)
         }
+        Command::Auth(_) => unreachable!("handled above"),
     };
     let reply = ask(&mount, &req).await.map_err(|e| fail(e.to_string()))?;
     let shown = path
@@ -138,6 +146,7 @@ async fn run(cmd: Command) -> Result<(), (u8, String)> {
     match reply {
         ControlReply::Locked { token } => println!("locked {shown} (fencing token {token})"),
         ControlReply::Unlocked => println!("unlocked {shown}"),
+        ControlReply::Done => println!("done"),
         ControlReply::Locks(locks) => {
             println!(
                 "{:>10} {:8} {:9} {:>21} {:28} {:>7} {:>9}",

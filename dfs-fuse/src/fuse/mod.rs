@@ -51,6 +51,15 @@ impl DfsFs {
             next_dir: AtomicU64::new(1),
         }
     }
+
+    /// Runs a request's work on the runtime on behalf of the user who made it, so that
+    /// it uses that user's credentials (`crate::auth`).
+    fn spawn_as<F>(&self, req: &Request, f: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.rt.spawn(crate::auth::as_uid(req.uid(), f));
+    }
 }
 
 /// Starts the thread that hands callback breaks to the kernel.
@@ -120,10 +129,10 @@ impl Filesystem for DfsFs {
         Ok(())
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let mgr = self.mgr.clone();
         let name = name.as_bytes().to_vec();
-        self.rt.spawn(async move {
+        self.spawn_as(req, async move {
             match mgr.lookup(parent.0, &name).await {
                 Ok(attr) => {
                     let ttl = ttl_for(&mgr, attr.ino);
@@ -134,9 +143,9 @@ impl Filesystem for DfsFs {
         });
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let mgr = self.mgr.clone();
-        self.rt.spawn(async move {
+        self.spawn_as(req, async move {
             match mgr.getattr(ino.0).await {
                 Ok(attr) => reply.attr(&ttl_for(&mgr, attr.ino), &file_attr(&attr)),
                 Err(e) => reply.error(errno(&e)),
@@ -146,7 +155,7 @@ impl Filesystem for DfsFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -165,7 +174,7 @@ impl Filesystem for DfsFs {
         let mgr = self.mgr.clone();
         let mode = mode.map(|m| m & 0o7777);
         let (atime, mtime) = (set_time(atime), set_time(mtime));
-        self.rt.spawn(async move {
+        self.spawn_as(req, async move {
             match mgr.setattr(ino.0, mode, uid, gid, size, atime, mtime).await {
                 Ok(attr) => reply.attr(&ttl_for(&mgr, attr.ino), &file_attr(&attr)),
                 Err(e) => reply.error(errno(&e)),
@@ -173,9 +182,9 @@ impl Filesystem for DfsFs {
         });
     }
 
-    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+    fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
         let mgr = self.mgr.clone();
-        self.rt.spawn(async move {
+        self.spawn_as(req, async move {
             match mgr.readlink(ino.0).await {
                 Ok(target) => reply.data(&target),
                 Err(e) => reply.error(errno(&e)),
@@ -195,7 +204,7 @@ impl Filesystem for DfsFs {
         let mgr = self.mgr.clone();
         let name = name.as_bytes().to_vec();
         let (uid, gid) = (req.uid(), req.gid());
-        self.rt.spawn(async move {
+        self.spawn_as(req, async move {
             match mgr
                 .mkdir(parent.0, &name, mode & !umask & 0o7777, uid, gid)
                 .await
@@ -206,10 +215,10 @@ impl Filesystem for DfsFs {
         });
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let mgr = self.mgr.clone();
         let name = name.as_bytes().to_vec();
-        self.rt.spawn(async move {
+        self.spawn_as(req, async move {
             match mgr.unlink(parent.0, &name).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno(&e)),
@@ -217,10 +226,10 @@ impl Filesystem for DfsFs {
         });
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let mgr = self.mgr.clone();
         let name = name.as_bytes().to_vec();
-        self.rt.spawn(async move {
+        self.spawn_as(req, async move {
             match mgr.rmdir(parent.0, &name).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno(&e)),
@@ -240,7 +249,7 @@ impl Filesystem for DfsFs {
         let name = link_name.as_bytes().to_vec();
         let target = target.as_os_str().as_bytes().to_vec();
         let (uid, gid) = (req.uid(), req.gid());
-        self.rt.spawn(async move {
+        self.spawn_as(req, async move {
             match mgr.symlink(parent.0, &name, &target, uid, gid).await {
                 Ok(attr) => reply.entry(&ttl_for(&mgr, attr.ino), &file_attr(&attr), Generation(0)),
                 Err(e) => reply.error(errno(&e)),
@@ -250,7 +259,7 @@ impl Filesystem for DfsFs {
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -268,7 +277,7 @@ impl Filesystem for DfsFs {
         if flags.contains(RenameFlags::RENAME_EXCHANGE) {
             wire_flags |= RENAME_EXCHANGE;
         }
-        self.rt.spawn(async move {
+        self.spawn_as(req, async move {
             match mgr
                 .rename(parent.0, &name, newparent.0, &newname, wire_flags)
                 .await
@@ -281,7 +290,7 @@ impl Filesystem for DfsFs {
 
     fn link(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         newparent: INodeNo,
         newname: &OsStr,
@@ -289,7 +298,7 @@ impl Filesystem for DfsFs {
     ) {
         let mgr = self.mgr.clone();
         let newname = newname.as_bytes().to_vec();
-        self.rt.spawn(async move {
+        self.spawn_as(req, async move {
             match mgr.link(ino.0, newparent.0, &newname).await {
                 Ok(attr) => reply.entry(&ttl_for(&mgr, attr.ino), &file_attr(&attr), Generation(0)),
                 Err(e) => reply.error(errno(&e)),
@@ -301,7 +310,7 @@ impl Filesystem for DfsFs {
         let mgr = self.mgr.clone();
         let backings = self.backings.clone();
         let uid = req.uid();
-        self.rt.spawn(async move {
+        self.spawn_as(req, async move {
             match mgr.open(ino.0, flags.0, uid).await {
                 Ok(opened) => {
                     let backing = mgr.handle_file(opened.fh).and_then(|file| {
@@ -365,14 +374,14 @@ impl Filesystem for DfsFs {
 
     fn flush(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
         let mgr = self.mgr.clone();
-        self.rt.spawn(async move {
+        self.spawn_as(req, async move {
             // close(2) drops the caller's fcntl locks on the file (POSIX).
             locks::release_owner(&mgr, ino.0, lock_owner.0).await;
             match mgr.flush(fh.0).await {
@@ -461,14 +470,14 @@ impl Filesystem for DfsFs {
 
     fn fsync(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
         let mgr = self.mgr.clone();
-        self.rt.spawn(async move {
+        self.spawn_as(req, async move {
             match mgr.fsync(fh.0).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno(&e)),
@@ -476,11 +485,11 @@ impl Filesystem for DfsFs {
         });
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let mgr = self.mgr.clone();
         let dirs = self.dirs.clone();
         let fh = self.next_dir.fetch_add(1, Ordering::Relaxed);
-        self.rt.spawn(async move {
+        self.spawn_as(req, async move {
             let listing = async { Ok((mgr.getattr(ino.0).await?, mgr.readdir(ino.0).await?)) };
             match listing.await {
                 Ok(open_dir) => {
@@ -581,9 +590,9 @@ impl Filesystem for DfsFs {
         reply.ok();
     }
 
-    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+    fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         let mgr = self.mgr.clone();
-        self.rt.spawn(async move {
+        self.spawn_as(req, async move {
             match mgr.statfs().await {
                 Ok(s) => {
                     let bsize = 4096u64;
@@ -617,7 +626,7 @@ impl Filesystem for DfsFs {
         let backings = self.backings.clone();
         let name = name.as_bytes().to_vec();
         let (uid, gid) = (req.uid(), req.gid());
-        self.rt.spawn(async move {
+        self.spawn_as(req, async move {
             match mgr
                 .create(parent.0, &name, mode & !umask & 0o7777, uid, gid, flags)
                 .await

@@ -43,6 +43,7 @@ pub async fn fetch(
 ) -> Result<Response<ResBody>, FsError> {
     let have = wire::header_u64(req.headers(), HDR_HAVE_VERSION)?;
     drop(req);
+    crate::auth::perm::authorize_file(svc, &caller, ino, false).await?;
     let fetched = svc
         .observe(caller, move |ns, blobs| {
             let attr = ns.getattr(ino)?;
@@ -88,6 +89,7 @@ pub async fn store(
     ino: Ino,
     req: Request<Incoming>,
 ) -> Result<Response<ResBody>, FsError> {
+    crate::auth::perm::authorize_file(svc, &caller, ino, true).await?;
     let (parts, body) = req.into_parts();
     let len = wire::header_u64(&parts.headers, CONTENT_LENGTH.as_str())?
         .ok_or_else(|| FsError::BadRequest("a store needs a content-length".into()))?;

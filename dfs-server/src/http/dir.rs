@@ -23,7 +23,8 @@ pub async fn handle(
 ) -> Result<Response<ResBody>, FsError> {
     let (parts, body) = req.into_parts();
     let bytes = read_limited(body, &parts.headers, MAX_DIR_REQUEST).await?;
-    let request: DirRequest = codec::decode(&bytes)?;
+    let mut request: DirRequest = codec::decode(&bytes)?;
+    crate::auth::perm::authorize_dir(svc, &caller, &mut request).await?;
     let reply = dispatch(svc, caller, request).await?;
     Ok(bincode_response(&reply))
 }

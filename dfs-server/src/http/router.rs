@@ -9,6 +9,7 @@ use crate::files;
 use crate::lock;
 use crate::services::{Caller, Services};
 use dfs_common::proto::{HDR_CLIENT, HDR_DETAIL};
+
 use dfs_common::{FsError, Ino};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
@@ -16,11 +17,13 @@ use hyper::{Method, Request, Response, StatusCode};
 use std::convert::Infallible;
 use std::sync::Arc;
 
-/// Who is calling. Today a pass-through of `x-dfs-client` (0 if absent); the security
-/// service replaces this with ticket verification.
-pub fn authenticate<B>(req: &Request<B>) -> Result<Caller, FsError> {
-    let client = wire::header_u64(req.headers(), HDR_CLIENT)?.unwrap_or(0);
-    Ok(Caller { client })
+/// Who is calling: the security service's AP check (`crate::auth`), or a pass-through of
+/// `x-dfs-client` in an open cell.
+pub fn authenticate<B>(
+    svc: &Services,
+    req: &mut Request<B>,
+) -> Result<(Caller, Option<crate::auth::Session>), FsError> {
+    crate::auth::authenticate(svc, req)
 }
 
 /// The hyper service function.
@@ -30,9 +33,22 @@ pub async fn handle(
 ) -> Result<Response<ResBody>, Infallible> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let resp = match route(&svc, req).await {
-        Ok(r) => r,
-        Err(e) => error_response(&e),
+    let mut req = req;
+    let resp = match authenticate(&svc, &mut req) {
+        Ok((caller, session)) => {
+            let resp = match route(&svc, caller, session.as_ref(), req).await {
+                Ok(r) => r,
+                Err(e) => error_response(&e),
+            };
+            match &session {
+                Some(s) => crate::auth::seal_response(s, &method, &path, resp).await,
+                None => resp,
+            }
+        }
+        Err(e) => {
+            log::info!("{method} {path}: {e}");
+            error_response(&e)
+        }
     };
     let status = resp.status();
     if status.is_server_error() {
@@ -65,8 +81,12 @@ fn method_not_allowed(method: &Method, path: &str, allow: &'static str) -> Respo
     r
 }
 
-async fn route(svc: &Arc<Services>, req: Request<Incoming>) -> Result<Response<ResBody>, FsError> {
-    let caller = authenticate(&req)?;
+async fn route(
+    svc: &Arc<Services>,
+    caller: Caller,
+    session: Option<&crate::auth::Session>,
+    req: Request<Incoming>,
+) -> Result<Response<ResBody>, FsError> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     match path.as_str() {
@@ -99,6 +119,9 @@ async fn route(svc: &Arc<Services>, req: Request<Incoming>) -> Result<Response<R
             }
             _ => Ok(method_not_allowed(&method, &path, "GET")),
         },
+        p if p.starts_with(dfs_common::auth::KDC_PREFIX) => {
+            crate::kdc::http::handle(svc, session, req).await
+        }
         p if p.starts_with(lock::http::PREFIX) => {
             let name = &p[lock::http::PREFIX.len()..];
             if !lock::http::is_resource(name) {

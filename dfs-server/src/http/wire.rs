@@ -143,5 +143,13 @@ pub async fn read_limited(
             buf.extend_from_slice(&data);
         }
     }
+    // An authenticated request's MAC covers this hash (see `crate::auth`).
+    if let Some(want) = header(headers, dfs_common::auth::HDR_BODY_SHA256)? {
+        if codec::to_hex(&dfs_common::auth::sha256(&buf)) != want.to_ascii_lowercase() {
+            return Err(FsError::Unauthenticated(
+                "request body does not match its signed hash (tampered?)".into(),
+            ));
+        }
+    }
     Ok(buf.freeze())
 }

@@ -1,0 +1,384 @@
+//! `dfs login | logout | whoami | user …`: the user's side of the realm.
+//!
+//! `dfs login` derives the user's key from the password locally (the password is never
+//! sent), runs the AS and TGS exchanges, writes the credential cache (0600, `DFS_CCACHE` or
+//! `/tmp/dfs_cc_<uid>`) and hands the file-service credentials to every running dfs mount
+//! over its control socket (the mount files them under the caller's uid).
+
+use crate::control::{ask, ControlReply, ControlRequest};
+use crate::remote::Remote;
+use clap::Subcommand;
+use dfs_common::auth::{
+    self, AdminReply, AdminRequest, AsReq, Credentials, KdcRep, Key, PaTimestamp, RealmInfo, TgsReq,
+};
+use dfs_common::{codec, Timestamp};
+use serde::{Deserialize, Serialize};
+use std::io::{BufRead, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Subcommand, Debug)]
+pub enum AuthCommand {
+    /// Log in to the realm: get a ticket-granting ticket into your credential cache and
+    /// give the running dfs mounts your credentials (they act for your uid from then on).
+    Login {
+        /// Principal to log in as (default: $USER).
+        principal: Option<String>,
+        /// Read the password from the first line of stdin instead of a prompt.
+        #[arg(long)]
+        password_stdin: bool,
+        /// Server (HOST:PORT); default $DFS_SERVER, else the server of a running mount.
+        #[arg(long)]
+        server: Option<String>,
+    },
+    /// Forget your credentials: the credential cache and the mounts' copies.
+    Logout,
+    /// Show who you are logged in as, the realm and when the ticket expires.
+    Whoami,
+    /// User administration (admins only; `passwd` of yourself for everyone).
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// Add a principal that acts as UID/GID on files.
+    Add {
+        principal: String,
+        #[arg(long)]
+        uid: u32,
+        #[arg(long)]
+        gid: Option<u32>,
+        /// Supplementary groups, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<u32>,
+        #[arg(long)]
+        admin: bool,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    Del {
+        principal: String,
+    },
+    /// Change a password (your own without an argument).
+    Passwd {
+        principal: Option<String>,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    List,
+}
+
+/// The credential cache.
+#[derive(Serialize, Deserialize)]
+pub struct CCache {
+    pub server: String,
+    pub tgt: Credentials,
+    pub service: Credentials,
+}
+
+fn my_uid() -> u32 {
+    // SAFETY: getuid has no failure mode.
+    unsafe { libc::getuid() }
+}
+
+pub fn ccache_path() -> PathBuf {
+    std::env::var_os("DFS_CCACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(format!("/tmp/dfs_cc_{}", my_uid())))
+}
+
+fn read_password(prompt: &str, from_stdin: bool) -> Result<String, String> {
+    let mut line = String::new();
+    if from_stdin {
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| e.to_string())?;
+    } else {
+        eprint!("{prompt}");
+        let _ = std::io::stderr().flush();
+        // SAFETY: termios calls on fd 0 with a properly sized struct.
+        unsafe {
+            let mut t: libc::termios = std::mem::zeroed();
+            let tty = libc::tcgetattr(0, &mut t) == 0;
+            let old = t;
+            if tty {
+                t.c_lflag &= !libc::ECHO;
+                libc::tcsetattr(0, libc::TCSANOW, &t);
+            }
+            let r = std::io::stdin().lock().read_line(&mut line);
+            if tty {
+                libc::tcsetattr(0, libc::TCSANOW, &old);
+                eprintln!();
+            }
+            r.map_err(|e| e.to_string())?;
+        }
+    }
+    let pw = line.trim_end_matches(['\n', '\r']).to_string();
+    if pw.is_empty() {
+        return Err("empty password".into());
+    }
+    Ok(pw)
+}
+
+/// Mount points of every dfs mount on this host.
+pub fn dfs_mounts() -> Vec<PathBuf> {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for line in info.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(sep) = fields.iter().position(|f| *f == "-") else {
+            continue;
+        };
+        let fstype = fields.get(sep + 1).copied().unwrap_or_default();
+        let source = fields.get(sep + 2).copied().unwrap_or_default();
+        if (fstype == "fuse" || fstype == "fuse.dfs") && source.starts_with("dfs:") {
+            out.push(PathBuf::from(fields[4].replace("\\040", " ")));
+        }
+    }
+    out
+}
+
+async fn find_server(explicit: Option<String>) -> Result<String, String> {
+    if let Some(s) = explicit.or_else(|| std::env::var("DFS_SERVER").ok()) {
+        return Ok(s);
+    }
+    for m in dfs_mounts() {
+        if let Ok(ControlReply::Status(s)) = ask(&m, &ControlRequest::Status).await {
+            return Ok(s.server);
+        }
+    }
+    Err("no server: pass --server HOST:PORT or set DFS_SERVER (no dfs mount is running)".into())
+}
+
+fn write_ccache(c: &CCache) -> Result<PathBuf, String> {
+    let path = ccache_path();
+    let _ = std::fs::remove_file(&path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    f.write_all(&codec::encode(c))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(path)
+}
+
+pub fn read_ccache() -> Result<CCache, String> {
+    let path = ccache_path();
+    let b = std::fs::read(&path)
+        .map_err(|_| format!("not logged in (no credential cache at {})", path.display()))?;
+    codec::decode(&b).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+async fn realm_info(remote: &Remote) -> Result<RealmInfo, String> {
+    remote
+        .call(auth::KDC_INFO, &(), Duration::ZERO)
+        .await
+        .map_err(|e| format!("cannot reach the realm's KDC: {e}"))
+}
+
+/// AS then TGS: credentials for the file service.
+pub async fn get_tickets(server: &str, principal: &str, password: &str) -> Result<CCache, String> {
+    let remote = Remote::new(server, 0);
+    let info = realm_info(&remote).await?;
+    let key = Key::from_password(password.as_bytes(), &info.realm, principal, info.iterations);
+    let now = Timestamp::now().secs;
+    let nonce = auth::random_u64();
+    let req = AsReq {
+        principal: principal.to_string(),
+        padata: auth::seal_padata(
+            &key,
+            &PaTimestamp {
+                time: now,
+                nonce: auth::random_u64(),
+            },
+        ),
+        nonce,
+    };
+    let rep: KdcRep = remote
+        .call(auth::KDC_AS, &req, Duration::ZERO)
+        .await
+        .map_err(|e| e.detail())?;
+    let tgt = Credentials::from_rep(&rep, &key, true, nonce).map_err(|e| e.detail())?;
+    let nonce = auth::random_u64();
+    let t = Timestamp::now();
+    let a = auth::Authenticator {
+        principal: principal.to_string(),
+        time: t.secs,
+        nanos: t.nanos,
+        nonce: auth::random_u64(),
+        seq: 0,
+        digest: [0; 32],
+    };
+    let req = TgsReq {
+        tgt: tgt.ticket.clone(),
+        authenticator: auth::seal_tgs_auth(&tgt.session_key, &a),
+        service: auth::FILE_SERVICE.into(),
+        nonce,
+    };
+    let rep: KdcRep = remote
+        .call(auth::KDC_TGS, &req, Duration::ZERO)
+        .await
+        .map_err(|e| format!("ticket for the file service: {e}"))?;
+    let service =
+        Credentials::from_rep(&rep, &tgt.session_key, false, nonce).map_err(|e| e.detail())?;
+    Ok(CCache {
+        server: server.to_string(),
+        tgt,
+        service,
+    })
+}
+
+async fn admin(req: AdminRequest) -> Result<AdminReply, String> {
+    let cc = read_ccache()?;
+    let remote = Remote::new(&cc.server, 0);
+    let uid = my_uid();
+    crate::auth::set_credentials(uid, cc.service.clone());
+    let sealed = auth::seal_admin(&cc.service.session_key, &req);
+    let reply: Vec<u8> =
+        crate::auth::as_uid(uid, remote.call(auth::KDC_ADMIN, &sealed, Duration::ZERO))
+            .await
+            .map_err(|e| e.to_string())?;
+    auth::open_admin(&cc.service.session_key, &reply).map_err(|e| e.to_string())
+}
+
+async fn new_key(principal: &str, from_stdin: bool) -> Result<Key, String> {
+    let cc = read_ccache()?;
+    let info = realm_info(&Remote::new(&cc.server, 0)).await?;
+    let pw = read_password(&format!("new password for {principal}: "), from_stdin)?;
+    Ok(Key::from_password(
+        pw.as_bytes(),
+        &info.realm,
+        principal,
+        info.iterations,
+    ))
+}
+
+pub async fn run(cmd: AuthCommand) -> Result<(), String> {
+    match cmd {
+        AuthCommand::Login {
+            principal,
+            password_stdin,
+            server,
+        } => {
+            let principal = principal
+                .or_else(|| std::env::var("USER").ok())
+                .ok_or("name a principal: dfs login PRINCIPAL")?;
+            let server = find_server(server).await?;
+            let pw = read_password(&format!("password for {principal}: "), password_stdin)?;
+            let cc = get_tickets(&server, &principal, &pw)
+                .await
+                .map_err(|e| format!("login failed: {e}"))?;
+            let path = write_ccache(&cc)?;
+            let mut handed = 0;
+            // Only mounts of this server: a mount of an open cell must not sign.
+            for m in dfs_mounts() {
+                match ask(&m, &ControlRequest::Status).await {
+                    Ok(ControlReply::Status(s)) if s.server == server => {}
+                    _ => continue,
+                }
+                match ask(&m, &ControlRequest::Login(cc.service.clone())).await {
+                    Ok(ControlReply::Done) => handed += 1,
+                    Ok(other) => eprintln!("dfs login: {}: {other:?}", m.display()),
+                    Err(e) => eprintln!("dfs login: {}: {e}", m.display()),
+                }
+            }
+            println!(
+                "logged in as {}@{} (uid {}) until unix time {}; credential cache {}; {handed} mount(s) now act for you",
+                cc.tgt.identity.principal,
+                cc.tgt.identity.realm,
+                cc.tgt.identity.uid,
+                cc.tgt.expires,
+                path.display()
+            );
+            Ok(())
+        }
+        AuthCommand::Logout => {
+            let _ = std::fs::remove_file(ccache_path());
+            for m in dfs_mounts() {
+                let _ = ask(&m, &ControlRequest::Logout).await;
+            }
+            println!("logged out");
+            Ok(())
+        }
+        AuthCommand::Whoami => {
+            let cc = read_ccache()?;
+            let now = Timestamp::now().secs;
+            let left = cc.tgt.expires - now;
+            println!(
+                "principal: {}\nrealm: {}\nuid: {} gid: {}{}\nexpires: unix time {} ({})",
+                cc.tgt.identity.principal,
+                cc.tgt.identity.realm,
+                cc.tgt.identity.uid,
+                cc.tgt.identity.gid,
+                if cc.tgt.identity.admin {
+                    " (admin)"
+                } else {
+                    ""
+                },
+                cc.tgt.expires,
+                if left > 0 {
+                    format!("in {} min", left / 60)
+                } else {
+                    "EXPIRED: run dfs login".into()
+                }
+            );
+            Ok(())
+        }
+        AuthCommand::User(u) => {
+            let req = match u {
+                UserCommand::Add {
+                    principal,
+                    uid,
+                    gid,
+                    groups,
+                    admin,
+                    password_stdin,
+                } => AdminRequest::Add {
+                    key: new_key(&principal, password_stdin).await?,
+                    principal,
+                    uid,
+                    gid: gid.unwrap_or(uid),
+                    groups,
+                    admin,
+                },
+                UserCommand::Del { principal } => AdminRequest::Del { principal },
+                UserCommand::Passwd {
+                    principal,
+                    password_stdin,
+                } => {
+                    let principal = match principal {
+                        Some(p) => p,
+                        None => read_ccache()?.tgt.identity.principal,
+                    };
+                    AdminRequest::Passwd {
+                        key: new_key(&principal, password_stdin).await?,
+                        principal,
+                    }
+                }
+                UserCommand::List => AdminRequest::List,
+            };
+            match admin(req).await? {
+                AdminReply::Done => println!("done"),
+                AdminReply::List(ids) => {
+                    for i in ids {
+                        println!(
+                            "{}\tuid {}\tgid {}{}",
+                            i.principal,
+                            i.uid,
+                            i.gid,
+                            if i.admin { "\tadmin" } else { "" }
+                        );
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+}
