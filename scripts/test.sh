@@ -28,6 +28,8 @@ need tar tar
 need diff diffutils
 need sha256sum coreutils
 need bash bash
+need flock util-linux
+need setpriv util-linux
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "scripts/test.sh: installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
