@@ -245,6 +245,15 @@ impl CacheManager {
                 return Err(e);
             }
         }
+        self.finish_open(&node, flags)
+    }
+
+    /// The part of an open that needs no network: the copy's descriptor, O_TRUNC, the
+    /// passthrough dirty mark, counts and the handle.
+    fn finish_open(&self, node: &Arc<FileNode>, flags: i32) -> Result<OpenResult, FsError> {
+        let ino = node.ino;
+        let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        let truncate = writable && flags & libc::O_TRUNC != 0;
         let file = {
             let mut l = node.local.lock().unwrap();
             match &l.file {
@@ -273,7 +282,7 @@ impl CacheManager {
         };
         if truncate && file.metadata()?.len() > 0 {
             file.set_len(0)?;
-            self.mark_dirty(&node, 0)?;
+            self.mark_dirty(node, 0)?;
             node.local.lock().unwrap().clean_stamp = None;
         }
         if writable && self.passthrough.load(Ordering::SeqCst) {
@@ -283,7 +292,7 @@ impl CacheManager {
             let was_clean = !node.local.lock().unwrap().dirty;
             if was_clean {
                 node.local.lock().unwrap().clean_stamp = stamp_of(&meta);
-                self.mark_dirty(&node, meta.len())?;
+                self.mark_dirty(node, meta.len())?;
             }
         }
         let keep_cache = {
@@ -306,6 +315,48 @@ impl CacheManager {
         });
         self.handles.lock().unwrap().insert(fh, handle);
         Ok(OpenResult { fh, keep_cache })
+    }
+
+    /// An open that the cache can answer at once, without waiting on anything: read-only,
+    /// the copy current under a live promise, nobody busy with the inode. `None`: take the
+    /// ordinary (async) path. Lets the FUSE thread answer such opens in place.
+    pub fn try_open_cached(&self, ino: Ino, flags: i32) -> Option<Result<OpenResult, FsError>> {
+        if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
+            return None;
+        }
+        let node = self.nodes.lock().unwrap().get(&ino).cloned();
+        let node = match node {
+            Some(n) => n,
+            None => {
+                let attr = self.trusted_attr(ino)?;
+                if self.disk.get(ino)?.version != attr.version {
+                    return None;
+                }
+                self.node(ino)
+            }
+        };
+        let ready = {
+            let Ok(_op) = node.op.try_lock() else {
+                return None;
+            };
+            let mut l = node.local.lock().unwrap();
+            if l.dirty || l.writers > 0 || l.opens > 0 {
+                true
+            } else {
+                match (self.trusted_attr(ino), self.disk.get(ino)) {
+                    (Some(attr), Some(entry)) if entry.version == attr.version => {
+                        l.version = entry.version;
+                        true
+                    }
+                    _ => false,
+                }
+            }
+        };
+        if !ready {
+            self.maybe_drop_node(&node);
+            return None;
+        }
+        Some(self.finish_open(&node, flags))
     }
 
     /// Creates `name` in `parent` and opens it (O_CREAT; O_EXCL honoured).
@@ -372,6 +423,11 @@ impl CacheManager {
         let opened = self.open(attr.ino, flags, uid).await?;
         let attr = self.overlay(attr);
         Ok((attr, opened))
+    }
+
+    /// Whether handle `fh` was opened for writing (`None`: no such handle).
+    pub fn handle_writable(&self, fh: u64) -> Option<bool> {
+        self.handles.lock().unwrap().get(&fh).map(|h| h.writable)
     }
 
     /// The cached copy an open handle reads and writes (the backing file for passthrough).

@@ -56,6 +56,40 @@ impl CacheManager {
         self.overlay(best)
     }
 
+    /// A lookup the caches can answer at once (a trusted name, or a trusted listing without
+    /// it). `None`: ask with `lookup`.
+    pub fn try_lookup_cached(&self, parent: Ino, name: &[u8]) -> Option<Result<Attr, FsError>> {
+        if name.len() > NAME_MAX {
+            return Some(Err(FsError::NameTooLong));
+        }
+        let mut meta = self.meta.lock().unwrap();
+        if let Some((ino, stamp)) = meta.name(parent, name) {
+            if self.validity.trusted(stamp) {
+                if let Some((attr, astamp)) = meta.attr(ino) {
+                    if self.validity.trusted(astamp) {
+                        drop(meta);
+                        return Some(Ok(self.overlay(attr)));
+                    }
+                }
+            }
+        }
+        if let Some((items, stamp)) = meta.dir(parent) {
+            if self.validity.trusted(stamp)
+                && items
+                    .binary_search_by(|i| i.name.as_slice().cmp(name))
+                    .is_err()
+            {
+                return Some(Err(FsError::NotFound));
+            }
+        }
+        None
+    }
+
+    /// Attributes the cache can answer at once. `None`: ask with `getattr`.
+    pub fn try_getattr_cached(&self, ino: Ino) -> Option<Attr> {
+        self.trusted_attr(ino).map(|a| self.overlay(a))
+    }
+
     pub async fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Attr, FsError> {
         check_name(name)?;
         let cached = self.meta.lock().unwrap().name(parent, name);

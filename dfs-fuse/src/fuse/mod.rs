@@ -62,6 +62,31 @@ impl DfsFs {
     }
 }
 
+/// Answers an open: with a passthrough backing id when the kernel takes one, else plain
+/// handlers with FOPEN_KEEP_CACHE when the kernel's pages are of this copy.
+fn reply_opened(
+    mgr: &CacheManager,
+    backings: &passthrough::Backings,
+    ino: Ino,
+    opened: crate::cache::OpenResult,
+    reply: ReplyOpen,
+) {
+    let backing = mgr
+        .handle_file(opened.fh)
+        .and_then(|file| backings.attach(ino, opened.fh, &file, |f| reply.open_backing(f)));
+    match backing {
+        Some(id) => reply.opened_passthrough(FileHandle(opened.fh), FopenFlags::empty(), &id),
+        None => {
+            mgr.set_passthrough(backings.enabled());
+            let mut fopen = FopenFlags::empty();
+            if opened.keep_cache {
+                fopen |= FopenFlags::FOPEN_KEEP_CACHE;
+            }
+            reply.opened(FileHandle(opened.fh), fopen)
+        }
+    }
+}
+
 /// Starts the thread that hands callback breaks to the kernel.
 pub fn deliver_invalidations(mgr: &CacheManager, notifier: fuser::Notifier) {
     let (tx, rx) = std::sync::mpsc::channel::<Invalidation>();
@@ -130,6 +155,16 @@ impl Filesystem for DfsFs {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        // Cache hits are answered here, without a hop to the runtime (the kernel checks
+        // permissions itself on the attributes: default_permissions).
+        match self.mgr.try_lookup_cached(parent.0, name.as_bytes()) {
+            Some(Ok(attr)) => {
+                let ttl = ttl_for(&self.mgr, attr.ino);
+                return reply.entry(&ttl, &file_attr(&attr), Generation(0));
+            }
+            Some(Err(e)) => return reply.error(errno(&e)),
+            None => {}
+        }
         let mgr = self.mgr.clone();
         let name = name.as_bytes().to_vec();
         self.spawn_as(req, async move {
@@ -144,6 +179,9 @@ impl Filesystem for DfsFs {
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        if let Some(attr) = self.mgr.try_getattr_cached(ino.0) {
+            return reply.attr(&ttl_for(&self.mgr, attr.ino), &file_attr(&attr));
+        }
         let mgr = self.mgr.clone();
         self.spawn_as(req, async move {
             match mgr.getattr(ino.0).await {
@@ -307,31 +345,19 @@ impl Filesystem for DfsFs {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        // A read-only open of a current cached copy is answered here, without a hop.
+        if let Some(opened) = self.mgr.try_open_cached(ino.0, flags.0) {
+            return match opened {
+                Ok(opened) => reply_opened(&self.mgr, &self.backings, ino.0, opened, reply),
+                Err(e) => reply.error(errno(&e)),
+            };
+        }
         let mgr = self.mgr.clone();
         let backings = self.backings.clone();
         let uid = req.uid();
         self.spawn_as(req, async move {
             match mgr.open(ino.0, flags.0, uid).await {
-                Ok(opened) => {
-                    let backing = mgr.handle_file(opened.fh).and_then(|file| {
-                        backings.attach(ino.0, opened.fh, &file, |f| reply.open_backing(f))
-                    });
-                    match backing {
-                        Some(id) => reply.opened_passthrough(
-                            FileHandle(opened.fh),
-                            FopenFlags::empty(),
-                            &id,
-                        ),
-                        None => {
-                            mgr.set_passthrough(backings.enabled());
-                            let mut fopen = FopenFlags::empty();
-                            if opened.keep_cache {
-                                fopen |= FopenFlags::FOPEN_KEEP_CACHE;
-                            }
-                            reply.opened(FileHandle(opened.fh), fopen)
-                        }
-                    }
-                }
+                Ok(opened) => reply_opened(&mgr, &backings, ino.0, opened, reply),
                 Err(e) => reply.error(errno(&e)),
             }
         });
@@ -380,6 +406,12 @@ impl Filesystem for DfsFs {
         lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        // Closing a read-only descriptor that holds no locks has nothing to do.
+        if self.mgr.handle_writable(fh.0) == Some(false)
+            && !self.mgr.holds_advisory(ino.0, lock_owner.0)
+        {
+            return reply.ok();
+        }
         let mgr = self.mgr.clone();
         self.spawn_as(req, async move {
             // close(2) drops the caller's fcntl locks on the file (POSIX).
