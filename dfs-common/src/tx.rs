@@ -111,13 +111,18 @@ pub enum TxOp {
     ExpectAbsent { path: Vec<u8> },
 }
 
-/// Shows a path of an operation.
+/// Shows a path of an operation (quoted, batch-file style, if it has blanks or quotes).
 pub fn show_path(p: &[u8]) -> String {
     let s = String::from_utf8_lossy(p);
-    if s.starts_with('/') {
+    let s = if s.starts_with('/') {
         s.into_owned()
     } else {
         format!("/{s}")
+    };
+    if s.contains(|c: char| c.is_whitespace() || c == '\'' || c == '"' || c == '\\') {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    } else {
+        s
     }
 }
 
@@ -371,6 +376,6 @@ mod tests {
             codec::decode::<CommitRequest>(&codec::encode(&req)).unwrap(),
             req
         );
-        assert_eq!(req.ops[1].describe(), "mv /a /b c");
+        assert_eq!(req.ops[1].describe(), "mv /a '/b c'");
     }
 }

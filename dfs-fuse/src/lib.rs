@@ -6,6 +6,8 @@
 //! - `client`: the path API over it (`Dfs`), for programs that do not want a mount.
 //! - `callbacks`: the callback channel and the retry of unstored files.
 //! - `fuse`: the FUSE adapter used by `dfs-mount`.
+//! - `tx`: transactions: several file operations committed as one atomic unit, and the
+//!   batch files of `dfs tx apply`.
 //! - `control`: the mount's local socket, used by the `dfs` command.
 //! - `remote` (private): HTTP to the server.
 
@@ -15,6 +17,7 @@ pub mod client;
 pub mod control;
 pub mod fuse;
 mod remote;
+pub mod tx;
 
 pub use cache::{CacheManager, CacheOptions};
 pub use client::{Dfs, DfsFile};

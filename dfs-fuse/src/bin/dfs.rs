@@ -1,4 +1,4 @@
-//! dfs: the command line for people and scripts — locks and status of a mounted dfs.
+//! dfs: the command line for people and scripts — locks, status and transactions of dfs.
 //! It finds the mount that holds PATH and talks to that mount's `dfs-mount` over its local
 //! control socket; the mount holds (and keeps renewing) the locks taken here.
 
@@ -8,7 +8,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-/// Locks and status of a mounted dfs file system.
+/// Locks, status and transactions of a dfs file system.
 #[derive(Parser, Debug)]
 #[command(name = "dfs", version)]
 struct Args {
@@ -37,6 +37,39 @@ enum Command {
     /// Show the mount holding PATH (default: the current directory): its server, client id,
     /// callback channel, cache use and unstored files.
     Status { path: Option<PathBuf> },
+    /// Transactions: run a batch of file operations as one atomic unit.
+    #[command(after_help = dfs_fuse::tx::batch::FORMAT_HELP)]
+    Tx {
+        #[command(subcommand)]
+        command: TxCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TxCommand {
+    /// Run the operations of BATCHFILE (`-` = stdin) as one transaction, print what it
+    /// committed, or which line failed (then nothing changed).
+    #[command(after_help = dfs_fuse::tx::batch::FORMAT_HELP)]
+    Apply {
+        batch: PathBuf,
+        /// The server (HOST:PORT); default: the server of the dfs mount holding the
+        /// current directory.
+        #[arg(long, value_name = "HOST:PORT")]
+        server: Option<String>,
+        /// Seconds the commit waits for clients that have a replaced file open for writing.
+        #[arg(long, default_value_t = 30)]
+        wait: u32,
+        /// Stage everything, then ask on stdin before committing.
+        #[arg(long)]
+        confirm: bool,
+    },
+    /// Show kind, version, size and inode of dfs paths (versions for expect-version).
+    Stat {
+        #[arg(required = true)]
+        paths: Vec<String>,
+        #[arg(long, value_name = "HOST:PORT")]
+        server: Option<String>,
+    },
 }
 
 /// The dfs mount point that contains `path`.
@@ -85,7 +118,23 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(args.command)) {
+    let result = match args.command {
+        Command::Tx { command } => rt.block_on(async {
+            match command {
+                TxCommand::Apply {
+                    batch,
+                    server,
+                    wait,
+                    confirm,
+                } => dfs_fuse::tx::batch::cli_apply(&batch, server, wait, confirm).await,
+                TxCommand::Stat { paths, server } => {
+                    dfs_fuse::tx::batch::cli_stat(&paths, server).await
+                }
+            }
+        }),
+        other => rt.block_on(run(other)),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err((code, msg)) => {
             eprintln!("dfs: {msg}");
@@ -129,6 +178,7 @@ async fn run(cmd: Command) -> Result<(), (u8, String)> {
             let here = path.clone().unwrap_or_else(|| PathBuf::from("."));
             (mount_of(&here).map_err(fail)?, ControlRequest::Status, None)
         }
+        Command::Tx { .. } => unreachable!("handled in main"),
     };
     let reply = ask(&mount, &req).await.map_err(|e| fail(e.to_string()))?;
     let shown = path
