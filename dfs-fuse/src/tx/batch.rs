@@ -585,7 +585,7 @@ mod tests {
         assert_eq!(
             b.lines[6],
             (
-                10,
+                9,
                 Line::Other(TxOp::ExpectVersion {
                     path: b"/site/index.html".to_vec(),
                     version: 3
