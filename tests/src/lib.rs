@@ -12,6 +12,8 @@
 //!
 //! Needs root (mounts) and release binaries: run `scripts/test.sh`, which builds them first.
 
+pub mod tx;
+
 use dfs_common::codec;
 use dfs_common::proto::{DirReply, DirRequest, HDR_ATTR, HDR_CLIENT, HDR_DETAIL, HDR_ERROR};
 use dfs_common::types::{Attr, FileKind, ROOT_INO};
