@@ -92,6 +92,11 @@ impl TxClient {
         Transaction::begin(self.remote.clone(), None).await
     }
 
+    /// What transaction `tx` of this client is or came to.
+    pub async fn status(&self, tx: TxId) -> Result<TxStatus, FsError> {
+        self.remote.get(&format!("/v1/tx/{tx}")).await
+    }
+
     /// The attributes of `path` (from the root), `None` if it does not exist.
     pub async fn stat(&self, path: &str) -> Result<Option<Attr>, FsError> {
         let mut attr = match self
