@@ -84,7 +84,10 @@ async fn a_commit_is_seen_at_once_by_its_own_cache_and_failures_are_typed() {
     let dfs = Dfs::connect(&addr, &tmp.path().join("cache"), CacheOptions::default()).unwrap();
     let up = Instant::now();
     while !dfs.manager().status(&addr).callback_channel_up {
-        assert!(up.elapsed() < Duration::from_secs(20), "no callback channel");
+        assert!(
+            up.elapsed() < Duration::from_secs(20),
+            "no callback channel"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     dfs.write_file("/a", b"one").await.unwrap();
