@@ -11,6 +11,7 @@ pub mod error;
 pub mod hash;
 pub mod locks;
 pub mod proto;
+pub mod tx;
 pub mod types;
 
 pub use error::FsError;

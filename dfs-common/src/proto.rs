@@ -198,6 +198,9 @@ pub enum CallbackFrame {
     RevalidateAll,
     /// Sent every few seconds so that both ends notice a dead connection.
     Heartbeat,
+    /// Several breaks caused by one commit (a transaction): the client applies them
+    /// together, so its readers see either none or all of them.
+    Group(Vec<CallbackFrame>),
 }
 
 /// Seconds between heartbeats; a client that hears nothing for three of them treats the

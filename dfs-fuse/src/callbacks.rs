@@ -87,6 +87,7 @@ fn apply(mgr: &Arc<CacheManager>, frame: CallbackFrame) {
         }
         CallbackFrame::Break { ino } => mgr.break_ino(ino),
         CallbackFrame::EntryBreak { dir, name } => mgr.break_entry(dir, name),
+        CallbackFrame::Group(frames) => mgr.break_group(frames),
         CallbackFrame::RevalidateAll => mgr.revalidate_all_promises(),
         CallbackFrame::Heartbeat => {}
     }

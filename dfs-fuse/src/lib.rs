@@ -6,6 +6,8 @@
 //! - `client`: the path API over it (`Dfs`), for programs that do not want a mount.
 //! - `callbacks`: the callback channel and the retry of unstored files.
 //! - `fuse`: the FUSE adapter used by `dfs-mount`.
+//! - `tx`: transactions: several file operations committed as one atomic unit, and the
+//!   batch files of `dfs tx apply`.
 //! - `control`: the mount's local socket, used by the `dfs` command.
 //! - `auth`: whose credentials a request uses; signing and checking (security service).
 //! - `login`: `dfs login | logout | whoami | user`.
@@ -19,6 +21,7 @@ pub mod control;
 pub mod fuse;
 pub mod login;
 mod remote;
+pub mod tx;
 
 pub use cache::{CacheManager, CacheOptions};
 pub use client::{Dfs, DfsFile};

@@ -400,6 +400,99 @@ impl Remote {
         BodyExt::boxed(StreamBody::new(stream))
     }
 
+    /// A bincode `GET` of `path`.
+    pub async fn get<Resp: DeserializeOwned>(&self, path: &str) -> Result<Resp, FsError> {
+        let http_req = self
+            .request(Method::GET, path)
+            .body(full(Vec::new()))
+            .map_err(|e| FsError::Invalid(e.to_string()))?;
+        let call = async {
+            let resp = self.send(http_req).await?;
+            if !resp.status().is_success() {
+                return Err(Self::error_of(resp).await);
+            }
+            let body = resp.into_body().collect().await.map_err(unavailable)?;
+            codec::decode::<Resp>(&body.to_bytes())
+        };
+        tokio::time::timeout(META_TIMEOUT, call)
+            .await
+            .map_err(|_| unavailable(format!("{path} timed out")))?
+    }
+
+    /// `PUT`s the whole contents of local file `src` (streamed, never all in memory) to
+    /// `path` and decodes the bincode answer. `progress` is told the bytes sent so far.
+    pub async fn put_file<Resp: DeserializeOwned>(
+        &self,
+        path: &str,
+        src: &Path,
+        progress: Option<std::sync::Arc<dyn Fn(u64) + Send + Sync>>,
+    ) -> Result<Resp, FsError> {
+        let mut file = tokio::fs::File::open(src).await?;
+        let len = file.metadata().await?.len();
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
+        let reader = tokio::spawn(async move {
+            let mut sent: u64 = 0;
+            while sent < len {
+                let want = CHUNK.min((len - sent) as usize);
+                let mut buf = vec![0u8; want];
+                match file.read_exact(&mut buf).await {
+                    Ok(_) => {
+                        sent += want as u64;
+                        if tx.send(Ok(Frame::data(Bytes::from(buf)))).await.is_err() {
+                            return;
+                        }
+                        if let Some(p) = &progress {
+                            p(sent);
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                }
+            }
+        });
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        let body: Body = BodyExt::boxed(StreamBody::new(stream));
+        let result = self.put_body(path, len, body).await;
+        reader.abort();
+        result
+    }
+
+    /// `PUT`s `bytes` to `path` and decodes the bincode answer.
+    pub async fn put_bytes<Resp: DeserializeOwned>(
+        &self,
+        path: &str,
+        bytes: Vec<u8>,
+    ) -> Result<Resp, FsError> {
+        let len = bytes.len() as u64;
+        self.put_body(path, len, full(bytes)).await
+    }
+
+    async fn put_body<Resp: DeserializeOwned>(
+        &self,
+        path: &str,
+        len: u64,
+        body: Body,
+    ) -> Result<Resp, FsError> {
+        let http_req = self
+            .request(Method::PUT, path)
+            .header(hyper::header::CONTENT_LENGTH, len.to_string())
+            .body(body)
+            .map_err(|e| FsError::Invalid(e.to_string()))?;
+        let resp = self.send(http_req).await?;
+        if !resp.status().is_success() {
+            return Err(Self::error_of(resp).await);
+        }
+        let body = tokio::time::timeout(META_TIMEOUT, resp.into_body().collect())
+            .await
+            .map_err(|_| unavailable(format!("{path}: answer timed out")))?
+            .map_err(unavailable)?;
+        codec::decode::<Resp>(&body.to_bytes())
+    }
+
     /// Opens the callback channel; returns the streaming body.
     pub async fn callbacks(&self) -> Result<hyper::body::Incoming, FsError> {
         let http_req = self

@@ -6,6 +6,7 @@
 //! - `callbacks`: callback promises, breaks, and the per-client callback channel.
 //! - `files`: whole-file fetch and store (and setattr's resize).
 //! - `lock`: the lock service: leased read/write locks on file ids, lock table on disk.
+//! - `tx`: the transaction service: staged blobs and atomic batches of file operations.
 //! - `http`: the hyper server, routing, authentication hook, error answers.
 //! - `kdc`, `auth`: the security service: the realm's KDC, ticket checks, permissions.
 //! - `services`: the services wired together and the promise/break ordering rule.
@@ -21,3 +22,4 @@ pub mod kdc;
 pub mod lock;
 pub mod namespace;
 pub mod services;
+pub mod tx;

@@ -66,6 +66,12 @@ struct Args {
     /// locks to go (a longer `wait_ms` is cut to this; clients ask again).
     #[arg(long, value_name = "N", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=86_400))]
     lock_max_wait_secs: u64,
+
+    /// Transactions: seconds an open transaction lives after its client last renewed or
+    /// used it. A client that disappears between staging and commit has its transaction
+    /// aborted and its staged blobs released this long after it went.
+    #[arg(long, value_name = "N", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    tx_lease_secs: u64,
 }
 
 fn parse_octal(s: &str) -> Result<u32, String> {
@@ -168,8 +174,10 @@ async fn run(args: Args) -> Result<(), String> {
         settings,
     );
     dfs_server::kdc::cli::enable_realm(&svc, &data_dir)?;
+    svc.tx.set_lease(Duration::from_secs(args.tx_lease_secs));
     let (stop_tx, stop_rx) = watch::channel(false);
     let lock_sweeper = locks.spawn_sweeper(stop_rx.clone());
+    let tx_sweeper = dfs_server::tx::spawn_sweeper(svc.clone(), stop_rx.clone());
     let gc_task = gc::spawn(
         blobs.clone(),
         ns.clone(),
@@ -198,6 +206,7 @@ async fn run(args: Args) -> Result<(), String> {
     sweeper.abort();
     let _ = gc_task.await;
     let _ = lock_sweeper.await;
+    let _ = tx_sweeper.await;
     drop((blobs, callbacks));
     match Arc::try_unwrap(ns) {
         Ok(ns) => {

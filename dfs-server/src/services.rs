@@ -46,6 +46,8 @@ pub struct Services {
     pub settings: Settings,
     /// The realm, if this node has one (set once at start; empty = open cell).
     pub security: std::sync::OnceLock<Arc<crate::auth::Security>>,
+    /// The transaction service's in-memory state (leases, requests in flight).
+    pub tx: crate::tx::TxState,
     gate: Arc<RwLock<()>>,
 }
 
@@ -68,6 +70,7 @@ impl Services {
             locks,
             settings,
             security: std::sync::OnceLock::new(),
+            tx: crate::tx::TxState::default(),
             gate: Arc::new(RwLock::new(())),
         })
     }
@@ -145,6 +148,37 @@ impl Services {
                 );
             }
             Ok(outcome)
+        });
+        task.await.map_err(join_err)?
+    }
+
+    /// Runs `f`, a change of the namespace that is not one `NsCommand` (a transaction's
+    /// batch), under the shared gate, then breaks every other client's promise on the
+    /// inodes and entries it reports changed, each client's breaks grouped into one frame
+    /// so that it applies them together. Runs to the end even if the request goes away.
+    #[allow(clippy::type_complexity)]
+    pub async fn mutate_grouped<T: Send + 'static>(
+        self: &Arc<Self>,
+        caller: Caller,
+        f: impl FnOnce(&Namespace) -> Result<(T, Vec<Ino>, Vec<(Ino, Vec<u8>)>), FsError>
+            + Send
+            + 'static,
+    ) -> Result<T, FsError> {
+        let svc = self.clone();
+        let task = tokio::spawn(async move {
+            let guard = svc.gate.clone().read_owned().await;
+            let ns = svc.ns.clone();
+            let (value, inos, entries) = tokio::task::spawn_blocking(move || {
+                let _guard = guard;
+                f(&ns)
+            })
+            .await
+            .map_err(join_err)??;
+            if !inos.is_empty() || !entries.is_empty() {
+                let _exclusive = svc.gate.write().await;
+                svc.callbacks.break_group(&inos, &entries, caller.client);
+            }
+            Ok(value)
         });
         task.await.map_err(join_err)?
     }

@@ -31,6 +31,7 @@ pub mod mount;
 pub mod procs;
 pub mod server;
 pub mod shell;
+pub mod tx;
 
 pub use agent::*;
 pub use api::*;

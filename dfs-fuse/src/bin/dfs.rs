@@ -1,5 +1,5 @@
-//! dfs: the command line for people and scripts — locks and status of a mounted dfs, and
-//! the realm: `dfs login | logout | whoami | user` (see `dfs_fuse::login`).
+//! dfs: the command line for people and scripts — locks, status and transactions of
+//! dfs, and the realm: `dfs login | logout | whoami | user` (see `dfs_fuse::login`).
 //! It finds the mount that holds PATH and talks to that mount's `dfs-mount` over its local
 //! control socket; the mount holds (and keeps renewing) the locks taken here.
 
@@ -9,7 +9,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-/// Locks and status of a mounted dfs file system.
+/// Locks, status and transactions of a dfs file system.
 #[derive(Parser, Debug)]
 #[command(name = "dfs", version)]
 struct Args {
@@ -40,6 +40,39 @@ enum Command {
     Status { path: Option<PathBuf> },
     #[command(flatten)]
     Auth(dfs_fuse::login::AuthCommand),
+    /// Transactions: run a batch of file operations as one atomic unit.
+    #[command(after_help = dfs_fuse::tx::batch::FORMAT_HELP)]
+    Tx {
+        #[command(subcommand)]
+        command: TxCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TxCommand {
+    /// Run the operations of BATCHFILE (`-` = stdin) as one transaction, print what it
+    /// committed, or which line failed (then nothing changed).
+    #[command(after_help = dfs_fuse::tx::batch::FORMAT_HELP)]
+    Apply {
+        batch: PathBuf,
+        /// The server (HOST:PORT); default: the server of the dfs mount holding the
+        /// current directory.
+        #[arg(long, value_name = "HOST:PORT")]
+        server: Option<String>,
+        /// Seconds the commit waits for clients that have a replaced file open for writing.
+        #[arg(long, default_value_t = 30)]
+        wait: u32,
+        /// Stage everything, then ask on stdin before committing.
+        #[arg(long)]
+        confirm: bool,
+    },
+    /// Show kind, version, size and inode of dfs paths (versions for expect-version).
+    Stat {
+        #[arg(required = true)]
+        paths: Vec<String>,
+        #[arg(long, value_name = "HOST:PORT")]
+        server: Option<String>,
+    },
 }
 
 /// The dfs mount point that contains `path`.
@@ -88,7 +121,23 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(args.command)) {
+    let result = match args.command {
+        Command::Tx { command } => rt.block_on(async {
+            match command {
+                TxCommand::Apply {
+                    batch,
+                    server,
+                    wait,
+                    confirm,
+                } => dfs_fuse::tx::batch::cli_apply(&batch, server, wait, confirm).await,
+                TxCommand::Stat { paths, server } => {
+                    dfs_fuse::tx::batch::cli_stat(&paths, server).await
+                }
+            }
+        }),
+        other => rt.block_on(run(other)),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err((code, msg)) => {
             eprintln!("dfs: {msg}");
@@ -137,6 +186,7 @@ async fn run(cmd: Command) -> Result<(), (u8, String)> {
             (mount_of(&here).map_err(fail)?, ControlRequest::Status, None)
         }
         Command::Auth(_) => unreachable!("handled above"),
+        Command::Tx { .. } => unreachable!("handled in main"),
     };
     let reply = ask(&mount, &req).await.map_err(|e| fail(e.to_string()))?;
     let shown = path

@@ -256,6 +256,37 @@ impl CacheManager {
         self.invalidate(Invalidation::Inode(dir));
     }
 
+    /// The breaks of one commit (a transaction), applied together: the metadata cache
+    /// forgets all of them under one lock, so no reader trusts some of them and not others.
+    pub(crate) fn break_group(&self, frames: Vec<dfs_common::proto::CallbackFrame>) {
+        use dfs_common::proto::CallbackFrame;
+        let mut kernel = Vec::new();
+        {
+            let mut meta = self.meta.lock().unwrap();
+            self.validity.breaks.fetch_add(1, Ordering::SeqCst);
+            for frame in frames {
+                match frame {
+                    CallbackFrame::Break { ino } => {
+                        meta.forget_ino(ino);
+                        kernel.push(Invalidation::Inode(ino));
+                    }
+                    CallbackFrame::EntryBreak { dir, name } => {
+                        meta.forget_entry(dir, &name);
+                        kernel.push(Invalidation::Entry(dir, name));
+                        kernel.push(Invalidation::Inode(dir));
+                    }
+                    CallbackFrame::RevalidateAll => {
+                        self.validity.generation.fetch_add(1, Ordering::SeqCst);
+                    }
+                    other => log::warn!("unexpected frame in a group: {other:?}"),
+                }
+            }
+        }
+        for inv in kernel {
+            self.invalidate(inv);
+        }
+    }
+
     /// After a new connection: ask the server, in batches, for the current attributes of
     /// every cached file (a version compare, no data). Unchanged copies become trusted again
     /// (the server renewed the promise), so the next open makes no round trip; changed or

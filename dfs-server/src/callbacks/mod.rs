@@ -141,6 +141,46 @@ impl Registry {
     pub fn break_changes(&self, inos: &[Ino], entries: &[(Ino, Vec<u8>)], except: ClientId) {
         let mut inner = self.lock();
         let inner = &mut *inner;
+        for (c, frame) in Self::plan_breaks(inner, inos, entries, except) {
+            if let Some(client) = inner.clients.get_mut(&c) {
+                client.push(&frame);
+            }
+        }
+    }
+
+    /// Like `break_changes`, but each client gets all of its breaks in ONE frame
+    /// (`CallbackFrame::Group` when there are several), so it applies them together: used
+    /// for a transaction, whose readers must see none or all of it.
+    pub fn break_group(&self, inos: &[Ino], entries: &[(Ino, Vec<u8>)], except: ClientId) {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let mut per_client: Vec<(ClientId, Vec<CallbackFrame>)> = Vec::new();
+        for (c, frame) in Self::plan_breaks(inner, inos, entries, except) {
+            match per_client.iter_mut().find(|(x, _)| *x == c) {
+                Some((_, frames)) => frames.push(frame),
+                None => per_client.push((c, vec![frame])),
+            }
+        }
+        for (c, mut frames) in per_client {
+            let frame = if frames.len() == 1 {
+                frames.pop().expect("one frame")
+            } else {
+                CallbackFrame::Group(frames)
+            };
+            if let Some(client) = inner.clients.get_mut(&c) {
+                client.push(&frame);
+            }
+        }
+    }
+
+    /// The frames that break every promise on `inos` and `entries` but those of `except`;
+    /// forgets the broken promises.
+    fn plan_breaks(
+        inner: &mut Inner,
+        inos: &[Ino],
+        entries: &[(Ino, Vec<u8>)],
+        except: ClientId,
+    ) -> Vec<(ClientId, CallbackFrame)> {
         let mut frames: Vec<(ClientId, CallbackFrame)> = Vec::new();
         for (dir, name) in entries {
             if let Some(holders) = inner.promises.get(dir) {
@@ -182,11 +222,7 @@ impl Registry {
                 }
             }
         }
-        for (c, frame) in frames {
-            if let Some(client) = inner.clients.get_mut(&c) {
-                client.push(&frame);
-            }
-        }
+        frames
     }
 
     /// `Break{ino}` to every holder of a promise on `ino` but `except`.

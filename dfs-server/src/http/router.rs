@@ -8,6 +8,7 @@ use crate::callbacks;
 use crate::files;
 use crate::lock;
 use crate::services::{Caller, Services};
+use crate::tx;
 use dfs_common::proto::{HDR_CLIENT, HDR_DETAIL};
 
 use dfs_common::{FsError, Ino};
@@ -121,6 +122,15 @@ async fn route(
         },
         p if p.starts_with(dfs_common::auth::KDC_PREFIX) => {
             crate::kdc::http::handle(svc, session, req).await
+        }
+        p if p.starts_with(tx::http::PREFIX) => {
+            match tx::http::route(&method, &p[tx::http::PREFIX.len()..]) {
+                tx::http::Route::NotFound => Ok(not_found(p)),
+                tx::http::Route::WrongMethod(allow) => {
+                    Ok(method_not_allowed(&method, &path, allow))
+                }
+                r => tx::http::handle(svc, caller, r, req).await,
+            }
         }
         p if p.starts_with(lock::http::PREFIX) => {
             let name = &p[lock::http::PREFIX.len()..];

@@ -15,6 +15,9 @@ mod rename;
 mod store;
 #[cfg(test)]
 mod tests;
+pub mod txn;
+#[cfg(test)]
+mod txn_tests;
 
 use dfs_common::proto::READDIR_PAGE;
 use dfs_common::types::NAME_MAX;

@@ -1,0 +1,843 @@
+//! Transactions in the namespace database: the records of open transactions (who began
+//! them, until when they live, which staged blobs they hold), the outcomes of finished ones,
+//! and the batch commit. They live in the same redb file as the namespace so that a whole
+//! batch, its preconditions and the end of its transaction are ONE durable write
+//! transaction: a crash leaves all of it or none of it.
+//!
+//! A staged blob counts as one reference held by its transaction (so the garbage collector
+//! leaves it alone) until the transaction ends; then that reference goes, and a blob no
+//! file took becomes garbage like any other unreferenced blob.
+//!
+//! Commands (`TxCommand`) are deterministic like `NsCommand`: every time and expiry is in
+//! the command. Owns: the `tx_open` / `tx_done` tables, path resolution for batches, the
+//! batch rules (preconditions on the state before the batch, operations in order, all or
+//! nothing). Must not touch: blob files, locks, HTTP, callbacks, the clock.
+
+use super::store::{self, db_err, InodeRecord, Writer, DIRENTS, INODES};
+use super::{check_name, ops, Contents, Namespace, NsCommand, NsOutcome};
+use dfs_common::tx::{
+    AbortReason, Actual, Committed, Expected, TxFailure, TxId, TxOp, TxStatus, DEFAULT_FILE_MODE,
+    MAX_OPS,
+};
+use dfs_common::{codec, Attr, BlobId, FileKind, FsError, Ino, Timestamp, ROOT_INO};
+use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+
+/// tx id -> bincode `OpenTx`.
+pub const TX_OPEN: TableDefinition<u64, &[u8]> = TableDefinition::new("tx_open");
+/// tx id -> bincode `DoneTx` (outcomes of finished transactions, pruned after a while).
+pub const TX_DONE: TableDefinition<u64, &[u8]> = TableDefinition::new("tx_done");
+const META_NEXT_TX: &str = "next_tx";
+
+/// An open transaction as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenTx {
+    pub client: u64,
+    pub label: String,
+    /// Wall-clock expiry (ms since the Unix epoch), so it keeps counting across restarts.
+    pub expires_ms: u64,
+    /// Staged blobs and their sizes, each once.
+    pub staged: Vec<(BlobId, u64)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct DoneTx {
+    client: u64,
+    at_ms: u64,
+    status: TxStatus,
+}
+
+/// Milliseconds since the Unix epoch of a timestamp (0 before it).
+pub fn ms_of(t: Timestamp) -> u64 {
+    if t.secs < 0 {
+        return 0;
+    }
+    (t.secs as u64)
+        .saturating_mul(1000)
+        .saturating_add(t.nanos as u64 / 1_000_000)
+}
+
+/// A batch to commit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TxBatch {
+    pub tx: TxId,
+    pub client: u64,
+    pub ops: Vec<TxOp>,
+    pub uid: u32,
+    pub gid: u32,
+    /// Inodes whose writers' lock the caller holds for this batch. Replacing the contents
+    /// of any other file that existed before the batch is refused with `NeedLocks`.
+    pub locked: Vec<Ino>,
+    pub now: Timestamp,
+}
+
+/// One mutation of the transaction records (and, for `Commit`, of the namespace).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TxCommand {
+    Begin {
+        client: u64,
+        label: String,
+        expires_ms: u64,
+    },
+    /// `blob` (installed and pinned by the caller) is held by `tx` from now on.
+    Stage {
+        tx: TxId,
+        client: u64,
+        blob: BlobId,
+        size: u64,
+        expires_ms: u64,
+    },
+    Renew {
+        tx: TxId,
+        client: u64,
+        expires_ms: u64,
+    },
+    Commit(TxBatch),
+    /// Ends an open transaction without committing (`client: None` = the server itself).
+    Abort {
+        tx: TxId,
+        client: Option<u64>,
+        reason: AbortReason,
+        now: Timestamp,
+    },
+    /// Aborts those of `txs` that are still open and whose lease ended by `now`.
+    Expire {
+        txs: Vec<TxId>,
+        now: Timestamp,
+    },
+    /// Forgets outcomes of transactions that ended before `before_ms`.
+    PruneDone {
+        before_ms: u64,
+    },
+}
+
+/// What a `TxCommand` came to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TxApplied {
+    Begun(TxId),
+    Done,
+    /// What the transaction came to (an abort of a finished one changes nothing).
+    Ended(TxStatus),
+    Expired(Vec<TxId>),
+    Committed {
+        committed: Committed,
+        outcome: NsOutcome,
+    },
+    /// The commit failed; nothing changed and the transaction is aborted.
+    Failed(TxFailure),
+    /// Nothing changed and the transaction is still open: the batch replaces the contents
+    /// of these pre-existing files (with the index of the first operation that does), whose
+    /// writers' locks were not in `locked`.
+    NeedLocks(Vec<(Ino, u32)>),
+}
+
+/// Why a batch stopped.
+enum Stop {
+    Fatal(FsError),
+    Failed(TxFailure),
+    NeedLocks(Vec<(Ino, u32)>),
+}
+
+impl From<FsError> for Stop {
+    fn from(e: FsError) -> Stop {
+        Stop::Fatal(e)
+    }
+}
+
+struct Tables<'t> {
+    open: Table<'t, u64, &'static [u8]>,
+    done: Table<'t, u64, &'static [u8]>,
+}
+
+impl<'t> Tables<'t> {
+    fn open(txn: &'t WriteTransaction) -> Result<Tables<'t>, FsError> {
+        Ok(Tables {
+            open: txn.open_table(TX_OPEN).map_err(db_err)?,
+            done: txn.open_table(TX_DONE).map_err(db_err)?,
+        })
+    }
+
+    fn get_open(&self, tx: TxId) -> Result<Option<OpenTx>, FsError> {
+        decode_row(
+            self.open
+                .get(tx)
+                .map_err(db_err)?
+                .map(|g| g.value().to_vec()),
+            tx,
+        )
+    }
+
+    fn put_open(&mut self, tx: TxId, rec: &OpenTx) -> Result<(), FsError> {
+        let bytes = codec::encode(rec);
+        self.open.insert(tx, bytes.as_slice()).map_err(db_err)?;
+        Ok(())
+    }
+
+    fn get_done(&self, tx: TxId) -> Result<Option<DoneTx>, FsError> {
+        decode_row(
+            self.done
+                .get(tx)
+                .map_err(db_err)?
+                .map(|g| g.value().to_vec()),
+            tx,
+        )
+    }
+
+    /// Ends open transaction `tx`: drops its hold on its staged blobs, records `status`.
+    fn end(
+        &mut self,
+        w: &mut Writer<'_>,
+        tx: TxId,
+        rec: &OpenTx,
+        status: TxStatus,
+        now: Timestamp,
+        unreferenced: &mut Vec<BlobId>,
+    ) -> Result<(), FsError> {
+        for (blob, _) in &rec.staged {
+            if w.blob_unref(blob, now)? {
+                unreferenced.push(*blob);
+            }
+        }
+        self.open.remove(tx).map_err(db_err)?;
+        let done = DoneTx {
+            client: rec.client,
+            at_ms: ms_of(now),
+            status,
+        };
+        let bytes = codec::encode(&done);
+        self.done.insert(tx, bytes.as_slice()).map_err(db_err)?;
+        Ok(())
+    }
+}
+
+fn decode_row<T: serde::de::DeserializeOwned>(
+    bytes: Option<Vec<u8>>,
+    tx: TxId,
+) -> Result<Option<T>, FsError> {
+    match bytes {
+        None => Ok(None),
+        Some(b) => codec::decode(&b)
+            .map(Some)
+            .map_err(|e| FsError::Io(format!("transaction {tx} record unreadable: {e}"))),
+    }
+}
+
+fn not_open(tx: TxId, done: Option<DoneTx>, client: u64) -> FsError {
+    match done {
+        Some(d) if d.client == client => match d.status {
+            TxStatus::Committed(_) => {
+                FsError::Stale(format!("transaction {tx} is already committed"))
+            }
+            TxStatus::Aborted(why) => FsError::Stale(format!("transaction {tx} {why}")),
+            TxStatus::Open { .. } => FsError::Stale(format!("transaction {tx} is not open")),
+        },
+        _ => FsError::NotFound,
+    }
+}
+
+/// The open transaction `tx` of `client`, or the error that says why there is none.
+fn owned(t: &Tables<'_>, tx: TxId, client: u64) -> Result<OpenTx, FsError> {
+    match t.get_open(tx)? {
+        Some(rec) if rec.client == client => Ok(rec),
+        Some(_) => Err(FsError::NotFound),
+        None => Err(not_open(tx, t.get_done(tx)?, client)),
+    }
+}
+
+// ---- paths ----
+
+/// The components of a transaction path.
+pub fn components(path: &[u8]) -> Result<Vec<&[u8]>, FsError> {
+    let mut out = Vec::new();
+    for c in path.split(|b| *b == b'/') {
+        if c.is_empty() || c == b"." {
+            continue;
+        }
+        if c == b".." {
+            return Err(FsError::Invalid("'..' in a transaction path".into()));
+        }
+        check_name(c)?;
+        out.push(c);
+    }
+    Ok(out)
+}
+
+/// Walks `comps` from the root: `Ok(None)` if a component is missing or a directory on
+/// the way is not one.
+fn walk(
+    comps: &[&[u8]],
+    mut entry: impl FnMut(Ino, &[u8]) -> Result<Option<Ino>, FsError>,
+    mut kind: impl FnMut(Ino) -> Result<Option<FileKind>, FsError>,
+) -> Result<Option<Ino>, FsError> {
+    let mut ino = ROOT_INO;
+    for c in comps {
+        if kind(ino)? != Some(FileKind::Dir) {
+            return Ok(None);
+        }
+        match entry(ino, c)? {
+            Some(child) => ino = child,
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(ino))
+}
+
+fn lookup(w: &Writer<'_>, path: &[u8]) -> Result<Option<InodeRecord>, FsError> {
+    let comps = components(path)?;
+    let found = walk(
+        &comps,
+        |d, n| w.entry(d, n),
+        |i| Ok(w.inode(i)?.map(|r| r.attr.kind)),
+    )?;
+    match found {
+        Some(ino) => w.inode(ino),
+        None => Ok(None),
+    }
+}
+
+/// The directory that holds `path` and the last name: `NotFound` / `NotDir` if the
+/// directory is missing or is not one.
+fn parent_of(w: &Writer<'_>, path: &[u8]) -> Result<(Ino, Vec<u8>), FsError> {
+    let comps = components(path)?;
+    let Some((name, dirs)) = comps.split_last() else {
+        return Err(FsError::Invalid(
+            "the root directory cannot be changed this way".into(),
+        ));
+    };
+    let mut ino = ROOT_INO;
+    for d in dirs {
+        ino = w.entry(ino, d)?.ok_or(FsError::NotFound)?;
+        if w.must(ino)?.attr.kind != FileKind::Dir {
+            return Err(FsError::NotDir);
+        }
+    }
+    Ok((ino, name.to_vec()))
+}
+
+fn merge(out: &mut NsOutcome, o: NsOutcome) -> Option<Attr> {
+    out.changed_inos.extend(o.changed_inos);
+    out.changed_entries.extend(o.changed_entries);
+    out.unreferenced.extend(o.unreferenced);
+    o.attr
+}
+
+struct Ctx<'a> {
+    staged: &'a [(BlobId, u64)],
+    locked: &'a [Ino],
+    uid: u32,
+    gid: u32,
+    now: Timestamp,
+    created: HashSet<Ino>,
+    need: Vec<(Ino, u32)>,
+    out: NsOutcome,
+}
+
+fn apply_op(
+    w: &mut Writer<'_>,
+    cx: &mut Ctx<'_>,
+    i: u32,
+    op: &TxOp,
+) -> Result<Option<Attr>, FsError> {
+    let now = cx.now;
+    match op {
+        TxOp::Put { path, blob, mode } => {
+            let (parent, name) = parent_of(w, path)?;
+            let size = match blob {
+                None => 0,
+                Some(b) => cx
+                    .staged
+                    .iter()
+                    .find(|(s, _)| s == b)
+                    .map(|(_, size)| *size)
+                    .ok_or_else(|| {
+                        FsError::Invalid(format!("blob {b} was not staged in this transaction"))
+                    })?,
+            };
+            let ino = match w.entry(parent, &name)? {
+                Some(ino) => {
+                    match w.must(ino)?.attr.kind {
+                        FileKind::File => {}
+                        FileKind::Dir => return Err(FsError::IsDir),
+                        FileKind::Symlink => {
+                            return Err(FsError::Invalid("not a regular file".into()))
+                        }
+                    }
+                    if !cx.created.contains(&ino)
+                        && !cx.locked.contains(&ino)
+                        && !cx.need.iter().any(|(n, _)| *n == ino)
+                    {
+                        cx.need.push((ino, i));
+                    }
+                    ino
+                }
+                None => {
+                    let cmd = NsCommand::Create {
+                        parent,
+                        name,
+                        mode: mode.unwrap_or(DEFAULT_FILE_MODE),
+                        uid: cx.uid,
+                        gid: cx.gid,
+                        exclusive: true,
+                        now,
+                    };
+                    let attr = merge(&mut cx.out, ops::apply(w, cmd)?)
+                        .ok_or_else(|| FsError::Io("create returned no attributes".into()))?;
+                    cx.created.insert(attr.ino);
+                    if blob.is_none() {
+                        return Ok(Some(attr));
+                    }
+                    attr.ino
+                }
+            };
+            let cmd = NsCommand::CommitBlob {
+                ino,
+                contents: Contents {
+                    blob: *blob,
+                    size,
+                    base_version: None,
+                },
+                mtime: None,
+                now,
+            };
+            Ok(merge(&mut cx.out, ops::apply(w, cmd)?))
+        }
+        TxOp::Create { path, mode } | TxOp::Mkdir { path, mode } => {
+            let (parent, name) = parent_of(w, path)?;
+            let cmd = if matches!(op, TxOp::Create { .. }) {
+                NsCommand::Create {
+                    parent,
+                    name,
+                    mode: *mode,
+                    uid: cx.uid,
+                    gid: cx.gid,
+                    exclusive: true,
+                    now,
+                }
+            } else {
+                NsCommand::Mkdir {
+                    parent,
+                    name,
+                    mode: *mode,
+                    uid: cx.uid,
+                    gid: cx.gid,
+                    now,
+                }
+            };
+            let attr = merge(&mut cx.out, ops::apply(w, cmd)?);
+            if let Some(a) = &attr {
+                cx.created.insert(a.ino);
+            }
+            Ok(attr)
+        }
+        TxOp::Remove { path } => {
+            let (parent, name) = parent_of(w, path)?;
+            let child = w.entry(parent, &name)?.ok_or(FsError::NotFound)?;
+            let cmd = if w.must(child)?.attr.kind == FileKind::Dir {
+                NsCommand::Rmdir { parent, name, now }
+            } else {
+                NsCommand::Unlink { parent, name, now }
+            };
+            merge(&mut cx.out, ops::apply(w, cmd)?);
+            Ok(None)
+        }
+        TxOp::Rename { from, to } => {
+            let (parent, name) = parent_of(w, from)?;
+            let (new_parent, new_name) = parent_of(w, to)?;
+            let cmd = NsCommand::Rename {
+                parent,
+                name,
+                new_parent,
+                new_name,
+                flags: 0,
+                now,
+            };
+            merge(&mut cx.out, ops::apply(w, cmd)?);
+            Ok(None)
+        }
+        TxOp::SetMode { path, mode } => {
+            let ino = lookup(w, path)?.ok_or(FsError::NotFound)?.attr.ino;
+            let cmd = NsCommand::SetAttr {
+                ino,
+                mode: Some(*mode),
+                uid: None,
+                gid: None,
+                atime: None,
+                mtime: None,
+                contents: None,
+                now,
+            };
+            Ok(merge(&mut cx.out, ops::apply(w, cmd)?))
+        }
+        TxOp::ExpectVersion { .. } | TxOp::ExpectAbsent { .. } => Ok(None),
+    }
+}
+
+/// Checks every precondition against the state before the batch.
+fn check_preconditions(w: &Writer<'_>, ops: &[TxOp]) -> Result<(), Stop> {
+    for (i, op) in ops.iter().enumerate() {
+        let (path, expected) = match op {
+            TxOp::ExpectVersion { path, version } => (path, Expected::Version(*version)),
+            TxOp::ExpectAbsent { path } => (path, Expected::Absent),
+            _ => continue,
+        };
+        let found = lookup(w, path).map_err(|error| {
+            Stop::Failed(TxFailure::Op {
+                op: i as u32,
+                what: op.describe(),
+                error,
+            })
+        })?;
+        let actual = match found {
+            None => Actual::Absent,
+            Some(rec) => Actual::Version(rec.attr.version),
+        };
+        let holds = match (&expected, &actual) {
+            (Expected::Version(want), Actual::Version(have)) => want == have,
+            (Expected::Absent, Actual::Absent) => true,
+            _ => false,
+        };
+        if !holds {
+            return Err(Stop::Failed(TxFailure::Precondition {
+                op: i as u32,
+                path: path.clone(),
+                expected,
+                actual,
+            }));
+        }
+    }
+    Ok(())
+}
+
+fn sort_dedup(out: &mut NsOutcome) {
+    out.changed_inos.sort_unstable();
+    out.changed_inos.dedup();
+    out.changed_entries.sort();
+    out.changed_entries.dedup();
+}
+
+/// The batch, inside one write transaction. Any `Err` means the caller must not commit.
+fn batch(w: &mut Writer<'_>, t: &mut Tables<'_>, b: &TxBatch) -> Result<TxApplied, Stop> {
+    let rec = owned(t, b.tx, b.client)?;
+    if b.ops.len() > MAX_OPS {
+        return Err(Stop::Fatal(FsError::TooLarge(format!(
+            "{} operations in one transaction, at most {MAX_OPS}",
+            b.ops.len()
+        ))));
+    }
+    check_preconditions(w, &b.ops)?;
+    let mut cx = Ctx {
+        staged: &rec.staged,
+        locked: &b.locked,
+        uid: b.uid,
+        gid: b.gid,
+        now: b.now,
+        created: HashSet::new(),
+        need: Vec::new(),
+        out: NsOutcome::default(),
+    };
+    let mut results = Vec::with_capacity(b.ops.len());
+    for (i, op) in b.ops.iter().enumerate() {
+        let r = apply_op(w, &mut cx, i as u32, op).map_err(|error| {
+            Stop::Failed(TxFailure::Op {
+                op: i as u32,
+                what: op.describe(),
+                error,
+            })
+        })?;
+        results.push(r);
+    }
+    if !cx.need.is_empty() {
+        return Err(Stop::NeedLocks(cx.need));
+    }
+    let mut out = cx.out;
+    sort_dedup(&mut out);
+    let committed = Committed {
+        tx: b.tx,
+        results,
+        changed_inos: out.changed_inos.clone(),
+        changed_entries: out.changed_entries.clone(),
+    };
+    t.end(
+        w,
+        b.tx,
+        &rec,
+        TxStatus::Committed(committed.clone()),
+        b.now,
+        &mut out.unreferenced,
+    )?;
+    Ok(TxApplied::Committed {
+        committed,
+        outcome: out,
+    })
+}
+
+/// Every command but `Commit`, inside one write transaction.
+fn simple(w: &mut Writer<'_>, t: &mut Tables<'_>, cmd: TxCommand) -> Result<TxApplied, FsError> {
+    match cmd {
+        TxCommand::Begin {
+            client,
+            label,
+            expires_ms,
+        } => {
+            let tx = w.meta(META_NEXT_TX)?.unwrap_or(1).max(1);
+            w.set_meta(META_NEXT_TX, tx + 1)?;
+            let rec = OpenTx {
+                client,
+                label,
+                expires_ms,
+                staged: Vec::new(),
+            };
+            t.put_open(tx, &rec)?;
+            Ok(TxApplied::Begun(tx))
+        }
+        TxCommand::Stage {
+            tx,
+            client,
+            blob,
+            size,
+            expires_ms,
+        } => {
+            let mut rec = owned(t, tx, client)?;
+            if !rec.staged.iter().any(|(b, _)| *b == blob) {
+                w.blob_ref(&blob)?;
+                rec.staged.push((blob, size));
+            }
+            rec.expires_ms = rec.expires_ms.max(expires_ms);
+            t.put_open(tx, &rec)?;
+            Ok(TxApplied::Done)
+        }
+        TxCommand::Renew {
+            tx,
+            client,
+            expires_ms,
+        } => {
+            let mut rec = owned(t, tx, client)?;
+            rec.expires_ms = rec.expires_ms.max(expires_ms);
+            t.put_open(tx, &rec)?;
+            Ok(TxApplied::Done)
+        }
+        TxCommand::Abort {
+            tx,
+            client,
+            reason,
+            now,
+        } => match t.get_open(tx)? {
+            Some(rec) if client.is_none_or(|c| c == rec.client) => {
+                let status = TxStatus::Aborted(reason);
+                t.end(w, tx, &rec, status.clone(), now, &mut Vec::new())?;
+                Ok(TxApplied::Ended(status))
+            }
+            Some(_) => Err(FsError::NotFound),
+            None => match t.get_done(tx)? {
+                Some(d) if client.is_none_or(|c| c == d.client) => Ok(TxApplied::Ended(d.status)),
+                _ => Err(FsError::NotFound),
+            },
+        },
+        TxCommand::Expire { txs, now } => {
+            let now_ms = ms_of(now);
+            let mut ended = Vec::new();
+            for tx in txs {
+                if let Some(rec) = t.get_open(tx)? {
+                    if rec.expires_ms <= now_ms {
+                        let status = TxStatus::Aborted(AbortReason::Expired);
+                        t.end(w, tx, &rec, status, now, &mut Vec::new())?;
+                        ended.push(tx);
+                    }
+                }
+            }
+            Ok(TxApplied::Expired(ended))
+        }
+        TxCommand::PruneDone { before_ms } => {
+            let mut old = Vec::new();
+            for item in t.done.iter().map_err(db_err)? {
+                let (k, v) = item.map_err(db_err)?;
+                let d: DoneTx = codec::decode(v.value())
+                    .map_err(|e| FsError::Io(format!("transaction record unreadable: {e}")))?;
+                if d.at_ms < before_ms {
+                    old.push(k.value());
+                }
+            }
+            for tx in old {
+                t.done.remove(tx).map_err(db_err)?;
+            }
+            Ok(TxApplied::Done)
+        }
+        TxCommand::Commit(_) => Err(FsError::Io("commit is not a simple command".into())),
+    }
+}
+
+impl Namespace {
+    /// Applies one transaction command. Everything but `Commit` is one durable write
+    /// transaction. `Commit` is one write transaction that applies the whole batch and
+    /// ends the transaction, committed only if every precondition and operation held; if
+    /// one failed, that write transaction is dropped and a second one records the abort
+    /// (releasing the staged blobs). On `Err` nothing changed.
+    pub fn apply_tx(&self, cmd: TxCommand) -> Result<TxApplied, FsError> {
+        let batch_cmd = match cmd {
+            TxCommand::Commit(b) => b,
+            other => {
+                let txn = store::begin(&self.db)?;
+                let result = {
+                    let mut w = Writer::open(&txn)?;
+                    let mut t = Tables::open(&txn)?;
+                    simple(&mut w, &mut t, other)
+                };
+                return match result {
+                    Ok(applied) => {
+                        txn.commit().map_err(db_err)?;
+                        Ok(applied)
+                    }
+                    Err(e) => {
+                        let _ = txn.abort();
+                        Err(e)
+                    }
+                };
+            }
+        };
+        let txn = store::begin(&self.db)?;
+        let result = {
+            let mut w = Writer::open(&txn)?;
+            let mut t = Tables::open(&txn)?;
+            batch(&mut w, &mut t, &batch_cmd)
+        };
+        match result {
+            Ok(applied) => {
+                txn.commit().map_err(db_err)?;
+                Ok(applied)
+            }
+            Err(stop) => {
+                let _ = txn.abort();
+                match stop {
+                    Stop::Fatal(e) => Err(e),
+                    Stop::NeedLocks(v) => Ok(TxApplied::NeedLocks(v)),
+                    Stop::Failed(f) => {
+                        let end = TxCommand::Abort {
+                            tx: batch_cmd.tx,
+                            client: Some(batch_cmd.client),
+                            reason: AbortReason::Failed(f.clone()),
+                            now: batch_cmd.now,
+                        };
+                        self.apply_tx(end)?;
+                        Ok(TxApplied::Failed(f))
+                    }
+                }
+            }
+        }
+    }
+
+    fn tx_read<T>(
+        &self,
+        f: impl FnOnce(
+            &redb::ReadOnlyTable<u64, &'static [u8]>,
+            &redb::ReadOnlyTable<u64, &'static [u8]>,
+        ) -> Result<T, FsError>,
+        empty: impl FnOnce() -> Result<T, FsError>,
+    ) -> Result<T, FsError> {
+        let tx = self.read()?;
+        let open = match tx.open_table(TX_OPEN) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return empty(),
+            Err(e) => return Err(db_err(e)),
+        };
+        let done = match tx.open_table(TX_DONE) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return empty(),
+            Err(e) => return Err(db_err(e)),
+        };
+        f(&open, &done)
+    }
+
+    /// The open transaction `tx`, if it is open.
+    pub fn tx_open(&self, tx: TxId) -> Result<Option<OpenTx>, FsError> {
+        self.tx_read(
+            |open, _| {
+                decode_row(
+                    open.get(tx).map_err(db_err)?.map(|g| g.value().to_vec()),
+                    tx,
+                )
+            },
+            || Ok(None),
+        )
+    }
+
+    /// What transaction `tx` of `client` is or came to; `NotFound` if unknown (or another
+    /// client's).
+    pub fn tx_status(&self, tx: TxId, client: u64, now_ms: u64) -> Result<TxStatus, FsError> {
+        self.tx_read(
+            |open, done| {
+                let o: Option<OpenTx> = decode_row(
+                    open.get(tx).map_err(db_err)?.map(|g| g.value().to_vec()),
+                    tx,
+                )?;
+                if let Some(o) = o {
+                    if o.client != client {
+                        return Err(FsError::NotFound);
+                    }
+                    return Ok(TxStatus::Open {
+                        expires_in_ms: o.expires_ms.saturating_sub(now_ms),
+                        staged: o.staged.len() as u32,
+                    });
+                }
+                let d: Option<DoneTx> = decode_row(
+                    done.get(tx).map_err(db_err)?.map(|g| g.value().to_vec()),
+                    tx,
+                )?;
+                match d {
+                    Some(d) if d.client == client => Ok(d.status),
+                    _ => Err(FsError::NotFound),
+                }
+            },
+            || Err(FsError::NotFound),
+        )
+    }
+
+    /// Open transactions whose lease ended by `now_ms`.
+    pub fn tx_due(&self, now_ms: u64) -> Result<Vec<TxId>, FsError> {
+        self.tx_read(
+            |open, _| {
+                let mut out = Vec::new();
+                for item in open.iter().map_err(db_err)? {
+                    let (k, v) = item.map_err(db_err)?;
+                    let rec: OpenTx = codec::decode(v.value())
+                        .map_err(|e| FsError::Io(format!("transaction record unreadable: {e}")))?;
+                    if rec.expires_ms <= now_ms {
+                        out.push(k.value());
+                    }
+                }
+                Ok(out)
+            },
+            || Ok(Vec::new()),
+        )
+    }
+
+    /// The existing regular files whose contents `ops` replace, as the namespace is now
+    /// (with the index of the first operation that does), in inode order: the writers'
+    /// locks a commit takes first. The commit itself checks again (`NeedLocks`).
+    pub fn tx_lock_targets(&self, ops: &[TxOp]) -> Result<Vec<(Ino, u32)>, FsError> {
+        let tx = self.read()?;
+        let inodes = tx.open_table(INODES).map_err(db_err)?;
+        let dirents = tx.open_table(DIRENTS).map_err(db_err)?;
+        let mut out: Vec<(Ino, u32)> = Vec::new();
+        for (i, op) in ops.iter().enumerate() {
+            let TxOp::Put { path, .. } = op else { continue };
+            let Ok(comps) = components(path) else {
+                continue;
+            };
+            let found = walk(
+                &comps,
+                |d, n| Ok(dirents.get((d, n)).map_err(db_err)?.map(|g| g.value())),
+                |i| Ok(store::load_inode(&inodes, i)?.map(|r| r.attr.kind)),
+            )?;
+            if let Some(ino) = found {
+                let is_file =
+                    store::load_inode(&inodes, ino)?.is_some_and(|r| r.attr.kind == FileKind::File);
+                if is_file && !out.iter().any(|(n, _)| *n == ino) {
+                    out.push((ino, i as u32));
+                }
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+}

@@ -1,0 +1,147 @@
+//! `/v1/tx/...`: maps the transaction resources of `dfs_common::tx` to the calls of
+//! `super`, decoding and encoding bincode bodies (staged blobs are streamed raw).
+//!
+//! Owns: the resource names and methods under `/v1/tx/`. Must not decide anything about
+//! transactions (that is `super`), nor route other resources (`crate::http::router`).
+
+use crate::http::wire::{self, bincode_response, read_limited, ResBody};
+use crate::services::{Caller, Services};
+use dfs_common::codec;
+use dfs_common::proto::HDR_SHA256;
+use dfs_common::tx::{BeginRequest, CommitRequest, TxId, MAX_COMMIT_REQUEST};
+use dfs_common::{BlobId, FsError};
+use hyper::body::Incoming;
+use hyper::header::CONTENT_LENGTH;
+use hyper::{Method, Request, Response};
+use std::sync::Arc;
+
+pub use dfs_common::tx::PREFIX;
+
+/// Largest begin request read.
+const MAX_BEGIN_REQUEST: usize = 64 << 10;
+
+/// A resolved `/v1/tx/...` request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    Begin,
+    Status(TxId),
+    Stage(TxId),
+    Commit(TxId),
+    Abort(TxId),
+    Renew(TxId),
+    /// No such resource.
+    NotFound,
+    /// The resource exists; these methods are allowed.
+    WrongMethod(&'static str),
+}
+
+/// Resolves `method` on `rest`, the path after `PREFIX`.
+pub fn route(method: &Method, rest: &str) -> Route {
+    let parts: Vec<&str> = rest.split('/').collect();
+    let post = |r: Route| {
+        if method == Method::POST {
+            r
+        } else {
+            Route::WrongMethod("POST")
+        }
+    };
+    match parts.as_slice() {
+        ["begin"] => post(Route::Begin),
+        [id] => match id.parse::<TxId>() {
+            Ok(tx) if method == Method::GET => Route::Status(tx),
+            Ok(_) => Route::WrongMethod("GET"),
+            Err(_) => Route::NotFound,
+        },
+        [id, what] => {
+            let Ok(tx) = id.parse::<TxId>() else {
+                return Route::NotFound;
+            };
+            match *what {
+                "blobs" if method == Method::PUT => Route::Stage(tx),
+                "blobs" => Route::WrongMethod("PUT"),
+                "commit" => post(Route::Commit(tx)),
+                "abort" => post(Route::Abort(tx)),
+                "renew" => post(Route::Renew(tx)),
+                _ => Route::NotFound,
+            }
+        }
+        _ => Route::NotFound,
+    }
+}
+
+/// Handles a request `route` resolved to (not `NotFound` / `WrongMethod`).
+pub async fn handle(
+    svc: &Arc<Services>,
+    caller: Caller,
+    route: Route,
+    req: Request<Incoming>,
+) -> Result<Response<ResBody>, FsError> {
+    // Batches are not yet checked operation by operation against the caller's rights, so
+    // in a realm only an admin may run them (an open cell checks nothing anyway).
+    if caller.enforce && !caller.admin {
+        return Err(FsError::PermissionDenied(format!(
+            "uid {}: transactions in a realm are admin-only until per-operation permission \
+             checks exist",
+            caller.uid
+        )));
+    }
+    match route {
+        Route::Begin => {
+            let (parts, body) = req.into_parts();
+            let bytes = read_limited(body, &parts.headers, MAX_BEGIN_REQUEST).await?;
+            let r: BeginRequest = if bytes.is_empty() {
+                BeginRequest::default()
+            } else {
+                codec::decode(&bytes)?
+            };
+            Ok(bincode_response(&super::begin(svc, caller, r).await?))
+        }
+        Route::Status(tx) => Ok(bincode_response(&super::status(svc, caller, tx).await?)),
+        Route::Stage(tx) => {
+            let (parts, body) = req.into_parts();
+            let len =
+                wire::header_u64(&parts.headers, CONTENT_LENGTH.as_str())?.ok_or_else(|| {
+                    FsError::BadRequest("a staged blob needs a content-length".into())
+                })?;
+            let expected = match wire::header(&parts.headers, HDR_SHA256)? {
+                None => None,
+                Some(hex) => Some(BlobId::from_hex(hex).ok_or_else(|| {
+                    FsError::BadRequest(format!("{HDR_SHA256} is not 64 hex digits"))
+                })?),
+            };
+            let staged = super::stage(svc, caller, tx, body, len, expected).await?;
+            Ok(bincode_response(&staged))
+        }
+        Route::Commit(tx) => {
+            let (parts, body) = req.into_parts();
+            let bytes = read_limited(body, &parts.headers, MAX_COMMIT_REQUEST).await?;
+            let r: CommitRequest = codec::decode(&bytes)?;
+            Ok(bincode_response(&super::commit(svc, caller, tx, r).await?))
+        }
+        Route::Abort(tx) => Ok(bincode_response(&super::abort(svc, caller, tx).await?)),
+        Route::Renew(tx) => Ok(bincode_response(&super::renew(svc, caller, tx).await?)),
+        Route::NotFound | Route::WrongMethod(_) => Err(FsError::Invalid(format!(
+            "{route:?} is not a transaction resource"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        assert_eq!(route(&Method::POST, "begin"), Route::Begin);
+        assert_eq!(route(&Method::GET, "begin"), Route::WrongMethod("POST"));
+        assert_eq!(route(&Method::GET, "7"), Route::Status(7));
+        assert_eq!(route(&Method::PUT, "7/blobs"), Route::Stage(7));
+        assert_eq!(route(&Method::POST, "7/blobs"), Route::WrongMethod("PUT"));
+        assert_eq!(route(&Method::POST, "7/commit"), Route::Commit(7));
+        assert_eq!(route(&Method::POST, "7/abort"), Route::Abort(7));
+        assert_eq!(route(&Method::POST, "7/renew"), Route::Renew(7));
+        assert_eq!(route(&Method::POST, "x/commit"), Route::NotFound);
+        assert_eq!(route(&Method::POST, "7/nope"), Route::NotFound);
+        assert_eq!(route(&Method::POST, ""), Route::NotFound);
+    }
+}

@@ -1,0 +1,503 @@
+//! The transaction service (wire contract: `dfs_common::tx`): begin, stage blobs, commit a
+//! batch as one atomic unit, abort, renew, status, and the sweep that aborts transactions
+//! whose client went away.
+//!
+//! How a commit stays atomic, isolated and coherent:
+//! - Atomic, also across crashes: the whole batch is ONE `TxCommand::Commit`, applied by
+//!   the namespace in one durable redb write transaction together with the end of the
+//!   transaction; any failing precondition or operation drops that write transaction.
+//! - Isolated: readers use redb read transactions (they see before or after), and redb has
+//!   one writer, so two batches never interleave: the outcome is always some serial order,
+//!   and preconditions are checked inside the same write transaction (no check/act race).
+//! - The writers' turn: before applying, the commit takes the lock service's `Open`
+//!   (writers') lock on every existing file whose contents the batch replaces, with
+//!   acquire-many in inode order (so two batches, or a batch and a writer, never deadlock),
+//!   waiting up to the client's `lock_wait_ms` for a client that has one open for writing;
+//!   if the wait runs out the commit fails cleanly naming the holder. The locks are held
+//!   under a lock-client id of the transaction's own (`lock_client`), so no mount's lease
+//!   renewal can keep them alive after a crash, and are released after the commit. The
+//!   namespace re-checks inside the commit that every replaced file was locked
+//!   (`NeedLocks`: the batch's own renames can change which file a path names), and the
+//!   commit retries with the larger set.
+//! - Callbacks: after the commit every other client's promise on what changed is broken
+//!   once, all of one client's breaks in one grouped frame.
+//!
+//! Owns: the order of those steps, leases of open transactions (in the namespace
+//! database; requests in flight keep a transaction from being swept), the sweep. Must not
+//! decide namespace rules (namespace) nor touch blob files directly (blobs).
+
+pub mod http;
+#[cfg(test)]
+mod tests;
+
+use crate::namespace::txn::{ms_of, TxApplied, TxBatch, TxCommand};
+use crate::services::{Caller, Services};
+use dfs_common::locks::{LockClass, LockMode, LockRange, LockReply, LockRequest, ReleaseRequest};
+use dfs_common::tx::{
+    AbortReason, BeginReply, BeginRequest, CommitReply, CommitRequest, RenewReply, Staged,
+    TxFailure, TxId, TxOp, TxStatus, MAX_OPS,
+};
+use dfs_common::{BlobId, FsError, Ino, Timestamp};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Default lease of an open transaction.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
+/// How long outcomes of finished transactions are kept for `GET /v1/tx/{id}`.
+pub const KEEP_OUTCOMES: Duration = Duration::from_secs(24 * 3600);
+/// Most rounds of "lock what the batch replaces, apply" before giving up.
+const LOCK_ROUNDS: usize = 5;
+
+/// In-memory state of the transaction service.
+pub struct TxState {
+    lease_ms: AtomicU64,
+    /// Transactions with a request in flight (and how many), which the sweep leaves alone.
+    busy: Mutex<HashMap<TxId, usize>>,
+}
+
+impl Default for TxState {
+    fn default() -> Self {
+        TxState {
+            lease_ms: AtomicU64::new(DEFAULT_LEASE.as_millis() as u64),
+            busy: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl TxState {
+    pub fn set_lease(&self, lease: Duration) {
+        self.lease_ms
+            .store((lease.as_millis() as u64).max(100), Ordering::Relaxed);
+    }
+
+    pub fn lease_ms(&self) -> u64 {
+        self.lease_ms.load(Ordering::Relaxed)
+    }
+
+    pub fn is_busy(&self, tx: TxId) -> bool {
+        self.busy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&tx)
+    }
+}
+
+/// Marks a transaction busy while held.
+struct Busy {
+    svc: Arc<Services>,
+    tx: TxId,
+}
+
+fn busy(svc: &Arc<Services>, tx: TxId) -> Busy {
+    *svc.tx
+        .busy
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(tx)
+        .or_insert(0) += 1;
+    Busy {
+        svc: svc.clone(),
+        tx,
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let mut b = self.svc.tx.busy.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = b.get_mut(&self.tx) {
+            *n -= 1;
+            if *n == 0 {
+                b.remove(&self.tx);
+            }
+        }
+    }
+}
+
+/// The lock-client id under which transaction `tx` holds writers' locks. Even, and tagged
+/// "tx" in the top bits, so it is no mount's id (those are odd) and no mount's renewal
+/// extends it.
+pub fn lock_client(tx: TxId) -> u64 {
+    0x7478_0000_0000_0000 | ((tx << 1) & 0x0000_ffff_ffff_fffe)
+}
+
+fn now_ms() -> u64 {
+    ms_of(Timestamp::now())
+}
+
+fn need_client(caller: Caller) -> Result<u64, FsError> {
+    if caller.client == 0 {
+        return Err(FsError::BadRequest(format!(
+            "transactions need a client id ({})",
+            dfs_common::proto::HDR_CLIENT
+        )));
+    }
+    Ok(caller.client)
+}
+
+/// `Ok` if `tx` is an open transaction of `client`; otherwise the error that says why not.
+fn check_open(ns: &crate::namespace::Namespace, tx: TxId, client: u64) -> Result<(), FsError> {
+    match ns.tx_status(tx, client, now_ms())? {
+        TxStatus::Open { .. } => Ok(()),
+        TxStatus::Committed(_) => Err(FsError::Stale(format!(
+            "transaction {tx} is already committed"
+        ))),
+        TxStatus::Aborted(why) => Err(FsError::Stale(format!("transaction {tx} {why}"))),
+    }
+}
+
+/// `POST /v1/tx/begin`.
+pub async fn begin(
+    svc: &Arc<Services>,
+    caller: Caller,
+    req: BeginRequest,
+) -> Result<BeginReply, FsError> {
+    let client = need_client(caller)?;
+    let lease_ms = svc.tx.lease_ms();
+    let label: String = req.label.chars().take(200).collect();
+    let expires_ms = now_ms() + lease_ms;
+    let applied = svc
+        .blocking(move |ns, _| {
+            ns.apply_tx(TxCommand::Begin {
+                client,
+                label,
+                expires_ms,
+            })
+        })
+        .await?;
+    match applied {
+        TxApplied::Begun(tx) => {
+            log::debug!("transaction {tx} begun by client {client:#x}");
+            Ok(BeginReply { tx, lease_ms })
+        }
+        other => Err(FsError::Io(format!("begin came to {other:?}"))),
+    }
+}
+
+/// `PUT /v1/tx/{id}/blobs`: `body` of `len` bytes (hashing to `expected` if given).
+pub async fn stage<B>(
+    svc: &Arc<Services>,
+    caller: Caller,
+    tx: TxId,
+    body: B,
+    len: u64,
+    expected: Option<BlobId>,
+) -> Result<Staged, FsError>
+where
+    B: hyper::body::Body<Data = bytes::Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let client = need_client(caller)?;
+    let _busy = busy(svc, tx);
+    if len > svc.settings.max_file_size {
+        return Err(FsError::TooLarge(format!(
+            "{len} bytes, largest file is {} bytes",
+            svc.settings.max_file_size
+        )));
+    }
+    // Refuse before reading a byte when the transaction is not open.
+    svc.blocking(move |ns, _| check_open(ns, tx, client))
+        .await?;
+    let temp = svc.blobs.receive(body, len, expected).await?;
+    if temp.size == 0 {
+        return Ok(Staged {
+            blob: None,
+            size: 0,
+        });
+    }
+    let size = temp.size;
+    let pin = svc.blocking(move |_, blobs| blobs.install(temp)).await?;
+    let blob = pin.id;
+    let expires_ms = now_ms() + svc.tx.lease_ms();
+    svc.blocking(move |ns, blobs| {
+        let cmd = TxCommand::Stage {
+            tx,
+            client,
+            blob,
+            size,
+            expires_ms,
+        };
+        match ns.apply_tx(cmd) {
+            Ok(_) => {
+                drop(pin);
+                Ok(())
+            }
+            Err(e) => {
+                blobs.discard_unreferenced(pin, |id| ns.refcount(id));
+                Err(e)
+            }
+        }
+    })
+    .await?;
+    Ok(Staged {
+        blob: Some(blob),
+        size,
+    })
+}
+
+/// `POST /v1/tx/{id}/renew`.
+pub async fn renew(svc: &Arc<Services>, caller: Caller, tx: TxId) -> Result<RenewReply, FsError> {
+    let client = need_client(caller)?;
+    let lease_ms = svc.tx.lease_ms();
+    let expires_ms = now_ms() + lease_ms;
+    svc.blocking(move |ns, _| {
+        ns.apply_tx(TxCommand::Renew {
+            tx,
+            client,
+            expires_ms,
+        })
+    })
+    .await?;
+    Ok(RenewReply { lease_ms })
+}
+
+/// `POST /v1/tx/{id}/abort`: what the transaction came to.
+pub async fn abort(svc: &Arc<Services>, caller: Caller, tx: TxId) -> Result<TxStatus, FsError> {
+    let client = need_client(caller)?;
+    end(svc, tx, Some(client), AbortReason::Client).await
+}
+
+async fn end(
+    svc: &Arc<Services>,
+    tx: TxId,
+    client: Option<u64>,
+    reason: AbortReason,
+) -> Result<TxStatus, FsError> {
+    let applied = svc
+        .blocking(move |ns, _| {
+            ns.apply_tx(TxCommand::Abort {
+                tx,
+                client,
+                reason,
+                now: Timestamp::now(),
+            })
+        })
+        .await?;
+    match applied {
+        TxApplied::Ended(status) => Ok(status),
+        other => Err(FsError::Io(format!("abort came to {other:?}"))),
+    }
+}
+
+/// `GET /v1/tx/{id}`.
+pub async fn status(svc: &Arc<Services>, caller: Caller, tx: TxId) -> Result<TxStatus, FsError> {
+    let client = need_client(caller)?;
+    svc.blocking(move |ns, _| ns.tx_status(tx, client, now_ms()))
+        .await
+}
+
+/// `POST /v1/tx/{id}/commit`. Runs to the end even if the client goes away (the locks it
+/// takes must be released).
+pub async fn commit(
+    svc: &Arc<Services>,
+    caller: Caller,
+    tx: TxId,
+    req: CommitRequest,
+) -> Result<CommitReply, FsError> {
+    let client = need_client(caller)?;
+    if req.ops.len() > MAX_OPS {
+        return Err(FsError::TooLarge(format!(
+            "{} operations in one transaction, at most {MAX_OPS}",
+            req.ops.len()
+        )));
+    }
+    let svc2 = svc.clone();
+    tokio::spawn(async move { commit_inner(&svc2, caller, client, tx, req).await })
+        .await
+        .map_err(|e| FsError::Io(format!("internal task failed: {e}")))?
+}
+
+async fn release_all(svc: &Arc<Services>, tx: TxId, held: &[Ino]) {
+    for &ino in held {
+        let req = ReleaseRequest {
+            ino,
+            class: LockClass::Open,
+            owner: tx,
+            range: None,
+        };
+        if let Err(e) = svc.locks.release(lock_client(tx), req).await {
+            log::warn!("transaction {tx}: cannot release the writers' lock of inode {ino}: {e}");
+        }
+    }
+}
+
+/// Records that the commit of `tx` failed with `f` and answers so.
+async fn fail(
+    svc: &Arc<Services>,
+    tx: TxId,
+    client: u64,
+    f: TxFailure,
+) -> Result<CommitReply, FsError> {
+    end(svc, tx, Some(client), AbortReason::Failed(f.clone())).await?;
+    Ok(CommitReply::Failed(f))
+}
+
+async fn commit_inner(
+    svc: &Arc<Services>,
+    caller: Caller,
+    client: u64,
+    tx: TxId,
+    req: CommitRequest,
+) -> Result<CommitReply, FsError> {
+    let _busy = busy(svc, tx);
+    let label = match svc.blocking(move |ns, _| ns.tx_open(tx)).await? {
+        Some(rec) if rec.client == client => rec.label,
+        _ => {
+            svc.blocking(move |ns, _| check_open(ns, tx, client))
+                .await?;
+            return Err(FsError::NotFound);
+        }
+    };
+    let ops: Arc<Vec<TxOp>> = Arc::new(req.ops);
+    let mut targets = {
+        let ops = ops.clone();
+        svc.blocking(move |ns, _| ns.tx_lock_targets(&ops)).await?
+    };
+    for round in 1..=LOCK_ROUNDS {
+        targets.sort_unstable_by_key(|(ino, _)| *ino);
+        targets.dedup_by_key(|(ino, _)| *ino);
+        let mut held: Vec<Ino> = Vec::new();
+        if !targets.is_empty() {
+            let reqs = targets
+                .iter()
+                .map(|(ino, _)| LockRequest {
+                    ino: *ino,
+                    class: LockClass::Open,
+                    mode: LockMode::Exclusive,
+                    range: LockRange::WHOLE,
+                    owner: tx,
+                    pid: 0,
+                    label: format!("transaction {tx} of {label}"),
+                    wait_ms: req.lock_wait_ms,
+                })
+                .collect();
+            let replies = svc.locks.acquire_many(lock_client(tx), reqs).await?;
+            if let Some(LockReply::Conflict { holder }) = replies
+                .into_iter()
+                .find(|r| matches!(r, LockReply::Conflict { .. }))
+            {
+                let op = targets
+                    .iter()
+                    .find(|(ino, _)| *ino == holder.ino)
+                    .map(|(_, op)| *op)
+                    .unwrap_or(0);
+                let path = ops
+                    .get(op as usize)
+                    .map(|o| o.path().to_vec())
+                    .unwrap_or_default();
+                let f = TxFailure::Locked { op, path, holder };
+                log::info!("transaction {tx} of client {client:#x} failed: {f}");
+                return fail(svc, tx, client, f).await;
+            }
+            held = targets.iter().map(|(ino, _)| *ino).collect();
+        }
+        let batch = TxBatch {
+            tx,
+            client,
+            ops: ops.as_ref().clone(),
+            uid: req.uid,
+            gid: req.gid,
+            locked: held.clone(),
+            now: Timestamp::now(),
+        };
+        let applied = svc
+            .mutate_grouped(caller, move |ns| {
+                Ok(match ns.apply_tx(TxCommand::Commit(batch))? {
+                    TxApplied::Committed { committed, outcome } => {
+                        (Ok(committed), outcome.changed_inos, outcome.changed_entries)
+                    }
+                    other => (Err(other), Vec::new(), Vec::new()),
+                })
+            })
+            .await;
+        release_all(svc, tx, &held).await;
+        match applied? {
+            Ok(committed) => {
+                log::info!(
+                    "transaction {tx} of client {client:#x} committed: {} operations, {} inodes changed",
+                    committed.results.len(),
+                    committed.changed_inos.len()
+                );
+                return Ok(CommitReply::Committed(committed));
+            }
+            Err(TxApplied::Failed(f)) => {
+                log::info!("transaction {tx} of client {client:#x} failed: {f}");
+                return Ok(CommitReply::Failed(f));
+            }
+            Err(TxApplied::NeedLocks(more)) if round < LOCK_ROUNDS => {
+                targets.extend(more);
+            }
+            Err(TxApplied::NeedLocks(more)) => {
+                let op = more.first().map(|(_, op)| *op).unwrap_or(0);
+                let f = TxFailure::Op {
+                    op,
+                    what: ops.get(op as usize).map(TxOp::describe).unwrap_or_default(),
+                    error: FsError::Busy(
+                        "the files this batch writes kept changing under it; try again".into(),
+                    ),
+                };
+                return fail(svc, tx, client, f).await;
+            }
+            Err(other) => return Err(FsError::Io(format!("commit came to {other:?}"))),
+        }
+    }
+    Err(FsError::Io("commit rounds exhausted".into()))
+}
+
+/// One pass of the sweep: aborts open transactions whose lease ended and that have no
+/// request in flight; returns how many.
+pub async fn sweep(svc: &Arc<Services>) -> Result<usize, FsError> {
+    let now = Timestamp::now();
+    let due = svc.blocking(move |ns, _| ns.tx_due(ms_of(now))).await?;
+    let due: Vec<TxId> = due.into_iter().filter(|tx| !svc.tx.is_busy(*tx)).collect();
+    if due.is_empty() {
+        return Ok(0);
+    }
+    let applied = svc
+        .blocking(move |ns, _| ns.apply_tx(TxCommand::Expire { txs: due, now }))
+        .await?;
+    match applied {
+        TxApplied::Expired(ended) => {
+            for tx in &ended {
+                log::info!(
+                    "transaction {tx} aborted: its client stopped renewing it; its staged blobs are released"
+                );
+            }
+            Ok(ended.len())
+        }
+        other => Err(FsError::Io(format!("expire came to {other:?}"))),
+    }
+}
+
+/// Runs the sweep every quarter lease (between 100 ms and 1 s), and forgets old outcomes
+/// every hour, until `stop` turns true.
+pub fn spawn_sweeper(
+    svc: Arc<Services>,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut last_prune: Option<std::time::Instant> = None;
+        loop {
+            let period = Duration::from_millis((svc.tx.lease_ms() / 4).clamp(100, 1000));
+            tokio::select! {
+                _ = tokio::time::sleep(period) => {}
+                _ = stop.wait_for(|v| *v) => return,
+            }
+            if let Err(e) = sweep(&svc).await {
+                log::warn!("transaction sweep: {e}");
+            }
+            if last_prune.is_none_or(|t| t.elapsed() > Duration::from_secs(3600)) {
+                last_prune = Some(std::time::Instant::now());
+                let before_ms = now_ms().saturating_sub(KEEP_OUTCOMES.as_millis() as u64);
+                let r = svc
+                    .blocking(move |ns, _| ns.apply_tx(TxCommand::PruneDone { before_ms }))
+                    .await;
+                if let Err(e) = r {
+                    log::warn!("transaction outcome pruning: {e}");
+                }
+            }
+        }
+    })
+}
