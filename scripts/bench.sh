@@ -676,7 +676,7 @@ for key, label, unit, amount, target in W:
     dm, dc = summary("dfs", key, amount)
     sm, sc = summary("sshfs", key, amount)
     rl, rs = ratio(amount, dm, lm), ratio(amount, dm, sm)
-    fr = lambda r: "—" if r is None else "%.2f×" % r
+    fr = lambda r: "—" if r is None else ("%.2f×" if r >= 0.1 else "%.3f×") % r
     tcell = ""
     if target:
         peer, want = target
