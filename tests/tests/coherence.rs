@@ -17,19 +17,24 @@ struct Two {
 }
 
 fn two_mounts() -> Two {
+    two_mounts_with(&[])
+}
+
+/// Two mounts whose FUSE adapters use `extra` options (e.g. `--no-passthrough`).
+fn two_mounts_with(extra: &[&str]) -> Two {
     let tmp = tempfile::TempDir::new().unwrap();
     let server = Server::start(&tmp.path().join("data"), free_port(), &[]);
     let a = Mount::start(
         &server.addr(),
         &tmp.path().join("mnt-a"),
         &tmp.path().join("cache-a"),
-        &[],
+        extra,
     );
     let b = Mount::start(
         &server.addr(),
         &tmp.path().join("mnt-b"),
         &tmp.path().join("cache-b"),
-        &[],
+        extra,
     );
     Two {
         a,
@@ -148,4 +153,22 @@ fn new_file_created_on_a_appears_in_ls_on_b() {
         );
         thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// With plain read handlers (no passthrough) small files are read from an in-memory copy;
+/// it must never outlive the version it holds, on the other mount or on this one.
+#[test]
+fn plain_handlers_serve_small_files_from_memory_without_going_stale() {
+    let t = two_mounts_with(&["--no-passthrough"]);
+    let (fa, fb) = (t.a.path().join("small"), t.b.path().join("small"));
+    write(&fa, b"version one").unwrap();
+    for _ in 0..3 {
+        assert_eq!(read(&fb).unwrap(), b"version one");
+    }
+    write(&fa, b"version two, longer").unwrap();
+    expect_contents_soon(&fb, b"version two, longer", Instant::now(), "other mount");
+    // The same mount rewrites it while the old version sits in memory.
+    write(&fb, b"three").unwrap();
+    assert_eq!(read(&fb).unwrap(), b"three");
+    expect_contents_soon(&fa, b"three", Instant::now(), "back on A");
 }

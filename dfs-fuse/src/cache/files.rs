@@ -68,6 +68,8 @@ pub struct FileHandle {
     pub append: bool,
     pub(super) node: Arc<FileNode>,
     pub(super) file: Arc<File>,
+    /// The version of the copy `file` holds.
+    pub(super) version: u64,
 }
 
 pub struct OpenResult {
@@ -310,6 +312,7 @@ impl CacheManager {
             ino,
             writable,
             append: flags & libc::O_APPEND != 0,
+            version: node.local.lock().unwrap().file_version,
             node: node.clone(),
             file,
         });
@@ -451,6 +454,11 @@ impl CacheManager {
     /// Reads from the local copy. Never touches the network.
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
         let h = self.handle(fh)?;
+        if let Some(whole) = self.small_file(&h)? {
+            let start = (offset as usize).min(whole.len());
+            let end = (start + size as usize).min(whole.len());
+            return Ok(whole[start..end].to_vec());
+        }
         let mut buf = vec![0u8; size as usize];
         let mut filled = 0;
         while filled < buf.len() {
@@ -463,6 +471,30 @@ impl CacheManager {
         }
         buf.truncate(filled);
         Ok(buf)
+    }
+
+    /// The whole contents of a small clean copy, from memory (read once from disk).
+    fn small_file(&self, h: &FileHandle) -> Result<Option<Arc<Vec<u8>>>, FsError> {
+        if h.writable || h.node.local.lock().unwrap().dirty {
+            return Ok(None);
+        }
+        if let Some(whole) = self.small_files.lock().unwrap().get(h.ino, h.version) {
+            return Ok(Some(whole));
+        }
+        let len = h.file.metadata()?.len();
+        if len > super::meta::SMALL_FILE_MAX {
+            return Ok(None);
+        }
+        let mut data = vec![0u8; len as usize];
+        h.file.read_exact_at(&mut data, 0)?;
+        let whole = Arc::new(data);
+        if !h.node.local.lock().unwrap().dirty {
+            self.small_files
+                .lock()
+                .unwrap()
+                .put(h.ino, h.version, whole.clone());
+        }
+        Ok(Some(whole))
     }
 
     /// Writes to the local copy. Blocks (the calling thread, not the network) while a store
@@ -503,6 +535,7 @@ impl CacheManager {
             l.dirty = true;
             l.version
         };
+        self.small_files.lock().unwrap().forget(node.ino, version);
         self.disk.put(
             node.ino,
             CacheEntry {

@@ -7,6 +7,52 @@ use lru::LruCache;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
+/// Whole contents of small clean files, by (inode, version), within a byte budget: the
+/// in-memory layer of the whole-file cache for reads that reach the daemon (plain
+/// handlers; under passthrough the kernel reads the cached copy itself).
+pub struct SmallFiles {
+    lru: LruCache<(Ino, u64), Arc<Vec<u8>>>,
+    bytes: usize,
+    budget: usize,
+}
+
+/// Files up to this size are kept whole in memory.
+pub const SMALL_FILE_MAX: u64 = 64 << 10;
+
+impl SmallFiles {
+    pub fn new(budget: usize) -> SmallFiles {
+        SmallFiles {
+            lru: LruCache::unbounded(),
+            bytes: 0,
+            budget,
+        }
+    }
+
+    pub fn get(&mut self, ino: Ino, version: u64) -> Option<Arc<Vec<u8>>> {
+        self.lru.get(&(ino, version)).cloned()
+    }
+
+    pub fn put(&mut self, ino: Ino, version: u64, data: Arc<Vec<u8>>) {
+        self.bytes += data.len();
+        if let Some(old) = self.lru.put((ino, version), data) {
+            self.bytes -= old.len();
+        }
+        while self.bytes > self.budget {
+            match self.lru.pop_lru() {
+                Some((_, d)) => self.bytes -= d.len(),
+                None => break,
+            }
+        }
+    }
+
+    /// The copy of `ino` at `version` is being changed in place.
+    pub fn forget(&mut self, ino: Ino, version: u64) {
+        if let Some(d) = self.lru.pop(&(ino, version)) {
+            self.bytes -= d.len();
+        }
+    }
+}
+
 /// One directory entry with its attributes (readdirplus).
 #[derive(Clone, Debug)]
 pub struct DirItem {
@@ -140,6 +186,19 @@ mod tests {
             version: 1,
             blob: None,
         }
+    }
+
+    #[test]
+    fn small_files_stay_within_their_budget_least_recent_first() {
+        let mut s = SmallFiles::new(10);
+        s.put(1, 1, Arc::new(vec![0; 4]));
+        s.put(2, 1, Arc::new(vec![0; 4]));
+        s.get(1, 1);
+        s.put(3, 1, Arc::new(vec![0; 4]));
+        assert!(s.get(2, 1).is_none(), "least recently used kept");
+        assert!(s.get(1, 1).is_some() && s.get(3, 1).is_some());
+        s.forget(1, 1);
+        assert!(s.get(1, 1).is_none());
     }
 
     #[test]

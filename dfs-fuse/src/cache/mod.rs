@@ -89,6 +89,8 @@ pub struct CacheOptions {
     pub cache_bytes: u64,
     /// Entries in each in-memory metadata LRU.
     pub meta_entries: usize,
+    /// Memory for whole small files (up to 64 KiB each) read through the daemon.
+    pub small_file_bytes: usize,
     /// How long an open for writing (or a blocking flock/F_SETLKW) waits for a conflicting
     /// holder before failing with EAGAIN.
     pub lock_wait: std::time::Duration,
@@ -99,6 +101,7 @@ impl Default for CacheOptions {
         CacheOptions {
             cache_bytes: 10 << 30,
             meta_entries: 100_000,
+            small_file_bytes: 32 << 20,
             lock_wait: std::time::Duration::from_secs(30),
         }
     }
@@ -108,6 +111,7 @@ pub struct CacheManager {
     pub(crate) remote: Remote,
     pub(crate) disk: DiskCache,
     pub(crate) meta: Mutex<MetaCache>,
+    pub(crate) small_files: Mutex<meta::SmallFiles>,
     pub(crate) validity: Validity,
     pub(crate) nodes: Mutex<HashMap<Ino, Arc<files::FileNode>>>,
     pub(crate) handles: Mutex<HashMap<u64, Arc<FileHandle>>>,
@@ -142,6 +146,7 @@ impl CacheManager {
             remote: Remote::new(addr, client_id),
             disk,
             meta: Mutex::new(MetaCache::new(opts.meta_entries)),
+            small_files: Mutex::new(meta::SmallFiles::new(opts.small_file_bytes)),
             validity: Validity {
                 generation: AtomicU64::new(1),
                 channel_up: AtomicBool::new(false),

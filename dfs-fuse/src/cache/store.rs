@@ -5,9 +5,8 @@
 
 use super::disk::CacheEntry;
 use super::files::{stamp_of, FileNode, OPEN_OWNER};
-use super::locks::label_for;
 use super::CacheManager;
-use dfs_common::locks::{LockClass, LockMode, LockRange, LockRequest};
+use dfs_common::locks::LockClass;
 use dfs_common::{FsError, Timestamp};
 use std::sync::Arc;
 
@@ -40,16 +39,7 @@ impl CacheManager {
         }
         // SAFETY: getuid cannot fail.
         let uid = unsafe { libc::getuid() };
-        let req = LockRequest {
-            ino: node.ino,
-            class: LockClass::Open,
-            mode: LockMode::Exclusive,
-            range: LockRange::WHOLE,
-            owner: OPEN_OWNER,
-            pid: 0,
-            label: label_for(uid),
-            wait_ms: 0,
-        };
+        let req = super::writelock::open_lock_request(node.ino, uid);
         let token = match self.lock_acquire(req, std::time::Duration::ZERO).await {
             Ok(token) => Some(token),
             Err(FsError::Unavailable(_)) => return Ok(None),

@@ -8,6 +8,20 @@ use dfs_common::locks::{LockClass, LockMode, LockRange, LockRequest, ReleaseRequ
 use dfs_common::{FsError, Ino};
 use std::sync::Arc;
 
+/// The request for this client's writers' lock on `ino`, named after `uid`.
+pub(super) fn open_lock_request(ino: Ino, uid: u32) -> LockRequest {
+    LockRequest {
+        ino,
+        class: LockClass::Open,
+        mode: LockMode::Exclusive,
+        range: LockRange::WHOLE,
+        owner: OPEN_OWNER,
+        pid: 0,
+        label: label_for(uid),
+        wait_ms: 0,
+    }
+}
+
 impl CacheManager {
     /// Takes the writers' lock of `node` for this client unless it already holds it.
     /// Afterwards the cached attributes are not trusted: the previous writer's store may
@@ -17,16 +31,7 @@ impl CacheManager {
         if node.local.lock().unwrap().fence.is_some() {
             return Ok(());
         }
-        let req = LockRequest {
-            ino: node.ino,
-            class: LockClass::Open,
-            mode: LockMode::Exclusive,
-            range: LockRange::WHOLE,
-            owner: OPEN_OWNER,
-            pid: 0,
-            label: label_for(uid),
-            wait_ms: 0,
-        };
+        let req = open_lock_request(node.ino, uid);
         match self.lock_acquire(req, self.lock_wait).await {
             Ok(token) => {
                 node.local.lock().unwrap().fence = Some(token);
