@@ -172,3 +172,29 @@ fn plain_handlers_serve_small_files_from_memory_without_going_stale() {
     assert_eq!(read(&fb).unwrap(), b"three");
     expect_contents_soon(&fa, b"three", Instant::now(), "back on A");
 }
+
+/// `for …; do echo; done >> f`: bash opens f, dup2s it onto stdout and closes the original
+/// descriptor (a flush before any write), then writes through the duplicate. The final
+/// close must still store what was written — under passthrough those writes never reach
+/// the daemon, so the early flush must not settle the file as unchanged. (The `>` form
+/// truncates, which marks the file changed anyway; `>>` lost its lines before the fix.)
+#[test]
+fn shell_loop_redirect_is_stored_at_close() {
+    let t = two_mounts();
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(
+            "for i in 1 2 3; do echo line$i; done > loop.txt\n\
+             for i in 4 5; do echo line$i; done >> loop.txt",
+        )
+        .current_dir(t.a.path())
+        .status()
+        .unwrap();
+    assert!(out.success());
+    expect_contents_soon(
+        &t.b.path().join("loop.txt"),
+        b"line1\nline2\nline3\nline4\nline5\n",
+        Instant::now(),
+        "loop output on the other mount",
+    );
+}

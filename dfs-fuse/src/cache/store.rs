@@ -123,7 +123,15 @@ impl CacheManager {
         let before = stamp_of(&std::fs::metadata(&path)?);
         let clean_stamp = node.local.lock().unwrap().clean_stamp;
         if before.is_some() && before == clean_stamp {
-            // Opened for writing, never changed: nothing to store.
+            // Unchanged since it was last known clean: nothing to store. But a passthrough
+            // writer that still holds the file (a close of one of several descriptors, as
+            // in `cmd >> f` from a shell) may write after this without telling us: leave
+            // it marked, so its last close compares again (release settles it).
+            let still_written = self.passthrough.load(std::sync::atomic::Ordering::SeqCst)
+                && node.local.lock().unwrap().writers > 0;
+            if still_written {
+                return Ok(());
+            }
             self.disk.put(
                 ino,
                 CacheEntry {
