@@ -10,6 +10,7 @@ pub mod codec;
 pub mod error;
 pub mod hash;
 pub mod locks;
+pub mod privacy;
 pub mod proto;
 pub mod tx;
 pub mod types;

@@ -62,8 +62,10 @@ pub fn current_credentials() -> Option<Credentials> {
 
 /// What is needed to check the answer to a signed request.
 pub struct Signed {
-    key: auth::Key,
-    nonce: u64,
+    pub(crate) key: auth::Key,
+    pub(crate) nonce: u64,
+    /// The request asked for privacy (its answer's body is sealed).
+    pub(crate) privacy: bool,
 }
 
 /// Adds `x-dfs-ticket` and `x-dfs-auth` to a request about to be sent, if the current user
@@ -124,6 +126,7 @@ pub fn sign(
     Ok(Some(Signed {
         key: creds.session_key,
         nonce,
+        privacy: false,
     }))
 }
 

@@ -11,6 +11,7 @@
 //! - `control`: the mount's local socket, used by the `dfs` command.
 //! - `auth`: whose credentials a request uses; signing and checking (security service).
 //! - `login`: `dfs login | logout | whoami | user`.
+//! - `privacy`: the mount's protection level and sealed bodies.
 //! - `remote` (private): HTTP to the server.
 
 pub mod auth;
@@ -20,6 +21,7 @@ pub mod client;
 pub mod control;
 pub mod fuse;
 pub mod login;
+pub mod privacy;
 mod remote;
 pub mod tx;
 

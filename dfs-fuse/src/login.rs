@@ -183,6 +183,11 @@ async fn realm_info(remote: &Remote) -> Result<RealmInfo, String> {
         .map_err(|e| format!("cannot reach the realm's KDC: {e}"))
 }
 
+/// Whether `server` serves a realm (its KDC answers).
+pub async fn has_realm(server: &str) -> bool {
+    realm_info(&Remote::new(server, 0)).await.is_ok()
+}
+
 /// AS then TGS: credentials for the file service.
 pub async fn get_tickets(server: &str, principal: &str, password: &str) -> Result<CCache, String> {
     let remote = Remote::new(server, 0);

@@ -7,10 +7,12 @@ use crate::auth::Signed;
 use bytes::Bytes;
 use dfs_common::auth;
 use dfs_common::codec;
+use dfs_common::privacy::{self, HDR_PROTECTION as PRIVACY_HDR};
 use dfs_common::proto::{self, DirReply, DirRequest};
 use dfs_common::{Attr, FsError, Ino};
 use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
 use hyper::body::Frame;
+use hyper::header::HeaderValue;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
@@ -100,7 +102,25 @@ impl Remote {
             .map(|p| p.as_str().to_string())
             .unwrap_or_default();
         let method = req.method().as_str().to_string();
-        let signed = crate::auth::sign(&method, &pq, req.headers_mut(), &body_sha, store)?;
+        let privacy = crate::privacy::enabled() && crate::auth::current_credentials().is_some();
+        if privacy {
+            let h = req.headers_mut();
+            h.insert(PRIVACY_HDR, HeaderValue::from_static(privacy::PRIVACY));
+            if let Some(len) = h.remove(hyper::header::CONTENT_LENGTH) {
+                h.insert(privacy::HDR_PLAIN_LENGTH, len);
+            }
+        }
+        let mut signed = crate::auth::sign(&method, &pq, req.headers_mut(), &body_sha, store)?;
+        if let Some(s) = signed.as_mut() {
+            s.privacy = privacy;
+        }
+        let req = match &signed {
+            Some(s) if s.privacy => {
+                let sealer = privacy::Sealer::new(&s.key, privacy::Dir::Request, s.nonce);
+                req.map(|b| crate::privacy::sealing(b, sealer))
+            }
+            _ => req,
+        };
         let resp = self.send(req).await?;
         if resp.status() == StatusCode::UNAUTHORIZED {
             log::warn!(
@@ -126,6 +146,17 @@ impl Remote {
             .map_err(|_| unavailable("answer timed out"))?
             .map_err(unavailable)?
             .to_bytes();
+        let body = match signed {
+            Some(s) if s.privacy && parts.status != StatusCode::UNAUTHORIZED => {
+                privacy::open_all(&s.key, privacy::Dir::Response, s.nonce, &body)
+                    .map(Bytes::from)
+                    .map_err(|e| {
+                        log::warn!("answer from the server failed its integrity check: {e}");
+                        FsError::Corrupt(format!("answer failed its integrity check: {e}"))
+                    })?
+            }
+            _ => body,
+        };
         if let Some(s) = signed {
             if parts.status != StatusCode::UNAUTHORIZED {
                 crate::auth::verify(
@@ -261,7 +292,16 @@ impl Remote {
             return Ok(Fetched::NotModified(attr));
         }
         let mut file = tokio::fs::File::create(dest).await?;
-        let mut body = resp.into_body();
+        let mut body: Body = match &signed {
+            Some(s) if s.privacy => crate::privacy::opening(
+                resp.into_body(),
+                privacy::Opener::new(&s.key, privacy::Dir::Response, s.nonce),
+            ),
+            _ => resp
+                .into_body()
+                .map_err(|e| std::io::Error::other(e.to_string()))
+                .boxed(),
+        };
         let mut received: u64 = 0;
         loop {
             let frame = tokio::time::timeout(IDLE_TIMEOUT, body.frame())
@@ -269,6 +309,12 @@ impl Remote {
                 .map_err(|_| unavailable("fetch stalled"))?;
             match frame {
                 None => break,
+                Some(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    log::warn!("contents of inode {ino} failed their integrity check: {e}");
+                    return Err(FsError::Corrupt(format!(
+                        "contents of inode {ino} failed their integrity check"
+                    )));
+                }
                 Some(Err(e)) => return Err(unavailable(format!("fetch interrupted: {e}"))),
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {

@@ -470,3 +470,203 @@ fn expired_tickets_give_eacces_and_a_log_line_not_a_hang() {
     let o = r.sh_as(ALICE, "echo more > e2.txt");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+/// A TCP proxy to `target` that records every byte in both directions and, in answers
+/// (server to client), replaces `tamper.0` with `tamper.1` (same length) where it sees it.
+fn wire_proxy(
+    target: &str,
+    tamper: Option<(&'static [u8], &'static [u8])>,
+) -> (String, Arc<Mutex<Vec<u8>>>) {
+    let seen = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (seen2, target) = (seen.clone(), target.to_string());
+    let pump = |mut from: std::net::TcpStream,
+                mut to: std::net::TcpStream,
+                seen: Arc<Mutex<Vec<u8>>>,
+                tamper: Option<(&'static [u8], &'static [u8])>| {
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 1 << 16];
+            while let Ok(n) = from.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let data = &mut buf[..n];
+                seen.lock().unwrap().extend_from_slice(data);
+                if let Some((from_pat, to_pat)) = tamper {
+                    if let Some(i) = data.windows(from_pat.len()).position(|w| w == from_pat) {
+                        data[i..i + to_pat.len()].copy_from_slice(to_pat);
+                    }
+                }
+                if to.write_all(data).is_err() {
+                    break;
+                }
+            }
+            let _ = to.shutdown(std::net::Shutdown::Both);
+        });
+    };
+    std::thread::spawn(move || {
+        for c in listener.incoming() {
+            let Ok(c) = c else { return };
+            let Ok(s) = std::net::TcpStream::connect(&target) else {
+                continue;
+            };
+            pump(
+                c.try_clone().unwrap(),
+                s.try_clone().unwrap(),
+                seen2.clone(),
+                None,
+            );
+            pump(s, c, seen2.clone(), tamper);
+        }
+    });
+    (addr, seen)
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn privacy_level_file_contents_do_not_appear_in_clear_on_the_wire() {
+    let r = Realm::new(&[]);
+    r.login(ALICE, "alice", "alice-pw").unwrap();
+    // A file written through the direct mount, to be fetched through the proxied ones.
+    let o = r.sh_as(
+        ALICE,
+        "python3 -c \"open('shared.txt','w').write('SHARED-MARKER-1c4e9\\n'*2000)\"",
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for level in ["privacy", "integrity"] {
+        let (paddr, seen) = wire_proxy(&r.server.addr(), None);
+        let m = Mount::start(
+            &paddr,
+            &r.tmp.path().join(format!("mnt-{level}")),
+            &r.tmp.path().join(format!("cache-{level}")),
+            &["--protection", level],
+        );
+        // `dfs login` through the proxy hands the ticket to the mount behind it.
+        let out = r.dfs(
+            ALICE,
+            &["login", "alice", "--password-stdin", "--server", &paddr],
+            "alice-pw\n",
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let script = format!(
+            "cd {dir} && python3 -c \"open('name-marker-5a1f.txt','w').write('OWN-MARKER-8d2b7\\n'*1000)\" \
+             && python3 -c \"open('big.bin','w').write(('BIG-MARKER-93c0e\\n'*200000)[:3000000])\" \
+             && cat shared.txt | grep -c SHARED-MARKER-1c4e9 && ls && sha256sum big.bin",
+            dir = m.path().display()
+        );
+        let o = r.sh_as(ALICE, &script);
+        assert!(
+            o.status.success(),
+            "{level}: {} {} {:?}",
+            String::from_utf8_lossy(&o.stderr),
+            String::from_utf8_lossy(&o.stdout),
+            o.status
+        );
+        let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            stdout.contains("2000") && stdout.contains("name-marker-5a1f"),
+            "{stdout}"
+        );
+        // Read back through the direct mount: what the privacy mount stored is intact.
+        let big = std::fs::read(r.mount.join("big.bin")).unwrap();
+        assert_eq!(big.len(), 3_000_000);
+        assert!(big.starts_with(b"BIG-MARKER-93c0e\n"));
+        drop(m);
+        let wire = seen.lock().unwrap().clone();
+        assert!(wire.len() > 100_000, "{level}: the proxy saw the traffic");
+        let markers: [&[u8]; 4] = [
+            b"SHARED-MARKER-1c4e9",
+            b"OWN-MARKER-8d2b7",
+            b"BIG-MARKER-93c0e",
+            b"name-marker-5a1f",
+        ];
+        for marker in markers {
+            let found = contains(&wire, marker);
+            if level == "privacy" {
+                assert!(
+                    !found,
+                    "{} in clear on the wire at privacy",
+                    String::from_utf8_lossy(marker)
+                );
+            } else {
+                assert!(
+                    found,
+                    "{} not on the wire at integrity",
+                    String::from_utf8_lossy(marker)
+                );
+            }
+        }
+        std::fs::remove_file(r.mount.join("big.bin")).unwrap();
+        std::fs::remove_file(r.mount.join("name-marker-5a1f.txt")).unwrap();
+    }
+}
+
+#[test]
+fn answers_tampered_on_their_way_back_are_refused_by_the_mount() {
+    let r = Realm::new(&[]);
+    r.login(ALICE, "alice", "alice-pw").unwrap();
+    let o = r.sh_as(
+        ALICE,
+        "python3 -c \"open('t.txt','w').write('TAMPER-ME-4242\\n'*100)\" && echo fine > ok.txt",
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (paddr, seen) = wire_proxy(
+        &r.server.addr(),
+        Some((b"TAMPER-ME-4242", b"TAMPER-ME-4243")),
+    );
+    let m = Mount::start(
+        &paddr,
+        &r.tmp.path().join("mnt-tamper"),
+        &r.tmp.path().join("cache-tamper"),
+        &[],
+    );
+    let out = r.dfs(
+        ALICE,
+        &["login", "alice", "--password-stdin", "--server", &paddr],
+        "alice-pw\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let o = r.sh_as(ALICE, &format!("cat {}/t.txt", m.path().display()));
+    assert!(
+        contains(&seen.lock().unwrap(), b"TAMPER-ME-4242"),
+        "the proxy saw the answer: {o:?}"
+    );
+    assert!(
+        !o.status.success() && !contains(&o.stdout, b"TAMPER-ME-4243"),
+        "tampered contents were returned: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(
+        err.contains("Input/output error") || err.contains("Permission denied"),
+        "{err}"
+    );
+    let log = m.log_tail(200);
+    assert!(
+        log.contains("integrity") || log.contains("signed hash"),
+        "no log line about the tampering"
+    );
+    // The mount keeps working.
+    let o = r.sh_as(
+        ALICE,
+        &format!(
+            "cat {}/ok.txt && echo new > {}/n.txt",
+            m.path().display(),
+            m.path().display()
+        ),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "fine\n");
+}

@@ -42,6 +42,17 @@ struct Args {
     /// Seconds to wait at start for the server to answer before giving up.
     #[arg(long, default_value_t = 10)]
     connect_timeout: u64,
+    /// Protection of signed requests in a realm: `integrity` (authenticated and
+    /// tamper-evident) or `privacy` (also encrypted: file contents and directory bodies).
+    /// Ignored in an open cell.
+    #[arg(long, value_enum, default_value_t = Protection::Integrity)]
+    protection: Protection,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Protection {
+    Integrity,
+    Privacy,
 }
 
 fn is_mounted(mountpoint: &Path) -> bool {
@@ -125,6 +136,17 @@ fn run(args: Args) -> Result<(), String> {
             }
         }
     })?;
+    if args.protection == Protection::Privacy {
+        if rt.block_on(dfs_fuse::login::has_realm(&args.server)) {
+            dfs_fuse::privacy::set_privacy(true);
+            log::info!("protection level: privacy (bodies encrypted with the session key)");
+        } else {
+            log::info!(
+                "--protection privacy ignored: {} is an open cell (no realm)",
+                args.server
+            );
+        }
+    }
     dfs_fuse::spawn_background(&mgr);
 
     let mut config = Config::default();

@@ -18,6 +18,7 @@
 //! permission rules (`perm`). Must not issue tickets (see `crate::kdc`).
 
 pub mod perm;
+pub mod privacy;
 
 use crate::http::wire::{self, full, ResBody};
 use crate::kdc::Kdc;
@@ -65,6 +66,8 @@ pub struct Session {
     pub identity: Identity,
     pub key: Key,
     pub nonce: u64,
+    /// The request asked for the privacy protection level (`privacy`).
+    pub privacy: bool,
 }
 
 /// Authenticators seen within the skew window, by (session key, nonce).
@@ -193,6 +196,7 @@ pub fn authenticate<B>(
             identity: t.identity,
             key: t.session_key,
             nonce: a.nonce,
+            privacy: privacy::wanted(req.headers()),
         }),
     ))
 }
@@ -225,6 +229,7 @@ pub async fn seal_response(
 ) -> Response<ResBody> {
     let (mut parts, body) = resp.into_parts();
     let status = parts.status.as_u16();
+    let mut whole = None;
     let (body, body_sha) = if body_covered(method, path, status) {
         let bytes: Bytes = match body.collect().await {
             Ok(c) => c.to_bytes(),
@@ -234,6 +239,7 @@ pub async fn seal_response(
             }
         };
         let sha = auth::sha256(&bytes);
+        whole = Some(bytes.clone());
         (full(bytes), sha)
     } else {
         (body, auth::STREAMED)
@@ -253,7 +259,12 @@ pub async fn seal_response(
     if let Ok(v) = HeaderValue::from_str(&codec::to_hex(&reply)) {
         parts.headers.insert(HDR_AUTH_REPLY, v);
     }
-    Response::from_parts(parts, body)
+    let resp = Response::from_parts(parts, body);
+    if session.privacy {
+        privacy::seal_response(session, resp, whole)
+    } else {
+        resp
+    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! touch blob files directly (blobs) nor decide POSIX rules (namespace).
 
 use crate::blobs::BlobStore;
+use crate::http::wire::ReqBody;
 use crate::http::wire::{self, ResBody};
 use crate::namespace::{Contents, NsCommand};
 use crate::services::{Caller, Services};
@@ -13,7 +14,6 @@ use dfs_common::locks::HDR_FENCE;
 use dfs_common::proto::{HDR_ATTR, HDR_HAVE_VERSION, HDR_MTIME, HDR_SHA256};
 use dfs_common::types::SetTime;
 use dfs_common::{codec, Attr, BlobId, FileKind, FsError, Ino, Timestamp};
-use hyper::body::Incoming;
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
 use std::sync::Arc;
@@ -39,7 +39,7 @@ pub async fn fetch(
     svc: &Arc<Services>,
     caller: Caller,
     ino: Ino,
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
 ) -> Result<Response<ResBody>, FsError> {
     let have = wire::header_u64(req.headers(), HDR_HAVE_VERSION)?;
     drop(req);
@@ -87,7 +87,7 @@ pub async fn store(
     svc: &Arc<Services>,
     caller: Caller,
     ino: Ino,
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
 ) -> Result<Response<ResBody>, FsError> {
     crate::auth::perm::authorize_file(svc, &caller, ino, true).await?;
     let (parts, body) = req.into_parts();

@@ -7,19 +7,19 @@
 
 use super::wire::{bincode_response, read_limited, ResBody};
 use crate::files;
+use crate::http::wire::ReqBody;
 use crate::namespace::NsCommand;
 use crate::services::{Caller, Services};
 use dfs_common::locks::{LockClass, LockMode, LockRange, LockReply, LockRequest};
 use dfs_common::proto::{CreatedLock, DirReply, DirRequest, StatFs, MAX_DIR_REQUEST};
 use dfs_common::{codec, FsError, Timestamp};
-use hyper::body::Incoming;
 use hyper::{Request, Response};
 use std::sync::Arc;
 
 pub async fn handle(
     svc: &Arc<Services>,
     caller: Caller,
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
 ) -> Result<Response<ResBody>, FsError> {
     let (parts, body) = req.into_parts();
     let bytes = read_limited(body, &parts.headers, MAX_DIR_REQUEST).await?;

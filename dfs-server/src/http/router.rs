@@ -37,6 +37,7 @@ pub async fn handle(
     let mut req = req;
     let resp = match authenticate(&svc, &mut req) {
         Ok((caller, session)) => {
+            let req = crate::auth::privacy::open_request(session.as_ref(), req);
             let resp = match route(&svc, caller, session.as_ref(), req).await {
                 Ok(r) => r,
                 Err(e) => error_response(&e),
@@ -86,7 +87,7 @@ async fn route(
     svc: &Arc<Services>,
     caller: Caller,
     session: Option<&crate::auth::Session>,
-    req: Request<Incoming>,
+    req: Request<wire::ReqBody>,
 ) -> Result<Response<ResBody>, FsError> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();

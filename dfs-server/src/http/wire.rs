@@ -9,7 +9,7 @@ use dfs_common::proto::{HDR_DETAIL, HDR_ERROR};
 use dfs_common::{codec, FsError};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
 use hyper::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
 use serde::Serialize;
@@ -17,6 +17,9 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::sync::mpsc;
+
+/// Every request body as the handlers see it (plain, after `crate::auth::privacy`).
+pub type ReqBody = BoxBody<Bytes, io::Error>;
 
 /// Every response body.
 pub type ResBody = BoxBody<Bytes, io::Error>;
@@ -123,7 +126,7 @@ pub fn header_u64(headers: &HeaderMap, name: &str) -> Result<Option<u64>, FsErro
 /// Reads a whole request body of at most `limit` bytes. A declared `content-length` over
 /// the limit is refused before reading anything; the count is checked while reading too.
 pub async fn read_limited(
-    mut body: Incoming,
+    mut body: ReqBody,
     headers: &HeaderMap,
     limit: usize,
 ) -> Result<Bytes, FsError> {

@@ -3,11 +3,11 @@
 //! with the session key whatever the protection level (they carry new users' keys).
 
 use crate::auth::Session;
+use crate::http::wire::ReqBody;
 use crate::http::wire::{bincode_response, read_limited, ResBody};
 use crate::services::Services;
 use dfs_common::auth::{self, AdminRequest, AsReq, RealmInfo, TgsReq};
 use dfs_common::{codec, FsError};
-use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
 use std::sync::Arc;
 
@@ -16,7 +16,7 @@ const MAX_KDC_REQUEST: usize = 64 << 10;
 pub async fn handle(
     svc: &Arc<Services>,
     session: Option<&Session>,
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
 ) -> Result<Response<ResBody>, FsError> {
     let Some(sec) = svc.security.get().cloned() else {
         return Err(FsError::NotSupported(

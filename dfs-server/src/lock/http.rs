@@ -5,12 +5,12 @@
 //! about locks (that is `super`), nor route (that is `crate::http::router`).
 
 use super::LockService;
+use crate::http::wire::ReqBody;
 use crate::http::wire::{bincode_response, read_limited, ResBody};
 use crate::services::Caller;
 use dfs_common::codec;
 use dfs_common::locks::{ListRequest, LockRequest, ReleaseRequest, RenewRequest};
 use dfs_common::FsError;
-use hyper::body::Incoming;
 use hyper::{Request, Response};
 use serde::de::DeserializeOwned;
 
@@ -28,7 +28,7 @@ pub fn is_resource(name: &str) -> bool {
     )
 }
 
-async fn body<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, FsError> {
+async fn body<T: DeserializeOwned>(req: Request<ReqBody>) -> Result<T, FsError> {
     let (parts, body) = req.into_parts();
     let bytes = read_limited(body, &parts.headers, MAX_LOCK_REQUEST).await?;
     codec::decode(&bytes)
@@ -39,7 +39,7 @@ pub async fn handle(
     locks: &LockService,
     caller: Caller,
     name: &str,
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
 ) -> Result<Response<ResBody>, FsError> {
     let client = caller.client;
     match name {

@@ -1,0 +1,138 @@
+//! The server's side of the privacy protection level (format: `dfs_common::privacy`): an
+//! authenticated request with `x-dfs-protection: privacy` has its body opened as it
+//! streams in, and its answer's body sealed as it streams out, both with the session key.
+//!
+//! Owns: the body adapters. Must not decide who the caller is (see `super::authenticate`).
+
+use super::Session;
+use crate::http::wire::{ReqBody, ResBody};
+use bytes::Bytes;
+use dfs_common::privacy::{Dir, Opener, Sealer, HDR_PLAIN_LENGTH, HDR_PROTECTION, PRIVACY};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Body, Frame};
+use hyper::header::{HeaderMap, HeaderValue, CONTENT_LENGTH};
+use hyper::{Request, Response};
+use std::io;
+
+/// Whether a request asks for privacy.
+pub fn wanted(headers: &HeaderMap) -> bool {
+    headers
+        .get(HDR_PROTECTION)
+        .is_some_and(|v| v.as_bytes() == PRIVACY.as_bytes())
+}
+
+fn invalid(e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+}
+
+/// A body whose bytes are opened by `opener` as they arrive.
+pub fn opening<B>(body: B, opener: Opener) -> BoxedBody
+where
+    B: Body<Data = Bytes> + Send + Sync + Unpin + 'static,
+    B::Error: std::fmt::Display,
+{
+    let stream = futures_util::stream::unfold(Some((body, opener)), |state| async move {
+        let (mut body, mut opener) = state?;
+        loop {
+            match body.frame().await {
+                None => {
+                    return match opener.finish() {
+                        Ok(()) => None,
+                        Err(e) => Some((Err(invalid(e)), None)),
+                    }
+                }
+                Some(Err(e)) => return Some((Err(io::Error::other(e.to_string())), None)),
+                Some(Ok(f)) => {
+                    let Ok(data) = f.into_data() else { continue };
+                    match opener.push(&data) {
+                        Ok(p) if p.is_empty() => continue,
+                        Ok(p) => {
+                            return Some((Ok(Frame::data(Bytes::from(p))), Some((body, opener))))
+                        }
+                        Err(e) => return Some((Err(invalid(e)), None)),
+                    }
+                }
+            }
+        }
+    });
+    StreamBody::new(stream).boxed()
+}
+
+type BoxedBody = http_body_util::combinators::BoxBody<Bytes, io::Error>;
+
+/// A body whose bytes are sealed by `sealer` as they leave.
+pub fn sealing<B>(body: B, sealer: Sealer) -> BoxedBody
+where
+    B: Body<Data = Bytes> + Send + Sync + Unpin + 'static,
+    B::Error: std::fmt::Display,
+{
+    let stream = futures_util::stream::unfold(Some((body, sealer)), |state| async move {
+        let (mut body, mut sealer) = state?;
+        loop {
+            match body.frame().await {
+                None => return Some((Ok(Frame::data(Bytes::from(sealer.seal(&[], true)))), None)),
+                Some(Err(e)) => return Some((Err(io::Error::other(e.to_string())), None)),
+                Some(Ok(f)) => {
+                    let Ok(data) = f.into_data() else { continue };
+                    if data.is_empty() {
+                        continue;
+                    }
+                    let sealed = Bytes::from(sealer.seal(&data, false));
+                    return Some((Ok(Frame::data(sealed)), Some((body, sealer))));
+                }
+            }
+        }
+    });
+    StreamBody::new(stream).boxed()
+}
+
+/// The request as the handlers see it: opened if it asked for privacy (its
+/// `content-length` then becomes the plain length, from `x-dfs-plain-length`).
+pub fn open_request<B>(session: Option<&Session>, req: Request<B>) -> Request<ReqBody>
+where
+    B: Body<Data = Bytes> + Send + Sync + Unpin + 'static,
+    B::Error: std::fmt::Display,
+{
+    let (mut parts, body) = req.into_parts();
+    match session {
+        Some(s) if s.privacy => {
+            parts.headers.remove(CONTENT_LENGTH);
+            if let Some(v) = parts.headers.get(HDR_PLAIN_LENGTH).cloned() {
+                parts.headers.insert(CONTENT_LENGTH, v);
+            }
+            let opener = Opener::new(&s.key, Dir::Request, s.nonce);
+            Request::from_parts(parts, opening(body, opener))
+        }
+        _ => Request::from_parts(
+            parts,
+            body.map_err(|e| io::Error::other(e.to_string())).boxed(),
+        ),
+    }
+}
+
+/// Seals an answer's body for a privacy request (`full` when the whole body is at hand).
+pub fn seal_response(
+    session: &Session,
+    resp: Response<ResBody>,
+    full: Option<Bytes>,
+) -> Response<ResBody> {
+    let (mut parts, body) = resp.into_parts();
+    let body = match full {
+        Some(bytes) => {
+            let sealed =
+                dfs_common::privacy::seal_all(&session.key, Dir::Response, session.nonce, &bytes);
+            parts
+                .headers
+                .insert(CONTENT_LENGTH, HeaderValue::from(sealed.len()));
+            crate::http::wire::full(sealed)
+        }
+        None => {
+            parts.headers.remove(CONTENT_LENGTH);
+            sealing(
+                body,
+                Sealer::new(&session.key, Dir::Response, session.nonce),
+            )
+        }
+    };
+    Response::from_parts(parts, body)
+}
