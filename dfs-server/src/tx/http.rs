@@ -4,13 +4,13 @@
 //! Owns: the resource names and methods under `/v1/tx/`. Must not decide anything about
 //! transactions (that is `super`), nor route other resources (`crate::http::router`).
 
+use crate::http::wire::ReqBody;
 use crate::http::wire::{self, bincode_response, read_limited, ResBody};
 use crate::services::{Caller, Services};
 use dfs_common::codec;
 use dfs_common::proto::HDR_SHA256;
 use dfs_common::tx::{BeginRequest, CommitRequest, TxId, MAX_COMMIT_REQUEST};
 use dfs_common::{BlobId, FsError};
-use hyper::body::Incoming;
 use hyper::header::CONTENT_LENGTH;
 use hyper::{Method, Request, Response};
 use std::sync::Arc;
@@ -74,7 +74,7 @@ pub async fn handle(
     svc: &Arc<Services>,
     caller: Caller,
     route: Route,
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
 ) -> Result<Response<ResBody>, FsError> {
     // Batches are not yet checked operation by operation against the caller's rights, so
     // in a realm only an admin may run them (an open cell checks nothing anyway).
