@@ -4,8 +4,9 @@
 //! adapter runs every request's work inside `as_uid(req.uid(), ..)` (a tokio task-local),
 //! and `remote` signs with the credentials that uid handed to the mount with `dfs login`
 //! (over the control socket, whose peer uid the kernel vouches for). A uid without
-//! credentials is anonymous. Background work (the callback channel, which carries only
-//! inode numbers, and the retry of unstored files) runs anonymous.
+//! credentials is anonymous. The retry of unstored files acts for the user who wrote them
+//! (while this mount holds their credentials); the callback channel, which carries only
+//! inode numbers, and lease renewal run anonymous.
 //!
 //! Owns: the per-uid credential store of this process, signing requests, checking the
 //! server's `x-dfs-auth-reply`. Must not do HTTP itself (see `remote`).

@@ -670,3 +670,39 @@ fn answers_tampered_on_their_way_back_are_refused_by_the_mount() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(String::from_utf8_lossy(&o.stdout), "fine\n");
 }
+
+/// In a realm, a close that failed while the server was away is stored later by the
+/// mount's retry loop *as the user who wrote it*: anonymous, it would be refused (the file
+/// is alice's 0644 in her 0700 directory) and the data would never reach the server.
+#[test]
+fn a_failed_close_is_stored_later_with_the_writers_credentials() {
+    let mut r = Realm::new(&[]);
+    r.login(ALICE, "alice", "alice-pw").unwrap();
+    let o = r.sh_as(ALICE, "mkdir -m 700 ad && echo v1 > ad/f && cat ad/f");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    r.server.kill9();
+    // python reports a failed close() (a shell redirection ignores it).
+    let o = r.sh_as(
+        ALICE,
+        "python3 -c \"f = open('ad/f', 'w'); f.write('v2'); f.close()\"",
+    );
+    assert!(!o.status.success(), "close succeeded with the server down");
+    r.server.restart();
+    let unstored = |r: &Realm| {
+        let out = r.dfs(ALICE, &["status", r.mount.path().to_str().unwrap()], "");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find(|l| l.starts_with("unstored files:"))
+            .map(|l| l.split_whitespace().last().unwrap_or("?").to_string())
+            .unwrap_or_default()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while unstored(&r) != "0" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "alice's unstored file was never stored; mount log:\n{}",
+            r.mount.log_tail(30)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}

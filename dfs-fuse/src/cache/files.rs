@@ -52,6 +52,9 @@ pub(super) struct Local {
     /// a copy marked dirty that still matches it has not changed (passthrough opens for
     /// writing are marked dirty before anything is written, since writes bypass us).
     pub(super) clean_stamp: Option<(u64, std::time::SystemTime)>,
+    /// The local user whose open for writing made the latest changes: a store retried in
+    /// the background acts for them (in a realm, with their credentials).
+    pub(super) writer_uid: Option<u32>,
 }
 
 /// Size and mtime of a file, to tell whether it changed.
@@ -220,6 +223,7 @@ impl CacheManager {
         let truncate = writable && flags & libc::O_TRUNC != 0;
         let node = self.node(ino);
         if writable {
+            node.local.lock().unwrap().writer_uid = Some(uid);
             if let Err(e) = self.take_open_lock(&node, uid).await {
                 self.maybe_drop_node(&node);
                 return Err(e);

@@ -225,7 +225,12 @@ impl CacheManager {
             .collect();
         let mut left = 0;
         for node in dirty {
-            match self.store_node(&node).await {
+            let writer = node.local.lock().unwrap().writer_uid;
+            let stored = match writer {
+                Some(uid) => crate::auth::as_uid(uid, self.store_node(&node)).await,
+                None => self.store_node(&node).await,
+            };
+            match stored {
                 Ok(()) => {
                     self.release_open_lock_later(&node);
                     self.maybe_drop_node(&node);
