@@ -113,7 +113,8 @@ pub fn serve(
                     Err(_) => return,
                 };
                 let reply = match read_msg::<ControlRequest>(&mut stream).await {
-                    Ok(req) => handle(&mgr, &server, uid, req).await,
+                    // The mount acts for the caller, with their credentials (SO_PEERCRED uid).
+                    Ok(req) => crate::auth::as_uid(uid, handle(&mgr, &server, uid, req)).await,
                     Err(e) => ControlReply::Error(e),
                 };
                 let _ = write_msg(&mut stream, &reply).await;

@@ -706,3 +706,30 @@ fn a_failed_close_is_stored_later_with_the_writers_credentials() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
+
+/// Locks need the right to use the file: bob cannot lock alice's 0600 file (he could
+/// otherwise make her writers wait), alice can, and a uid that never logged in cannot.
+#[test]
+fn locks_need_permission_on_the_file() {
+    let r = Realm::new(&[]);
+    r.login(ALICE, "alice", "alice-pw").unwrap();
+    r.login(BOB, "bob", "bob-pw").unwrap();
+    let o = r.sh_as(ALICE, "echo s > secret && chmod 600 secret");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let path = r.mount.path().join("secret");
+    let path = path.to_str().unwrap();
+    let bob = r.dfs(BOB, &["lock", path, "--wait", "1"], "");
+    assert!(!bob.status.success(), "bob locked alice's 0600 file");
+    let err = String::from_utf8_lossy(&bob.stderr).to_lowercase();
+    assert!(err.contains("permission denied"), "bob: {err}");
+    let stranger = r.dfs(4242, &["lock", path, "--wait", "1"], "");
+    assert!(!stranger.status.success(), "a uid without credentials took a lock");
+    let alice = r.dfs(ALICE, &["lock", path], "");
+    assert!(
+        alice.status.success(),
+        "alice: {}",
+        String::from_utf8_lossy(&alice.stderr)
+    );
+    let listed = r.dfs(ALICE, &["locks", path], "");
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("Exclusive"));
+}

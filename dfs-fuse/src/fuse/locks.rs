@@ -47,7 +47,8 @@ pub fn setlk(
     sleep: bool,
     reply: ReplyEmpty,
 ) {
-    rt.spawn(async move {
+    // Locks are taken for, and checked against, the caller (their credentials in a realm).
+    rt.spawn(crate::auth::as_uid(uid, async move {
         let result = match mode_of(typ) {
             None => {
                 let req = ReleaseRequest {
@@ -85,7 +86,7 @@ pub fn setlk(
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
         }
-    });
+    }));
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -98,9 +99,10 @@ pub fn getlk(
     end: u64,
     typ: i32,
     pid: u32,
+    uid: u32,
     reply: ReplyLock,
 ) {
-    rt.spawn(async move {
+    rt.spawn(crate::auth::as_uid(uid, async move {
         let Some(mode) = mode_of(typ) else {
             return reply.error(fuser::Errno::EINVAL);
         };
@@ -125,7 +127,7 @@ pub fn getlk(
             }
             Err(e) => reply.error(errno(&e)),
         }
-    });
+    }));
 }
 
 /// Releases every advisory lock `owner` holds on `ino` (close of a POSIX lock holder's

@@ -446,7 +446,7 @@ impl Filesystem for DfsFs {
 
     fn getlk(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         lock_owner: LockOwner,
@@ -466,6 +466,7 @@ impl Filesystem for DfsFs {
             end,
             typ,
             pid,
+            req.uid(),
             reply,
         );
     }

@@ -139,7 +139,7 @@ async fn route(
                 return Ok(not_found(p));
             }
             match method {
-                Method::POST => lock::http::handle(&svc.locks, caller, name, req).await,
+                Method::POST => lock::http::handle(svc, caller, name, req).await,
                 _ => Ok(method_not_allowed(&method, &path, "POST")),
             }
         }

@@ -4,15 +4,15 @@
 //! Owns: the mapping of lock resources to `LockService` calls. Must not decide anything
 //! about locks (that is `super`), nor route (that is `crate::http::router`).
 
-use super::LockService;
 use crate::http::wire::ReqBody;
 use crate::http::wire::{bincode_response, read_limited, ResBody};
-use crate::services::Caller;
+use crate::services::{Caller, Services};
 use dfs_common::codec;
 use dfs_common::locks::{ListRequest, LockRequest, ReleaseRequest, RenewRequest};
 use dfs_common::FsError;
 use hyper::{Request, Response};
 use serde::de::DeserializeOwned;
+use std::sync::Arc;
 
 /// Path prefix of the lock resources.
 pub const PREFIX: &str = "/v1/locks/";
@@ -35,20 +35,42 @@ async fn body<T: DeserializeOwned>(req: Request<ReqBody>) -> Result<T, FsError> 
 }
 
 /// Handles `POST {PREFIX}{name}`; `name` must satisfy `is_resource`.
+/// In a realm, locking a file takes the right to use it: read permission for advisory
+/// locks (flock, fcntl, `dfs lock`), write permission for the writers' `Open` lock, and
+/// an authenticated user — so nobody can make others' writers wait on files they may not
+/// touch. Releases and renewals concern only the caller's own locks and need no check.
+async fn authorize(svc: &Arc<Services>, caller: &Caller, r: &LockRequest) -> Result<(), FsError> {
+    if !caller.enforce || caller.admin {
+        return Ok(());
+    }
+    if caller.uid == crate::auth::NOBODY {
+        return Err(FsError::PermissionDenied(
+            "anonymous callers may not take locks (dfs login first)".into(),
+        ));
+    }
+    let write = r.class == dfs_common::locks::LockClass::Open;
+    crate::auth::perm::authorize_file(svc, caller, r.ino, write).await
+}
+
 pub async fn handle(
-    locks: &LockService,
+    svc: &Arc<Services>,
     caller: Caller,
     name: &str,
     req: Request<ReqBody>,
 ) -> Result<Response<ResBody>, FsError> {
+    let locks = &svc.locks;
     let client = caller.client;
     match name {
         "acquire" => {
             let r: LockRequest = body(req).await?;
+            authorize(svc, &caller, &r).await?;
             Ok(bincode_response(&locks.acquire(client, r).await?))
         }
         "acquire-many" => {
             let r: Vec<LockRequest> = body(req).await?;
+            for one in &r {
+                authorize(svc, &caller, one).await?;
+            }
             Ok(bincode_response(&locks.acquire_many(client, r).await?))
         }
         "release" => {
@@ -57,6 +79,7 @@ pub async fn handle(
         }
         "test" => {
             let r: LockRequest = body(req).await?;
+            authorize(svc, &caller, &r).await?;
             Ok(bincode_response(&locks.test(client, r).await?))
         }
         "renew" => {
