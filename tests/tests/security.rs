@@ -723,7 +723,10 @@ fn locks_need_permission_on_the_file() {
     let err = String::from_utf8_lossy(&bob.stderr).to_lowercase();
     assert!(err.contains("permission denied"), "bob: {err}");
     let stranger = r.dfs(4242, &["lock", path, "--wait", "1"], "");
-    assert!(!stranger.status.success(), "a uid without credentials took a lock");
+    assert!(
+        !stranger.status.success(),
+        "a uid without credentials took a lock"
+    );
     let alice = r.dfs(ALICE, &["lock", path], "");
     assert!(
         alice.status.success(),
