@@ -10,8 +10,10 @@ pub mod codec;
 pub mod error;
 pub mod hash;
 pub mod locks;
+pub mod password;
 pub mod privacy;
 pub mod proto;
+pub mod sealed_body;
 pub mod tx;
 pub mod types;
 

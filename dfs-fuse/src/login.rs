@@ -13,7 +13,7 @@ use dfs_common::auth::{
 };
 use dfs_common::{codec, Timestamp};
 use serde::{Deserialize, Serialize};
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -87,40 +87,6 @@ pub fn ccache_path() -> PathBuf {
     std::env::var_os("DFS_CCACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(format!("/tmp/dfs_cc_{}", my_uid())))
-}
-
-fn read_password(prompt: &str, from_stdin: bool) -> Result<String, String> {
-    let mut line = String::new();
-    if from_stdin {
-        std::io::stdin()
-            .lock()
-            .read_line(&mut line)
-            .map_err(|e| e.to_string())?;
-    } else {
-        eprint!("{prompt}");
-        let _ = std::io::stderr().flush();
-        // SAFETY: termios calls on fd 0 with a properly sized struct.
-        unsafe {
-            let mut t: libc::termios = std::mem::zeroed();
-            let tty = libc::tcgetattr(0, &mut t) == 0;
-            let old = t;
-            if tty {
-                t.c_lflag &= !libc::ECHO;
-                libc::tcsetattr(0, libc::TCSANOW, &t);
-            }
-            let r = std::io::stdin().lock().read_line(&mut line);
-            if tty {
-                libc::tcsetattr(0, libc::TCSANOW, &old);
-                eprintln!();
-            }
-            r.map_err(|e| e.to_string())?;
-        }
-    }
-    let pw = line.trim_end_matches(['\n', '\r']).to_string();
-    if pw.is_empty() {
-        return Err("empty password".into());
-    }
-    Ok(pw)
 }
 
 /// Mount points of every dfs mount on this host.
@@ -256,7 +222,10 @@ async fn admin(req: AdminRequest) -> Result<AdminReply, String> {
 async fn new_key(principal: &str, from_stdin: bool) -> Result<Key, String> {
     let cc = read_ccache()?;
     let info = realm_info(&Remote::new(&cc.server, 0)).await?;
-    let pw = read_password(&format!("new password for {principal}: "), from_stdin)?;
+    let pw = dfs_common::password::read_password(
+        &format!("new password for {principal}: "),
+        from_stdin,
+    )?;
     Ok(Key::from_password(
         pw.as_bytes(),
         &info.realm,
@@ -276,7 +245,10 @@ pub async fn run(cmd: AuthCommand) -> Result<(), String> {
                 .or_else(|| std::env::var("USER").ok())
                 .ok_or("name a principal: dfs login PRINCIPAL")?;
             let server = find_server(server).await?;
-            let pw = read_password(&format!("password for {principal}: "), password_stdin)?;
+            let pw = dfs_common::password::read_password(
+                &format!("password for {principal}: "),
+                password_stdin,
+            )?;
             let cc = get_tickets(&server, &principal, &pw)
                 .await
                 .map_err(|e| format!("login failed: {e}"))?;

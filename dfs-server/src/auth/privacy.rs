@@ -8,8 +8,8 @@ use super::Session;
 use crate::http::wire::{ReqBody, ResBody};
 use bytes::Bytes;
 use dfs_common::privacy::{Dir, Opener, Sealer, HDR_PLAIN_LENGTH, HDR_PROTECTION, PRIVACY};
-use http_body_util::{BodyExt, StreamBody};
-use hyper::body::{Body, Frame};
+use http_body_util::BodyExt;
+use hyper::body::Body;
 use hyper::header::{HeaderMap, HeaderValue, CONTENT_LENGTH};
 use hyper::{Request, Response};
 use std::io;
@@ -21,70 +21,7 @@ pub fn wanted(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.as_bytes() == PRIVACY.as_bytes())
 }
 
-fn invalid(e: impl std::fmt::Display) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
-}
-
-/// A body whose bytes are opened by `opener` as they arrive.
-pub fn opening<B>(body: B, opener: Opener) -> BoxedBody
-where
-    B: Body<Data = Bytes> + Send + Sync + Unpin + 'static,
-    B::Error: std::fmt::Display,
-{
-    let stream = futures_util::stream::unfold(Some((body, opener)), |state| async move {
-        let (mut body, mut opener) = state?;
-        loop {
-            match body.frame().await {
-                None => {
-                    return match opener.finish() {
-                        Ok(()) => None,
-                        Err(e) => Some((Err(invalid(e)), None)),
-                    }
-                }
-                Some(Err(e)) => return Some((Err(io::Error::other(e.to_string())), None)),
-                Some(Ok(f)) => {
-                    let Ok(data) = f.into_data() else { continue };
-                    match opener.push(&data) {
-                        Ok(p) if p.is_empty() => continue,
-                        Ok(p) => {
-                            return Some((Ok(Frame::data(Bytes::from(p))), Some((body, opener))))
-                        }
-                        Err(e) => return Some((Err(invalid(e)), None)),
-                    }
-                }
-            }
-        }
-    });
-    StreamBody::new(stream).boxed()
-}
-
-type BoxedBody = http_body_util::combinators::BoxBody<Bytes, io::Error>;
-
-/// A body whose bytes are sealed by `sealer` as they leave.
-pub fn sealing<B>(body: B, sealer: Sealer) -> BoxedBody
-where
-    B: Body<Data = Bytes> + Send + Sync + Unpin + 'static,
-    B::Error: std::fmt::Display,
-{
-    let stream = futures_util::stream::unfold(Some((body, sealer)), |state| async move {
-        let (mut body, mut sealer) = state?;
-        loop {
-            match body.frame().await {
-                None => return Some((Ok(Frame::data(Bytes::from(sealer.seal(&[], true)))), None)),
-                Some(Err(e)) => return Some((Err(io::Error::other(e.to_string())), None)),
-                Some(Ok(f)) => {
-                    let Ok(data) = f.into_data() else { continue };
-                    if data.is_empty() {
-                        continue;
-                    }
-                    let sealed = Bytes::from(sealer.seal(&data, false));
-                    return Some((Ok(Frame::data(sealed)), Some((body, sealer))));
-                }
-            }
-        }
-    });
-    StreamBody::new(stream).boxed()
-}
+pub use dfs_common::sealed_body::{opening, sealing};
 
 /// The request as the handlers see it: opened if it asked for privacy (its
 /// `content-length` then becomes the plain length, from `x-dfs-plain-length`).

@@ -5,7 +5,6 @@ use crate::auth::Security;
 use crate::services::Services;
 use clap::Parser;
 use dfs_common::auth;
-use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -44,40 +43,7 @@ struct InitArgs {
     max_skew: i64,
 }
 
-/// Reads a password: the first line of stdin, or a prompt on the terminal without echo.
-pub fn read_password(prompt: &str, from_stdin: bool) -> Result<String, String> {
-    let mut line = String::new();
-    if from_stdin {
-        std::io::stdin()
-            .lock()
-            .read_line(&mut line)
-            .map_err(|e| e.to_string())?;
-    } else {
-        eprint!("{prompt}");
-        let _ = std::io::stderr().flush();
-        // SAFETY: termios calls on fd 0 with a properly sized struct.
-        unsafe {
-            let mut t: libc::termios = std::mem::zeroed();
-            let tty = libc::tcgetattr(0, &mut t) == 0;
-            let old = t;
-            if tty {
-                t.c_lflag &= !libc::ECHO;
-                libc::tcsetattr(0, libc::TCSANOW, &t);
-            }
-            let r = std::io::stdin().lock().read_line(&mut line);
-            if tty {
-                libc::tcsetattr(0, libc::TCSANOW, &old);
-                eprintln!();
-            }
-            r.map_err(|e| e.to_string())?;
-        }
-    }
-    let pw = line.trim_end_matches(['\n', '\r']).to_string();
-    if pw.is_empty() {
-        return Err("empty password".into());
-    }
-    Ok(pw)
-}
+pub use dfs_common::password::read_password;
 
 pub fn init_main() -> ExitCode {
     let args = InitArgs::parse_from(std::env::args().skip(1));
