@@ -61,6 +61,9 @@ impl LockRange {
     }
 }
 
+/// The owner, within a client, of its writers' `Open` locks.
+pub const OPEN_OWNER: u64 = 0;
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockRequest {
     pub ino: Ino,
@@ -78,6 +81,23 @@ pub struct LockRequest {
 }
 
 /// One held lock, as shown to others.
+impl LockRequest {
+    /// The writers' turn on `ino` for the calling client: its `Open` lock, exclusive, whole
+    /// file, named `label` to others; no wait.
+    pub fn writers_turn(ino: Ino, label: String) -> LockRequest {
+        LockRequest {
+            ino,
+            class: LockClass::Open,
+            mode: LockMode::Exclusive,
+            range: LockRange::WHOLE,
+            owner: OPEN_OWNER,
+            pid: 0,
+            label,
+            wait_ms: 0,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockInfo {
     pub ino: Ino,

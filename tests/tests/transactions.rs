@@ -590,7 +590,21 @@ fn a_batch_waits_for_a_writer_and_names_it_when_the_wait_runs_out() {
         .current_dir(&m)
         .spawn()
         .unwrap();
-    thread::sleep(Duration::from_millis(500));
+    // Wait until the holder really has the writers' lock (not a guess at how long it takes).
+    let doc = m.join("doc");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let locks = dfs_cmd(&local, &["locks", doc.to_str().unwrap()]);
+        if String::from_utf8_lossy(&locks.stdout).contains("Open") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the holder never got the writers' lock: {}",
+            output_text(&locks)
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
     let out = dfs_cmd(
         &local,
         &["tx", "apply", "--wait", "1", "--server", &addr, "batch"],

@@ -14,8 +14,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-/// The owner, within this client, of every writers' `Open` lock it takes.
-pub(crate) const OPEN_OWNER: u64 = 0;
+pub(crate) use dfs_common::locks::OPEN_OWNER;
 
 /// Per-inode state while a file is open on this client or holds unstored changes.
 pub(crate) struct FileNode {

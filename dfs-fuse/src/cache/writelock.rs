@@ -4,22 +4,13 @@
 use super::files::{FileNode, OPEN_OWNER};
 use super::locks::label_for;
 use super::CacheManager;
-use dfs_common::locks::{LockClass, LockMode, LockRange, LockRequest, ReleaseRequest};
+use dfs_common::locks::{LockClass, LockRequest, ReleaseRequest};
 use dfs_common::{FsError, Ino};
 use std::sync::Arc;
 
 /// The request for this client's writers' lock on `ino`, named after `uid`.
 pub(super) fn open_lock_request(ino: Ino, uid: u32) -> LockRequest {
-    LockRequest {
-        ino,
-        class: LockClass::Open,
-        mode: LockMode::Exclusive,
-        range: LockRange::WHOLE,
-        owner: OPEN_OWNER,
-        pid: 0,
-        label: label_for(uid),
-        wait_ms: 0,
-    }
+    LockRequest::writers_turn(ino, label_for(uid))
 }
 
 impl CacheManager {

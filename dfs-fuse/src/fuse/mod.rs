@@ -12,7 +12,7 @@ use crate::cache::{CacheManager, DirItem, Invalidation};
 use attrs::{errno, file_attr, ttl_for};
 use dfs_common::proto::{RENAME_EXCHANGE, RENAME_NOREPLACE};
 use dfs_common::types::SetTime;
-use dfs_common::{Ino, Timestamp};
+use dfs_common::{FsError, Ino, Timestamp};
 use fuser::{
     Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
     LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
@@ -59,6 +59,22 @@ impl DfsFs {
         F: std::future::Future<Output = ()> + Send + 'static,
     {
         self.rt.spawn(crate::auth::as_uid(req.uid(), f));
+    }
+}
+
+/// Answers a request that yields an entry (mkdir, symlink, link).
+fn answer_entry(mgr: &CacheManager, result: Result<dfs_common::Attr, FsError>, reply: ReplyEntry) {
+    match result {
+        Ok(attr) => reply.entry(&ttl_for(mgr, attr.ino), &file_attr(&attr), Generation(0)),
+        Err(e) => reply.error(errno(&e)),
+    }
+}
+
+/// Answers a request that yields nothing but success or an error.
+fn answer_empty(result: Result<(), FsError>, reply: ReplyEmpty) {
+    match result {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(errno(&e)),
     }
 }
 
@@ -243,13 +259,12 @@ impl Filesystem for DfsFs {
         let name = name.as_bytes().to_vec();
         let (uid, gid) = (req.uid(), req.gid());
         self.spawn_as(req, async move {
-            match mgr
-                .mkdir(parent.0, &name, mode & !umask & 0o7777, uid, gid)
-                .await
-            {
-                Ok(attr) => reply.entry(&ttl_for(&mgr, attr.ino), &file_attr(&attr), Generation(0)),
-                Err(e) => reply.error(errno(&e)),
-            }
+            answer_entry(
+                &mgr,
+                mgr.mkdir(parent.0, &name, mode & !umask & 0o7777, uid, gid)
+                    .await,
+                reply,
+            )
         });
     }
 
@@ -257,10 +272,7 @@ impl Filesystem for DfsFs {
         let mgr = self.mgr.clone();
         let name = name.as_bytes().to_vec();
         self.spawn_as(req, async move {
-            match mgr.unlink(parent.0, &name).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(&e)),
-            }
+            answer_empty(mgr.unlink(parent.0, &name).await, reply)
         });
     }
 
@@ -268,10 +280,7 @@ impl Filesystem for DfsFs {
         let mgr = self.mgr.clone();
         let name = name.as_bytes().to_vec();
         self.spawn_as(req, async move {
-            match mgr.rmdir(parent.0, &name).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(&e)),
-            }
+            answer_empty(mgr.rmdir(parent.0, &name).await, reply)
         });
     }
 
@@ -288,10 +297,11 @@ impl Filesystem for DfsFs {
         let target = target.as_os_str().as_bytes().to_vec();
         let (uid, gid) = (req.uid(), req.gid());
         self.spawn_as(req, async move {
-            match mgr.symlink(parent.0, &name, &target, uid, gid).await {
-                Ok(attr) => reply.entry(&ttl_for(&mgr, attr.ino), &file_attr(&attr), Generation(0)),
-                Err(e) => reply.error(errno(&e)),
-            }
+            answer_entry(
+                &mgr,
+                mgr.symlink(parent.0, &name, &target, uid, gid).await,
+                reply,
+            )
         });
     }
 
@@ -316,13 +326,11 @@ impl Filesystem for DfsFs {
             wire_flags |= RENAME_EXCHANGE;
         }
         self.spawn_as(req, async move {
-            match mgr
-                .rename(parent.0, &name, newparent.0, &newname, wire_flags)
-                .await
-            {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(&e)),
-            }
+            answer_empty(
+                mgr.rename(parent.0, &name, newparent.0, &newname, wire_flags)
+                    .await,
+                reply,
+            )
         });
     }
 
@@ -337,10 +345,7 @@ impl Filesystem for DfsFs {
         let mgr = self.mgr.clone();
         let newname = newname.as_bytes().to_vec();
         self.spawn_as(req, async move {
-            match mgr.link(ino.0, newparent.0, &newname).await {
-                Ok(attr) => reply.entry(&ttl_for(&mgr, attr.ino), &file_attr(&attr), Generation(0)),
-                Err(e) => reply.error(errno(&e)),
-            }
+            answer_entry(&mgr, mgr.link(ino.0, newparent.0, &newname).await, reply)
         });
     }
 
@@ -416,10 +421,7 @@ impl Filesystem for DfsFs {
         self.spawn_as(req, async move {
             // close(2) drops the caller's fcntl locks on the file (POSIX).
             locks::release_owner(&mgr, ino.0, lock_owner.0).await;
-            match mgr.flush(fh.0).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(&e)),
-            }
+            answer_empty(mgr.flush(fh.0).await, reply)
         });
     }
 
@@ -510,12 +512,10 @@ impl Filesystem for DfsFs {
         reply: ReplyEmpty,
     ) {
         let mgr = self.mgr.clone();
-        self.spawn_as(req, async move {
-            match mgr.fsync(fh.0).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(&e)),
-            }
-        });
+        self.spawn_as(
+            req,
+            async move { answer_empty(mgr.fsync(fh.0).await, reply) },
+        );
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {

@@ -10,7 +10,7 @@ use crate::files;
 use crate::http::wire::ReqBody;
 use crate::namespace::NsCommand;
 use crate::services::{Caller, Services};
-use dfs_common::locks::{LockClass, LockMode, LockRange, LockReply, LockRequest};
+use dfs_common::locks::{LockReply, LockRequest};
 use dfs_common::proto::{CreatedLock, DirReply, DirRequest, StatFs, MAX_DIR_REQUEST};
 use dfs_common::{codec, FsError, Timestamp};
 use hyper::{Request, Response};
@@ -119,40 +119,28 @@ pub async fn dispatch(
             exclusive,
             label,
         } => {
-            let cmd = NsCommand::Create {
+            let create = DirRequest::Create {
                 parent,
                 name,
                 mode,
                 uid,
                 gid,
                 exclusive,
-                now,
             };
-            let created = svc.mutate(caller, cmd, vec![parent], None).await?;
-            let ino = created
-                .attr
-                .ok_or_else(|| FsError::Io("create returned no attributes".into()))?
-                .ino;
+            let DirReply::Attr(created) = Box::pin(dispatch(svc, caller, create)).await? else {
+                return Err(FsError::Io("create returned no attributes".into()));
+            };
             let lock = if caller.client == 0 {
                 None
             } else {
-                let req = LockRequest {
-                    ino,
-                    class: LockClass::Open,
-                    mode: LockMode::Exclusive,
-                    range: LockRange::WHOLE,
-                    owner: 0,
-                    pid: 0,
-                    label,
-                    wait_ms: 0,
-                };
+                let req = LockRequest::writers_turn(created.ino, label);
                 match svc.locks.acquire(caller.client, req).await? {
                     LockReply::Granted { token, lease_ms } => Some(CreatedLock { token, lease_ms }),
                     LockReply::Conflict { .. } => None,
                 }
             };
             // Read after the grant: no store can land between these attributes and the lock.
-            let attr = svc.blocking(move |ns, _| ns.getattr(ino)).await?;
+            let attr = svc.blocking(move |ns, _| ns.getattr(created.ino)).await?;
             Ok(DirReply::Created { attr, lock })
         }
         DirRequest::Mkdir {
