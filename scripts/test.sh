@@ -30,6 +30,7 @@ need sha256sum coreutils
 need bash bash
 need flock util-linux
 need setpriv util-linux
+need iptables iptables
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "scripts/test.sh: installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive

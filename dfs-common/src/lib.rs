@@ -6,6 +6,7 @@
 //! clocks beyond `Timestamp::now`.
 
 pub mod auth;
+pub mod cluster;
 pub mod codec;
 pub mod error;
 pub mod hash;

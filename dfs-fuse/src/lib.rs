@@ -22,7 +22,7 @@ pub mod control;
 pub mod fuse;
 pub mod login;
 pub mod privacy;
-mod remote;
+pub mod remote;
 pub mod tx;
 
 pub use cache::{CacheManager, CacheOptions};

@@ -4,6 +4,8 @@
 //! - `namespace`: the directory service, a deterministic state machine over redb.
 //! - `blobs`: content-addressed blob files and their garbage collection.
 //! - `callbacks`: callback promises, breaks, and the per-client callback channel.
+//! - `cluster`: the replication service: gossip membership, blob placement on R nodes,
+//!   write quorum, repair rounds, scrubbing.
 //! - `files`: whole-file fetch and store (and setattr's resize).
 //! - `lock`: the lock service: leased read/write locks on file ids, lock table on disk.
 //! - `tx`: the transaction service: staged blobs and atomic batches of file operations.
@@ -16,6 +18,7 @@
 pub mod auth;
 pub mod blobs;
 pub mod callbacks;
+pub mod cluster;
 pub mod files;
 pub mod http;
 pub mod kdc;

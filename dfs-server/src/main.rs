@@ -5,10 +5,13 @@ use clap::Parser;
 use dfs_common::Timestamp;
 use dfs_server::blobs::{gc, BlobStore};
 use dfs_server::callbacks::Registry;
+use dfs_server::cluster::key::ClusterKey;
+use dfs_server::cluster::{repair, replicate, scrub, Cluster, ClusterSettings};
 use dfs_server::http;
 use dfs_server::lock::{LockConfig, LockService};
 use dfs_server::namespace::Namespace;
 use dfs_server::services::{Services, Settings};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -72,6 +75,66 @@ struct Args {
     /// aborted and its staged blobs released this long after it went.
     #[arg(long, value_name = "N", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     tx_lease_secs: u64,
+
+    /// Replication: other nodes of the cluster to join through (HOST:PORT, comma
+    /// separated). Gossip runs over UDP on the same port as HTTP. Needs --cluster-key-file.
+    #[arg(long, value_name = "HOST:PORT,...", value_delimiter = ',')]
+    peers: Vec<SocketAddr>,
+
+    /// Replication: file with the cluster's shared secret (at least 32 bytes, mode 0600,
+    /// e.g. `head -c 32 /dev/urandom > cluster.key`). Gossip packets and node-to-node
+    /// requests without it are refused. Setting it makes this node a cluster member.
+    #[arg(long, value_name = "FILE")]
+    cluster_key_file: Option<PathBuf>,
+
+    /// Replication: this node's roles, comma separated: `directory,data` (the one node
+    /// holding the namespace, locks and callbacks; it stores blobs too) or `data` (a node
+    /// that only stores blobs).
+    #[arg(long, value_name = "ROLES", default_value = "directory,data", value_parser = parse_roles)]
+    roles: u8,
+
+    /// Replication: the address other nodes reach this one at (default: the listen
+    /// address; needed when listening on 0.0.0.0).
+    #[arg(long, value_name = "HOST:PORT")]
+    advertise: Option<SocketAddr>,
+
+    /// Replication: copies kept of every blob (capped at the number of data nodes).
+    #[arg(long, value_name = "R", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=16))]
+    replicas: u32,
+
+    /// Replication: copies that must be durable before a store is acknowledged (default:
+    /// a majority of R).
+    #[arg(long, value_name = "W", value_parser = clap::value_parser!(u32).range(1..=16))]
+    write_quorum: Option<u32>,
+
+    /// Replication: seconds a node declared dead keeps its place before its blobs are
+    /// copied to other nodes (a node that restarts sooner just catches up).
+    #[arg(long, value_name = "N", default_value_t = 60)]
+    dead_grace_secs: u64,
+
+    /// Replication: seconds between repair rounds (anti-entropy) on the directory node.
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    repair_interval_secs: u64,
+
+    /// Replication: the scrubber re-hashes every local blob once per this many seconds.
+    #[arg(long, value_name = "N", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
+    scrub_interval_secs: u64,
+}
+
+fn parse_roles(s: &str) -> Result<u8, String> {
+    use dfs_common::cluster::{ROLE_DATA, ROLE_DIRECTORY};
+    let mut roles = 0;
+    for r in s.split(',').map(str::trim) {
+        roles |= match r {
+            "directory" => ROLE_DIRECTORY,
+            "data" => ROLE_DATA,
+            _ => return Err(format!("unknown role {r:?} (roles: directory, data)")),
+        };
+    }
+    if roles & ROLE_DATA == 0 {
+        return Err("every node stores blobs: include the data role".into());
+    }
+    Ok(roles)
 }
 
 fn parse_octal(s: &str) -> Result<u32, String> {
@@ -133,7 +196,13 @@ async fn run(args: Args) -> Result<(), String> {
     let blobs = Arc::new(
         BlobStore::open(&data_dir).map_err(|e| format!("cannot open the blob store: {e}"))?,
     );
-    {
+    let directory = args.roles & dfs_common::cluster::ROLE_DIRECTORY != 0;
+    if args.cluster_key_file.is_none() && (!args.peers.is_empty() || !directory) {
+        return Err("--peers and --roles data need --cluster-key-file".into());
+    }
+    // A data node has no namespace to judge orphans by; the directory's repair round
+    // collects its garbage.
+    if directory {
         let (ns, blobs, grace) = (ns.clone(), blobs.clone(), args.gc_grace_secs);
         tokio::task::spawn_blocking(move || gc::adopt_orphans(&blobs, &ns, grace, unix_secs(now)))
             .await
@@ -174,16 +243,61 @@ async fn run(args: Args) -> Result<(), String> {
         settings,
     );
     dfs_server::kdc::cli::enable_realm(&svc, &data_dir)?;
+    let advertise = args.advertise.unwrap_or(addr);
+    let key = match &args.cluster_key_file {
+        None => None,
+        Some(path) => {
+            if advertise.ip().is_unspecified() {
+                return Err("listening on an unspecified address: give --advertise".into());
+            }
+            Some(ClusterKey::load(path)?)
+        }
+    };
+    let cluster = Cluster::new(ClusterSettings {
+        advertise,
+        roles: args.roles,
+        seeds: args
+            .peers
+            .iter()
+            .copied()
+            .filter(|p| *p != advertise)
+            .collect(),
+        key,
+        replicas: args.replicas,
+        write_quorum: args.write_quorum,
+        dead_grace: Duration::from_secs(args.dead_grace_secs),
+        repair_interval: Duration::from_secs(args.repair_interval_secs),
+        scrub_interval: Duration::from_secs(args.scrub_interval_secs),
+        gc_grace: Duration::from_secs(args.gc_grace_secs),
+    });
+    svc.set_cluster(cluster.clone());
     svc.tx.set_lease(Duration::from_secs(args.tx_lease_secs));
     let (stop_tx, stop_rx) = watch::channel(false);
     let lock_sweeper = locks.spawn_sweeper(stop_rx.clone());
     let tx_sweeper = dfs_server::tx::spawn_sweeper(svc.clone(), stop_rx.clone());
-    let gc_task = gc::spawn(
-        blobs.clone(),
-        ns.clone(),
-        args.gc_grace_secs,
-        stop_rx.clone(),
-    );
+    let gc_task = directory.then(|| {
+        gc::spawn(
+            blobs.clone(),
+            ns.clone(),
+            args.gc_grace_secs,
+            stop_rx.clone(),
+        )
+    });
+    let mut cluster_tasks = Vec::new();
+    if cluster.is_clustered() {
+        cluster.join(stop_rx.clone()).await?;
+        replicate::spawn_puller(svc.clone());
+        cluster_tasks.push(scrub::spawn(svc.clone(), stop_rx.clone()));
+        if directory {
+            cluster_tasks.push(repair::spawn(svc.clone(), stop_rx.clone()));
+        }
+        log::info!(
+            "cluster member {advertise} (roles {}), {} replicas, seeds {:?}",
+            if directory { "directory,data" } else { "data" },
+            args.replicas,
+            args.peers
+        );
+    }
     let sweeper = {
         let callbacks = callbacks.clone();
         tokio::spawn(async move {
@@ -204,7 +318,12 @@ async fn run(args: Args) -> Result<(), String> {
     http::serve(listener, svc, stop_rx).await;
 
     sweeper.abort();
-    let _ = gc_task.await;
+    if let Some(gc_task) = gc_task {
+        let _ = gc_task.await;
+    }
+    for t in cluster_tasks {
+        let _ = t.await;
+    }
     let _ = lock_sweeper.await;
     let _ = tx_sweeper.await;
     drop((blobs, callbacks));

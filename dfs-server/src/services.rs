@@ -9,9 +9,11 @@
 
 use crate::blobs::{BlobStore, Pin};
 use crate::callbacks::{ClientId, Registry};
+use crate::cluster::{Cluster, ClusterSettings};
 use crate::lock::LockService;
 use crate::namespace::{Namespace, NsCommand, NsOutcome};
 use dfs_common::{FsError, Ino};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::RwLock;
@@ -48,6 +50,8 @@ pub struct Services {
     pub security: std::sync::OnceLock<Arc<crate::auth::Security>>,
     /// The transaction service's in-memory state (leases, requests in flight).
     pub tx: crate::tx::TxState,
+    /// The replication service (set once at start; a node on its own if never set).
+    cluster: std::sync::OnceLock<Arc<Cluster>>,
     gate: Arc<RwLock<()>>,
 }
 
@@ -71,7 +75,23 @@ impl Services {
             settings,
             security: std::sync::OnceLock::new(),
             tx: crate::tx::TxState::default(),
+            cluster: std::sync::OnceLock::new(),
             gate: Arc::new(RwLock::new(())),
+        })
+    }
+
+    /// Puts this node in a cluster (once, at start, before serving).
+    pub fn set_cluster(&self, cluster: Arc<Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// The replication service; a node on its own unless `set_cluster` was called.
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        self.cluster.get_or_init(|| {
+            Cluster::new(ClusterSettings::standalone(SocketAddr::from((
+                [0, 0, 0, 0],
+                0,
+            ))))
         })
     }
 

@@ -13,6 +13,8 @@
 //! Modules, one concern each (everything is re-exported here, so tests `use dfs_tests::…`):
 //! - `procs`: binaries, ports, logs, signals, spawning daemons that die with their test;
 //! - `server`: a `dfs-server` process; `mount`: a `dfs-mount` FUSE mount and mountinfo;
+//! - `cluster`: N replicating servers on their own loopback addresses, their status and
+//!   blob stores, iptables partitions;
 //! - `fixture`: one server plus one mount in a temporary directory;
 //! - `fsops`: bounded file-system calls; `shell`: bounded scripts and the `dfs` command;
 //! - `agent`: a python3 process driven line by line (opens, writes, flock, fcntl locks);
@@ -23,6 +25,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod cluster;
 pub mod fixture;
 pub mod fsops;
 pub mod http;
@@ -35,6 +38,7 @@ pub mod tx;
 
 pub use agent::*;
 pub use api::*;
+pub use cluster::*;
 pub use fixture::*;
 pub use fsops::*;
 pub use http::*;

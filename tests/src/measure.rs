@@ -1,5 +1,5 @@
 //! Small measurement helpers: SHA-256 of files and bytes, RSS and peak RSS of a process,
-//! deterministic test data, and bounded polling.
+//! deterministic and random test data, and bounded polling.
 
 use std::fs::{self, File};
 use std::io::{self, Read};
@@ -73,6 +73,35 @@ pub fn poll<T>(limit: Duration, every: Duration, mut f: impl FnMut() -> Option<T
             return None;
         }
         thread::sleep(every);
+    }
+}
+
+/// `len` bytes from /dev/urandom.
+pub fn urandom(len: usize) -> Vec<u8> {
+    let mut b = vec![0u8; len];
+    File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .expect("read /dev/urandom");
+    b
+}
+
+/// Polls `f` every 200 ms until it answers `Ok` or `limit` passes; then panics with `what`
+/// and the last `Err` (which should say what was still wrong). Returns the value and how
+/// long it took.
+pub fn wait_for<T>(
+    what: &str,
+    limit: Duration,
+    mut f: impl FnMut() -> Result<T, String>,
+) -> (T, Duration) {
+    let start = Instant::now();
+    loop {
+        match f() {
+            Ok(v) => return (v, start.elapsed()),
+            Err(last) if start.elapsed() >= limit => {
+                panic!("{what}: not reached within {limit:?}; last state:\n{last}")
+            }
+            Err(_) => thread::sleep(Duration::from_millis(200)),
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! A real `dfs-server` process for a test: start (waiting for `/v1/health`), stop, kill -9,
-//! restart on the same data dir and port, and its log.
+//! restart on the same data dir, address and port, and its log. It listens on 127.0.0.1
+//! unless started with `start_at` (cluster nodes each get their own loopback address).
 //!
 //! Must not leave the process behind: `Drop` kills it (and prints the log tail when the
 //! test panics).
@@ -13,10 +14,12 @@ use std::process::{Child, Command, ExitStatus};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// A running `dfs-server` on 127.0.0.1:`port` with its data in `data_dir`.
+/// A running `dfs-server` on `ip`:`port` (127.0.0.1 unless `start_at`) with its data in
+/// `data_dir`.
 pub struct Server {
     child: Option<Child>,
     data_dir: PathBuf,
+    ip: String,
     port: u16,
     extra: Vec<String>,
     log: PathBuf,
@@ -26,12 +29,18 @@ impl Server {
     /// Starts the server and waits (bounded) until `GET /v1/health` answers 200. The log
     /// goes to `<parent of data_dir>/server-<port>.log`.
     pub fn start(data_dir: &Path, port: u16, extra: &[&str]) -> Server {
+        Server::start_at("127.0.0.1", data_dir, port, extra)
+    }
+
+    /// `start` listening on `ip` (any 127.x.y.z works without set-up on Linux).
+    pub fn start_at(ip: &str, data_dir: &Path, port: u16, extra: &[&str]) -> Server {
         fs::create_dir_all(data_dir).expect("create data dir");
         let parent = data_dir.parent().unwrap_or(data_dir);
         let log = parent.join(format!("server-{port}.log"));
         let mut s = Server {
             child: None,
             data_dir: data_dir.to_path_buf(),
+            ip: ip.to_string(),
             port,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             log,
@@ -87,9 +96,13 @@ impl Server {
         }
     }
 
-    /// `127.0.0.1:PORT`.
+    /// `IP:PORT` (`127.0.0.1:PORT` unless started with `start_at`).
     pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.ip, self.port)
+    }
+
+    pub fn ip(&self) -> &str {
+        &self.ip
     }
 
     pub fn port(&self) -> u16 {

@@ -233,6 +233,7 @@ async fn run(cmd: Command) -> Result<(), (u8, String)> {
                 s.cached_files, s.cached_bytes
             );
             println!("unstored files:    {}", s.unstored_files);
+            print_cluster(&s.server).await;
         }
         ControlReply::Error(dfs_common::FsError::NotFound)
             if matches!(cmd, Command::Unlock { .. }) =>
@@ -248,4 +249,64 @@ async fn run(cmd: Command) -> Result<(), (u8, String)> {
         }
     }
     Ok(())
+}
+
+/// The cluster behind the mount's server: members, copies, repair (`/v1/cluster/status`).
+async fn print_cluster(server: &str) {
+    use dfs_common::cluster::{ClusterStatus, STATUS_PATH};
+    let remote = dfs_fuse::remote::Remote::new(server, 0);
+    let st: ClusterStatus = match remote.get(STATUS_PATH).await {
+        Ok(st) => st,
+        Err(e) => {
+            println!("cluster:           unknown ({e})");
+            return;
+        }
+    };
+    if st.members.len() <= 1 && st.rounds == 0 {
+        println!("cluster:           one server, no replication");
+        return;
+    }
+    println!(
+        "replication:       R={} (effective {}), W={}",
+        st.replicas, st.effective_replicas, st.write_quorum
+    );
+    println!("members:");
+    for m in &st.members {
+        let role = if m.roles & dfs_common::cluster::ROLE_DIRECTORY != 0 {
+            "directory,data"
+        } else {
+            "data"
+        };
+        let held = match (m.blobs, m.bytes) {
+            (Some(b), Some(n)) => format!("{b} blobs, {n} bytes"),
+            _ => "-".to_string(),
+        };
+        println!(
+            "  {:24} {:14} {:8} for {:>6}s  {}",
+            m.addr,
+            role,
+            m.state.as_str(),
+            m.state_secs,
+            held
+        );
+    }
+    println!(
+        "blobs:             {} referenced, {} under-replicated, {} without a live copy",
+        st.referenced_blobs, st.under_replicated, st.missing
+    );
+    println!(
+        "repair:            {} copies ordered, {} made, {} failed, {} pending; {} rounds{}",
+        st.repairs_ordered,
+        st.repairs_done,
+        st.repairs_failed,
+        st.repairs_pending,
+        st.rounds,
+        st.last_round_secs
+            .map(|s| format!(", last {s}s ago"))
+            .unwrap_or_default()
+    );
+    println!(
+        "scrub (this node): {} checked, {} bad; gossip packets refused: {}",
+        st.scrubbed, st.scrub_bad, st.gossip_rejected
+    );
 }

@@ -146,10 +146,25 @@ impl CacheManager {
         }
         let t = self.ticket();
         let part = self.disk.part_path(ino);
-        let fetched = self
-            .remote
-            .fetch(ino, entry.as_ref().map(|e| e.version), &part)
-            .await;
+        // A fetch cut short (a server that found its copy bad mid-stream drops it and
+        // serves a good one from a replica next time) is tried again, twice at most.
+        let mut tries = 0;
+        let fetched = loop {
+            tries += 1;
+            let r = self
+                .remote
+                .fetch(ino, entry.as_ref().map(|e| e.version), &part)
+                .await;
+            match r {
+                Err(FsError::Unavailable(why) | FsError::Corrupt(why))
+                    if tries < 3 && cut_short(&why) =>
+                {
+                    log::info!("inode {ino}: fetch failed ({why}); trying again");
+                    let _ = std::fs::remove_file(&part);
+                }
+                r => break r,
+            }
+        };
         match fetched {
             Ok(Fetched::NotModified(attr)) => {
                 self.remember_attr(&attr, t);
@@ -678,4 +693,13 @@ impl CacheManager {
             nodes.remove(&node.ino);
         }
     }
+}
+
+/// Whether a fetch error is a body that ended early or failed its hash (worth a retry),
+/// as opposed to a server that cannot be reached.
+fn cut_short(why: &str) -> bool {
+    why.contains("fetch interrupted")
+        || why.contains("integrity check")
+        || why.contains("signed hash")
+        || why.contains("ended after")
 }

@@ -8,8 +8,6 @@
 use super::BlobStore;
 use crate::namespace::{Namespace, NsCommand};
 use dfs_common::FsError;
-use std::fs;
-use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -40,9 +38,8 @@ pub fn collect(
             if pins.contains_key(&id) || ns.refcount(&id)?.unwrap_or(0) != 0 {
                 continue;
             }
-            match fs::remove_file(store.path(&id)) {
+            match store.remove(&id) {
                 Ok(()) => deleted.push(id),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => deleted.push(id),
                 Err(e) => log::warn!("gc: cannot delete blob {id}: {e}"),
             }
         }
@@ -71,7 +68,7 @@ pub fn adopt_orphans(
             continue;
         }
         if mtime.saturating_add(grace_secs) <= now_secs {
-            match fs::remove_file(store.path(&id)) {
+            match store.remove(&id) {
                 Ok(()) => deleted += 1,
                 Err(e) => log::warn!("cannot delete orphan blob {id}: {e}"),
             }

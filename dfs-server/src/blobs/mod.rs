@@ -8,6 +8,7 @@
 //! and tells the namespace which garbage rows it deleted), HTTP, callbacks.
 
 pub mod gc;
+pub mod index;
 #[cfg(test)]
 mod tests;
 
@@ -26,6 +27,8 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+use index::{BlobIndex, Held};
+
 /// Size of one chunk of a streamed read.
 pub const READ_CHUNK: usize = 256 * 1024;
 /// Chunks buffered between the file reader and the socket.
@@ -39,6 +42,8 @@ pub struct BlobStore {
     pins: Mutex<HashMap<BlobId, usize>>,
     next_tmp: AtomicU64,
     tmp_prefix: u64,
+    /// What this node holds (ids, sizes, mtimes), kept in step with the files.
+    index: Mutex<BlobIndex>,
 }
 
 /// A received blob in `blobs/tmp/`, fsynced; deleted on drop unless installed.
@@ -48,6 +53,13 @@ pub struct TempBlob {
     pub id: BlobId,
     pub size: u64,
     armed: bool,
+}
+
+impl TempBlob {
+    /// Where the received bytes are.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
 }
 
 impl Drop for TempBlob {
@@ -95,13 +107,64 @@ impl BlobStore {
         let mut seed = [0u8; 8];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed)
             .map_err(|_| io::Error::other("no randomness"))?;
-        Ok(BlobStore {
+        let store = BlobStore {
             root,
             tmp,
             pins: Mutex::new(HashMap::new()),
             next_tmp: AtomicU64::new(0),
             tmp_prefix: u64::from_le_bytes(seed),
-        })
+            index: Mutex::new(BlobIndex::default()),
+        };
+        let mut index = BlobIndex::default();
+        for (id, size, mtime_ms) in store.scan()? {
+            index.insert(id, Held { size, mtime_ms });
+        }
+        *store.index.lock().unwrap_or_else(|e| e.into_inner()) = index;
+        Ok(store)
+    }
+
+    /// The index of what this node holds.
+    pub fn index(&self) -> std::sync::MutexGuard<'_, BlobIndex> {
+        self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Deletes the local copy of `id` (blocking); a missing file is not an error.
+    pub fn remove(&self, id: &BlobId) -> io::Result<()> {
+        let result = match fs::remove_file(self.path(id)) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            r => r,
+        };
+        if result.is_ok() {
+            self.index().remove(id);
+        }
+        result
+    }
+
+    /// Deletes the local copy of `id` unless it is pinned or was written or touched at or
+    /// after `listed_at_ms` (blocking). Returns whether it was deleted.
+    pub fn remove_if_older(&self, id: &BlobId, listed_at_ms: u64) -> io::Result<bool> {
+        if self.is_pinned(id) {
+            return Ok(false);
+        }
+        let mut index = self.index();
+        match index.get(id) {
+            Some(h) if h.mtime_ms < listed_at_ms => {}
+            _ => return Ok(false),
+        }
+        match fs::remove_file(self.path(id)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        index.remove(id);
+        Ok(true)
+    }
+
+    /// Whether a blob id is pinned (between install and commit, or mid-store).
+    pub fn is_pinned(&self, id: &BlobId) -> bool {
+        self.pins
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(id)
     }
 
     /// Where blob `id` lives.
@@ -182,7 +245,9 @@ impl BlobStore {
         Ok(temp)
     }
 
-    fn pin(self: &Arc<Self>, id: BlobId) -> Pin {
+    /// Keeps the garbage collector (here and, through the repair round, on every node)
+    /// away from `id` until the pin is dropped.
+    pub fn pin(self: &Arc<Self>, id: BlobId) -> Pin {
         let mut pins = self.pins.lock().unwrap_or_else(|e| e.into_inner());
         *pins.entry(id).or_insert(0) += 1;
         Pin {
@@ -204,9 +269,16 @@ impl BlobStore {
                 Err(e) => return Err(e.into()),
             }
         }
+        // Under the index lock, so that a delete deciding on the copy's age cannot slip
+        // between this check and the touch below.
+        let mut index = self.index();
         match fs::metadata(&dest) {
             Ok(m) if m.is_file() && m.len() == temp.size => {
-                // Same contents already stored; the temp file goes on drop.
+                // Same contents already stored; the temp file goes on drop. The copy is
+                // touched so that a delete decided on an older listing leaves it alone.
+                let now = std::time::SystemTime::now();
+                let _ = fs::File::open(&dest).and_then(|f| f.set_modified(now));
+                index.insert(temp.id, held_now(temp.size));
                 return Ok(pin);
             }
             _ => {}
@@ -214,6 +286,7 @@ impl BlobStore {
         fs::rename(&temp.path, &dest)?;
         temp.armed = false;
         fsync_dir(&dir)?;
+        index.insert(temp.id, held_now(temp.size));
         Ok(pin)
     }
 
@@ -227,7 +300,7 @@ impl BlobStore {
         let pins = self.pins.lock().unwrap_or_else(|e| e.into_inner());
         if pins.get(&pin.id).copied() == Some(1) {
             if let Ok(None) = refcount(&pin.id) {
-                let _ = fs::remove_file(self.path(&pin.id));
+                let _ = self.remove(&pin.id);
             }
         }
         drop(pins);
@@ -263,10 +336,7 @@ impl BlobStore {
                 let want = (left as usize).min(READ_CHUNK);
                 let mut buf = vec![0u8; want];
                 let item = match file.read(&mut buf).await {
-                    Ok(0) => Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "blob shorter than expected",
-                    )),
+                    Ok(0) => Err(short_blob()),
                     Ok(n) => {
                         buf.truncate(n);
                         left -= n as u64;
@@ -281,6 +351,71 @@ impl BlobStore {
             }
         });
         rx
+    }
+
+    /// Like `read_stream`, but hashes the blob on the way and holds its last chunk back
+    /// until the whole copy has been checked against `id`: a copy that does not match
+    /// never reaches its reader complete (the stream ends with an `InvalidData` error),
+    /// and `on_bad` runs (to drop the copy, so that it is repaired from a replica).
+    pub fn read_stream_verified(
+        file: fs::File,
+        len: u64,
+        id: BlobId,
+        on_bad: impl FnOnce() + Send + 'static,
+    ) -> mpsc::Receiver<io::Result<Bytes>> {
+        let (tx, rx) = mpsc::channel(READ_AHEAD);
+        tokio::spawn(async move {
+            let mut file = tokio::fs::File::from_std(file);
+            let mut hasher = BlobHasher::new();
+            let mut held: Option<Bytes> = None;
+            let mut left = len;
+            while left > 0 {
+                let want = (left as usize).min(READ_CHUNK);
+                let mut buf = vec![0u8; want];
+                match file.read(&mut buf).await {
+                    Ok(0) => {
+                        let _ = tx.send(Err(short_blob())).await;
+                        return;
+                    }
+                    Ok(n) => {
+                        buf.truncate(n);
+                        left -= n as u64;
+                        hasher.update(&buf);
+                        if let Some(prev) = held.replace(Bytes::from(buf)) {
+                            if tx.send(Ok(prev)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                }
+            }
+            if hasher.finish() != id {
+                log::warn!("local copy of blob {id} does not match its hash; dropping it");
+                on_bad();
+                let _ = tx.send(Err(corrupt_copy(&id))).await;
+                return;
+            }
+            if let Some(last) = held {
+                let _ = tx.send(Ok(last)).await;
+            }
+        });
+        rx
+    }
+
+    /// Reads a whole (small) blob into memory and checks it against its id (blocking).
+    pub fn read_verified(&self, id: &BlobId, size: u64) -> Result<Bytes, FsError> {
+        let mut buf = Vec::with_capacity(size as usize);
+        self.open_blob(id, size)?.read_to_end(&mut buf)?;
+        if dfs_common::hash::blob_id_of(&buf) != *id {
+            return Err(FsError::Corrupt(format!(
+                "local copy of blob {id} does not match its hash"
+            )));
+        }
+        Ok(Bytes::from(buf))
     }
 
     /// A new temp blob holding the first `new_size` bytes of `old` (of `old_size` bytes),
@@ -324,6 +459,15 @@ impl BlobStore {
 
     /// Every blob file, with its modification time in unix seconds (blocking).
     pub fn list(&self) -> io::Result<Vec<(BlobId, u64)>> {
+        Ok(self
+            .scan()?
+            .into_iter()
+            .map(|(id, _, ms)| (id, ms / 1000))
+            .collect())
+    }
+
+    /// Every blob file on disk, with its size and mtime in unix ms (blocking).
+    fn scan(&self) -> io::Result<Vec<(BlobId, u64, u64)>> {
         let mut out = Vec::new();
         for sub in fs::read_dir(&self.root)? {
             let sub = sub?;
@@ -337,14 +481,8 @@ impl BlobStore {
                 let Some(id) = BlobId::from_hex(&f.file_name().to_string_lossy()) else {
                     continue;
                 };
-                let mtime = f
-                    .metadata()?
-                    .modified()
-                    .ok()
-                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0);
-                out.push((id, mtime));
+                let meta = f.metadata()?;
+                out.push((id, meta.len(), mtime_ms(&meta)));
             }
         }
         Ok(out)
@@ -364,4 +502,31 @@ impl BlobStore {
         let frsize = st.f_frsize as u64;
         Ok((st.f_blocks as u64 * frsize, st.f_bavail as u64 * frsize))
     }
+}
+
+fn mtime_ms(meta: &fs::Metadata) -> u64 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn held_now(size: u64) -> Held {
+    let mtime_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    Held { size, mtime_ms }
+}
+
+fn short_blob() -> io::Error {
+    io::Error::new(io::ErrorKind::UnexpectedEof, "blob shorter than expected")
+}
+
+fn corrupt_copy(id: &BlobId) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("copy of blob {id} failed its hash check"),
+    )
 }

@@ -31,8 +31,12 @@ fn regular(attr: &Attr) -> Result<(), FsError> {
 
 enum Fetched {
     NotModified(Attr),
-    Data(Attr, Option<std::fs::File>),
+    Data(Attr),
 }
+
+/// Blobs up to this size are read whole and checked before the answer starts, so a bad
+/// local copy is replaced from a replica without the client noticing.
+const CHECK_BEFORE_SERVING: u64 = 4 << 20;
 
 /// `GET /v1/files/{ino}`.
 pub async fn fetch(
@@ -45,17 +49,13 @@ pub async fn fetch(
     drop(req);
     crate::auth::perm::authorize_file(svc, &caller, ino, false).await?;
     let fetched = svc
-        .observe(caller, move |ns, blobs| {
+        .observe(caller, move |ns, _| {
             let attr = ns.getattr(ino)?;
             regular(&attr)?;
             if have == Some(attr.version) {
                 return Ok((Fetched::NotModified(attr), vec![ino]));
             }
-            let file = match &attr.blob {
-                Some(id) => Some(blobs.open_blob(id, attr.size)?),
-                None => None,
-            };
-            Ok((Fetched::Data(attr, file), vec![ino]))
+            Ok((Fetched::Data(attr), vec![ino]))
         })
         .await?;
     let builder = Response::builder();
@@ -64,22 +64,64 @@ pub async fn fetch(
             .status(StatusCode::NOT_MODIFIED)
             .header(HDR_ATTR, codec::to_header(&attr))
             .body(wire::empty()),
-        Fetched::Data(attr, file) => {
-            let builder = builder
+        Fetched::Data(attr) => {
+            let body = match attr.blob {
+                Some(id) if attr.size > 0 => contents(svc, id, attr.size).await?,
+                _ => wire::empty(),
+            };
+            builder
                 .status(StatusCode::OK)
                 .header(HDR_ATTR, codec::to_header(&attr))
                 .header(CONTENT_TYPE, "application/octet-stream")
-                .header(CONTENT_LENGTH, attr.size);
-            match file {
-                Some(f) if attr.size > 0 => builder.body(wire::channel(
-                    BlobStore::read_stream(f, attr.size),
-                    Some(attr.size),
-                )),
-                _ => builder.body(wire::empty()),
-            }
+                .header(CONTENT_LENGTH, attr.size)
+                .body(body)
         }
     };
     Ok(resp.expect("valid response"))
+}
+
+/// The contents of blob `id`, checked against its hash: from the local copy, or, when it
+/// is missing or bad, from another node's (which then becomes the local copy). A large
+/// copy is checked as it streams: if it turns out bad, the stream fails before its last
+/// chunk, the copy is dropped, and the client's retry gets a good one.
+async fn contents(svc: &Arc<Services>, id: BlobId, size: u64) -> Result<ResBody, FsError> {
+    let mut repaired = false;
+    loop {
+        let read = svc
+            .blocking(move |_, blobs| {
+                if size <= CHECK_BEFORE_SERVING {
+                    blobs.read_verified(&id, size).map(Local::Checked)
+                } else {
+                    blobs.open_blob(&id, size).map(Local::File)
+                }
+            })
+            .await;
+        match read {
+            Ok(Local::Checked(bytes)) => return Ok(wire::full(bytes)),
+            Ok(Local::File(file)) => {
+                let blobs = svc.blobs.clone();
+                let on_bad = move || {
+                    let _ = blobs.remove(&id);
+                };
+                return Ok(wire::channel(
+                    BlobStore::read_stream_verified(file, size, id, on_bad),
+                    Some(size),
+                ));
+            }
+            Err(FsError::Corrupt(why)) if !repaired => {
+                log::warn!("{why}; fetching a good copy from another node");
+                svc.blocking(move |_, blobs| Ok(blobs.remove(&id)?)).await?;
+                crate::cluster::replicate::ensure_local(svc, id).await?;
+                repaired = true;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+enum Local {
+    Checked(bytes::Bytes),
+    File(std::fs::File),
 }
 
 /// `PUT /v1/files/{ino}`.
@@ -131,7 +173,7 @@ pub async fn store(
         )
     } else {
         let size = temp.size;
-        let pin = svc.blocking(move |_, blobs| blobs.install(temp)).await?;
+        let pin = crate::cluster::replicate::place(svc, temp).await?;
         let blob = Some(pin.id);
         (
             Contents {
@@ -208,12 +250,13 @@ pub async fn setattr(
                         base_version: Some(cur.version),
                     });
                 } else {
-                    let p = svc
-                        .blocking(move |_, blobs| {
-                            let temp = blobs.resized(cur.blob.as_ref(), cur.size, size)?;
-                            blobs.install(temp)
-                        })
+                    if let Some(old) = cur.blob {
+                        crate::cluster::replicate::ensure_local(svc, old).await?;
+                    }
+                    let temp = svc
+                        .blocking(move |_, blobs| blobs.resized(cur.blob.as_ref(), cur.size, size))
                         .await?;
+                    let p = crate::cluster::replicate::place(svc, temp).await?;
                     contents = Some(Contents {
                         blob: Some(p.id),
                         size,

@@ -12,6 +12,7 @@ use crate::tx;
 use dfs_common::proto::{HDR_CLIENT, HDR_DETAIL};
 
 use dfs_common::{FsError, Ino};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
@@ -34,6 +35,19 @@ pub async fn handle(
 ) -> Result<Response<ResBody>, Infallible> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    if path.starts_with(dfs_common::cluster::PREFIX) {
+        // Node-to-node traffic has its own authentication (the cluster key).
+        let req = req.map(|b| b.map_err(std::io::Error::other).boxed());
+        return Ok(crate::cluster::http::handle(&svc, req).await);
+    }
+    if !svc.cluster().is_directory() && path != "/v1/health" {
+        let dir = svc.cluster().directory_addr();
+        return Ok(error_response(&FsError::NotSupported(format!(
+            "this node stores blobs only; the directory service is at {}",
+            dir.map(|a| a.to_string())
+                .unwrap_or_else(|| "an unknown node".into())
+        ))));
+    }
     let mut req = req;
     let resp = match authenticate(&svc, &mut req) {
         Ok((caller, session)) => {

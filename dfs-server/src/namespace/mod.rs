@@ -338,6 +338,22 @@ impl Namespace {
             .map(|g| g.value()))
     }
 
+    /// Every blob the namespace knows, in id order, with whether it is referenced (count
+    /// above zero: a file's contents or a transaction's staged blob) or only waiting on
+    /// the garbage list.
+    pub fn known_blobs(&self) -> Result<Vec<(BlobId, bool)>, FsError> {
+        let tx = self.read()?;
+        let refs = tx.open_table(REFS).map_err(db_err)?;
+        let mut out = Vec::new();
+        for item in refs.iter().map_err(db_err)? {
+            let (k, v) = item.map_err(db_err)?;
+            if let Ok(arr) = <[u8; 32]>::try_from(k.value()) {
+                out.push((BlobId(arr), v.value() > 0));
+            }
+        }
+        Ok(out)
+    }
+
     /// Blobs on the garbage list since at most `cutoff_secs` (unix seconds).
     pub fn garbage_due(&self, cutoff_secs: u64) -> Result<Vec<BlobId>, FsError> {
         let tx = self.read()?;

@@ -208,7 +208,7 @@ where
         });
     }
     let size = temp.size;
-    let pin = svc.blocking(move |_, blobs| blobs.install(temp)).await?;
+    let pin = crate::cluster::replicate::place(svc, temp).await?;
     let blob = pin.id;
     let expires_ms = now_ms() + svc.tx.lease_ms();
     svc.blocking(move |ns, blobs| {

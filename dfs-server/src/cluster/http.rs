@@ -1,0 +1,262 @@
+//! The `/v1/cluster/` resources a node serves: its status (to anyone), and to the other
+//! nodes only (cluster-key MAC): its digests and listings, pull and delete orders, and
+//! its blob copies (read, verified on the way; write, fsynced before the answer).
+//!
+//! Owns: request checks and answer signing for these resources. Must not: decide what to
+//! copy or delete (the orders come from `repair`; this only carries them out, with the
+//! age guard of `BlobStore::remove_if_older`).
+
+use super::key::STREAMED;
+use crate::blobs::BlobStore;
+use crate::http::wire::{self, ReqBody, ResBody};
+use crate::services::Services;
+use bytes::Bytes;
+use dfs_common::cluster::{
+    self as proto, DeleteOrder, Digests, Listing, ListingRequest, PullOrder, HDR_NODE_MAC,
+};
+use dfs_common::{codec, BlobId, FsError};
+use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// Largest control request body (orders, listing requests).
+const ORDER_LIMIT: usize = 64 << 20;
+
+/// Serves one `/v1/cluster/...` request.
+pub async fn handle(svc: &Arc<Services>, req: Request<ReqBody>) -> Response<ResBody> {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    let rest = &path[proto::PREFIX.len()..];
+    if rest == "status" {
+        return match method {
+            Method::GET => wire::bincode_response(&svc.cluster().status()),
+            _ => wire::error_response(&FsError::NotSupported(format!(
+                "method {method} not allowed on {path}"
+            ))),
+        };
+    }
+    let cluster = svc.cluster().clone();
+    let Some(key) = cluster.settings.key.clone() else {
+        return wire::error_response(&FsError::NotFound);
+    };
+    let (parts, body) = req.into_parts();
+    // Blob bodies are covered by their name; every other body by the MAC.
+    let streamed = method == Method::PUT && rest.starts_with("blobs/");
+    let (body_bytes, body_sha, mut blob_body) = if streamed {
+        (Bytes::new(), STREAMED, Some(body))
+    } else {
+        match wire::read_limited(body, &parts.headers, ORDER_LIMIT).await {
+            Ok(b) => {
+                let sha = dfs_common::auth::sha256(&b);
+                (b, sha, None)
+            }
+            Err(e) => return wire::error_response(&e),
+        }
+    };
+    let (node, request_mac) =
+        match key.verify_request(method.as_str(), &path, &parts.headers, &body_sha) {
+            Ok(v) => v,
+            Err(e) => {
+                log::warn!("{method} {path}: {e}");
+                return wire::error_response(&e);
+            }
+        };
+    let result = match (&method, rest) {
+        (&Method::GET, "digests") => off_thread(svc, local_digests)
+            .await
+            .map(|d| wire::bincode_response(&d)),
+        (&Method::POST, "listing") => listing(svc, &body_bytes).await,
+        (&Method::POST, "pull") => pull_order(svc, &body_bytes),
+        (&Method::POST, "delete") => delete_order(svc, &node, &body_bytes).await,
+        (m, r) if r.starts_with("blobs/") => match BlobId::from_hex(&r["blobs/".len()..]) {
+            None => Err(FsError::NotFound),
+            Some(id) if *m == Method::GET => serve_blob(svc, id).await,
+            Some(id) if *m == Method::PUT => match blob_body.take() {
+                Some(body) => receive_blob(svc, id, &parts.headers, body).await,
+                None => Err(FsError::BadRequest("no body".into())),
+            },
+            Some(_) => Err(FsError::NotSupported(format!("method {m} on {path}"))),
+        },
+        _ => Err(FsError::NotFound),
+    };
+    let mut resp = match result {
+        Ok(r) => r,
+        Err(e) => wire::error_response(&e),
+    };
+    sign_answer(&key, &request_mac, &mut resp).await
+}
+
+/// Adds the answer MAC. Bincode and error bodies are small and read whole to hash them;
+/// a streamed blob body is covered by its name instead.
+async fn sign_answer(
+    key: &super::key::ClusterKey,
+    request_mac: &[u8],
+    resp: &mut Response<ResBody>,
+) -> Response<ResBody> {
+    let status = resp.status().as_u16();
+    let streamed =
+        resp.headers().get(CONTENT_TYPE).map(|v| v.as_bytes()) == Some(b"application/x-dfs-blob");
+    let mut out = std::mem::replace(resp, Response::new(wire::empty()));
+    let sha = if streamed {
+        STREAMED
+    } else {
+        use http_body_util::BodyExt;
+        let body = std::mem::replace(out.body_mut(), wire::empty());
+        let bytes = body
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        let sha = dfs_common::auth::sha256(&bytes);
+        out.headers_mut()
+            .insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        *out.body_mut() = wire::full(bytes);
+        sha
+    };
+    let mac = key.answer_mac(request_mac, status, &sha);
+    if let Ok(v) = HeaderValue::from_str(&mac) {
+        out.headers_mut().insert(HDR_NODE_MAC, v);
+    }
+    out
+}
+
+/// This node's digests (blocking: one pass over the index).
+pub fn local_digests(svc: &Services) -> Digests {
+    let (digests, count, bytes) = {
+        let index = svc.blobs.index();
+        (index.digests(), index.len(), index.bytes())
+    };
+    let cluster = svc.cluster();
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    Digests {
+        listed_at_ms: super::key::now_ms(),
+        digests,
+        blobs: count,
+        bytes,
+        pulls_queued: cluster.pulls.len() as u64,
+        pulls_done: load(&cluster.counters.pulls_done),
+        pulls_failed: load(&cluster.counters.pulls_failed),
+        scrubbed: load(&cluster.counters.scrubbed),
+        scrub_bad: load(&cluster.counters.scrub_bad),
+    }
+}
+
+/// What this node holds in `buckets` (blocking).
+pub fn local_listing(svc: &Services, buckets: &[u16]) -> Listing {
+    let listed_at_ms = super::key::now_ms();
+    let held = svc.blobs.index().listing(buckets);
+    Listing {
+        listed_at_ms,
+        blobs: held
+            .into_iter()
+            .map(|(id, h)| (id, h.size, h.mtime_ms))
+            .collect(),
+    }
+}
+
+/// Carries out a delete order (blocking); returns how many copies went.
+pub fn delete_local(svc: &Services, order: &DeleteOrder) -> u64 {
+    let mut n = 0u64;
+    for id in &order.blobs {
+        match svc.blobs.remove_if_older(id, order.listed_at_ms) {
+            Ok(true) => n += 1,
+            Ok(false) => {}
+            Err(e) => log::warn!("cannot delete blob {id}: {e}"),
+        }
+    }
+    n
+}
+
+/// Runs one of the blocking helpers above off the async threads.
+pub async fn off_thread<T: Send + 'static>(
+    svc: &Arc<Services>,
+    f: impl FnOnce(&Services) -> T + Send + 'static,
+) -> Result<T, FsError> {
+    let svc = svc.clone();
+    tokio::task::spawn_blocking(move || f(&svc))
+        .await
+        .map_err(|e| FsError::Io(format!("internal task failed: {e}")))
+}
+
+async fn listing(svc: &Arc<Services>, body: &[u8]) -> Result<Response<ResBody>, FsError> {
+    let req: ListingRequest = codec::decode(body)?;
+    let listing = off_thread(svc, move |svc| local_listing(svc, &req.buckets)).await?;
+    Ok(wire::bincode_response(&listing))
+}
+
+fn pull_order(svc: &Arc<Services>, body: &[u8]) -> Result<Response<ResBody>, FsError> {
+    let order: PullOrder = codec::decode(body)?;
+    let mut queued = 0u64;
+    for (id, sources) in order.blobs {
+        let sources = sources.iter().filter_map(|s| s.parse().ok()).collect();
+        if svc.cluster().pulls.push(id, sources) {
+            queued += 1;
+        }
+    }
+    Ok(wire::bincode_response(&queued))
+}
+
+async fn delete_order(
+    svc: &Arc<Services>,
+    from: &str,
+    body: &[u8],
+) -> Result<Response<ResBody>, FsError> {
+    let order: DeleteOrder = codec::decode(body)?;
+    let deleted = off_thread(svc, move |svc| delete_local(svc, &order)).await?;
+    if deleted > 0 {
+        log::info!("deleted {deleted} blob copies on the order of {from}");
+    }
+    Ok(wire::bincode_response(&deleted))
+}
+
+/// Streams this node's copy of `id`, checked against its hash on the way (a bad copy is
+/// dropped and the stream fails before its end).
+async fn serve_blob(svc: &Arc<Services>, id: BlobId) -> Result<Response<ResBody>, FsError> {
+    let size = svc
+        .blobs
+        .index()
+        .get(&id)
+        .map(|h| h.size)
+        .ok_or(FsError::NotFound)?;
+    let blobs = svc.blobs.clone();
+    let file = tokio::task::spawn_blocking(move || blobs.open_blob(&id, size))
+        .await
+        .map_err(|e| FsError::Io(e.to_string()))?
+        .map_err(|e| match e {
+            FsError::Corrupt(_) => FsError::NotFound,
+            e => e,
+        })?;
+    let blobs = svc.blobs.clone();
+    let on_bad = move || {
+        let _ = blobs.remove(&id);
+    };
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(CONTENT_TYPE, "application/x-dfs-blob")
+        .header(CONTENT_LENGTH, size)
+        .body(wire::channel(
+            BlobStore::read_stream_verified(file, size, id, on_bad),
+            Some(size),
+        ))
+        .expect("valid response"))
+}
+
+async fn receive_blob(
+    svc: &Arc<Services>,
+    id: BlobId,
+    headers: &hyper::HeaderMap,
+    body: ReqBody,
+) -> Result<Response<ResBody>, FsError> {
+    let len = wire::header_u64(headers, CONTENT_LENGTH.as_str())?
+        .ok_or_else(|| FsError::BadRequest("a blob needs a content-length".into()))?;
+    if len > svc.settings.max_file_size {
+        return Err(FsError::TooLarge(format!("{len} bytes")));
+    }
+    let temp = svc.blobs.receive(body, len, Some(id)).await?;
+    let blobs = svc.blobs.clone();
+    tokio::task::spawn_blocking(move || blobs.install(temp).map(drop))
+        .await
+        .map_err(|e| FsError::Io(e.to_string()))??;
+    Ok(wire::bincode_response(&()))
+}

@@ -1,0 +1,255 @@
+//! The HTTP client one node uses to talk to another: signed requests, checked answers,
+//! timeouts, and streamed blob bodies both ways.
+//!
+//! Owns: connections to peers (bound to this node's own IP, so a link can be cut by
+//! address), the call shapes of `/v1/cluster/`. Must not: decide what to send (callers
+//! do) or touch blob files other than streaming one it is handed.
+
+use super::key::{ClusterKey, STREAMED};
+use crate::blobs::BlobStore;
+use crate::http::wire::{self, ReqBody};
+use bytes::Bytes;
+use dfs_common::cluster::{self as proto, Digests, Listing, ListingRequest};
+use dfs_common::proto::{HDR_DETAIL, HDR_ERROR};
+use dfs_common::{codec, BlobId, FsError};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::header::CONTENT_LENGTH;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+/// Longest wait for a control call (digests, listings, orders).
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest silence while streaming a blob either way.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest control answer accepted (a listing of a few buckets).
+const ANSWER_LIMIT: usize = 256 << 20;
+
+pub struct PeerClient {
+    http: Client<HttpConnector, ReqBody>,
+    key: Option<ClusterKey>,
+    me: String,
+}
+
+fn unreachable(addr: SocketAddr, e: impl std::fmt::Display) -> FsError {
+    FsError::Unavailable(format!("node {addr}: {e}"))
+}
+
+fn sha256(b: &[u8]) -> [u8; 32] {
+    dfs_common::auth::sha256(b)
+}
+
+impl PeerClient {
+    pub fn new(local_ip: IpAddr, key: Option<ClusterKey>, me: &str) -> PeerClient {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        if !local_ip.is_unspecified() {
+            connector.set_local_address(Some(local_ip));
+        }
+        let http = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        PeerClient {
+            http,
+            key,
+            me: me.to_string(),
+        }
+    }
+
+    fn key(&self) -> Result<&ClusterKey, FsError> {
+        self.key
+            .as_ref()
+            .ok_or_else(|| FsError::NotSupported("this node is not in a cluster".into()))
+    }
+
+    /// Sends a signed request; returns the answer and the request's MAC.
+    async fn send(
+        &self,
+        addr: SocketAddr,
+        method: Method,
+        path: &str,
+        body: ReqBody,
+        body_sha: &[u8; 32],
+        len: Option<u64>,
+    ) -> Result<(Response<Incoming>, Vec<u8>), FsError> {
+        let key = self.key()?;
+        let mut b = Request::builder()
+            .method(method.clone())
+            .uri(format!("http://{addr}{path}"));
+        let signed = key.sign_request(method.as_str(), path, &self.me, body_sha);
+        let mac = codec::from_hex(&signed[2].1).unwrap_or_default();
+        for (k, v) in signed {
+            b = b.header(k, v);
+        }
+        if let Some(n) = len {
+            b = b.header(CONTENT_LENGTH, n);
+        }
+        let req = b.body(body).map_err(|e| FsError::Invalid(e.to_string()))?;
+        let resp = self
+            .http
+            .request(req)
+            .await
+            .map_err(|e| unreachable(addr, e))?;
+        Ok((resp, mac))
+    }
+
+    /// A control call: bincode body in, checked bincode body out.
+    async fn call(
+        &self,
+        addr: SocketAddr,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<Bytes, FsError> {
+        let work = async {
+            let sha = sha256(&body);
+            let len = body.len() as u64;
+            let (resp, mac) = self
+                .send(addr, method, path, wire::full(body), &sha, Some(len))
+                .await?;
+            let (parts, body) = resp.into_parts();
+            let bytes = http_body_util::Limited::new(body, ANSWER_LIMIT)
+                .collect()
+                .await
+                .map_err(|e| unreachable(addr, e))?
+                .to_bytes();
+            self.key()?.verify_answer(
+                &mac,
+                parts.status.as_u16(),
+                &parts.headers,
+                &sha256(&bytes),
+            )?;
+            if !parts.status.is_success() {
+                return Err(answer_error(addr, parts.status, &parts.headers));
+            }
+            Ok(bytes)
+        };
+        tokio::time::timeout(CALL_TIMEOUT, work)
+            .await
+            .map_err(|_| unreachable(addr, format!("{path} timed out")))?
+    }
+
+    pub async fn digests(&self, addr: SocketAddr) -> Result<Digests, FsError> {
+        let path = format!("{}digests", proto::PREFIX);
+        codec::decode(&self.call(addr, Method::GET, &path, Vec::new()).await?)
+    }
+
+    pub async fn listing(&self, addr: SocketAddr, buckets: Vec<u16>) -> Result<Listing, FsError> {
+        let path = format!("{}listing", proto::PREFIX);
+        let body = codec::encode(&ListingRequest { buckets });
+        codec::decode(&self.call(addr, Method::POST, &path, body).await?)
+    }
+
+    /// Returns how many of the blobs the node newly queued.
+    pub async fn order_pull(
+        &self,
+        addr: SocketAddr,
+        order: &proto::PullOrder,
+    ) -> Result<u64, FsError> {
+        let path = format!("{}pull", proto::PREFIX);
+        codec::decode(
+            &self
+                .call(addr, Method::POST, &path, codec::encode(order))
+                .await?,
+        )
+    }
+
+    /// Returns how many copies the node deleted.
+    pub async fn order_delete(
+        &self,
+        addr: SocketAddr,
+        order: &proto::DeleteOrder,
+    ) -> Result<u64, FsError> {
+        let path = format!("{}delete", proto::PREFIX);
+        codec::decode(
+            &self
+                .call(addr, Method::POST, &path, codec::encode(order))
+                .await?,
+        )
+    }
+
+    /// Streams the local file of blob `id` (`size` bytes) to `addr`, which answers once
+    /// its copy is fsynced.
+    pub async fn push_blob(
+        &self,
+        addr: SocketAddr,
+        id: BlobId,
+        file: std::fs::File,
+        size: u64,
+    ) -> Result<(), FsError> {
+        let body = wire::channel(BlobStore::read_stream(file, size), Some(size));
+        let path = proto::blob_path(&id);
+        // The body has its own pace; the answer comes after the receiver's fsync.
+        let limit = IDLE_TIMEOUT + Duration::from_secs(size / (20 << 20));
+        let work = async {
+            let (resp, mac) = self
+                .send(addr, Method::PUT, &path, body, &STREAMED, Some(size))
+                .await?;
+            let (parts, body) = resp.into_parts();
+            let bytes = http_body_util::Limited::new(body, 1 << 20)
+                .collect()
+                .await
+                .map_err(|e| unreachable(addr, e))?
+                .to_bytes();
+            self.key()?.verify_answer(
+                &mac,
+                parts.status.as_u16(),
+                &parts.headers,
+                &sha256(&bytes),
+            )?;
+            if !parts.status.is_success() {
+                return Err(answer_error(addr, parts.status, &parts.headers));
+            }
+            Ok(())
+        };
+        tokio::time::timeout(limit, work)
+            .await
+            .map_err(|_| unreachable(addr, format!("push of blob {id} timed out")))?
+    }
+
+    /// Asks `addr` for its copy of `id`: the answer's status and headers are checked;
+    /// the body is the caller's to check against `id`.
+    pub async fn fetch_blob(
+        &self,
+        addr: SocketAddr,
+        id: &BlobId,
+    ) -> Result<Response<Incoming>, FsError> {
+        let path = proto::blob_path(id);
+        let work = async {
+            let (resp, mac) = self
+                .send(addr, Method::GET, &path, wire::empty(), &sha256(b""), None)
+                .await?;
+            if resp.status() != StatusCode::OK {
+                let status = resp.status();
+                let headers = resp.headers().clone();
+                return Err(answer_error(addr, status, &headers));
+            }
+            self.key()?
+                .verify_answer(&mac, 200, resp.headers(), &STREAMED)?;
+            Ok(resp)
+        };
+        tokio::time::timeout(CALL_TIMEOUT, work)
+            .await
+            .map_err(|_| unreachable(addr, format!("fetch of blob {id} timed out")))?
+    }
+}
+
+fn answer_error(addr: SocketAddr, status: StatusCode, headers: &hyper::HeaderMap) -> FsError {
+    let get = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let detail = format!("node {addr} answered {status}: {}", get(HDR_DETAIL));
+    match FsError::from_code(&get(HDR_ERROR), detail.clone()) {
+        e @ (FsError::NotFound | FsError::NoSpace | FsError::Corrupt(_)) => e,
+        FsError::Unauthenticated(_) => FsError::Unauthenticated(detail),
+        _ => FsError::Unavailable(detail),
+    }
+}

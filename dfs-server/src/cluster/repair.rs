@@ -1,0 +1,301 @@
+//! The repair round (anti-entropy), run by the node with the directory role: the
+//! namespace says which blobs must exist; placement says where; every live node reports
+//! one digest per placement range (bucket) of what it holds. Where a node's digest
+//! differs from the digest of what it should hold, the round lists only those buckets
+//! of that node, then orders missing copies pulled (from nodes that have them), extra
+//! copies trimmed (once every placement node has one) and garbage deleted (copies the
+//! namespace has never heard of, older than the GC grace, not pinned by a store).
+//!
+//! A converged cluster costs one digest call per node per round (256 × 32 bytes), never
+//! a whole listing. The round also yields the under-replicated and missing counts that
+//! `dfs status` shows.
+//!
+//! Why the directory node drives it: only the namespace can tell a copy that must be
+//! kept from garbage, so nodes comparing with each other alone would resurrect deleted
+//! blobs. When the namespace is replicated, any namespace replica can run this round.
+//!
+//! Owns: the round and its decisions. Must not: move bytes itself (`replicate` does, on
+//! the node that lacks a copy) or change the namespace.
+
+use super::placement::{self, Candidate};
+use super::{Cluster, RepairView};
+use crate::blobs::index::digests_of;
+use crate::services::Services;
+use dfs_common::cluster::{bucket, DeleteOrder, Digests, PullOrder, BUCKETS, ROLE_DATA};
+use dfs_common::{BlobId, FsError};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Runs a round every `repair_interval` until `stop` turns true.
+pub fn spawn(svc: Arc<Services>, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let period = svc.cluster().settings.repair_interval;
+        // Let gossip find the members first.
+        let mut wait = period.min(std::time::Duration::from_secs(2));
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
+            }
+            wait = period;
+            if let Err(e) = round(&svc).await {
+                log::warn!("repair round failed: {e}");
+            }
+        }
+    })
+}
+
+/// What one live node reported, and the buckets where it differs from what it should hold.
+struct NodeReport {
+    addr: SocketAddr,
+    digests: Option<Digests>,
+    differs: Vec<bool>,
+    /// Blobs in the differing buckets: id -> mtime (ms, the node's clock).
+    listed: HashMap<BlobId, u64>,
+    listed_at_ms: u64,
+}
+
+impl NodeReport {
+    /// Whether the node holds `id`, given whether placement says it should.
+    fn holds(&self, id: &BlobId, placed_here: bool) -> bool {
+        match &self.digests {
+            None => false,
+            Some(_) if self.differs[bucket(id)] => self.listed.contains_key(id),
+            Some(_) => placed_here,
+        }
+    }
+}
+
+/// Orders for one node.
+#[derive(Default)]
+struct Orders {
+    pulls: Vec<(BlobId, Vec<String>)>,
+    deletes: Vec<BlobId>,
+}
+
+/// One round (see the module comment).
+pub async fn round(svc: &Arc<Services>) -> Result<(), FsError> {
+    let cluster = svc.cluster().clone();
+    let members = cluster.members();
+    let candidates: Vec<Candidate> = Cluster::candidates(&members);
+    let r = cluster.replicas_for(candidates.len());
+    let live: Vec<SocketAddr> = members
+        .iter()
+        .filter(|m| m.is_live() && m.roles & ROLE_DATA != 0)
+        .map(|m| m.addr)
+        .collect();
+    let slot: HashMap<SocketAddr, usize> = live.iter().enumerate().map(|(i, a)| (*a, i)).collect();
+    let known = svc.blocking(|ns, _| ns.known_blobs()).await?;
+
+    // What each live node should hold, in id order (the order digests are taken in).
+    let mut expected: Vec<Vec<BlobId>> = vec![Vec::new(); live.len()];
+    for (id, referenced) in &known {
+        if !referenced {
+            continue;
+        }
+        for a in placement::placement(&candidates, id, r) {
+            if let Some(i) = slot.get(&a) {
+                expected[*i].push(*id);
+            }
+        }
+    }
+
+    let mut reports = Vec::with_capacity(live.len());
+    for (i, addr) in live.iter().enumerate() {
+        reports.push(report(svc, &cluster, *addr, &expected[i]).await);
+    }
+
+    let mut orders: Vec<Orders> = (0..live.len()).map(|_| Orders::default()).collect();
+    let (mut referenced, mut under, mut missing) = (0u64, 0u64, 0u64);
+    for (id, is_referenced) in &known {
+        if !is_referenced {
+            continue;
+        }
+        referenced += 1;
+        let place = placement::placement(&candidates, id, r);
+        let holders: Vec<usize> = (0..live.len())
+            .filter(|i| reports[*i].holds(id, place.contains(&live[*i])))
+            .collect();
+        if holders.is_empty() {
+            missing += 1;
+        }
+        if holders.len() < r {
+            under += 1;
+        }
+        if holders.is_empty() {
+            continue;
+        }
+        let sources: Vec<String> = holders.iter().map(|i| live[*i].to_string()).collect();
+        for a in &place {
+            if let Some(&i) = slot.get(a) {
+                if reports[i].digests.is_some() && !holders.contains(&i) {
+                    orders[i].pulls.push((*id, sources.clone()));
+                }
+            }
+        }
+        let all_placed = place
+            .iter()
+            .all(|a| slot.get(a).is_some_and(|i| holders.contains(i)));
+        if holders.len() > r && all_placed {
+            for &i in &holders {
+                if !place.contains(&live[i]) {
+                    orders[i].deletes.push(*id);
+                }
+            }
+        }
+    }
+    // Garbage: copies the namespace has never heard of, old enough, not being stored.
+    let grace_ms = cluster.settings.gc_grace.as_millis() as u64;
+    let is_known = |id: &BlobId| known.binary_search_by_key(id, |(k, _)| *k).is_ok();
+    for (i, rep) in reports.iter().enumerate() {
+        for (id, mtime) in &rep.listed {
+            if !is_known(id)
+                && !svc.blobs.is_pinned(id)
+                && mtime.saturating_add(grace_ms) < rep.listed_at_ms
+            {
+                orders[i].deletes.push(*id);
+            }
+        }
+    }
+
+    for (i, o) in orders.into_iter().enumerate() {
+        send_orders(svc, &cluster, &reports[i], o).await;
+    }
+
+    let mut view = RepairView {
+        referenced,
+        under_replicated: under,
+        missing,
+        finished_at: Some(Instant::now()),
+        ..RepairView::default()
+    };
+    for rep in &reports {
+        if let Some(d) = &rep.digests {
+            view.held.insert(rep.addr, (d.blobs, d.bytes));
+            view.repairs_done += d.pulls_done;
+            view.repairs_failed += d.pulls_failed;
+            view.repairs_pending += d.pulls_queued;
+        }
+    }
+    *cluster.repair.lock().unwrap_or_else(|e| e.into_inner()) = view;
+    cluster.counters.rounds.fetch_add(1, Ordering::Relaxed);
+    if under > 0 {
+        log::info!("repair: {under} of {referenced} blobs under-replicated ({missing} without any live copy)");
+    }
+    Ok(())
+}
+
+/// Digests (and, where they differ from `expected`, listings) of one node.
+async fn report(
+    svc: &Arc<Services>,
+    cluster: &Arc<Cluster>,
+    addr: SocketAddr,
+    expected: &[BlobId],
+) -> NodeReport {
+    let mut rep = NodeReport {
+        addr,
+        digests: None,
+        differs: vec![false; BUCKETS],
+        listed: HashMap::new(),
+        listed_at_ms: 0,
+    };
+    let local = addr == cluster.settings.advertise;
+    let digests = if local {
+        super::http::off_thread(svc, super::http::local_digests).await
+    } else {
+        cluster.peers.digests(addr).await
+    };
+    let digests = match digests {
+        Ok(d) if d.digests.len() == BUCKETS => d,
+        Ok(_) => {
+            log::warn!("repair: node {addr} sent digests of the wrong shape");
+            return rep;
+        }
+        Err(e) => {
+            log::info!("repair: no digests from {addr}: {e}");
+            return rep;
+        }
+    };
+    let want = digests_of(expected.iter());
+    let buckets: Vec<u16> = (0..BUCKETS)
+        .filter(|b| want[*b] != digests.digests[*b])
+        .map(|b| b as u16)
+        .collect();
+    if !buckets.is_empty() {
+        let listing = if local {
+            let b = buckets.clone();
+            super::http::off_thread(svc, move |svc| super::http::local_listing(svc, &b)).await
+        } else {
+            cluster.peers.listing(addr, buckets.clone()).await
+        };
+        match listing {
+            Ok(l) => {
+                for b in &buckets {
+                    rep.differs[*b as usize] = true;
+                }
+                rep.listed_at_ms = l.listed_at_ms;
+                rep.listed = l.blobs.into_iter().map(|(id, _, m)| (id, m)).collect();
+            }
+            Err(e) => {
+                log::info!("repair: no listing from {addr}: {e}");
+                return rep;
+            }
+        }
+    }
+    rep.digests = Some(digests);
+    rep
+}
+
+async fn send_orders(svc: &Arc<Services>, cluster: &Arc<Cluster>, rep: &NodeReport, o: Orders) {
+    let addr = rep.addr;
+    let local = addr == cluster.settings.advertise;
+    if !o.pulls.is_empty() {
+        let n = o.pulls.len();
+        let queued = if local {
+            let mut q = 0;
+            for (id, sources) in o.pulls {
+                let sources = sources.iter().filter_map(|s| s.parse().ok()).collect();
+                if cluster.pulls.push(id, sources) {
+                    q += 1;
+                }
+            }
+            Ok(q)
+        } else {
+            cluster
+                .peers
+                .order_pull(addr, &PullOrder { blobs: o.pulls })
+                .await
+        };
+        match queued {
+            Ok(q) => {
+                cluster
+                    .counters
+                    .repairs_ordered
+                    .fetch_add(q, Ordering::Relaxed);
+                if q > 0 {
+                    log::info!("repair: {addr} to copy {q} blobs ({n} missing there)");
+                }
+            }
+            Err(e) => log::warn!("repair: pull order to {addr} failed: {e}"),
+        }
+    }
+    if !o.deletes.is_empty() {
+        let order = DeleteOrder {
+            listed_at_ms: rep.listed_at_ms,
+            blobs: o.deletes,
+        };
+        let result = if local {
+            super::http::off_thread(svc, move |svc| super::http::delete_local(svc, &order)).await
+        } else {
+            cluster.peers.order_delete(addr, &order).await
+        };
+        if let Err(e) = result {
+            log::warn!("repair: delete order to {addr} failed: {e}");
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! Moving blob copies between nodes: placing a new blob on W nodes before its store is
+//! acknowledged (the rest are filled in the background), pulling a copy from another
+//! node (read repair, repair orders, scrub), and the pull queue that runs those.
+//!
+//! Owns: the write quorum rule and the pull worker. Must not: decide which copies a node
+//! should have (that is `repair`'s job) or touch the namespace.
+
+use super::peer::IDLE_TIMEOUT;
+use super::placement;
+use super::Cluster;
+use crate::blobs::{Pin, TempBlob};
+use crate::services::Services;
+use dfs_common::cluster::ROLE_DATA;
+use dfs_common::{BlobId, FsError};
+use http_body_util::BodyExt;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, Semaphore};
+
+/// Pulls run at most this many at a time on one node.
+const PULL_CONCURRENCY: usize = 4;
+
+/// Places the received blob `temp` on its nodes: installed here if this node is one of
+/// them, pushed to the others. Returns once W copies are durable (the other pushes go on
+/// in the background), with a pin that keeps every node's garbage collection away until
+/// the caller's commit is done. Fewer than W copies is an error: the store must fail.
+pub async fn place(svc: &Arc<Services>, temp: TempBlob) -> Result<Pin, FsError> {
+    let cluster = svc.cluster().clone();
+    if !cluster.is_clustered() {
+        let blobs = svc.blobs.clone();
+        return tokio::task::spawn_blocking(move || blobs.install(temp))
+            .await
+            .map_err(|e| FsError::Io(format!("install task failed: {e}")))?;
+    }
+    let (id, size) = (temp.id, temp.size);
+    let members = cluster.members();
+    let candidates = Cluster::candidates(&members);
+    let r = cluster.replicas_for(candidates.len());
+    let w = cluster.quorum_for(candidates.len());
+    let live: HashSet<SocketAddr> = members
+        .iter()
+        .filter(|m| m.is_live() && m.roles & ROLE_DATA != 0)
+        .map(|m| m.addr)
+        .collect();
+    // The blob's own nodes that are up; if fewer than W, the next live nodes in its
+    // ranking stand in (repair moves those copies home later).
+    let ranked = placement::ranked(&candidates, &id);
+    let mut targets: Vec<SocketAddr> = ranked
+        .iter()
+        .take(r)
+        .map(|c| c.addr)
+        .filter(|a| live.contains(a))
+        .collect();
+    for c in ranked.iter().skip(r) {
+        if targets.len() >= w {
+            break;
+        }
+        if live.contains(&c.addr) {
+            targets.push(c.addr);
+        }
+    }
+    let me = cluster.settings.advertise;
+    let pin = svc.blobs.pin(id);
+    let mut acks = 0;
+    // Where the pushes read from: the installed copy, or the temp file kept alive by
+    // the push tasks.
+    let source: Arc<SourceFile> = if targets.contains(&me) {
+        let blobs = svc.blobs.clone();
+        let installed = tokio::task::spawn_blocking(move || blobs.install(temp))
+            .await
+            .map_err(|e| FsError::Io(format!("install task failed: {e}")))??;
+        drop(installed); // `pin` above holds the same id
+        acks += 1;
+        Arc::new(SourceFile::Installed(svc.blobs.path(&id)))
+    } else {
+        Arc::new(SourceFile::Temp(temp))
+    };
+    let (done_tx, mut done_rx) = mpsc::channel(targets.len().max(1));
+    for addr in targets.iter().copied().filter(|a| *a != me) {
+        let (cluster, source, done_tx) = (cluster.clone(), source.clone(), done_tx.clone());
+        tokio::spawn(async move {
+            let result = match std::fs::File::open(source.path()) {
+                Ok(f) => cluster.peers.push_blob(addr, id, f, size).await,
+                Err(e) => Err(FsError::from(e)),
+            };
+            if let Err(e) = &result {
+                log::warn!("copy of blob {id} to {addr} failed: {e}");
+            }
+            let _ = done_tx.send(result.is_ok()).await;
+        });
+    }
+    drop(done_tx);
+    while acks < w {
+        match done_rx.recv().await {
+            Some(true) => acks += 1,
+            Some(false) => {}
+            None => break,
+        }
+    }
+    if acks < w {
+        let blobs = svc.blobs.clone();
+        let ns = svc.ns.clone();
+        tokio::task::spawn_blocking(move || blobs.discard_unreferenced(pin, |b| ns.refcount(b)))
+            .await
+            .map_err(|e| FsError::Io(format!("discard task failed: {e}")))?;
+        return Err(FsError::Unavailable(format!(
+            "only {acks} of the {w} copies needed could be stored ({} of {r} nodes for this blob are up)",
+            targets.len()
+        )));
+    }
+    Ok(pin)
+}
+
+enum SourceFile {
+    Installed(std::path::PathBuf),
+    Temp(TempBlob),
+}
+
+impl SourceFile {
+    fn path(&self) -> &std::path::Path {
+        match self {
+            SourceFile::Installed(p) => p,
+            SourceFile::Temp(t) => t.path(),
+        }
+    }
+}
+
+/// Makes sure this node has a good copy of `id`, pulling it from another node if not.
+pub async fn ensure_local(svc: &Arc<Services>, id: BlobId) -> Result<(), FsError> {
+    if svc.blobs.index().get(&id).is_some() && svc.blobs.path(&id).exists() {
+        return Ok(());
+    }
+    let sources = svc.cluster().sources_for(&id);
+    if sources.is_empty() {
+        return Err(FsError::Corrupt(format!(
+            "blob {id} is missing here and no other node is up to copy it from"
+        )));
+    }
+    pull(svc, id, &sources).await
+}
+
+/// Copies `id` from the first of `sources` that has a good copy; installs it here.
+pub async fn pull(svc: &Arc<Services>, id: BlobId, sources: &[SocketAddr]) -> Result<(), FsError> {
+    let cluster = svc.cluster();
+    let mut last = FsError::NotFound;
+    for addr in sources {
+        match pull_from(svc, &cluster.peers, *addr, id).await {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                log::info!("pull of blob {id} from {addr}: {e}");
+                last = e;
+            }
+        }
+    }
+    Err(last)
+}
+
+async fn pull_from(
+    svc: &Arc<Services>,
+    peers: &super::peer::PeerClient,
+    addr: SocketAddr,
+    id: BlobId,
+) -> Result<(), FsError> {
+    let resp = peers.fetch_blob(addr, &id).await?;
+    let len = resp
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .ok_or_else(|| FsError::Unavailable(format!("node {addr} sent no content-length")))?;
+    let body = resp
+        .into_body()
+        .map_err(|e| std::io::Error::other(e.to_string()))
+        .boxed();
+    let body = IdleBody::new(body);
+    let temp = svc.blobs.receive(body, len, Some(id)).await?;
+    let blobs = svc.blobs.clone();
+    tokio::task::spawn_blocking(move || blobs.install(temp).map(drop))
+        .await
+        .map_err(|e| FsError::Io(format!("install task failed: {e}")))?
+}
+
+/// A body that fails after `IDLE_TIMEOUT` without a frame (a peer that stops sending).
+struct IdleBody {
+    inner: crate::http::wire::ReqBody,
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl IdleBody {
+    fn new(inner: crate::http::wire::ReqBody) -> IdleBody {
+        IdleBody {
+            inner,
+            sleep: Box::pin(tokio::time::sleep(IDLE_TIMEOUT)),
+        }
+    }
+}
+
+impl hyper::body::Body for IdleBody {
+    type Data = bytes::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, std::io::Error>>> {
+        use std::future::Future;
+        if let std::task::Poll::Ready(item) = std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
+            let deadline = tokio::time::Instant::now() + IDLE_TIMEOUT;
+            self.sleep.as_mut().reset(deadline);
+            return std::task::Poll::Ready(item);
+        }
+        match self.sleep.as_mut().poll(cx) {
+            std::task::Poll::Ready(()) => std::task::Poll::Ready(Some(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "peer stopped sending",
+            )))),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+}
+
+/// The blobs this node has been asked to pull and not yet pulled (no duplicates).
+#[derive(Default)]
+pub struct PullQueue {
+    queued: Mutex<HashSet<BlobId>>,
+    tx: std::sync::OnceLock<mpsc::UnboundedSender<(BlobId, Vec<SocketAddr>)>>,
+}
+
+impl PullQueue {
+    /// Queues a pull unless one for the same blob is waiting or running. Returns whether
+    /// it was queued.
+    pub fn push(&self, id: BlobId, sources: Vec<SocketAddr>) -> bool {
+        let Some(tx) = self.tx.get() else {
+            return false;
+        };
+        if !self
+            .queued
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id)
+        {
+            return false;
+        }
+        tx.send((id, sources)).is_ok()
+    }
+
+    pub fn len(&self) -> usize {
+        self.queued.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn finished(&self, id: &BlobId) {
+        self.queued
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+    }
+}
+
+/// Starts the pull worker of this node.
+pub fn spawn_puller(svc: Arc<Services>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<(BlobId, Vec<SocketAddr>)>();
+    if svc.cluster().pulls.tx.set(tx).is_err() {
+        return;
+    }
+    let slots = Arc::new(Semaphore::new(PULL_CONCURRENCY));
+    tokio::spawn(async move {
+        while let Some((id, sources)) = rx.recv().await {
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let svc = svc.clone();
+            tokio::spawn(async move {
+                let cluster = svc.cluster().clone();
+                let have = svc.blobs.index().get(&id).is_some();
+                let result = if have {
+                    Ok(())
+                } else {
+                    pull(&svc, id, &sources).await
+                };
+                match result {
+                    Ok(()) => cluster.counters.pulls_done.fetch_add(1, Ordering::Relaxed),
+                    Err(e) => {
+                        log::warn!("repair: could not copy blob {id} here: {e}");
+                        cluster
+                            .counters
+                            .pulls_failed
+                            .fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+                cluster.pulls.finished(&id);
+                drop(slot);
+            });
+        }
+    });
+}
