@@ -151,6 +151,20 @@ pub struct DeleteOrder {
     pub blobs: Vec<BlobId>,
 }
 
+/// Request header of a client fetch: the client can read the contents from another
+/// node itself (it is not at the privacy level, where only the directory node's sealed
+/// answer will do).
+pub const HDR_REPLICA_OK: &str = "x-dfs-replica-ok";
+/// Answer header (status 303) of a fetch whose contents the directory node does not
+/// hold: the nodes holding them, best first, comma separated.
+pub const HDR_REPLICAS: &str = "x-dfs-replicas";
+/// Answer header next to `HDR_REPLICAS`: `<expiry unix ms>.<hex MAC>`, the directory's
+/// permission for this client to read this one blob from those nodes until the expiry.
+pub const HDR_READ_TOKEN: &str = "x-dfs-read-token";
+/// `GET {READ_PREFIX}<blob hex>?token=<HDR_READ_TOKEN value>`: a client reading a blob
+/// from a node with a read token. The client checks the bytes against the blob id.
+pub const READ_PREFIX: &str = "/v1/cluster/read/";
+
 /// Blob resource of a node: `GET` streams a verified copy, `PUT` stores one (fsynced
 /// before the answer), both cluster-authenticated.
 pub fn blob_path(id: &BlobId) -> String {

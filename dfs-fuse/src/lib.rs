@@ -23,6 +23,7 @@ pub mod fuse;
 pub mod login;
 pub mod privacy;
 pub mod remote;
+mod replica_read;
 pub mod tx;
 
 pub use cache::{CacheManager, CacheOptions};

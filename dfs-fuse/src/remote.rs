@@ -40,6 +40,16 @@ pub enum Fetched {
     Fetched(Attr),
 }
 
+/// What one fetch request got: an answer, or the nodes to read the contents from.
+enum FetchOutcome {
+    Done(Fetched),
+    Elsewhere {
+        attr: Attr,
+        nodes: String,
+        token: String,
+    },
+}
+
 #[derive(Clone)]
 pub struct Remote {
     base: String,
@@ -245,15 +255,51 @@ impl Remote {
 
     /// Fetches `ino` into `dest` unless the server still has `have_version`.
     /// On error `dest` may hold a partial file; the caller removes it.
+    ///
+    /// When the server's node holds no copy of the contents, it names the nodes that do
+    /// and this reads them from there (checked against the signed blob id), trying each
+    /// in turn; if none serves a good copy, the server is asked again to fetch it itself.
     pub async fn fetch(
         &self,
         ino: Ino,
         have_version: Option<u64>,
         dest: &Path,
     ) -> Result<Fetched, FsError> {
+        // At the privacy level only the server's sealed answer may carry contents.
+        let replica_ok =
+            !(crate::privacy::enabled() && crate::auth::current_credentials().is_some());
+        let (attr, nodes, token) =
+            match self.fetch_from(ino, have_version, dest, replica_ok).await? {
+                FetchOutcome::Done(f) => return Ok(f),
+                FetchOutcome::Elsewhere { attr, nodes, token } => (attr, nodes, token),
+            };
+        match crate::replica_read::read(&self.http, &attr, &nodes, &token, dest).await {
+            Ok(()) => Ok(Fetched::Fetched(attr)),
+            Err(e) => {
+                log::warn!("inode {ino}: no node named by the server served its contents ({e}); asking the server");
+                match self.fetch_from(ino, have_version, dest, false).await? {
+                    FetchOutcome::Done(f) => Ok(f),
+                    FetchOutcome::Elsewhere { .. } => Err(FsError::Io(
+                        "the server sent a fetch elsewhere that asked not to be".into(),
+                    )),
+                }
+            }
+        }
+    }
+
+    async fn fetch_from(
+        &self,
+        ino: Ino,
+        have_version: Option<u64>,
+        dest: &Path,
+        replica_ok: bool,
+    ) -> Result<FetchOutcome, FsError> {
         let mut builder = self.request(Method::GET, &format!("/v1/files/{ino}"));
         if let Some(v) = have_version {
             builder = builder.header(proto::HDR_HAVE_VERSION, v.to_string());
+        }
+        if replica_ok {
+            builder = builder.header(dfs_common::cluster::HDR_REPLICA_OK, "1");
         }
         let http_req = builder
             .body(full(Vec::new()))
@@ -267,6 +313,20 @@ impl Remote {
         let status = resp.status();
         if status != StatusCode::OK {
             let (status, headers, body) = Self::finish(resp, signed.as_ref()).await?;
+            if status == StatusCode::SEE_OTHER && replica_ok {
+                let get = |name: &str| {
+                    headers
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned)
+                        .ok_or_else(|| FsError::Io(format!("fetch answer without {name}")))
+                };
+                return Ok(FetchOutcome::Elsewhere {
+                    attr: codec::from_header(&get(proto::HDR_ATTR)?)?,
+                    nodes: get(dfs_common::cluster::HDR_REPLICAS)?,
+                    token: get(dfs_common::cluster::HDR_READ_TOKEN)?,
+                });
+            }
             if status != StatusCode::NOT_MODIFIED {
                 return Err(Self::error_from(status, &headers, &body));
             }
@@ -275,7 +335,7 @@ impl Remote {
                 .and_then(|v| v.to_str().ok())
                 .ok_or_else(|| FsError::Io("fetch answer without attributes".into()))
                 .and_then(codec::from_header)?;
-            return Ok(Fetched::NotModified(attr));
+            return Ok(FetchOutcome::Done(Fetched::NotModified(attr)));
         }
         if let Some(s) = &signed {
             crate::auth::verify(s, status.as_u16(), resp.headers(), &auth::STREAMED)?;
@@ -289,7 +349,7 @@ impl Remote {
             .ok_or_else(|| FsError::Io("fetch answer without attributes".into()))
             .and_then(codec::from_header)?;
         if status == StatusCode::NOT_MODIFIED {
-            return Ok(Fetched::NotModified(attr));
+            return Ok(FetchOutcome::Done(Fetched::NotModified(attr)));
         }
         let mut file = tokio::fs::File::create(dest).await?;
         let mut body: Body = match &signed {
@@ -342,7 +402,7 @@ impl Remote {
                 )));
             }
         }
-        Ok(Fetched::Fetched(attr))
+        Ok(FetchOutcome::Done(Fetched::Fetched(attr)))
     }
 
     /// Stores the whole contents of `src` as the new contents of `ino`, fenced by the

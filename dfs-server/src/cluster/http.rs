@@ -40,6 +40,9 @@ pub async fn handle(svc: &Arc<Services>, req: Request<ReqBody>) -> Response<ResB
     let Some(key) = cluster.settings.key.clone() else {
         return wire::error_response(&FsError::NotFound);
     };
+    if let Some(hex) = path.strip_prefix(proto::READ_PREFIX) {
+        return read_with_token(svc, &key, &method, hex, req.uri().query()).await;
+    }
     let (parts, body) = req.into_parts();
     // Blob bodies are covered by their name; every other body by the MAC.
     let streamed = method == Method::PUT && rest.starts_with("blobs/");
@@ -208,6 +211,31 @@ async fn delete_order(
         log::info!("deleted {deleted} blob copies on the order of {from}");
     }
     Ok(wire::bincode_response(&deleted))
+}
+
+/// A client reading a blob with the directory's read token.
+async fn read_with_token(
+    svc: &Arc<Services>,
+    key: &super::key::ClusterKey,
+    method: &Method,
+    hex: &str,
+    query: Option<&str>,
+) -> Response<ResBody> {
+    let result = async {
+        if *method != Method::GET {
+            return Err(FsError::NotSupported(format!("method {method} on a blob")));
+        }
+        let id = BlobId::from_hex(hex).ok_or(FsError::NotFound)?;
+        let token = query
+            .unwrap_or("")
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("token="))
+            .ok_or_else(|| FsError::PermissionDenied("no read token".into()))?;
+        key.check_read_token(&id, token)?;
+        serve_blob(svc, id).await
+    }
+    .await;
+    result.unwrap_or_else(|e| wire::error_response(&e))
 }
 
 /// Streams this node's copy of `id`, checked against its hash on the way (a bad copy is

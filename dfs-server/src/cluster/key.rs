@@ -174,6 +174,26 @@ impl ClusterKey {
         Ok((node.to_string(), mac))
     }
 
+    /// A read token: lets whoever holds it read blob `id` from any node until
+    /// `expires_ms` (the directory issues it after checking the reader's permission).
+    pub fn read_token(&self, id: &dfs_common::BlobId, expires_ms: u64) -> String {
+        let tag = self.tag(&[b"read", &id.0, &expires_ms.to_le_bytes()]);
+        format!("{expires_ms}.{}", codec::to_hex(tag.as_ref()))
+    }
+
+    /// Checks a read token for blob `id`.
+    pub fn check_read_token(&self, id: &dfs_common::BlobId, token: &str) -> Result<(), FsError> {
+        let bad = || FsError::PermissionDenied("read token invalid or expired".into());
+        let (expires, _) = token.split_once('.').ok_or_else(bad)?;
+        let expires_ms: u64 = expires.parse().map_err(|_| bad())?;
+        if expires_ms < now_ms()
+            || !constant_eq(self.read_token(id, expires_ms).as_bytes(), token.as_bytes())
+        {
+            return Err(bad());
+        }
+        Ok(())
+    }
+
     /// The MAC of an answer to the request whose MAC was `request_mac`.
     pub fn answer_mac(&self, request_mac: &[u8], status: u16, body_sha: &[u8; 32]) -> String {
         let tag = self.tag(&[b"ans", request_mac, &status.to_le_bytes(), body_sha]);
@@ -238,6 +258,18 @@ mod tests {
         assert!(other
             .verify_request("POST", "/v1/cluster/pull", &h, &body)
             .is_err());
+        let blob = dfs_common::BlobId([3; 32]);
+        let token = key.read_token(&blob, now_ms() + 1000);
+        assert!(key.check_read_token(&blob, &token).is_ok());
+        assert!(key
+            .check_read_token(&dfs_common::BlobId([4; 32]), &token)
+            .is_err());
+        assert!(other.check_read_token(&blob, &token).is_err());
+        assert!(
+            key.check_read_token(&blob, &key.read_token(&blob, 1))
+                .is_err(),
+            "expired"
+        );
         let ans = headers(vec![(HDR_NODE_MAC, key.answer_mac(&mac, 200, &body))]);
         assert!(key.verify_answer(&mac, 200, &ans, &body).is_ok());
         assert!(key.verify_answer(&mac, 404, &ans, &body).is_err());

@@ -223,6 +223,14 @@ impl Cluster {
         placement::write_quorum(self.settings.write_quorum, self.replicas_for(candidates))
     }
 
+    /// Whether placement puts a copy of `id` on this node.
+    pub fn placed_here(&self, id: &BlobId) -> bool {
+        let members = self.members();
+        let candidates = Self::candidates(&members);
+        let r = self.replicas_for(candidates.len());
+        placement::placement(&candidates, id, r).contains(&self.settings.advertise)
+    }
+
     /// The live data members, best first for `id`: the nodes to read a copy from.
     pub fn sources_for(&self, id: &BlobId) -> Vec<SocketAddr> {
         let members = self.members();

@@ -10,6 +10,7 @@ use crate::http::wire::ReqBody;
 use crate::http::wire::{self, ResBody};
 use crate::namespace::{Contents, NsCommand};
 use crate::services::{Caller, Services};
+use dfs_common::cluster as cluster_proto;
 use dfs_common::locks::HDR_FENCE;
 use dfs_common::proto::{HDR_ATTR, HDR_HAVE_VERSION, HDR_MTIME, HDR_SHA256};
 use dfs_common::types::SetTime;
@@ -46,6 +47,7 @@ pub async fn fetch(
     req: Request<ReqBody>,
 ) -> Result<Response<ResBody>, FsError> {
     let have = wire::header_u64(req.headers(), HDR_HAVE_VERSION)?;
+    let replica_ok = req.headers().contains_key(cluster_proto::HDR_REPLICA_OK);
     drop(req);
     crate::auth::perm::authorize_file(svc, &caller, ino, false).await?;
     let fetched = svc
@@ -66,7 +68,20 @@ pub async fn fetch(
             .body(wire::empty()),
         Fetched::Data(attr) => {
             let body = match attr.blob {
-                Some(id) if attr.size > 0 => contents(svc, id, attr.size).await?,
+                Some(id) if attr.size > 0 => {
+                    match contents(svc, id, attr.size, replica_ok).await? {
+                        Source::Here(body) => body,
+                        Source::Elsewhere { nodes, token } => {
+                            return Ok(builder
+                                .status(StatusCode::SEE_OTHER)
+                                .header(HDR_ATTR, codec::to_header(&attr))
+                                .header(cluster_proto::HDR_REPLICAS, nodes)
+                                .header(cluster_proto::HDR_READ_TOKEN, token)
+                                .body(wire::empty())
+                                .expect("valid response"))
+                        }
+                    }
+                }
                 _ => wire::empty(),
             };
             builder
@@ -80,11 +95,29 @@ pub async fn fetch(
     Ok(resp.expect("valid response"))
 }
 
-/// The contents of blob `id`, checked against its hash: from the local copy, or, when it
-/// is missing or bad, from another node's (which then becomes the local copy). A large
+/// Where the contents of a fetch come from.
+enum Source {
+    /// This node's checked copy.
+    Here(ResBody),
+    /// Other nodes hold the blob and this one is not meant to: the client reads it from
+    /// them (comma-separated addresses, best first) with a read token.
+    Elsewhere { nodes: String, token: String },
+}
+
+/// How long a read token lets a client read a blob from other nodes.
+const READ_TOKEN_MS: u64 = 60_000;
+
+/// The contents of blob `id`, checked against its hash: from the local copy; when it is
+/// missing or bad, from the nodes placement puts it on (by the client itself if it can,
+/// else pulled here first, which also repairs a copy this node should have). A large
 /// copy is checked as it streams: if it turns out bad, the stream fails before its last
 /// chunk, the copy is dropped, and the client's retry gets a good one.
-async fn contents(svc: &Arc<Services>, id: BlobId, size: u64) -> Result<ResBody, FsError> {
+async fn contents(
+    svc: &Arc<Services>,
+    id: BlobId,
+    size: u64,
+    replica_ok: bool,
+) -> Result<Source, FsError> {
     let mut repaired = false;
     loop {
         let read = svc
@@ -97,20 +130,36 @@ async fn contents(svc: &Arc<Services>, id: BlobId, size: u64) -> Result<ResBody,
             })
             .await;
         match read {
-            Ok(Local::Checked(bytes)) => return Ok(wire::full(bytes)),
+            Ok(Local::Checked(bytes)) => return Ok(Source::Here(wire::full(bytes))),
             Ok(Local::File(file)) => {
-                let blobs = svc.blobs.clone();
+                // Alone, a bad copy is kept for inspection; in a cluster it is dropped
+                // and copied again from a good one.
+                let blobs = svc.cluster().is_clustered().then(|| svc.blobs.clone());
                 let on_bad = move || {
-                    let _ = blobs.remove(&id);
+                    if let Some(blobs) = blobs {
+                        let _ = blobs.remove(&id);
+                    }
                 };
-                return Ok(wire::channel(
+                return Ok(Source::Here(wire::channel(
                     BlobStore::read_stream_verified(file, size, id, on_bad),
                     Some(size),
-                ));
+                )));
             }
-            Err(FsError::Corrupt(why)) if !repaired => {
-                log::warn!("{why}; fetching a good copy from another node");
+            Err(FsError::Corrupt(why)) if !repaired && svc.cluster().is_clustered() => {
                 svc.blocking(move |_, blobs| Ok(blobs.remove(&id)?)).await?;
+                let cluster = svc.cluster();
+                if let (true, Some(key)) = (replica_ok, &cluster.settings.key) {
+                    let nodes = cluster.sources_for(&id);
+                    if !nodes.is_empty() && !cluster.placed_here(&id) {
+                        let nodes: Vec<String> = nodes.iter().map(|a| a.to_string()).collect();
+                        let expires = crate::cluster::key::now_ms() + READ_TOKEN_MS;
+                        return Ok(Source::Elsewhere {
+                            nodes: nodes.join(","),
+                            token: key.read_token(&id, expires),
+                        });
+                    }
+                }
+                log::info!("{why}; copying blob {id} here from another node");
                 crate::cluster::replicate::ensure_local(svc, id).await?;
                 repaired = true;
             }
