@@ -29,7 +29,7 @@ fn a_mount_reads_from_the_replicas_and_fails_over() {
     for k in 0..40 {
         let data = urandom(64 * 1024 + k * 997);
         let name = format!("f{k}");
-        write(&m.join(&name), &data).expect("write through the mount");
+        write(m.join(&name), &data).expect("write through the mount");
         files.push((name, sha256(&data)));
     }
     c.wait_until("two copies of every blob", SETTLE, |st| {
@@ -60,7 +60,7 @@ fn a_mount_reads_from_the_replicas_and_fails_over() {
             &[],
         );
         for (name, sha) in &files {
-            let got = read(&r.join(name)).unwrap_or_else(|e| panic!("{tag}: read {name}: {e}"));
+            let got = read(r.join(name)).unwrap_or_else(|e| panic!("{tag}: read {name}: {e}"));
             assert_eq!(&sha256(&got), sha, "{tag}: contents of {name}");
         }
     };
