@@ -1,35 +1,54 @@
 #!/usr/bin/env bash
-# Quickstart: builds dfs, starts one dfs-server and one dfs-mount in the background, and
-# tells you where the mount, the data and the logs are.
+# Quickstart: builds dfs, starts a local cluster of dfs-server nodes and one dfs-mount in
+# the background, and tells you where the mount, the data and the logs are.
 #
 #   scripts/quickstart.sh          start (or reuse what a previous run started)
-#   scripts/quickstart.sh status   show what is running
-#   scripts/quickstart.sh stop     unmount and stop the server (data is kept)
+#   scripts/quickstart.sh status   show each node and the mount, then `dfs status` of it
+#   scripts/quickstart.sh stop     unmount and stop every node (data is kept)
+#
+# The cluster (DFS_NODES=3): node 0 runs the directory (namespace, locks, callbacks, the
+# realm) and stores blobs, on 127.0.0.1:$DFS_PORT; node N (N >= 1) only stores blobs, on
+# 127.0.0.(N+1):$DFS_PORT (same port, another loopback address; gossip is UDP on that
+# port). Every blob is kept on 3 nodes (2 must have it before a close returns), so the
+# mount goes on working with one node down. The nodes share the key in
+# $DFS_HOME/cluster.key (0600, made on the first start). The mount talks to node 0.
+#
+#   node 0: data $DFS_HOME/data    log $DFS_HOME/server.log    pid $DFS_HOME/server.pid
+#   node N: data $DFS_HOME/nodeN   log $DFS_HOME/server-N.log  pid $DFS_HOME/server-N.pid
 #
 # Settings (environment):
 #   DFS_HOME   state directory            (default: $HOME/.dfs-quickstart)
-#   DFS_PORT   server port on 127.0.0.1   (default: 7070)
+#   DFS_PORT   server port                (default: 7070)
 #   DFS_MOUNT  mount point                (default: $DFS_HOME/mnt)
-#   RUST_LOG   log level of both daemons  (default: info)
+#   DFS_NODES  number of server nodes     (default: 3; 1 = one server, no replication,
+#              as before clusters existed: the same data dir, log and pid file as node 0)
+#   RUST_LOG   log level of the daemons   (default: info)
 #   DFS_REALM  realm created on first start (default: DFS.LOCAL); DFS_OPEN=1 skips the
 #              realm and runs an open cell (no authentication)
 #   DFS_PRINCIPAL  your principal in it   (default: $USER)
 #
-# Running it again is safe: a live server or mount is reused; a dead one (stale pid file,
-# "Transport endpoint is not connected") is cleaned up and started again.
+# Running it again is safe: a live node or mount is reused; a dead one (stale pid file,
+# "Transport endpoint is not connected") is cleaned up and started again. A node running
+# with other options than this run wants (e.g. after DFS_NODES changed) is restarted, and
+# nodes beyond DFS_NODES are stopped (their data is kept).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DFS_HOME=${DFS_HOME:-$HOME/.dfs-quickstart}
 DFS_PORT=${DFS_PORT:-7070}
 DFS_MOUNT=${DFS_MOUNT:-$DFS_HOME/mnt}
+DFS_NODES=${DFS_NODES:-3}
+# Absolute paths: they go into pid files' processes and are compared with /proc.
+[[ $DFS_HOME == /* ]] || DFS_HOME=$PWD/$DFS_HOME
+[[ $DFS_MOUNT == /* ]] || DFS_MOUNT=$PWD/$DFS_MOUNT
 export RUST_LOG=${RUST_LOG:-info}
 
+# Node 0 keeps the paths a single-server quickstart used, so an existing $DFS_HOME (its
+# namespace, blobs and realm) becomes node 0 of the cluster.
 DATA=$DFS_HOME/data
 CACHE=$DFS_HOME/cache
 ADDR=127.0.0.1:$DFS_PORT
-SERVER_PID=$DFS_HOME/server.pid
-SERVER_LOG=$DFS_HOME/server.log
+CLUSTER_KEY=$DFS_HOME/cluster.key
 MOUNT_PID=$DFS_HOME/mount.pid
 MOUNT_LOG=$DFS_HOME/mount.log
 if [ -n "${DFS_BIN_DIR:-}" ]; then
@@ -46,6 +65,71 @@ say() { echo "quickstart: $*"; }
 die() {
     echo "quickstart: $*" >&2
     exit 1
+}
+
+[[ $DFS_PORT =~ ^[1-9][0-9]*$ ]] && [ "$DFS_PORT" -le 65535 ] ||
+    die "DFS_PORT must be a port number (1-65535), not '$DFS_PORT'"
+[[ $DFS_NODES =~ ^[1-9][0-9]*$ ]] && [ "$DFS_NODES" -le 254 ] ||
+    die "DFS_NODES must be a number of nodes (1-254), not '$DFS_NODES'"
+
+# Node $1: its address, data dir, log and pid file.
+node_host() { echo "127.0.0.$(($1 + 1))"; }
+node_addr() { echo "$(node_host "$1"):$DFS_PORT"; }
+node_data() { if [ "$1" -eq 0 ]; then echo "$DATA"; else echo "$DFS_HOME/node$1"; fi; }
+node_log() { if [ "$1" -eq 0 ]; then echo "$DFS_HOME/server.log"; else echo "$DFS_HOME/server-$1.log"; fi; }
+node_pidfile() { if [ "$1" -eq 0 ]; then echo "$DFS_HOME/server.pid"; else echo "$DFS_HOME/server-$1.pid"; fi; }
+node_roles() {
+    if [ "$DFS_NODES" -eq 1 ] && [ "$1" -eq 0 ]; then
+        echo "single server"
+    elif [ "$1" -eq 0 ]; then
+        echo "directory,data"
+    else
+        echo "data"
+    fi
+}
+
+# The dfs-server arguments of node $1 (after the program name), one per line.
+node_args() {
+    local i=$1 j peers=()
+    printf '%s\n' --data-dir "$(node_data "$i")" --listen "$(node_addr "$i")"
+    [ "$DFS_NODES" -gt 1 ] || return 0
+    for ((j = 0; j < DFS_NODES; j++)); do
+        [ "$j" -eq "$i" ] || peers+=("$(node_addr "$j")")
+    done
+    printf '%s\n' --cluster-key-file "$CLUSTER_KEY" --peers "$(IFS=,; echo "${peers[*]}")" \
+        --roles "$(if [ "$i" -eq 0 ]; then echo directory,data; else echo data; fi)"
+}
+
+# The arguments process $1 runs with (after the program name), one per line.
+proc_args() {
+    tr '\0' '\n' <"/proc/$1/cmdline" 2>/dev/null | tail -n +2
+}
+
+# The roles of the running node process $1, as node_roles names them.
+proc_roles() {
+    local roles
+    roles=$(proc_args "$1" | sed -n '/^--roles$/{n;p;q}')
+    if [ -n "$roles" ]; then
+        echo "$roles"
+    elif proc_args "$1" | grep -qx -- --cluster-key-file; then
+        echo "directory,data"
+    else
+        echo "single server"
+    fi
+}
+
+# Indexes of the nodes this run wants and of any other node with a pid file, ascending.
+known_nodes() {
+    local i f
+    {
+        for ((i = 0; i < DFS_NODES; i++)); do echo "$i"; done
+        for f in "$DFS_HOME"/server-*.pid; do
+            [ -e "$f" ] || continue
+            i=${f##*/server-}
+            i=${i%.pid}
+            if [[ $i =~ ^[0-9]+$ ]]; then echo "$i"; fi
+        done
+    } | sort -n -u
 }
 
 as_root() {
@@ -72,12 +156,13 @@ live_pid() {
     echo "$pid"
 }
 
+# Does HOST $1 PORT $2 answer GET /v1/health with 200? (default: node 0)
 healthy() {
     timeout 3 bash -c '
-        exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
-        printf "GET /v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n" >&3
+        exec 3<>"/dev/tcp/$1/$2" || exit 1
+        printf "GET /v1/health HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" "$1" >&3
         IFS= read -r line <&3 || exit 1
-        [[ $line == "HTTP/1.1 200"* ]]' _ "$DFS_PORT" 2>/dev/null
+        [[ $line == "HTTP/1.1 200"* ]]' _ "${1:-127.0.0.1}" "${2:-$DFS_PORT}" 2>/dev/null
 }
 
 # Is anything mounted exactly at $DFS_MOUNT? (mountinfo escapes spaces as \040)
@@ -108,7 +193,7 @@ unmount_stale() {
     fi
 }
 
-# Waits up to $2 seconds for command $1 to succeed.
+# Waits up to $2 seconds for command $1 (words split: "healthy 127.0.0.2 7070") to succeed.
 wait_for() {
     local what=$1 secs=$2 i
     for ((i = 0; i < secs * 10; i++)); do
@@ -146,32 +231,107 @@ build() {
         die "no dfs-server/dfs-mount in $BIN after the build"
 }
 
-start_server() {
-    local pid
-    if pid=$(live_pid "$SERVER_PID" dfs-server); then
-        if wait_for healthy 20; then
-            say "server already running (pid $pid) on $ADDR: reusing it"
+# The cluster key all nodes share: 32 random bytes, 0600, made once.
+make_cluster_key() {
+    [ "$DFS_NODES" -gt 1 ] || return 0
+    [ -s "$CLUSTER_KEY" ] && return
+    (umask 077 && head -c 32 /dev/urandom >"$CLUSTER_KEY.tmp" && mv "$CLUSTER_KEY.tmp" "$CLUSTER_KEY")
+    say "created the cluster key $CLUSTER_KEY"
+}
+
+# Starts node $1, or reuses it if it runs with the options this run wants and answers.
+start_node() {
+    local i=$1 pid addr host pidfile log args
+    addr=$(node_addr "$i")
+    host=$(node_host "$i")
+    pidfile=$(node_pidfile "$i")
+    log=$(node_log "$i")
+    args=$(node_args "$i")
+    if pid=$(live_pid "$pidfile" dfs-server); then
+        if [ "$(proc_args "$pid")" != "$args" ]; then
+            say "node $i (pid $pid) runs with other options than DFS_NODES=$DFS_NODES wants; restarting it"
+            stop_pid "$pid" 20
+        elif wait_for "healthy $host $DFS_PORT" 20; then
+            say "node $i already running (pid $pid) on $addr: reusing it"
             return
+        else
+            say "node $i (pid $pid) does not answer on $addr; restarting it"
+            stop_pid "$pid" 10
         fi
-        say "server pid $pid does not answer on $ADDR; restarting it"
-        stop_pid "$pid" 10
-    elif [ -f "$SERVER_PID" ]; then
-        say "removing stale server pid file (process $(cat "$SERVER_PID" 2>/dev/null) is gone)"
+    elif [ -f "$pidfile" ]; then
+        say "removing stale pid file of node $i (process $(cat "$pidfile" 2>/dev/null) is gone)"
     fi
-    rm -f "$SERVER_PID"
-    if healthy; then
-        die "something else already answers on $ADDR; stop it or set DFS_PORT"
+    rm -f "$pidfile"
+    if healthy "$host" "$DFS_PORT"; then
+        die "something else already answers on $addr; stop it or set DFS_PORT"
     fi
-    mkdir -p "$DATA"
-    echo "==== $(date -Is) quickstart: starting dfs-server" >>"$SERVER_LOG"
-    setsid "$BIN/dfs-server" --data-dir "$DATA" --listen "$ADDR" \
-        </dev/null >>"$SERVER_LOG" 2>&1 &
-    echo $! >"$SERVER_PID"
-    if ! wait_for healthy 20; then
-        tail -n 30 "$SERVER_LOG" >&2 || true
-        die "dfs-server did not answer GET /v1/health on $ADDR within 20 s (log: $SERVER_LOG)"
+    mkdir -p "$(node_data "$i")"
+    echo "==== $(date -Is) quickstart: starting dfs-server node $i ($(node_roles "$i"))" >>"$log"
+    local argv=()
+    mapfile -t argv <<<"$args"
+    setsid "$BIN/dfs-server" "${argv[@]}" </dev/null >>"$log" 2>&1 &
+    echo $! >"$pidfile"
+    STARTED+=("$i")
+}
+
+# Waits for node $1, just started, to answer.
+wait_node() {
+    local i=$1 pidfile log
+    pidfile=$(node_pidfile "$i")
+    log=$(node_log "$i")
+    if ! wait_for "healthy $(node_host "$i") $DFS_PORT" 20; then
+        tail -n 30 "$log" >&2 || true
+        die "dfs-server node $i did not answer GET /v1/health on $(node_addr "$i") within 20 s (log: $log)"
     fi
-    say "server started (pid $(cat "$SERVER_PID")) on $ADDR"
+    say "node $i ($(node_roles "$i")) started (pid $(cat "$pidfile")) on $(node_addr "$i")"
+}
+
+# Stops node $1 if it runs; removes its pid file.
+stop_node() {
+    local i=$1 pid pidfile
+    pidfile=$(node_pidfile "$i")
+    if pid=$(live_pid "$pidfile" dfs-server); then
+        say "stopping dfs-server node $i (pid $pid)"
+        stop_pid "$pid" 20
+    fi
+    rm -f "$pidfile"
+}
+
+# Starts (or reuses) nodes 0 .. DFS_NODES-1, then waits for the ones it started.
+start_servers() {
+    local i STARTED=()
+    make_cluster_key
+    # Nodes beyond DFS_NODES (from a run with more of them) are not part of this cluster.
+    for i in $(known_nodes); do
+        if [ "$i" -ge "$DFS_NODES" ] && [ -f "$(node_pidfile "$i")" ]; then
+            say "node $i is not part of a $DFS_NODES-node cluster; stopping it (data kept in $(node_data "$i"))"
+            stop_node "$i"
+        fi
+    done
+    for ((i = 0; i < DFS_NODES; i++)); do start_node "$i"; done
+    for i in "${STARTED[@]}"; do wait_node "$i"; done
+}
+
+# How many members the directory node sees alive (through `dfs status` of the mount).
+alive_members() {
+    "$BIN/dfs" status "$DFS_MOUNT" 2>/dev/null |
+        grep -cE '^  [^ ]+ +(directory,data|data) +alive ' || true
+}
+
+# Gossip needs a moment after a start; waits up to 20 s for every node to be seen alive.
+wait_members() {
+    local n=0 deadline=$((SECONDS + 20))
+    [ "$DFS_NODES" -gt 1 ] || return 0
+    while :; do
+        n=$(alive_members)
+        [ "$n" -lt "$DFS_NODES" ] && [ "$SECONDS" -lt "$deadline" ] || break
+        sleep 0.2
+    done
+    if [ "$n" -ge "$DFS_NODES" ]; then
+        say "cluster: node 0 sees all $DFS_NODES nodes alive"
+    else
+        say "warning: node 0 sees $n of $DFS_NODES nodes alive after 20 s (see: $0 status; the server logs)"
+    fi
 }
 
 start_mount() {
@@ -228,22 +388,29 @@ login() {
 }
 
 do_start() {
+    local i
     install_fuse
     build
     mkdir -p "$DFS_HOME"
     init_realm
-    start_server
+    start_servers
     start_mount
     login
+    wait_members
+    echo
+    echo "dfs is running ($DFS_NODES node$([ "$DFS_NODES" -eq 1 ] || echo s))."
     cat <<EOT
-
-dfs is running.
   mount:   $DFS_MOUNT        (try: ls $DFS_MOUNT; echo hello > $DFS_MOUNT/hello.txt)
-  server:  $ADDR   data in $DATA
-  cache:   $CACHE
-  logs:    $SERVER_LOG
-           $MOUNT_LOG
-  stop:    $0 stop     (unmounts, stops the server; data is kept)
+           cache $CACHE, log $MOUNT_LOG
+EOT
+    for ((i = 0; i < DFS_NODES; i++)); do
+        printf '  node %s:  %s (%s)\n           data %s, log %s\n' "$i" "$(node_addr "$i")" \
+            "$(node_roles "$i")" "$(node_data "$i")" "$(node_log "$i")"
+    done
+    [ "$DFS_NODES" -eq 1 ] || echo "  key:     $CLUSTER_KEY (shared by the nodes)"
+    cat <<EOT
+  status:  $0 status
+  stop:    $0 stop     (unmounts, stops the server$([ "$DFS_NODES" -eq 1 ] || echo s); data is kept)
 EOT
     if [ -f "$DATA/realm/realm.conf" ]; then
         cat <<EOT
@@ -255,7 +422,7 @@ EOT
 }
 
 do_stop() {
-    local pid
+    local pid i
     if pid=$(live_pid "$MOUNT_PID" dfs-mount); then
         say "unmounting $DFS_MOUNT (SIGTERM to dfs-mount pid $pid; dirty files are stored first)"
         stop_pid "$pid" 30
@@ -264,25 +431,28 @@ do_stop() {
     if mounted; then
         unmount_stale
     fi
-    if pid=$(live_pid "$SERVER_PID" dfs-server); then
-        say "stopping dfs-server (pid $pid)"
-        stop_pid "$pid" 20
-    fi
-    rm -f "$SERVER_PID"
-    say "stopped; data kept in $DATA (remove $DFS_HOME to start afresh)"
+    # Node 0 (the directory) first, while the data nodes can still take its last copies.
+    for i in $(known_nodes); do stop_node "$i"; done
+    say "stopped; data kept in $DFS_HOME (remove it to start afresh)"
 }
 
 do_status() {
-    local pid
-    if pid=$(live_pid "$SERVER_PID" dfs-server); then
-        if healthy; then s="healthy"; else s="not answering"; fi
-        say "server: pid $pid on $ADDR, $s"
-    else
-        say "server: not running"
-    fi
+    local pid i s
+    for i in $(known_nodes); do
+        if pid=$(live_pid "$(node_pidfile "$i")" dfs-server); then
+            if healthy "$(node_host "$i")" "$DFS_PORT"; then s="healthy"; else s="not answering"; fi
+            say "node $i ($(proc_roles "$pid")): pid $pid on $(node_addr "$i"), $s"
+        else
+            say "node $i ($(node_roles "$i")): not running"
+        fi
+    done
     if pid=$(live_pid "$MOUNT_PID" dfs-mount); then
         if mounted && mount_works; then s="mounted at $DFS_MOUNT"; else s="not answering at $DFS_MOUNT"; fi
         say "mount: pid $pid, $s"
+        if [ "$s" = "mounted at $DFS_MOUNT" ] && [ -x "$BIN/dfs" ]; then
+            echo
+            "$BIN/dfs" status "$DFS_MOUNT" || true
+        fi
     else
         if mounted; then say "mount: stale mount at $DFS_MOUNT (client gone)"; else say "mount: not running"; fi
     fi
