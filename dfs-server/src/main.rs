@@ -242,7 +242,11 @@ async fn run(args: Args) -> Result<(), String> {
         locks.clone(),
         settings,
     );
-    dfs_server::kdc::cli::enable_realm(&svc, &data_dir)?;
+    if directory {
+        dfs_server::kdc::cli::enable_realm(&svc, &data_dir)?;
+    } else {
+        log::info!("data node: serves blobs to members of its cluster only (cluster key)");
+    }
     let advertise = args.advertise.unwrap_or(addr);
     let key = match &args.cluster_key_file {
         None => None,
@@ -286,7 +290,7 @@ async fn run(args: Args) -> Result<(), String> {
     let mut cluster_tasks = Vec::new();
     if cluster.is_clustered() {
         cluster.join(stop_rx.clone()).await?;
-        replicate::spawn_puller(svc.clone());
+        replicate::spawn_puller(svc.clone(), stop_rx.clone());
         cluster_tasks.push(scrub::spawn(svc.clone(), stop_rx.clone()));
         if directory {
             cluster_tasks.push(repair::spawn(svc.clone(), stop_rx.clone()));

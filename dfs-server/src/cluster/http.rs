@@ -14,6 +14,8 @@ use bytes::Bytes;
 use dfs_common::cluster::{
     self as proto, DeleteOrder, Digests, Listing, ListingRequest, PullOrder, HDR_NODE_MAC,
 };
+use dfs_common::privacy::{Dir, Opener, Sealer, HDR_PLAIN_LENGTH};
+use dfs_common::sealed_body::{opening, sealing};
 use dfs_common::{codec, BlobId, FsError};
 use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
@@ -65,6 +67,12 @@ pub async fn handle(svc: &Arc<Services>, req: Request<ReqBody>) -> Response<ResB
                 return wire::error_response(&e);
             }
         };
+    // Blob bodies travel sealed both ways, with the request's (signed) time as nonce.
+    let nonce = wire::header_u64(&parts.headers, proto::HDR_NODE_TIME)
+        .ok()
+        .flatten()
+        .unwrap_or(0);
+    let seal_key = key.seal_key();
     let result = match (&method, rest) {
         (&Method::GET, "digests") => off_thread(svc, local_digests)
             .await
@@ -74,9 +82,14 @@ pub async fn handle(svc: &Arc<Services>, req: Request<ReqBody>) -> Response<ResB
         (&Method::POST, "delete") => delete_order(svc, &node, &body_bytes).await,
         (m, r) if r.starts_with("blobs/") => match BlobId::from_hex(&r["blobs/".len()..]) {
             None => Err(FsError::NotFound),
-            Some(id) if *m == Method::GET => serve_blob(svc, id).await,
+            Some(id) if *m == Method::GET => serve_blob(svc, id)
+                .await
+                .map(|r| r.map(|b| sealing(b, Sealer::new(&seal_key, Dir::Response, nonce)))),
             Some(id) if *m == Method::PUT => match blob_body.take() {
-                Some(body) => receive_blob(svc, id, &parts.headers, body).await,
+                Some(body) => {
+                    let opened = opening(body, Opener::new(&seal_key, Dir::Request, nonce));
+                    receive_blob(svc, id, &parts.headers, opened).await
+                }
                 None => Err(FsError::BadRequest("no body".into())),
             },
             Some(_) => Err(FsError::NotSupported(format!("method {m} on {path}"))),
@@ -262,7 +275,7 @@ async fn serve_blob(svc: &Arc<Services>, id: BlobId) -> Result<Response<ResBody>
     Ok(Response::builder()
         .status(StatusCode::OK)
         .header(CONTENT_TYPE, "application/x-dfs-blob")
-        .header(CONTENT_LENGTH, size)
+        .header(HDR_PLAIN_LENGTH, size)
         .body(wire::channel(
             BlobStore::read_stream_verified(file, size, id, on_bad),
             Some(size),
@@ -276,8 +289,8 @@ async fn receive_blob(
     headers: &hyper::HeaderMap,
     body: ReqBody,
 ) -> Result<Response<ResBody>, FsError> {
-    let len = wire::header_u64(headers, CONTENT_LENGTH.as_str())?
-        .ok_or_else(|| FsError::BadRequest("a blob needs a content-length".into()))?;
+    let len = wire::header_u64(headers, HDR_PLAIN_LENGTH)?
+        .ok_or_else(|| FsError::BadRequest(format!("a blob needs {HDR_PLAIN_LENGTH}")))?;
     if len > svc.settings.max_file_size {
         return Err(FsError::TooLarge(format!("{len} bytes")));
     }

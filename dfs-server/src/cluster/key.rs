@@ -77,6 +77,14 @@ impl ClusterKey {
         }
     }
 
+    /// The key that seals blob bodies between nodes (derived, never the MAC key itself).
+    pub fn seal_key(&self) -> dfs_common::auth::Key {
+        let tag = self.tag(&[b"seal blob bodies"]);
+        let mut k = [0u8; 32];
+        k.copy_from_slice(tag.as_ref());
+        dfs_common::auth::Key(k)
+    }
+
     /// The raw key, for the gossip layer.
     pub fn bytes(&self) -> [u8; 32] {
         self.bytes

@@ -10,7 +10,9 @@ use crate::blobs::BlobStore;
 use crate::http::wire::{self, ReqBody};
 use bytes::Bytes;
 use dfs_common::cluster::{self as proto, Digests, Listing, ListingRequest};
+use dfs_common::privacy::{Dir, Opener, Sealer, HDR_PLAIN_LENGTH};
 use dfs_common::proto::{HDR_DETAIL, HDR_ERROR};
+use dfs_common::sealed_body::{opening, sealing};
 use dfs_common::{codec, BlobId, FsError};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -66,35 +68,46 @@ impl PeerClient {
             .ok_or_else(|| FsError::NotSupported("this node is not in a cluster".into()))
     }
 
-    /// Sends a signed request; returns the answer and the request's MAC.
+    /// Sends a signed request; returns the answer, the request's MAC and its time (the
+    /// nonce of sealed blob bodies both ways). `body` gets the time and makes the body.
     async fn send(
         &self,
         addr: SocketAddr,
         method: Method,
         path: &str,
-        body: ReqBody,
+        body: impl FnOnce(u64) -> ReqBody,
         body_sha: &[u8; 32],
         len: Option<u64>,
-    ) -> Result<(Response<Incoming>, Vec<u8>), FsError> {
+    ) -> Result<(Response<Incoming>, Vec<u8>, u64), FsError> {
         let key = self.key()?;
         let mut b = Request::builder()
             .method(method.clone())
             .uri(format!("http://{addr}{path}"));
         let signed = key.sign_request(method.as_str(), path, &self.me, body_sha);
         let mac = codec::from_hex(&signed[2].1).unwrap_or_default();
+        let time: u64 = signed[1].1.parse().unwrap_or(0);
         for (k, v) in signed {
             b = b.header(k, v);
         }
-        if let Some(n) = len {
-            b = b.header(CONTENT_LENGTH, n);
-        }
+        let body = match len {
+            Some(n) if body_sha == &STREAMED => {
+                // A sealed blob body: its length on the wire is not the blob's.
+                b = b.header(HDR_PLAIN_LENGTH, n);
+                sealing(body(time), Sealer::new(&key.seal_key(), Dir::Request, time))
+            }
+            Some(n) => {
+                b = b.header(CONTENT_LENGTH, n);
+                body(time)
+            }
+            None => body(time),
+        };
         let req = b.body(body).map_err(|e| FsError::Invalid(e.to_string()))?;
         let resp = self
             .http
             .request(req)
             .await
             .map_err(|e| unreachable(addr, e))?;
-        Ok((resp, mac))
+        Ok((resp, mac, time))
     }
 
     /// A control call: bincode body in, checked bincode body out.
@@ -108,8 +121,8 @@ impl PeerClient {
         let work = async {
             let sha = sha256(&body);
             let len = body.len() as u64;
-            let (resp, mac) = self
-                .send(addr, method, path, wire::full(body), &sha, Some(len))
+            let (resp, mac, _) = self
+                .send(addr, method, path, |_| wire::full(body), &sha, Some(len))
                 .await?;
             let (parts, body) = resp.into_parts();
             let bytes = http_body_util::Limited::new(body, ANSWER_LIMIT)
@@ -181,12 +194,12 @@ impl PeerClient {
         file: std::fs::File,
         size: u64,
     ) -> Result<(), FsError> {
-        let body = wire::channel(BlobStore::read_stream(file, size), Some(size));
+        let body = |_| wire::channel(BlobStore::read_stream(file, size), Some(size));
         let path = proto::blob_path(&id);
         // The body has its own pace; the answer comes after the receiver's fsync.
         let limit = IDLE_TIMEOUT + Duration::from_secs(size / (20 << 20));
         let work = async {
-            let (resp, mac) = self
+            let (resp, mac, _) = self
                 .send(addr, Method::PUT, &path, body, &STREAMED, Some(size))
                 .await?;
             let (parts, body) = resp.into_parts();
@@ -212,16 +225,24 @@ impl PeerClient {
     }
 
     /// Asks `addr` for its copy of `id`: the answer's status and headers are checked;
-    /// the body is the caller's to check against `id`.
+    /// returns the blob's length and its opened body, which is the caller's to check
+    /// against `id`.
     pub async fn fetch_blob(
         &self,
         addr: SocketAddr,
         id: &BlobId,
-    ) -> Result<Response<Incoming>, FsError> {
+    ) -> Result<(u64, ReqBody), FsError> {
         let path = proto::blob_path(id);
         let work = async {
-            let (resp, mac) = self
-                .send(addr, Method::GET, &path, wire::empty(), &sha256(b""), None)
+            let (resp, mac, time) = self
+                .send(
+                    addr,
+                    Method::GET,
+                    &path,
+                    |_| wire::empty(),
+                    &sha256(b""),
+                    None,
+                )
                 .await?;
             if resp.status() != StatusCode::OK {
                 let status = resp.status();
@@ -230,7 +251,14 @@ impl PeerClient {
             }
             self.key()?
                 .verify_answer(&mac, 200, resp.headers(), &STREAMED)?;
-            Ok(resp)
+            let len = resp
+                .headers()
+                .get(HDR_PLAIN_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| unreachable(addr, "a blob answer without its length"))?;
+            let opener = Opener::new(&self.key()?.seal_key(), Dir::Response, time);
+            Ok((len, opening(resp.into_body(), opener)))
         };
         tokio::time::timeout(CALL_TIMEOUT, work)
             .await

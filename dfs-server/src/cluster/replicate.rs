@@ -12,7 +12,6 @@ use crate::blobs::{Pin, TempBlob};
 use crate::services::Services;
 use dfs_common::cluster::ROLE_DATA;
 use dfs_common::{BlobId, FsError};
-use http_body_util::BodyExt;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -163,17 +162,7 @@ async fn pull_from(
     addr: SocketAddr,
     id: BlobId,
 ) -> Result<(), FsError> {
-    let resp = peers.fetch_blob(addr, &id).await?;
-    let len = resp
-        .headers()
-        .get(hyper::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .ok_or_else(|| FsError::Unavailable(format!("node {addr} sent no content-length")))?;
-    let body = resp
-        .into_body()
-        .map_err(|e| std::io::Error::other(e.to_string()))
-        .boxed();
+    let (len, body) = peers.fetch_blob(addr, &id).await?;
     let body = IdleBody::new(body);
     let temp = svc.blobs.receive(body, len, Some(id)).await?;
     let blobs = svc.blobs.clone();
@@ -262,15 +251,22 @@ impl PullQueue {
     }
 }
 
-/// Starts the pull worker of this node.
-pub fn spawn_puller(svc: Arc<Services>) {
+/// Starts the pull worker of this node (until `stop` turns true).
+pub fn spawn_puller(svc: Arc<Services>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let (tx, mut rx) = mpsc::unbounded_channel::<(BlobId, Vec<SocketAddr>)>();
     if svc.cluster().pulls.tx.set(tx).is_err() {
         return;
     }
     let slots = Arc::new(Semaphore::new(PULL_CONCURRENCY));
     tokio::spawn(async move {
-        while let Some((id, sources)) = rx.recv().await {
+        loop {
+            let next = tokio::select! {
+                next = rx.recv() => next,
+                _ = async { let _ = stop.wait_for(|s| *s).await; } => None,
+            };
+            let Some((id, sources)) = next else {
+                return;
+            };
             let Ok(slot) = slots.clone().acquire_owned().await else {
                 return;
             };
