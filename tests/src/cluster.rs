@@ -227,6 +227,13 @@ impl Cluster {
         sha256_file(&self.blob_path(i, hex)).is_ok_and(|h| h == hex)
     }
 
+    /// The nodes among `among` whose store has a file for blob `hex` (not re-hashed: pair
+    /// with `blob_ok` for the contents).
+    pub fn holders(&self, hex: &str, among: &[usize]) -> Vec<usize> {
+        let has = |i: &usize| self.blob_path(*i, hex).is_file();
+        among.iter().copied().filter(has).collect()
+    }
+
     /// Every blob file of node i (`blobs/<2 hex>/<64 hex>`; temporary files are skipped).
     pub fn blob_paths(&self, i: usize) -> Vec<PathBuf> {
         let mut out = Vec::new();
