@@ -79,7 +79,7 @@ struct Args {
     /// Replication: other nodes of the cluster to join through (HOST:PORT, comma
     /// separated). Gossip runs over UDP on the same port as HTTP. Needs --cluster-key-file.
     #[arg(long, value_name = "HOST:PORT,...", value_delimiter = ',')]
-    peers: Vec<SocketAddr>,
+    peers: Vec<String>,
 
     /// Replication: file with the cluster's shared secret (at least 32 bytes, mode 0600,
     /// e.g. `head -c 32 /dev/urandom > cluster.key`). Gossip packets and node-to-node
@@ -257,15 +257,21 @@ async fn run(args: Args) -> Result<(), String> {
             Some(ClusterKey::load(path)?)
         }
     };
+    let mut seeds = Vec::new();
+    for peer in &args.peers {
+        let addr = tokio::net::lookup_host(peer.as_str())
+            .await
+            .ok()
+            .and_then(|mut found| found.next())
+            .ok_or_else(|| format!("--peers: cannot resolve {peer:?} (HOST:PORT)"))?;
+        if addr != advertise {
+            seeds.push(addr);
+        }
+    }
     let cluster = Cluster::new(ClusterSettings {
         advertise,
         roles: args.roles,
-        seeds: args
-            .peers
-            .iter()
-            .copied()
-            .filter(|p| *p != advertise)
-            .collect(),
+        seeds,
         key,
         replicas: args.replicas,
         write_quorum: args.write_quorum,
