@@ -106,6 +106,17 @@ pub struct RepairView {
     pub finished_at: Option<Instant>,
 }
 
+/// Placement as this node sees the cluster now.
+pub struct View {
+    /// Data members not departed: where blobs are placed.
+    pub candidates: Vec<Candidate>,
+    /// Effective R and W.
+    pub r: usize,
+    pub w: usize,
+    /// Data members alive or suspect: who can be asked.
+    pub live: Vec<SocketAddr>,
+}
+
 /// A member as this node sees it now.
 #[derive(Clone, Debug)]
 pub struct Member {
@@ -202,6 +213,22 @@ impl Cluster {
                 }
             })
             .collect()
+    }
+
+    /// Candidates, R, W and the live data members, from one look at the members.
+    pub fn view(&self) -> View {
+        let members = self.members();
+        let candidates = Self::candidates(&members);
+        View {
+            r: self.replicas_for(candidates.len()),
+            w: self.quorum_for(candidates.len()),
+            candidates,
+            live: members
+                .iter()
+                .filter(|m| m.is_live() && m.roles & ROLE_DATA != 0)
+                .map(|m| m.addr)
+                .collect(),
+        }
     }
 
     /// The members blobs are placed on: data members that have not departed.

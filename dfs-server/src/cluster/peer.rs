@@ -157,32 +157,18 @@ impl PeerClient {
         codec::decode(&self.call(addr, Method::POST, &path, body).await?)
     }
 
-    /// Returns how many of the blobs the node newly queued.
-    pub async fn order_pull(
+    /// Sends an order (`pull`: answer = blobs newly queued; `delete`: copies deleted).
+    pub async fn order<T: serde::Serialize>(
         &self,
         addr: SocketAddr,
-        order: &proto::PullOrder,
+        name: &str,
+        order: &T,
     ) -> Result<u64, FsError> {
-        let path = format!("{}pull", proto::PREFIX);
-        codec::decode(
-            &self
-                .call(addr, Method::POST, &path, codec::encode(order))
-                .await?,
-        )
-    }
-
-    /// Returns how many copies the node deleted.
-    pub async fn order_delete(
-        &self,
-        addr: SocketAddr,
-        order: &proto::DeleteOrder,
-    ) -> Result<u64, FsError> {
-        let path = format!("{}delete", proto::PREFIX);
-        codec::decode(
-            &self
-                .call(addr, Method::POST, &path, codec::encode(order))
-                .await?,
-        )
+        let path = format!("{}{name}", proto::PREFIX);
+        let answer = self
+            .call(addr, Method::POST, &path, codec::encode(order))
+            .await?;
+        codec::decode(&answer)
     }
 
     /// Streams the local file of blob `id` (`size` bytes) to `addr`, which answers once

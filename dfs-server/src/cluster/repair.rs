@@ -17,11 +17,11 @@
 //! Owns: the round and its decisions. Must not: move bytes itself (`replicate` does, on
 //! the node that lacks a copy) or change the namespace.
 
-use super::placement::{self, Candidate};
-use super::{Cluster, RepairView};
+use super::placement;
+use super::{Cluster, RepairView, View};
 use crate::blobs::index::digests_of;
 use crate::services::Services;
-use dfs_common::cluster::{bucket, DeleteOrder, Digests, PullOrder, BUCKETS, ROLE_DATA};
+use dfs_common::cluster::{bucket, DeleteOrder, Digests, PullOrder, BUCKETS};
 use dfs_common::{BlobId, FsError};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -81,14 +81,12 @@ struct Orders {
 /// One round (see the module comment).
 pub async fn round(svc: &Arc<Services>) -> Result<(), FsError> {
     let cluster = svc.cluster().clone();
-    let members = cluster.members();
-    let candidates: Vec<Candidate> = Cluster::candidates(&members);
-    let r = cluster.replicas_for(candidates.len());
-    let live: Vec<SocketAddr> = members
-        .iter()
-        .filter(|m| m.is_live() && m.roles & ROLE_DATA != 0)
-        .map(|m| m.addr)
-        .collect();
+    let View {
+        candidates,
+        r,
+        live,
+        ..
+    } = cluster.view();
     let slot: HashMap<SocketAddr, usize> = live.iter().enumerate().map(|(i, a)| (*a, i)).collect();
     let known = svc.blocking(|ns, _| ns.known_blobs()).await?;
 
@@ -268,7 +266,7 @@ async fn send_orders(svc: &Arc<Services>, cluster: &Arc<Cluster>, rep: &NodeRepo
         } else {
             cluster
                 .peers
-                .order_pull(addr, &PullOrder { blobs: o.pulls })
+                .order(addr, "pull", &PullOrder { blobs: o.pulls })
                 .await
         };
         match queued {
@@ -292,7 +290,7 @@ async fn send_orders(svc: &Arc<Services>, cluster: &Arc<Cluster>, rep: &NodeRepo
         let result = if local {
             super::http::off_thread(svc, move |svc| super::http::delete_local(svc, &order)).await
         } else {
-            cluster.peers.order_delete(addr, &order).await
+            cluster.peers.order(addr, "delete", &order).await
         };
         if let Err(e) = result {
             log::warn!("repair: delete order to {addr} failed: {e}");

@@ -7,10 +7,9 @@
 
 use super::peer::IDLE_TIMEOUT;
 use super::placement;
-use super::Cluster;
+use super::View;
 use crate::blobs::{Pin, TempBlob};
 use crate::services::Services;
-use dfs_common::cluster::ROLE_DATA;
 use dfs_common::{BlobId, FsError};
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -34,15 +33,13 @@ pub async fn place(svc: &Arc<Services>, temp: TempBlob) -> Result<Pin, FsError> 
             .map_err(|e| FsError::Io(format!("install task failed: {e}")))?;
     }
     let (id, size) = (temp.id, temp.size);
-    let members = cluster.members();
-    let candidates = Cluster::candidates(&members);
-    let r = cluster.replicas_for(candidates.len());
-    let w = cluster.quorum_for(candidates.len());
-    let live: HashSet<SocketAddr> = members
-        .iter()
-        .filter(|m| m.is_live() && m.roles & ROLE_DATA != 0)
-        .map(|m| m.addr)
-        .collect();
+    let View {
+        candidates,
+        r,
+        w,
+        live,
+    } = cluster.view();
+    let live: HashSet<SocketAddr> = live.into_iter().collect();
     // The blob's own nodes that are up; if fewer than W, the next live nodes in its
     // ranking stand in (repair moves those copies home later).
     let ranked = placement::ranked(&candidates, &id);
