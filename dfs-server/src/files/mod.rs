@@ -37,7 +37,7 @@ enum Fetched {
 
 /// Blobs up to this size are read whole and checked before the answer starts, so a bad
 /// local copy is replaced from a replica without the client noticing.
-const CHECK_BEFORE_SERVING: u64 = 4 << 20;
+const CHECK_BEFORE_SERVING: u64 = 1 << 20;
 
 /// `GET /v1/files/{ino}`.
 pub async fn fetch(
