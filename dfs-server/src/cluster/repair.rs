@@ -103,10 +103,13 @@ pub async fn round(svc: &Arc<Services>) -> Result<(), FsError> {
         }
     }
 
-    let mut reports = Vec::with_capacity(live.len());
-    for (i, addr) in live.iter().enumerate() {
-        reports.push(report(svc, &cluster, *addr, &expected[i]).await);
-    }
+    // All nodes at once: one that cannot be reached costs the round its timeout once.
+    let reports: Vec<NodeReport> = futures_util::future::join_all(
+        live.iter()
+            .zip(&expected)
+            .map(|(addr, exp)| report(svc, &cluster, *addr, exp)),
+    )
+    .await;
 
     let mut orders: Vec<Orders> = (0..live.len()).map(|_| Orders::default()).collect();
     let (mut referenced, mut under, mut missing) = (0u64, 0u64, 0u64);
