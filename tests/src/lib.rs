@@ -19,7 +19,9 @@
 //! - `fsops`: bounded file-system calls; `shell`: bounded scripts and the `dfs` command;
 //! - `agent`: a python3 process driven line by line (opens, writes, flock, fcntl locks);
 //! - `http`: a raw HTTP/1.1 client; `api`: the server's API through it;
-//! - `measure`: hashes, memory figures, test data, polling.
+//! - `measure`: hashes, memory figures, test data, polling;
+//! - `replicas`: what the replication tests share: files of mixed sizes written through a
+//!   mount of a cluster and read back, the convergence check, their bounds.
 //!
 //! Needs root (mounts) and release binaries: run `scripts/test.sh`, which builds them first.
 
@@ -32,6 +34,7 @@ pub mod http;
 pub mod measure;
 pub mod mount;
 pub mod procs;
+pub mod replicas;
 pub mod server;
 pub mod shell;
 pub mod tx;
@@ -45,5 +48,6 @@ pub use http::*;
 pub use measure::*;
 pub use mount::*;
 pub use procs::*;
+pub use replicas::*;
 pub use server::*;
 pub use shell::*;
