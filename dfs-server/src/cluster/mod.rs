@@ -126,9 +126,19 @@ pub struct Member {
     pub since: Instant,
 }
 
+/// A member declared dead this recently is still asked (a store's push, a repair
+/// round's digests): when a partition heals, members that were never cut off take new
+/// gossip identities and are seen down and up again within a second. A node that is
+/// really gone fails such a call at once, and only successful copies count.
+const FLAP: Duration = Duration::from_secs(2);
+
 impl Member {
     pub fn is_live(&self) -> bool {
-        matches!(self.state, MemberState::Alive | MemberState::Suspect)
+        match self.state {
+            MemberState::Alive | MemberState::Suspect => true,
+            MemberState::Dead => self.since.elapsed() < FLAP,
+            MemberState::Departed => false,
+        }
     }
 }
 
