@@ -175,3 +175,63 @@ fn a_partitioned_node_catches_up() {
     read_back(&r, &files, "after the partition healed");
     assert_stores_clean(&c);
 }
+
+#[test]
+fn a_data_node_dying_mid_store_does_not_fail_the_close() {
+    let mut c = Cluster::start(
+        3,
+        &[
+            "--replicas",
+            "3",
+            "--repair-interval-secs",
+            "1",
+            GRACE[0],
+            GRACE[1],
+        ],
+    );
+    c.wait_until("all three nodes alive", DETECT, |st| {
+        all_alive(st, &c.addrs())
+    });
+    let m = mount_on(&c, "w");
+    let src = c.dir().join("src.bin");
+    let data = pseudo_random(192 << 20, 7);
+    std::fs::write(&src, &data).expect("write the source file");
+    let want = dfs_tests::sha256(&data);
+    drop(data);
+
+    // Store it; the moment node 2 is receiving its copy, kill node 2.
+    let script = format!(
+        "dd if={} of={} bs=1M conv=fsync status=none",
+        src.display(),
+        m.join("big").display()
+    );
+    let dir = c.dir().to_path_buf();
+    let writer = std::thread::spawn(move || dfs_tests::sh_timeout(&dir, &script, STEP * 4));
+    let tmp = c.data_dir(2).join("blobs").join("tmp");
+    let receiving = dfs_tests::poll(Duration::from_secs(60), Duration::from_millis(5), || {
+        std::fs::read_dir(&tmp).ok()?.next().map(|_| ())
+    });
+    assert!(
+        receiving.is_some(),
+        "node 2 never started receiving the blob"
+    );
+    c.kill9(2);
+    let out = writer.join().expect("writer thread");
+    assert!(
+        out.status.success(),
+        "close failed although W=2 copies could still be made: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let files = vec![Written {
+        name: "big".into(),
+        len: 192 << 20,
+        sha: want,
+    }];
+    read_back(&mount_on(&c, "r"), &files, "with node 2 killed mid-store");
+    c.restart(2);
+    let t = wait_converged(&c, &files, "after node 2 restarted");
+    eprintln!(
+        "MEASURED: node 2, killed while receiving 192 MiB, caught up {t:?} after its restart"
+    );
+}
