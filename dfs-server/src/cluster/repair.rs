@@ -78,6 +78,105 @@ struct Orders {
     deletes: Vec<BlobId>,
 }
 
+/// What a round decides on: placement and the namespace's blobs at the round's start.
+struct Plan {
+    candidates: Vec<placement::Candidate>,
+    r: usize,
+    live: Vec<SocketAddr>,
+    slot: HashMap<SocketAddr, usize>,
+    /// Every blob the namespace knows, in id order, and whether it is referenced.
+    known: Vec<(BlobId, bool)>,
+}
+
+/// The round's counts of referenced, under-replicated and missing blobs.
+struct Tally {
+    referenced: u64,
+    under: u64,
+    missing: u64,
+}
+
+impl Plan {
+    /// Per live node, the digests of what it should hold (blocking).
+    fn expected_digests(&self) -> Vec<Vec<[u8; 32]>> {
+        let mut expected: Vec<Vec<BlobId>> = vec![Vec::new(); self.live.len()];
+        for (id, referenced) in &self.known {
+            if !referenced {
+                continue;
+            }
+            for a in placement::placement(&self.candidates, id, self.r) {
+                if let Some(i) = self.slot.get(&a) {
+                    expected[*i].push(*id);
+                }
+            }
+        }
+        expected.iter().map(|e| digests_of(e.iter())).collect()
+    }
+
+    /// Pull, trim and garbage orders per live node from what they reported (blocking).
+    fn decide(
+        &self,
+        reports: &[NodeReport],
+        blobs: &crate::blobs::BlobStore,
+        grace_ms: u64,
+    ) -> (Vec<Orders>, Tally) {
+        let (live, slot, r) = (&self.live, &self.slot, self.r);
+        let mut orders: Vec<Orders> = (0..live.len()).map(|_| Orders::default()).collect();
+        let mut tally = Tally {
+            referenced: 0,
+            under: 0,
+            missing: 0,
+        };
+        for (id, is_referenced) in &self.known {
+            if !is_referenced {
+                continue;
+            }
+            tally.referenced += 1;
+            let place = placement::placement(&self.candidates, id, r);
+            let holders: Vec<usize> = (0..live.len())
+                .filter(|i| reports[*i].holds(id, place.contains(&live[*i])))
+                .collect();
+            if holders.len() < r {
+                tally.under += 1;
+            }
+            if holders.is_empty() {
+                tally.missing += 1;
+                continue;
+            }
+            let sources: Vec<String> = holders.iter().map(|i| live[*i].to_string()).collect();
+            for a in &place {
+                if let Some(&i) = slot.get(a) {
+                    if reports[i].digests.is_some() && !holders.contains(&i) {
+                        orders[i].pulls.push((*id, sources.clone()));
+                    }
+                }
+            }
+            let all_placed = place
+                .iter()
+                .all(|a| slot.get(a).is_some_and(|i| holders.contains(i)));
+            if holders.len() > r && all_placed {
+                for &i in &holders {
+                    if !place.contains(&live[i]) {
+                        orders[i].deletes.push(*id);
+                    }
+                }
+            }
+        }
+        // Garbage: copies the namespace has never heard of, old enough, not being stored.
+        let is_known = |id: &BlobId| self.known.binary_search_by_key(id, |(k, _)| *k).is_ok();
+        for (i, rep) in reports.iter().enumerate() {
+            for (id, mtime) in &rep.listed {
+                if !is_known(id)
+                    && !blobs.is_pinned(id)
+                    && mtime.saturating_add(grace_ms) < rep.listed_at_ms
+                {
+                    orders[i].deletes.push(*id);
+                }
+            }
+        }
+        (orders, tally)
+    }
+}
+
 /// One round (see the module comment).
 pub async fn round(svc: &Arc<Services>) -> Result<(), FsError> {
     let cluster = svc.cluster().clone();
@@ -89,80 +188,46 @@ pub async fn round(svc: &Arc<Services>) -> Result<(), FsError> {
     } = cluster.view();
     let slot: HashMap<SocketAddr, usize> = live.iter().enumerate().map(|(i, a)| (*a, i)).collect();
     let known = svc.blocking(|ns, _| ns.known_blobs()).await?;
-
-    // What each live node should hold, in id order (the order digests are taken in).
-    let mut expected: Vec<Vec<BlobId>> = vec![Vec::new(); live.len()];
-    for (id, referenced) in &known {
-        if !referenced {
-            continue;
-        }
-        for a in placement::placement(&candidates, id, r) {
-            if let Some(i) = slot.get(&a) {
-                expected[*i].push(*id);
-            }
-        }
-    }
+    // The per-blob work runs off the async threads: gossip shares them, and a round over
+    // millions of blobs must not delay its probes.
+    let plan = Arc::new(Plan {
+        candidates,
+        r,
+        live,
+        slot,
+        known,
+    });
+    let wanted = {
+        let plan = plan.clone();
+        tokio::task::spawn_blocking(move || plan.expected_digests())
+            .await
+            .map_err(|e| FsError::Io(format!("repair task failed: {e}")))?
+    };
 
     // All nodes at once: one that cannot be reached costs the round its timeout once.
     let reports: Vec<NodeReport> = futures_util::future::join_all(
-        live.iter()
-            .zip(&expected)
-            .map(|(addr, exp)| report(svc, &cluster, *addr, exp)),
+        plan.live
+            .iter()
+            .zip(&wanted)
+            .map(|(addr, want)| report(svc, &cluster, *addr, want)),
     )
     .await;
 
-    let mut orders: Vec<Orders> = (0..live.len()).map(|_| Orders::default()).collect();
-    let (mut referenced, mut under, mut missing) = (0u64, 0u64, 0u64);
-    for (id, is_referenced) in &known {
-        if !is_referenced {
-            continue;
-        }
-        referenced += 1;
-        let place = placement::placement(&candidates, id, r);
-        let holders: Vec<usize> = (0..live.len())
-            .filter(|i| reports[*i].holds(id, place.contains(&live[*i])))
-            .collect();
-        if holders.is_empty() {
-            missing += 1;
-        }
-        if holders.len() < r {
-            under += 1;
-        }
-        if holders.is_empty() {
-            continue;
-        }
-        let sources: Vec<String> = holders.iter().map(|i| live[*i].to_string()).collect();
-        for a in &place {
-            if let Some(&i) = slot.get(a) {
-                if reports[i].digests.is_some() && !holders.contains(&i) {
-                    orders[i].pulls.push((*id, sources.clone()));
-                }
-            }
-        }
-        let all_placed = place
-            .iter()
-            .all(|a| slot.get(a).is_some_and(|i| holders.contains(i)));
-        if holders.len() > r && all_placed {
-            for &i in &holders {
-                if !place.contains(&live[i]) {
-                    orders[i].deletes.push(*id);
-                }
-            }
-        }
-    }
-    // Garbage: copies the namespace has never heard of, old enough, not being stored.
     let grace_ms = cluster.settings.gc_grace.as_millis() as u64;
-    let is_known = |id: &BlobId| known.binary_search_by_key(id, |(k, _)| *k).is_ok();
-    for (i, rep) in reports.iter().enumerate() {
-        for (id, mtime) in &rep.listed {
-            if !is_known(id)
-                && !svc.blobs.is_pinned(id)
-                && mtime.saturating_add(grace_ms) < rep.listed_at_ms
-            {
-                orders[i].deletes.push(*id);
-            }
-        }
-    }
+    let (orders, tally, reports) = {
+        let (plan, blobs) = (plan.clone(), svc.blobs.clone());
+        tokio::task::spawn_blocking(move || {
+            let (orders, tally) = plan.decide(&reports, &blobs, grace_ms);
+            (orders, tally, reports)
+        })
+        .await
+        .map_err(|e| FsError::Io(format!("repair task failed: {e}")))?
+    };
+    let Tally {
+        referenced,
+        under,
+        missing,
+    } = tally;
 
     for (i, o) in orders.into_iter().enumerate() {
         send_orders(svc, &cluster, &reports[i], o).await;
@@ -196,7 +261,7 @@ async fn report(
     svc: &Arc<Services>,
     cluster: &Arc<Cluster>,
     addr: SocketAddr,
-    expected: &[BlobId],
+    want: &[[u8; 32]],
 ) -> NodeReport {
     let mut rep = NodeReport {
         addr,
@@ -222,7 +287,6 @@ async fn report(
             return rep;
         }
     };
-    let want = digests_of(expected.iter());
     let buckets: Vec<u16> = (0..BUCKETS)
         .filter(|b| want[*b] != digests.digests[*b])
         .map(|b| b as u16)
@@ -252,43 +316,48 @@ async fn report(
     rep
 }
 
+/// Most blobs named in one order request (keeps each under the order size limit).
+const ORDER_BATCH: usize = 10_000;
+
 async fn send_orders(svc: &Arc<Services>, cluster: &Arc<Cluster>, rep: &NodeReport, o: Orders) {
     let addr = rep.addr;
     let local = addr == cluster.settings.advertise;
-    if !o.pulls.is_empty() {
-        let n = o.pulls.len();
-        let queued = if local {
-            let mut q = 0;
-            for (id, sources) in o.pulls {
-                let sources = sources.iter().filter_map(|s| s.parse().ok()).collect();
-                if cluster.pulls.push(id, sources) {
-                    q += 1;
-                }
-            }
-            Ok(q)
+    let missing = o.pulls.len();
+    let mut queued = 0u64;
+    let mut pulls = o.pulls;
+    while !pulls.is_empty() {
+        let batch: Vec<_> = pulls.drain(..pulls.len().min(ORDER_BATCH)).collect();
+        let result = if local {
+            Ok(batch
+                .into_iter()
+                .filter(|(id, sources)| {
+                    let sources = sources.iter().filter_map(|s| s.parse().ok()).collect();
+                    cluster.pulls.push(*id, sources)
+                })
+                .count() as u64)
         } else {
-            cluster
-                .peers
-                .order(addr, "pull", &PullOrder { blobs: o.pulls })
-                .await
+            let order = PullOrder { blobs: batch };
+            cluster.peers.order(addr, "pull", &order).await
         };
-        match queued {
-            Ok(q) => {
-                cluster
-                    .counters
-                    .repairs_ordered
-                    .fetch_add(q, Ordering::Relaxed);
-                if q > 0 {
-                    log::info!("repair: {addr} to copy {q} blobs ({n} missing there)");
-                }
+        match result {
+            Ok(q) => queued += q,
+            Err(e) => {
+                log::warn!("repair: pull order to {addr} failed: {e}");
+                break;
             }
-            Err(e) => log::warn!("repair: pull order to {addr} failed: {e}"),
         }
     }
-    if !o.deletes.is_empty() {
+    cluster
+        .counters
+        .repairs_ordered
+        .fetch_add(queued, Ordering::Relaxed);
+    if queued > 0 {
+        log::info!("repair: {addr} to copy {queued} blobs ({missing} missing there)");
+    }
+    for batch in o.deletes.chunks(ORDER_BATCH) {
         let order = DeleteOrder {
             listed_at_ms: rep.listed_at_ms,
-            blobs: o.deletes,
+            blobs: batch.to_vec(),
         };
         let result = if local {
             super::http::off_thread(svc, move |svc| super::http::delete_local(svc, &order)).await
@@ -297,6 +366,7 @@ async fn send_orders(svc: &Arc<Services>, cluster: &Arc<Cluster>, rep: &NodeRepo
         };
         if let Err(e) = result {
             log::warn!("repair: delete order to {addr} failed: {e}");
+            break;
         }
     }
 }
