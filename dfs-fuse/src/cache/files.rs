@@ -156,9 +156,13 @@ impl CacheManager {
                 .fetch(ino, entry.as_ref().map(|e| e.version), &part)
                 .await;
             match r {
-                Err(FsError::Unavailable(why) | FsError::Corrupt(why))
-                    if tries < 3 && cut_short(&why) =>
-                {
+                Err(FsError::Corrupt(why)) if tries < 3 => {
+                    log::info!(
+                        "inode {ino}: fetched contents failed their check ({why}); trying again"
+                    );
+                    let _ = std::fs::remove_file(&part);
+                }
+                Err(FsError::Unavailable(why)) if tries < 3 && cut_short(&why) => {
                     log::info!("inode {ino}: fetch failed ({why}); trying again");
                     let _ = std::fs::remove_file(&part);
                 }
@@ -695,11 +699,9 @@ impl CacheManager {
     }
 }
 
-/// Whether a fetch error is a body that ended early or failed its hash (worth a retry),
-/// as opposed to a server that cannot be reached.
+/// Whether an unavailable fetch was a body that ended early (the server drops a copy
+/// that fails its hash mid-stream; worth a retry), as opposed to a server that cannot be
+/// reached (see `Remote::fetch`'s messages).
 fn cut_short(why: &str) -> bool {
-    why.contains("fetch interrupted")
-        || why.contains("integrity check")
-        || why.contains("signed hash")
-        || why.contains("ended after")
+    why.starts_with("fetch interrupted") || why.contains("ended after")
 }

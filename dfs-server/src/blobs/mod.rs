@@ -130,14 +130,13 @@ impl BlobStore {
 
     /// Deletes the local copy of `id` (blocking); a missing file is not an error.
     pub fn remove(&self, id: &BlobId) -> io::Result<()> {
-        let result = match fs::remove_file(self.path(id)) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            r => r,
-        };
-        if result.is_ok() {
-            self.index().remove(id);
+        let mut index = self.index();
+        match fs::remove_file(self.path(id)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
         }
-        result
+        index.remove(id);
+        Ok(())
     }
 
     /// Deletes the local copy of `id` unless it is pinned or was written or touched at or
@@ -269,24 +268,16 @@ impl BlobStore {
                 Err(e) => return Err(e.into()),
             }
         }
-        // Under the index lock, so that a delete deciding on the copy's age cannot slip
-        // between this check and the touch below.
+        // The new copy always replaces an existing one (atomically): an old copy of the
+        // same size may have rotted, and this one was just checked against its hash. Under
+        // the index lock, so that a delete deciding on the copy's age sees either the old
+        // copy or this one with its new time; the directory fsync comes after the lock.
         let mut index = self.index();
-        match fs::metadata(&dest) {
-            Ok(m) if m.is_file() && m.len() == temp.size => {
-                // Same contents already stored; the temp file goes on drop. The copy is
-                // touched so that a delete decided on an older listing leaves it alone.
-                let now = std::time::SystemTime::now();
-                let _ = fs::File::open(&dest).and_then(|f| f.set_modified(now));
-                index.insert(temp.id, held_now(temp.size));
-                return Ok(pin);
-            }
-            _ => {}
-        }
         fs::rename(&temp.path, &dest)?;
         temp.armed = false;
-        fsync_dir(&dir)?;
         index.insert(temp.id, held_now(temp.size));
+        drop(index);
+        fsync_dir(&dir)?;
         Ok(pin)
     }
 

@@ -22,8 +22,32 @@ use hyper::{Method, Request, Response, StatusCode};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-/// Largest control request body (orders, listing requests).
-const ORDER_LIMIT: usize = 64 << 20;
+/// Largest control request body (orders go in batches of 10,000 blobs, about 1 MiB).
+const ORDER_LIMIT: usize = 8 << 20;
+
+/// The sender named in the headers is a member this node knows and its clock is within
+/// the skew window (the MAC is checked once the body is read).
+fn plausible_sender(cluster: &super::Cluster, headers: &hyper::HeaderMap) -> Result<(), FsError> {
+    let get = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| FsError::Unauthenticated(format!("no {name} header")))
+    };
+    let node = get(proto::HDR_NODE)?;
+    let sent: u64 = get(proto::HDR_NODE_TIME)?
+        .parse()
+        .map_err(|_| FsError::Unauthenticated("bad node time".into()))?;
+    if super::key::now_ms().abs_diff(sent) > super::key::MAX_SKEW_MS {
+        return Err(FsError::Unauthenticated(format!(
+            "{node}: clock too far off"
+        )));
+    }
+    if !cluster.members().iter().any(|m| m.addr.to_string() == node) {
+        return Err(FsError::Unauthenticated(format!("{node} is not a member")));
+    }
+    Ok(())
+}
 
 /// Serves one `/v1/cluster/...` request.
 pub async fn handle(svc: &Arc<Services>, req: Request<ReqBody>) -> Response<ResBody> {
@@ -45,6 +69,11 @@ pub async fn handle(svc: &Arc<Services>, req: Request<ReqBody>) -> Response<ResB
     if let Some(hex) = path.strip_prefix(proto::READ_PREFIX) {
         return read_with_token(svc, &key, &method, hex, req.uri().query()).await;
     }
+    // Cheap checks before reading any body: a sender that is a member, a fresh time.
+    if let Err(e) = plausible_sender(&cluster, req.headers()) {
+        log::info!("{method} {path}: {e}");
+        return wire::error_response(&e);
+    }
     let (parts, body) = req.into_parts();
     // Blob bodies are covered by their name; every other body by the MAC.
     let streamed = method == Method::PUT && rest.starts_with("blobs/");
@@ -59,20 +88,32 @@ pub async fn handle(svc: &Arc<Services>, req: Request<ReqBody>) -> Response<ResB
             Err(e) => return wire::error_response(&e),
         }
     };
-    let (node, request_mac) =
-        match key.verify_request(method.as_str(), &path, &parts.headers, &body_sha) {
-            Ok(v) => v,
-            Err(e) => {
-                log::warn!("{method} {path}: {e}");
-                return wire::error_response(&e);
-            }
-        };
+    let (node, request_mac) = match key.verify_request(
+        method.as_str(),
+        &format!("{}{path}", cluster.me),
+        &parts.headers,
+        &body_sha,
+    ) {
+        Ok(v) => v,
+        Err(e) => {
+            log::warn!("{method} {path}: {e}");
+            return wire::error_response(&e);
+        }
+    };
     // Blob bodies travel sealed both ways, with the request's (signed) time as nonce.
     let nonce = wire::header_u64(&parts.headers, proto::HDR_NODE_TIME)
         .ok()
         .flatten()
         .unwrap_or(0);
     let seal_key = key.seal_key();
+    let orders = matches!(rest, "pull" | "delete");
+    if orders && !cluster.is_the_directory(&node) {
+        let e = FsError::PermissionDenied(format!(
+            "{node} is not the cluster's one directory node; orders come only from it"
+        ));
+        log::warn!("{method} {path}: {e}");
+        return sign_answer(&key, &request_mac, &mut wire::error_response(&e)).await;
+    }
     let result = match (&method, rest) {
         (&Method::GET, "digests") => off_thread(svc, local_digests)
             .await
@@ -268,9 +309,9 @@ async fn serve_blob(svc: &Arc<Services>, id: BlobId) -> Result<Response<ResBody>
             FsError::Corrupt(_) => FsError::NotFound,
             e => e,
         })?;
-    let blobs = svc.blobs.clone();
+    let (blobs, read_at) = (svc.blobs.clone(), super::key::now_ms());
     let on_bad = move || {
-        let _ = blobs.remove(&id);
+        let _ = blobs.remove_if_older(&id, read_at);
     };
     Ok(Response::builder()
         .status(StatusCode::OK)
@@ -294,6 +335,8 @@ async fn receive_blob(
     if len > svc.settings.max_file_size {
         return Err(FsError::TooLarge(format!("{len} bytes")));
     }
+    // A sender that goes silent (a cut link) must not hold a temp file for ever.
+    let body = super::replicate::IdleBody::new(body);
     let temp = svc.blobs.receive(body, len, Some(id)).await?;
     let blobs = svc.blobs.clone();
     tokio::task::spawn_blocking(move || blobs.install(temp).map(drop))

@@ -1,9 +1,9 @@
 //! The cluster key and what it signs: node-to-node HTTP requests and their answers.
 //!
-//! Owns: loading the key file, the MAC of a request (method, path, sender, time, body
-//! hash) and of an answer (bound to the request's MAC, status and body hash), and the
-//! freshness window. Must not: know any resource; gossip packets sign themselves in
-//! `membership` with the same key bytes.
+//! Owns: loading the key file, the MAC of a request (method, destination and path,
+//! sender, time, body hash) and of an answer (bound to the request's MAC, status and body
+//! hash), the freshness window, and the keys derived for gossip packets (signed in
+//! `membership`) and for sealing blob bodies. Must not: know any resource.
 //!
 //! Blob bodies are not covered by the MAC (they are streamed); they are named by their
 //! SHA-256 and every receiver checks the contents against the name instead.
@@ -23,7 +23,6 @@ pub const STREAMED: [u8; 32] = [0xff; 32];
 /// The secret every node of a cluster shares.
 #[derive(Clone)]
 pub struct ClusterKey {
-    bytes: [u8; 32],
     mac: hmac::Key,
 }
 
@@ -72,7 +71,6 @@ impl ClusterKey {
         let mut bytes = [0u8; 32];
         bytes.copy_from_slice(ctx.finish().as_ref());
         ClusterKey {
-            bytes,
             mac: hmac::Key::new(hmac::HMAC_SHA256, &bytes),
         }
     }
@@ -85,9 +83,13 @@ impl ClusterKey {
         dfs_common::auth::Key(k)
     }
 
-    /// The raw key, for the gossip layer.
-    pub fn bytes(&self) -> [u8; 32] {
-        self.bytes
+    /// The key gossip packets are signed with (derived, so that a gossip MAC can never
+    /// stand for a request MAC or the other way round).
+    pub fn gossip_key(&self) -> [u8; 32] {
+        let tag = self.tag(&[b"gossip packets"]);
+        let mut k = [0u8; 32];
+        k.copy_from_slice(tag.as_ref());
+        k
     }
 
     fn tag(&self, parts: &[&[u8]]) -> hmac::Tag {
@@ -251,21 +253,21 @@ mod tests {
     fn a_signed_request_verifies_and_a_changed_one_does_not() {
         let key = ClusterKey::from_secret(&[7u8; 32]);
         let body = [1u8; 32];
-        let h = headers(key.sign_request("POST", "/v1/cluster/pull", "127.0.0.2:1", &body));
-        let (node, mac) = key
-            .verify_request("POST", "/v1/cluster/pull", &h, &body)
-            .unwrap();
+        let to = "127.0.0.3:1/v1/cluster/pull";
+        let h = headers(key.sign_request("POST", to, "127.0.0.2:1", &body));
+        let (node, mac) = key.verify_request("POST", to, &h, &body).unwrap();
+        assert!(
+            key.verify_request("POST", "127.0.0.4:1/v1/cluster/pull", &h, &body)
+                .is_err(),
+            "replayed to another node"
+        );
         assert_eq!(node, "127.0.0.2:1");
         assert!(key
-            .verify_request("POST", "/v1/cluster/delete", &h, &body)
+            .verify_request("POST", "127.0.0.3:1/v1/cluster/delete", &h, &body)
             .is_err());
-        assert!(key
-            .verify_request("POST", "/v1/cluster/pull", &h, &[2u8; 32])
-            .is_err());
+        assert!(key.verify_request("POST", to, &h, &[2u8; 32]).is_err());
         let other = ClusterKey::from_secret(&[8u8; 32]);
-        assert!(other
-            .verify_request("POST", "/v1/cluster/pull", &h, &body)
-            .is_err());
+        assert!(other.verify_request("POST", to, &h, &body).is_err());
         let blob = dfs_common::BlobId([3; 32]);
         let token = key.read_token(&blob, now_ms() + 1000);
         assert!(key.check_read_token(&blob, &token).is_ok());

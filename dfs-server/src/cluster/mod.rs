@@ -179,7 +179,7 @@ impl Cluster {
             self.settings.advertise,
             self.settings.roles,
             self.settings.seeds.clone(),
-            key.bytes(),
+            key.gossip_key(),
         );
         let m = Membership::start(cfg, stop)
             .await
@@ -255,9 +255,32 @@ impl Cluster {
         placement::effective_replicas(self.settings.replicas, candidates)
     }
 
-    /// W for a candidate count.
-    pub fn quorum_for(&self, candidates: usize) -> usize {
-        placement::write_quorum(self.settings.write_quorum, self.replicas_for(candidates))
+    /// W. It comes from the configured R, never from how many members this node sees:
+    /// a directory that has just restarted, or is cut off from the others, must not
+    /// acknowledge a store with fewer copies than the cluster was set up to keep. (Stores
+    /// fail instead until enough nodes are back.) Alone, without a cluster key, W is 1.
+    pub fn quorum_for(&self, _candidates: usize) -> usize {
+        if !self.is_clustered() {
+            return 1;
+        }
+        let r = self.settings.replicas as usize;
+        placement::write_quorum(self.settings.write_quorum, r)
+    }
+
+    /// The members with the directory role; more than one is a misconfiguration that
+    /// would make each judge the other's blobs garbage.
+    pub fn directories(&self) -> Vec<SocketAddr> {
+        self.members()
+            .into_iter()
+            .filter(|m| m.roles & ROLE_DIRECTORY != 0 && m.state != MemberState::Departed)
+            .map(|m| m.addr)
+            .collect()
+    }
+
+    /// Whether `node` may give orders here: the one directory member.
+    pub fn is_the_directory(&self, node: &str) -> bool {
+        let dirs = self.directories();
+        dirs.len() == 1 && dirs[0].to_string() == node
     }
 
     /// Whether placement puts a copy of `id` on this node.

@@ -21,6 +21,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Longest wait for a control call (digests, listings, orders).
@@ -29,6 +31,44 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest control answer accepted (a listing of a few buckets).
 const ANSWER_LIMIT: usize = 256 << 20;
+/// Longest wait for a push's answer (the receiver's fsync) after its last byte.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+/// `Tracked::progress` once the whole body has been handed over.
+const SENT: u64 = u64::MAX;
+
+/// A body that records when it last gave out a frame (unix ms), or `SENT` at its end.
+struct Tracked {
+    inner: ReqBody,
+    progress: Arc<AtomicU64>,
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, std::io::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            std::task::Poll::Ready(Some(_)) => {
+                self.progress.store(super::key::now_ms(), Ordering::Relaxed)
+            }
+            std::task::Poll::Ready(None) => self.progress.store(SENT, Ordering::Relaxed),
+            std::task::Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 pub struct PeerClient {
     http: Client<HttpConnector, ReqBody>,
@@ -83,7 +123,10 @@ impl PeerClient {
         let mut b = Request::builder()
             .method(method.clone())
             .uri(format!("http://{addr}{path}"));
-        let signed = key.sign_request(method.as_str(), path, &self.me, body_sha);
+        // The MAC covers the destination too: a captured order replayed to another
+        // node does not verify there.
+        let target = format!("{addr}{path}");
+        let signed = key.sign_request(method.as_str(), &target, &self.me, body_sha);
         let mac = codec::from_hex(&signed[2].1).unwrap_or_default();
         let time: u64 = signed[1].1.parse().unwrap_or(0);
         for (k, v) in signed {
@@ -172,7 +215,9 @@ impl PeerClient {
     }
 
     /// Streams the local file of blob `id` (`size` bytes) to `addr`, which answers once
-    /// its copy is fsynced.
+    /// its copy is fsynced. Fails when the body makes no progress for `IDLE_TIMEOUT`, or
+    /// the answer takes longer than `ANSWER_TIMEOUT` after the last byte; a slow but
+    /// moving transfer of any size is left to finish.
     pub async fn push_blob(
         &self,
         addr: SocketAddr,
@@ -180,10 +225,16 @@ impl PeerClient {
         file: std::fs::File,
         size: u64,
     ) -> Result<(), FsError> {
-        let body = |_| wire::channel(BlobStore::read_stream(file, size), Some(size));
+        let progress = Arc::new(AtomicU64::new(super::key::now_ms()));
+        let tracked = progress.clone();
+        let body = move |_| {
+            Tracked {
+                inner: wire::channel(BlobStore::read_stream(file, size), Some(size)),
+                progress: tracked,
+            }
+            .boxed()
+        };
         let path = proto::blob_path(&id);
-        // The body has its own pace; the answer comes after the receiver's fsync.
-        let limit = IDLE_TIMEOUT + Duration::from_secs(size / (20 << 20));
         let work = async {
             let (resp, mac, _) = self
                 .send(addr, Method::PUT, &path, body, &STREAMED, Some(size))
@@ -205,9 +256,27 @@ impl PeerClient {
             }
             Ok(())
         };
-        tokio::time::timeout(limit, work)
-            .await
-            .map_err(|_| unreachable(addr, format!("push of blob {id} timed out")))?
+        let watchdog = async {
+            let mut sent_at: Option<std::time::Instant> = None;
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let last = progress.load(Ordering::Relaxed);
+                if last == SENT {
+                    let t = *sent_at.get_or_insert_with(std::time::Instant::now);
+                    if t.elapsed() > ANSWER_TIMEOUT {
+                        return "no answer after the last byte";
+                    }
+                } else if super::key::now_ms().saturating_sub(last)
+                    > IDLE_TIMEOUT.as_millis() as u64
+                {
+                    return "the transfer stalled";
+                }
+            }
+        };
+        tokio::select! {
+            r = work => r,
+            why = watchdog => Err(unreachable(addr, format!("push of blob {id}: {why}"))),
+        }
     }
 
     /// Asks `addr` for its copy of `id`: the answer's status and headers are checked;

@@ -117,6 +117,7 @@ impl Plan {
         &self,
         reports: &[NodeReport],
         blobs: &crate::blobs::BlobStore,
+        ns: &crate::namespace::Namespace,
         grace_ms: u64,
     ) -> (Vec<Orders>, Tally) {
         let (live, slot, r) = (&self.live, &self.slot, self.r);
@@ -162,12 +163,15 @@ impl Plan {
             }
         }
         // Garbage: copies the namespace has never heard of, old enough, not being stored.
+        // The namespace is asked again now (not only at the round's start), after the
+        // pin check: a store that committed meanwhile is known by then.
         let is_known = |id: &BlobId| self.known.binary_search_by_key(id, |(k, _)| *k).is_ok();
         for (i, rep) in reports.iter().enumerate() {
             for (id, mtime) in &rep.listed {
                 if !is_known(id)
-                    && !blobs.is_pinned(id)
                     && mtime.saturating_add(grace_ms) < rep.listed_at_ms
+                    && !blobs.is_pinned(id)
+                    && matches!(ns.refcount(id), Ok(None))
                 {
                     orders[i].deletes.push(*id);
                 }
@@ -180,6 +184,14 @@ impl Plan {
 /// One round (see the module comment).
 pub async fn round(svc: &Arc<Services>) -> Result<(), FsError> {
     let cluster = svc.cluster().clone();
+    let dirs = cluster.directories();
+    if dirs.len() != 1 {
+        // Two namespaces would each see the other's blobs as garbage.
+        return Err(FsError::Invalid(format!(
+            "{} members have the directory role ({dirs:?}); exactly one may. No repair until that is fixed",
+            dirs.len()
+        )));
+    }
     let View {
         candidates,
         r,
@@ -215,9 +227,9 @@ pub async fn round(svc: &Arc<Services>) -> Result<(), FsError> {
 
     let grace_ms = cluster.settings.gc_grace.as_millis() as u64;
     let (orders, tally, reports) = {
-        let (plan, blobs) = (plan.clone(), svc.blobs.clone());
+        let (plan, blobs, ns) = (plan.clone(), svc.blobs.clone(), svc.ns.clone());
         tokio::task::spawn_blocking(move || {
-            let (orders, tally) = plan.decide(&reports, &blobs, grace_ms);
+            let (orders, tally) = plan.decide(&reports, &blobs, &ns, grace_ms);
             (orders, tally, reports)
         })
         .await

@@ -40,23 +40,16 @@ pub async fn place(svc: &Arc<Services>, temp: TempBlob) -> Result<Pin, FsError> 
         live,
     } = cluster.view();
     let live: HashSet<SocketAddr> = live.into_iter().collect();
-    // The blob's own nodes that are up; if fewer than W, the next live nodes in its
-    // ranking stand in (repair moves those copies home later).
-    let ranked = placement::ranked(&candidates, &id);
-    let mut targets: Vec<SocketAddr> = ranked
-        .iter()
-        .take(r)
+    // The blob's R nodes, in ranking order; one that is down is replaced by the next
+    // live node in the ranking (repair moves such a copy home later). The live nodes
+    // after those are spares, for when pushes fail.
+    let in_order: Vec<SocketAddr> = placement::ranked(&candidates, &id)
+        .into_iter()
         .map(|c| c.addr)
         .filter(|a| live.contains(a))
         .collect();
-    for c in ranked.iter().skip(r) {
-        if targets.len() >= w {
-            break;
-        }
-        if live.contains(&c.addr) {
-            targets.push(c.addr);
-        }
-    }
+    let (targets, spares) = in_order.split_at(r.min(in_order.len()));
+    let (targets, spares) = (targets.to_vec(), spares.to_vec());
     let me = cluster.settings.advertise;
     let pin = svc.blobs.pin(id);
     let mut acks = 0;
@@ -95,6 +88,20 @@ pub async fn place(svc: &Arc<Services>, temp: TempBlob) -> Result<Pin, FsError> 
             None => break,
         }
     }
+    // Some pushes failed: the spares, one at a time, until W copies exist.
+    for addr in spares.iter().copied().filter(|a| *a != me) {
+        if acks >= w {
+            break;
+        }
+        let pushed = match std::fs::File::open(source.path()) {
+            Ok(f) => cluster.peers.push_blob(addr, id, f, size).await,
+            Err(e) => Err(FsError::from(e)),
+        };
+        match pushed {
+            Ok(()) => acks += 1,
+            Err(e) => log::warn!("copy of blob {id} to spare {addr} failed: {e}"),
+        }
+    }
     if acks < w {
         let blobs = svc.blobs.clone();
         let ns = svc.ns.clone();
@@ -102,8 +109,8 @@ pub async fn place(svc: &Arc<Services>, temp: TempBlob) -> Result<Pin, FsError> 
             .await
             .map_err(|e| FsError::Io(format!("discard task failed: {e}")))?;
         return Err(FsError::Unavailable(format!(
-            "only {acks} of the {w} copies needed could be stored ({} of {r} nodes for this blob are up)",
-            targets.len()
+            "only {acks} of the {w} copies needed could be stored ({} data nodes up)",
+            in_order.len()
         )));
     }
     Ok(pin)
@@ -169,13 +176,13 @@ async fn pull_from(
 }
 
 /// A body that fails after `IDLE_TIMEOUT` without a frame (a peer that stops sending).
-struct IdleBody {
+pub(super) struct IdleBody {
     inner: crate::http::wire::ReqBody,
     sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
 }
 
 impl IdleBody {
-    fn new(inner: crate::http::wire::ReqBody) -> IdleBody {
+    pub(super) fn new(inner: crate::http::wire::ReqBody) -> IdleBody {
         IdleBody {
             inner,
             sleep: Box::pin(tokio::time::sleep(IDLE_TIMEOUT)),

@@ -40,11 +40,15 @@ pub fn spawn(svc: Arc<Services>, mut stop: watch::Receiver<bool>) -> JoinHandle<
         let period = svc.cluster().settings.scrub_interval;
         loop {
             let started = Instant::now();
-            let ids = svc.blobs.index().ids();
+            let blobs = svc.blobs.clone();
+            let ids = tokio::task::spawn_blocking(move || blobs.index().ids())
+                .await
+                .unwrap_or_default();
             let pace = period / (ids.len().max(1) as u32);
             for id in ids {
                 let next = Instant::now() + pace.min(Duration::from_secs(60));
                 let (check, one) = (svc.clone(), id);
+                let checked_at = super::key::now_ms();
                 let good = tokio::task::spawn_blocking(move || copy_is_good(&check, &one))
                     .await
                     .unwrap_or(true);
@@ -53,7 +57,11 @@ pub fn spawn(svc: Arc<Services>, mut stop: watch::Receiver<bool>) -> JoinHandle<
                 if !good {
                     cluster.counters.scrub_bad.fetch_add(1, Ordering::Relaxed);
                     log::warn!("scrub: local copy of blob {id} is corrupt; dropping it and copying it again");
-                    let _ = svc.blobs.remove(&id);
+                    // Unless a good copy replaced it meanwhile.
+                    let blobs = svc.blobs.clone();
+                    let _ =
+                        tokio::task::spawn_blocking(move || blobs.remove_if_older(&id, checked_at))
+                            .await;
                     let sources = cluster.sources_for(&id);
                     cluster.pulls.push(id, sources);
                 }

@@ -47,7 +47,12 @@ pub async fn fetch(
     req: Request<ReqBody>,
 ) -> Result<Response<ResBody>, FsError> {
     let have = wire::header_u64(req.headers(), HDR_HAVE_VERSION)?;
-    let replica_ok = req.headers().contains_key(cluster_proto::HDR_REPLICA_OK);
+    // At the privacy level contents come only in this node's sealed answer.
+    let privacy = req
+        .headers()
+        .get(dfs_common::privacy::HDR_PROTECTION)
+        .is_some();
+    let replica_ok = req.headers().contains_key(cluster_proto::HDR_REPLICA_OK) && !privacy;
     drop(req);
     crate::auth::perm::authorize_file(svc, &caller, ino, false).await?;
     let fetched = svc
@@ -120,6 +125,8 @@ async fn contents(
 ) -> Result<Source, FsError> {
     let mut repaired = false;
     loop {
+        // A bad copy is dropped only if nothing replaced it since it was read.
+        let read_at = crate::cluster::key::now_ms();
         let read = svc
             .blocking(move |_, blobs| {
                 if size <= CHECK_BEFORE_SERVING {
@@ -137,7 +144,7 @@ async fn contents(
                 let blobs = svc.cluster().is_clustered().then(|| svc.blobs.clone());
                 let on_bad = move || {
                     if let Some(blobs) = blobs {
-                        let _ = blobs.remove(&id);
+                        let _ = blobs.remove_if_older(&id, read_at);
                     }
                 };
                 return Ok(Source::Here(wire::channel(
@@ -146,7 +153,8 @@ async fn contents(
                 )));
             }
             Err(FsError::Corrupt(why)) if !repaired && svc.cluster().is_clustered() => {
-                svc.blocking(move |_, blobs| Ok(blobs.remove(&id)?)).await?;
+                svc.blocking(move |_, blobs| Ok(blobs.remove_if_older(&id, read_at)?))
+                    .await?;
                 let cluster = svc.cluster();
                 if let (true, Some(key)) = (replica_ok, &cluster.settings.key) {
                     let nodes = cluster.sources_for(&id);
