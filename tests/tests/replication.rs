@@ -235,3 +235,50 @@ fn a_data_node_dying_mid_store_does_not_fail_the_close() {
         "MEASURED: node 2, killed while receiving 192 MiB, caught up {t:?} after its restart"
     );
 }
+
+#[test]
+fn a_directory_restarted_alone_refuses_stores() {
+    // W comes from the configured R, not from the members a node happens to see: a
+    // directory that restarts while its data nodes are down must not acknowledge a store
+    // with one copy.
+    let mut c = Cluster::start(3, &["--replicas", "3", GRACE[0], GRACE[1]]);
+    c.wait_until("all three nodes alive", DETECT, |st| {
+        all_alive(st, &c.addrs())
+    });
+    let m = mount_on(&c, "w");
+    let before = write_files(m.path(), "d", 0..5, 3);
+    c.kill9(1);
+    c.kill9(2);
+    c.restart(0);
+    let st = c.status(0);
+    assert_eq!(
+        st.write_quorum,
+        2,
+        "W after the restart: {}",
+        status_line(&st)
+    );
+
+    let data = pseudo_random(8 << 10, 78);
+    let target = m.join("alone.bin");
+    let mut a = Agent::spawn("writer", c.dir());
+    a.ok(&format!("open w {}", target.display()), STEP);
+    a.ok(&format!("write {}", hex(&data)), STEP);
+    let closed = a.call("close", Duration::from_secs(90));
+    a.kill();
+    assert_eq!(
+        closed,
+        Err("EIO".to_string()),
+        "a directory that sees no other node acknowledged a store with one copy"
+    );
+
+    // With one data node back, W=2 can be met again: stores succeed and all reads work.
+    c.restart(1);
+    let a1 = c.addr(1);
+    c.wait_until("node 0 sees node 1 alive", DETECT, |st| {
+        member_state(st, &a1) == Some(MemberState::Alive)
+    });
+    let after = write_files(m.path(), "d", 5..10, 3);
+    let r = mount_on(&c, "r");
+    read_back(&r, &before, "written before the outage");
+    read_back(&r, &after, "written with two of three nodes");
+}

@@ -335,3 +335,75 @@ fn a_corrupt_copy_is_never_served_and_is_repaired() {
     read_back(&r, &files, "after the repair");
     assert_stores_clean(&c);
 }
+
+#[test]
+fn a_second_directory_node_deletes_nothing() {
+    // A node started by mistake with the directory role has an empty namespace: to it
+    // every blob is garbage. The real directory must refuse to repair (or collect) while
+    // two directories are members, and data nodes must take orders from neither.
+    let c = Cluster::start(
+        3,
+        &[
+            "--replicas",
+            "3",
+            "--repair-interval-secs",
+            "1",
+            "--gc-grace-secs",
+            "1",
+        ],
+    );
+    let addrs = c.addrs();
+    c.wait_until("all three nodes alive", DETECT, |st| all_alive(st, &addrs));
+    let m = mount_on(&c, "w");
+    let files = write_files(m.path(), "g", 0..20, 5);
+    wait_converged(&c, &files, "before the second directory");
+    // Let every copy get older than the rogue's GC grace.
+    std::thread::sleep(Duration::from_secs(2));
+
+    let key = c.dir().join("cluster.key").to_string_lossy().into_owned();
+    let seed = c.addr(0);
+    let rogue = dfs_tests::Server::start_at(
+        &c.ip(3),
+        &c.dir().join("rogue"),
+        dfs_tests::free_port(),
+        &[
+            "--cluster-key-file",
+            &key,
+            "--peers",
+            &seed,
+            "--repair-interval-secs",
+            "1",
+            "--gc-grace-secs",
+            "1",
+        ],
+    );
+    let rogue_addr = rogue.addr();
+    let (st, _) = c.wait_until("node 0 sees the second directory", DETECT, |st| {
+        member_state(st, &rogue_addr) == Some(MemberState::Alive)
+    });
+    let rounds = st.rounds;
+    std::thread::sleep(Duration::from_secs(5));
+    let st = c.status(0);
+    assert_eq!(
+        st.rounds,
+        rounds,
+        "node 0 ran repair rounds with two directories: {}",
+        status_line(&st)
+    );
+    for id in blob_ids(&files) {
+        let held = c.holders(&id, &[0, 1, 2]);
+        assert_eq!(
+            held.len(),
+            3,
+            "blob {id} lost copies to the second directory: on {held:?}"
+        );
+        for i in held {
+            assert!(c.blob_ok(i, &id), "blob {id} on node {i} is damaged");
+        }
+    }
+    read_back(
+        &mount_on(&c, "r"),
+        &files,
+        "with a second directory in the cluster",
+    );
+}
