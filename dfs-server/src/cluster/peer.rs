@@ -153,6 +153,33 @@ impl PeerClient {
         Ok((resp, mac, time))
     }
 
+    /// Reads a whole (small) answer, checks its MAC against the request's, and turns a
+    /// failure status into an error.
+    async fn checked_answer(
+        &self,
+        addr: SocketAddr,
+        resp: Response<Incoming>,
+        request_mac: &[u8],
+        limit: usize,
+    ) -> Result<Bytes, FsError> {
+        let (parts, body) = resp.into_parts();
+        let bytes = http_body_util::Limited::new(body, limit)
+            .collect()
+            .await
+            .map_err(|e| unreachable(addr, e))?
+            .to_bytes();
+        self.key()?.verify_answer(
+            request_mac,
+            parts.status.as_u16(),
+            &parts.headers,
+            &sha256(&bytes),
+        )?;
+        if !parts.status.is_success() {
+            return Err(answer_error(addr, parts.status, &parts.headers));
+        }
+        Ok(bytes)
+    }
+
     /// A control call: bincode body in, checked bincode body out.
     async fn call(
         &self,
@@ -167,22 +194,7 @@ impl PeerClient {
             let (resp, mac, _) = self
                 .send(addr, method, path, |_| wire::full(body), &sha, Some(len))
                 .await?;
-            let (parts, body) = resp.into_parts();
-            let bytes = http_body_util::Limited::new(body, ANSWER_LIMIT)
-                .collect()
-                .await
-                .map_err(|e| unreachable(addr, e))?
-                .to_bytes();
-            self.key()?.verify_answer(
-                &mac,
-                parts.status.as_u16(),
-                &parts.headers,
-                &sha256(&bytes),
-            )?;
-            if !parts.status.is_success() {
-                return Err(answer_error(addr, parts.status, &parts.headers));
-            }
-            Ok(bytes)
+            self.checked_answer(addr, resp, &mac, ANSWER_LIMIT).await
         };
         tokio::time::timeout(CALL_TIMEOUT, work)
             .await
@@ -239,22 +251,9 @@ impl PeerClient {
             let (resp, mac, _) = self
                 .send(addr, Method::PUT, &path, body, &STREAMED, Some(size))
                 .await?;
-            let (parts, body) = resp.into_parts();
-            let bytes = http_body_util::Limited::new(body, 1 << 20)
-                .collect()
+            self.checked_answer(addr, resp, &mac, 1 << 20)
                 .await
-                .map_err(|e| unreachable(addr, e))?
-                .to_bytes();
-            self.key()?.verify_answer(
-                &mac,
-                parts.status.as_u16(),
-                &parts.headers,
-                &sha256(&bytes),
-            )?;
-            if !parts.status.is_success() {
-                return Err(answer_error(addr, parts.status, &parts.headers));
-            }
-            Ok(())
+                .map(drop)
         };
         let watchdog = async {
             let mut sent_at: Option<std::time::Instant> = None;
