@@ -19,7 +19,7 @@ use hyper_util::rt::TokioExecutor;
 use serde::{de::DeserializeOwned, Serialize};
 use std::path::Path;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 type Body = BoxBody<Bytes, std::io::Error>;
 
@@ -340,8 +340,6 @@ impl Remote {
         if let Some(s) = &signed {
             crate::auth::verify(s, status.as_u16(), resp.headers(), &auth::STREAMED)?;
         }
-        // Signed fetches check the contents against the (signed) blob id.
-        let mut hasher = signed.as_ref().map(|_| dfs_common::hash::BlobHasher::new());
         let attr: Attr = resp
             .headers()
             .get(proto::HDR_ATTR)
@@ -351,8 +349,7 @@ impl Remote {
         if status == StatusCode::NOT_MODIFIED {
             return Ok(FetchOutcome::Done(Fetched::NotModified(attr)));
         }
-        let mut file = tokio::fs::File::create(dest).await?;
-        let mut body: Body = match &signed {
+        let body: Body = match &signed {
             Some(s) if s.privacy => crate::privacy::opening(
                 resp.into_body(),
                 privacy::Opener::new(&s.key, privacy::Dir::Response, s.nonce),
@@ -362,46 +359,8 @@ impl Remote {
                 .map_err(|e| std::io::Error::other(e.to_string()))
                 .boxed(),
         };
-        let mut received: u64 = 0;
-        loop {
-            let frame = tokio::time::timeout(IDLE_TIMEOUT, body.frame())
-                .await
-                .map_err(|_| unavailable("fetch stalled"))?;
-            match frame {
-                None => break,
-                Some(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
-                    log::warn!("contents of inode {ino} failed their integrity check: {e}");
-                    return Err(FsError::Corrupt(format!(
-                        "contents of inode {ino} failed their integrity check"
-                    )));
-                }
-                Some(Err(e)) => return Err(unavailable(format!("fetch interrupted: {e}"))),
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        received += data.len() as u64;
-                        if let Some(h) = hasher.as_mut() {
-                            h.update(&data);
-                        }
-                        file.write_all(&data).await?;
-                    }
-                }
-            }
-        }
-        file.flush().await?;
-        if received != attr.size {
-            return Err(unavailable(format!(
-                "fetch of {ino} ended after {received} of {} bytes",
-                attr.size
-            )));
-        }
-        if let (Some(h), Some(want)) = (hasher, attr.blob) {
-            if h.finish() != want {
-                log::warn!("contents of inode {ino} do not match their signed hash");
-                return Err(FsError::Corrupt(format!(
-                    "contents of inode {ino} do not match their hash"
-                )));
-            }
-        }
+        // Signed fetches check the contents against the (signed) blob id.
+        crate::replica_read::receive(body, &attr, dest, signed.is_some(), IDLE_TIMEOUT).await?;
         Ok(FetchOutcome::Done(Fetched::Fetched(attr)))
     }
 

@@ -3,8 +3,9 @@
 //! token for this one blob; this tries them in turn, so a node that is down, lacks the
 //! blob or sends bytes that do not hash to the (signed) blob id is skipped.
 //!
-//! Owns: that failover loop. Must not: trust any byte it has not checked against the
-//! blob id, or keep a partial file (the caller removes `dest` on error).
+//! Owns: that failover loop, and `receive`, the one loop that writes a fetched body into
+//! the cache (used by `Remote::fetch` too). Must not: trust any byte it has not checked
+//! against the blob id, or keep a partial file (the caller removes `dest` on error).
 
 use bytes::Bytes;
 use dfs_common::cluster::READ_PREFIX;
@@ -18,7 +19,7 @@ use std::path::Path;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
-/// Longest wait for a node to answer, and longest silence while it streams.
+/// Longest wait for a node to answer, and longest silence while a body streams.
 const NODE_TIMEOUT: Duration = Duration::from_secs(10);
 
 type Body = BoxBody<Bytes, std::io::Error>;
@@ -77,34 +78,71 @@ async fn read_one(
     if resp.status() != StatusCode::OK {
         return Err(FsError::Unavailable(format!("answered {}", resp.status())));
     }
-    let mut body = resp.into_body();
+    let body = resp
+        .into_body()
+        .map_err(|e| std::io::Error::other(e.to_string()))
+        .boxed();
+    receive(body, attr, dest, true, NODE_TIMEOUT).await
+}
+
+/// Writes a fetched body into `dest`: exactly `attr.size` bytes and, if `check`, bytes
+/// that hash to `attr.blob`; at most `idle` between two frames. The one receiving loop of a fetch, from the server or from a
+/// node it names. A body that stalls, ends early or is cut reports `Unavailable` ("fetch
+/// interrupted", "ended after": worth a retry); one that fails a check, `Corrupt`.
+pub(crate) async fn receive(
+    mut body: Body,
+    attr: &Attr,
+    dest: &Path,
+    check: bool,
+    idle: Duration,
+) -> Result<(), FsError> {
+    let ino = attr.ino;
     let mut file = tokio::fs::File::create(dest).await?;
-    let mut hasher = BlobHasher::new();
+    let mut hasher = check.then(BlobHasher::new);
     let mut received = 0u64;
     loop {
-        let frame = tokio::time::timeout(NODE_TIMEOUT, body.frame())
+        let frame = tokio::time::timeout(idle, body.frame())
             .await
-            .map_err(|_| FsError::Unavailable("stalled".into()))?;
+            .map_err(|_| FsError::Unavailable("fetch stalled".into()))?;
         match frame {
             None => break,
-            Some(Err(e)) => return Err(FsError::Unavailable(format!("interrupted: {e}"))),
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                log::warn!("contents of inode {ino} failed their integrity check: {e}");
+                return Err(FsError::Corrupt(format!(
+                    "contents of inode {ino} failed their integrity check"
+                )));
+            }
+            Some(Err(e)) => return Err(FsError::Unavailable(format!("fetch interrupted: {e}"))),
             Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
                     received += data.len() as u64;
                     if received > attr.size {
-                        return Err(FsError::Corrupt("longer than the file".into()));
+                        return Err(FsError::Corrupt(format!(
+                            "contents of inode {ino} longer than the file"
+                        )));
                     }
-                    hasher.update(&data);
+                    if let Some(h) = hasher.as_mut() {
+                        h.update(&data);
+                    }
                     file.write_all(&data).await?;
                 }
             }
         }
     }
     file.flush().await?;
-    if received != attr.size || Some(hasher.finish()) != attr.blob {
-        return Err(FsError::Corrupt(format!(
-            "{received} bytes that do not match the blob id"
+    if received != attr.size {
+        return Err(FsError::Unavailable(format!(
+            "fetch of {ino} ended after {received} of {} bytes",
+            attr.size
         )));
+    }
+    if let (Some(h), Some(want)) = (hasher, attr.blob) {
+        if h.finish() != want {
+            log::warn!("contents of inode {ino} do not match their signed hash");
+            return Err(FsError::Corrupt(format!(
+                "contents of inode {ino} do not match their hash"
+            )));
+        }
     }
     Ok(())
 }

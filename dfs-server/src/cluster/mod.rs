@@ -231,7 +231,7 @@ impl Cluster {
         let candidates = Self::candidates(&members);
         View {
             r: self.replicas_for(candidates.len()),
-            w: self.quorum_for(candidates.len()),
+            w: self.write_quorum(),
             candidates,
             live: members
                 .iter()
@@ -259,7 +259,7 @@ impl Cluster {
     /// a directory that has just restarted, or is cut off from the others, must not
     /// acknowledge a store with fewer copies than the cluster was set up to keep. (Stores
     /// fail instead until enough nodes are back.) Alone, without a cluster key, W is 1.
-    pub fn quorum_for(&self, _candidates: usize) -> usize {
+    pub fn write_quorum(&self) -> usize {
         if !self.is_clustered() {
             return 1;
         }
@@ -337,7 +337,7 @@ impl Cluster {
             roles: self.settings.roles,
             replicas: self.settings.replicas,
             effective_replicas: self.replicas_for(candidates) as u32,
-            write_quorum: self.quorum_for(candidates) as u32,
+            write_quorum: self.write_quorum() as u32,
             members: members
                 .iter()
                 .map(|m| {
