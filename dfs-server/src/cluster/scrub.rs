@@ -49,9 +49,15 @@ pub fn spawn(svc: Arc<Services>, mut stop: watch::Receiver<bool>) -> JoinHandle<
                 let next = Instant::now() + pace.min(Duration::from_secs(60));
                 let (check, one) = (svc.clone(), id);
                 let checked_at = super::key::now_ms();
-                let good = tokio::task::spawn_blocking(move || copy_is_good(&check, &one))
-                    .await
-                    .unwrap_or(true);
+                let good =
+                    match tokio::task::spawn_blocking(move || copy_is_good(&check, &one)).await {
+                        Ok(good) => good,
+                        Err(e) => {
+                            // Not judged: the copy stays, and the next pass checks it again.
+                            log::warn!("scrub: checking blob {id} failed: {e}");
+                            true
+                        }
+                    };
                 let cluster = svc.cluster();
                 cluster.counters.scrubbed.fetch_add(1, Ordering::Relaxed);
                 if !good {
