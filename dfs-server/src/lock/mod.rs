@@ -29,8 +29,8 @@ pub mod table;
 mod tests;
 
 use dfs_common::locks::{
-    LockInfo, LockReply, LockRequest, ReleaseReply, ReleaseRequest, RenewReply, RenewRequest,
-    TestReply,
+    LockClass, LockInfo, LockReply, LockRequest, ReleaseReply, ReleaseRequest, RenewReply,
+    RenewRequest, TestReply,
 };
 use dfs_common::{FsError, Ino};
 use record::{Decision, Holder, InoRecord};
@@ -220,7 +220,8 @@ impl LockService {
             Err((holder, wake_at_ms)) => Ok(Attempt::Conflict { holder, wake_at_ms }),
             Ok((tokens, puts)) => {
                 let wake = self.notifies(&idx);
-                self.writer.submit(puts, guards, wake).await?;
+                let durability = durability_of(reqs.iter().map(|r| r.class));
+                self.writer.submit(puts, durability, guards, wake).await?;
                 Ok(Attempt::Granted(tokens))
             }
         }
@@ -328,8 +329,9 @@ impl LockService {
             ino,
             record: Some(rec),
         }];
+        let durability = durability_of([req.class]);
         self.writer
-            .submit(puts, guards, self.notifies(&idx))
+            .submit(puts, durability, guards, self.notifies(&idx))
             .await?;
         Ok(ReleaseReply { released })
     }
@@ -427,7 +429,12 @@ impl LockService {
             .await?;
         let written = puts.len();
         self.writer
-            .submit(puts, guards, self.notifies(&idx))
+            .submit(
+                puts,
+                table::Durability::Durable,
+                guards,
+                self.notifies(&idx),
+            )
             .await?;
         Ok((total, written))
     }
@@ -552,5 +559,15 @@ impl LockService {
                 }
             }
         })
+    }
+}
+
+/// Writers' turns need not reach the disk before they are answered (fencing covers a
+/// crash that forgets one, see `table`); a change that touches any other lock does.
+fn durability_of(classes: impl IntoIterator<Item = LockClass>) -> table::Durability {
+    if classes.into_iter().all(|c| c == LockClass::Open) {
+        table::Durability::Lapsable
+    } else {
+        table::Durability::Durable
     }
 }

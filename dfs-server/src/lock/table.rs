@@ -14,14 +14,20 @@
 //! them all (maintaining both indexes) in one durable write transaction, i.e. one fsync,
 //! then releases the batches' stripe guards, wakes the stripes' waiters and answers.
 //!
+//! A batch may be *not durable* (`Durability::Lapsable`): the writers' turn of an open
+//! file, which fencing already protects. Commits of only such batches skip the fsync (the
+//! next durable one carries them), so a crash may forget such a grant (the holder's store
+//! is refused, and it wins the lock back if nobody stored in between) or such a release
+//! (the lock lingers until its lease ends). Tokens stay unique across such a crash: each
+//! start moves the counter `TOKEN_GAP` past its durable value.
+//!
 //! Owns: table layout, the indexes' consistency, the token counter's persistence. Must
 //! not decide conflicts (`record`) nor take stripe mutexes (`mod`).
 
 use super::record::InoRecord;
 use dfs_common::{codec, FsError, Ino};
-use redb::{
-    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
-};
+use redb::{Database, Durability as DbDurability};
+use redb::{ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -32,6 +38,24 @@ pub const BY_CLIENT: TableDefinition<(u64, u64), ()> = TableDefinition::new("loc
 pub const BY_EXPIRY: TableDefinition<(u64, u64), ()> = TableDefinition::new("lock_expiry");
 const META: TableDefinition<&str, u64> = TableDefinition::new("lock_meta");
 const NEXT_TOKEN: &str = "next_token";
+
+/// How far each start moves the token counter past its durable value: more than the
+/// tokens a run can hand out between two durable commits (`DURABLE_AT_LEAST_EVERY`
+/// commits of at most `MAX_BATCHES_PER_COMMIT` batches).
+const TOKEN_GAP: u64 = 1 << 40;
+
+/// Every this many commits, one is durable even if its batches need not be, so that the
+/// database's free space is recycled and not-durable changes do not pile up.
+const DURABLE_AT_LEAST_EVERY: u32 = 256;
+
+/// Whether a batch must be on disk before it is answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// Locks that survive a crash of the server (advisory locks, expiries).
+    Durable,
+    /// Writers' turns of open files: fencing covers a crash that forgets them.
+    Lapsable,
+}
 
 /// Memory redb may use for caching pages of the lock table. Fixed, so the server's memory
 /// does not grow with the number of locks; the OS page cache serves the rest.
@@ -65,6 +89,12 @@ pub fn open(path: &Path) -> Result<(Database, u64), FsError> {
         let v = meta.get(NEXT_TOKEN).map_err(db_err)?.map(|g| g.value());
         v.unwrap_or(1).max(1)
     };
+    // Tokens handed out by not-durable grants before a crash are all below this.
+    let next = next.saturating_add(TOKEN_GAP);
+    {
+        let mut meta = txn.open_table(META).map_err(db_err)?;
+        meta.insert(NEXT_TOKEN, next).map_err(db_err)?;
+    }
     txn.commit().map_err(db_err)?;
     Ok((db, next))
 }
@@ -181,6 +211,7 @@ pub struct Put {
 /// to wake once they are durable.
 struct Batch {
     puts: Vec<Put>,
+    durability: Durability,
     guards: Vec<OwnedMutexGuard<()>>,
     wake: Vec<Arc<Notify>>,
     done: oneshot::Sender<Result<(), FsError>>,
@@ -220,12 +251,14 @@ impl Writer {
         })
     }
 
-    /// Writes `puts` durably (with whatever else is pending, in one commit). The guards are
-    /// held until the commit is durable (or failed), even if the caller stops waiting; then
-    /// they are released and `wake` notified.
+    /// Writes `puts` (with whatever else is pending, in one commit), durably unless
+    /// `durability` allows otherwise. The guards are held until the commit is done (or
+    /// failed), even if the caller stops waiting; then they are released and `wake`
+    /// notified.
     pub async fn submit(
         &self,
         puts: Vec<Put>,
+        durability: Durability,
         guards: Vec<OwnedMutexGuard<()>>,
         wake: Vec<Arc<Notify>>,
     ) -> Result<(), FsError> {
@@ -238,6 +271,7 @@ impl Writer {
             .ok_or_else(|| FsError::Unavailable("the lock writer has stopped".into()))?
             .send(Batch {
                 puts,
+                durability,
                 guards,
                 wake,
                 done,
@@ -250,6 +284,7 @@ impl Writer {
 
 fn run(db: Arc<Database>, mut rx: mpsc::UnboundedReceiver<Batch>, tokens: Arc<AtomicU64>) {
     let mut persisted = 0u64;
+    let mut since_durable = 0u32;
     while let Some(first) = rx.blocking_recv() {
         let mut batches = vec![first];
         while batches.len() < MAX_BATCHES_PER_COMMIT {
@@ -260,7 +295,21 @@ fn run(db: Arc<Database>, mut rx: mpsc::UnboundedReceiver<Batch>, tokens: Arc<At
         }
         // Every token handed out for these batches was taken before they were queued.
         let next = tokens.load(Ordering::SeqCst);
-        let result = commit(&db, &batches, (next != persisted).then_some(next));
+        since_durable += 1;
+        let durable = since_durable >= DURABLE_AT_LEAST_EVERY
+            || batches.iter().any(|b| b.durability == Durability::Durable);
+        let durability = if durable {
+            since_durable = 0;
+            DbDurability::Immediate
+        } else {
+            DbDurability::None
+        };
+        let result = commit(
+            &db,
+            &batches,
+            (next != persisted).then_some(next),
+            durability,
+        );
         match &result {
             Ok(()) => persisted = next,
             Err(e) => log::error!("lock table commit of {} batches failed: {e}", batches.len()),
@@ -276,9 +325,14 @@ fn run(db: Arc<Database>, mut rx: mpsc::UnboundedReceiver<Batch>, tokens: Arc<At
     log::debug!("lock writer stopped");
 }
 
-fn commit(db: &Database, batches: &[Batch], next_token: Option<u64>) -> Result<(), FsError> {
+fn commit(
+    db: &Database,
+    batches: &[Batch],
+    next_token: Option<u64>,
+    durability: DbDurability,
+) -> Result<(), FsError> {
     let mut txn = db.begin_write().map_err(db_err)?;
-    txn.set_durability(Durability::Immediate)
+    txn.set_durability(durability)
         .map_err(|e| FsError::Io(format!("lock database: {e}")))?;
     {
         let mut locks = txn.open_table(LOCKS).map_err(db_err)?;
