@@ -87,6 +87,10 @@ pub enum DirRequest {
         exclusive: bool,
         /// Who to name to others while the lock is held.
         label: String,
+        /// The caller will store the file at its close, whatever it writes: the server may
+        /// then answer before the create is durable (the store's commit makes it durable;
+        /// see `DirReply::Created::durable`).
+        store_at_close: bool,
     },
     Mkdir {
         parent: Ino,
@@ -133,6 +137,11 @@ pub enum DirRequest {
         size: Option<u64>,
         atime: Option<SetTime>,
         mtime: Option<SetTime>,
+        /// The caller created this file with a create that is not durable yet
+        /// (`Created { durable: false }`) and will store it at its close: the change may
+        /// wait for that store's commit to reach the disk (a crash before then forgets the
+        /// whole file, and that close fails). Ignored when `size` is set.
+        defer_sync: bool,
     },
     ReadLink {
         ino: Ino,
@@ -167,6 +176,13 @@ pub enum DirReply {
     Created {
         attr: Attr,
         lock: Option<CreatedLock>,
+        /// False when the create is not on disk yet (only with `store_at_close` and a
+        /// granted lock): the caller's store at close makes it durable, and a crash of the
+        /// server before then forgets the file (that store then fails).
+        durable: bool,
+        /// The directory's attributes after the create (its times changed), so the
+        /// caller need not ask for them again.
+        parent: Attr,
     },
 }
 

@@ -223,6 +223,10 @@ impl Remote {
 
     /// One directory-service call.
     pub async fn dir(&self, req: &DirRequest) -> Result<DirReply, FsError> {
+        if log::log_enabled!(log::Level::Trace) {
+            let what = format!("{req:?}");
+            log::trace!("dir request {what:.60}");
+        }
         self.call("/v1/dir", req, Duration::ZERO).await
     }
 

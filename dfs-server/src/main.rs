@@ -3,7 +3,7 @@
 
 use clap::Parser;
 use dfs_common::Timestamp;
-use dfs_server::blobs::{gc, BlobStore};
+use dfs_server::blobs::{gc, journal, BlobStore};
 use dfs_server::callbacks::Registry;
 use dfs_server::cluster::key::ClusterKey;
 use dfs_server::cluster::{repair, replicate, scrub, Cluster, ClusterSettings};
@@ -200,6 +200,13 @@ async fn run(args: Args) -> Result<(), String> {
     if args.cluster_key_file.is_none() && (!args.peers.is_empty() || !directory) {
         return Err("--peers and --roles data need --cluster-key-file".into());
     }
+    {
+        let (ns, blobs) = (ns.clone(), blobs.clone());
+        tokio::task::spawn_blocking(move || journal::replay(&blobs, &ns))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("cannot replay the blob journal: {e}"))?;
+    }
     // A data node has no namespace to judge orphans by; the directory's repair round
     // collects its garbage.
     if directory {
@@ -285,6 +292,7 @@ async fn run(args: Args) -> Result<(), String> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let lock_sweeper = locks.spawn_sweeper(stop_rx.clone());
     let tx_sweeper = dfs_server::tx::spawn_sweeper(svc.clone(), stop_rx.clone());
+    let journal_task = journal::spawn(blobs.clone(), ns.clone(), stop_rx.clone());
     let gc_task = directory.then(|| {
         gc::spawn(
             blobs.clone(),
@@ -328,6 +336,7 @@ async fn run(args: Args) -> Result<(), String> {
     http::serve(listener, svc, stop_rx).await;
 
     sweeper.abort();
+    let _ = journal_task.await;
     if let Some(gc_task) = gc_task {
         let _ = gc_task.await;
     }

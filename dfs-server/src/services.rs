@@ -11,12 +11,23 @@ use crate::blobs::{BlobStore, Pin};
 use crate::callbacks::{ClientId, Registry};
 use crate::cluster::{Cluster, ClusterSettings};
 use crate::lock::LockService;
-use crate::namespace::{Namespace, NsCommand, NsOutcome};
+use crate::namespace::{CommitSeq, Namespace, NsCommand, NsOutcome};
+use bytes::Bytes;
 use dfs_common::{FsError, Ino};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::RwLock;
+
+/// How `mutate_with` commits.
+struct Commit {
+    /// A freshly installed blob, held until the commit is done.
+    pin: Option<Pin>,
+    /// The bytes of `pin`'s blob, whose file was written without an fsync.
+    journal: Option<Bytes>,
+    /// Wait until the commit is durable.
+    sync: bool,
+}
 
 /// Who is calling, as the authentication layer established it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,9 +137,9 @@ impl Services {
 
     /// Applies one namespace command, gives `caller` a promise on `promise` (plus the inode
     /// of the outcome's attributes), then breaks every other client's promise on what
-    /// changed. Runs to the end even if the request goes away. `pin` (a freshly installed
-    /// blob) is held until the commit is done; if the commit fails and nothing references
-    /// the blob, it is deleted.
+    /// changed. Returns once the change is durable. Runs to the end even if the request
+    /// goes away. `pin` (a freshly installed blob) is held until the commit is done; if the
+    /// commit fails and nothing references the blob, it is deleted.
     pub async fn mutate(
         self: &Arc<Self>,
         caller: Caller,
@@ -136,15 +147,79 @@ impl Services {
         promise: Vec<Ino>,
         pin: Option<Pin>,
     ) -> Result<NsOutcome, FsError> {
+        let how = Commit {
+            pin,
+            journal: None,
+            sync: true,
+        };
+        Ok(self.mutate_with(caller, cmd, promise, how).await?.0)
+    }
+
+    /// `mutate` for a store whose blob file was written without an fsync: its bytes go
+    /// in the same commit (the namespace's blob journal), so that one fsync makes both the
+    /// contents and the new version durable.
+    pub async fn mutate_journalled(
+        self: &Arc<Self>,
+        caller: Caller,
+        cmd: NsCommand,
+        pin: Pin,
+        journal: Bytes,
+    ) -> Result<NsOutcome, FsError> {
+        let how = Commit {
+            pin: Some(pin),
+            journal: Some(journal),
+            sync: true,
+        };
+        Ok(self.mutate_with(caller, cmd, Vec::new(), how).await?.0)
+    }
+
+    /// `mutate` that returns before the change is durable (visible at once; durable after
+    /// `sync_through`, or with the next durable commit of anything else).
+    pub async fn mutate_unsynced(
+        self: &Arc<Self>,
+        caller: Caller,
+        cmd: NsCommand,
+        promise: Vec<Ino>,
+    ) -> Result<(NsOutcome, CommitSeq), FsError> {
+        let how = Commit {
+            pin: None,
+            journal: None,
+            sync: false,
+        };
+        self.mutate_with(caller, cmd, promise, how).await
+    }
+
+    /// Returns once namespace commit `seq` is durable.
+    pub async fn sync_through(&self, seq: CommitSeq) -> Result<(), FsError> {
+        self.blocking(move |ns, _| ns.sync_through(seq)).await
+    }
+
+    async fn mutate_with(
+        self: &Arc<Self>,
+        caller: Caller,
+        cmd: NsCommand,
+        promise: Vec<Ino>,
+        how: Commit,
+    ) -> Result<(NsOutcome, CommitSeq), FsError> {
         let svc = self.clone();
         let task = tokio::spawn(async move {
             let guard = svc.gate.clone().read_owned().await;
             let (ns, blobs, cb) = (svc.ns.clone(), svc.blobs.clone(), svc.callbacks.clone());
             let outcome = tokio::task::spawn_blocking(move || {
                 let _guard = guard;
-                let result = ns.apply(cmd);
+                let Commit { pin, journal, sync } = how;
+                let journal = journal
+                    .as_ref()
+                    .zip(pin.as_ref())
+                    .map(|(b, p)| (&p.id, &b[..]));
+                let result = ns.apply_unsynced(cmd, journal).and_then(|(out, seq)| {
+                    if sync {
+                        ns.sync_through(seq)?;
+                    }
+                    Ok((out, seq))
+                });
                 match (&result, pin) {
-                    (Ok(out), pin) => {
+                    (Ok((out, _)), pin) => {
                         let mut inos = promise;
                         if let Some(a) = &out.attr {
                             inos.push(a.ino);
@@ -159,11 +234,12 @@ impl Services {
             })
             .await
             .map_err(join_err)??;
-            if !outcome.changed_inos.is_empty() || !outcome.changed_entries.is_empty() {
+            let changed = &outcome.0;
+            if !changed.changed_inos.is_empty() || !changed.changed_entries.is_empty() {
                 let _exclusive = svc.gate.write().await;
                 svc.callbacks.break_changes(
-                    &outcome.changed_inos,
-                    &outcome.changed_entries,
+                    &changed.changed_inos,
+                    &changed.changed_entries,
                     caller.client,
                 );
             }

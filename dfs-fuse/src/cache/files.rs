@@ -54,6 +54,9 @@ pub(super) struct Local {
     /// The local user whose open for writing made the latest changes: a store retried in
     /// the background acts for them (in a realm, with their credentials).
     pub(super) writer_uid: Option<u32>,
+    /// Created by us and not durable on the server until our first store: if the server
+    /// no longer knows it, a crash forgot it, and close must fail rather than drop the data.
+    pub(super) unsynced_create: bool,
 }
 
 /// Size and mtime of a file, to tell whether it changed.
@@ -409,9 +412,15 @@ impl CacheManager {
             gid,
             exclusive: flags & libc::O_EXCL != 0,
             label: super::locks::label_for(uid),
+            store_at_close: writable,
         };
-        let (attr, lock) = match self.remote.dir(&req).await? {
-            dfs_common::proto::DirReply::Created { attr, lock } => (attr, lock),
+        let (attr, lock, durable, parent_attr) = match self.remote.dir(&req).await? {
+            dfs_common::proto::DirReply::Created {
+                attr,
+                lock,
+                durable,
+                parent,
+            } => (attr, lock, durable, parent),
             _ => return Err(FsError::Io("unexpected answer to create".into())),
         };
         self.remember_attr(&attr, t);
@@ -431,6 +440,7 @@ impl CacheManager {
             }
         }
         self.added_entry(parent, name, &attr, t);
+        self.remember_attr(&parent_attr, t);
         if attr.size == 0 && self.disk.get(attr.ino).is_none() {
             // A new empty file needs no fetch: its copy is an empty local file.
             let path = self.disk.path(attr.ino, attr.version);
@@ -446,8 +456,35 @@ impl CacheManager {
             )?;
         }
         let opened = self.open(attr.ino, flags, uid).await?;
+        if !durable {
+            // The server made the file durable only with our store: close must store it
+            // even if nothing is written.
+            let node = self.node(attr.ino);
+            self.mark_dirty(&node, attr.size)?;
+            let mut l = node.local.lock().unwrap();
+            l.clean_stamp = None;
+            l.unsynced_create = true;
+        }
         let attr = self.overlay(attr);
         Ok((attr, opened))
+    }
+
+    /// We removed a name of `ino`: if its store finds it gone, that is why (not a crash
+    /// of the server that forgot our create).
+    pub(super) fn unlinked_by_us(&self, ino: Ino) {
+        if let Some(node) = self.nodes.lock().unwrap().get(&ino) {
+            node.local.lock().unwrap().unsynced_create = false;
+        }
+    }
+
+    /// Whether `ino` was created by us with a create the server has not made durable yet
+    /// (our store at close will).
+    pub(super) fn unsynced_create(&self, ino: Ino) -> bool {
+        let node = self.nodes.lock().unwrap().get(&ino).cloned();
+        node.is_some_and(|n| {
+            let l = n.local.lock().unwrap();
+            l.unsynced_create && l.dirty
+        })
     }
 
     /// Whether handle `fh` was opened for writing (`None`: no such handle).

@@ -320,7 +320,17 @@ impl CacheManager {
             parent,
             name: name.to_vec(),
         };
-        self.entry_call(req, parent, name).await
+        let ino = self
+            .meta
+            .lock()
+            .unwrap()
+            .name(parent, name)
+            .map(|(ino, _)| ino);
+        self.entry_call(req, parent, name).await?;
+        if let Some(ino) = ino {
+            self.unlinked_by_us(ino);
+        }
+        Ok(())
     }
 
     pub async fn rmdir(&self, parent: Ino, name: &[u8]) -> Result<(), FsError> {
@@ -397,6 +407,17 @@ impl CacheManager {
                 size = None;
             }
         }
+        let (mut mode, mut uid, mut gid) = (mode, uid, gid);
+        if let Some(a) = self.trusted_attr(ino) {
+            // A chown or chmod to what the file already has (as `tar -x` run by root does for
+            // every file) changes nothing but ctime: no round trip. Not for set-id files,
+            // whose bits such a call may clear. The kernel has already checked permission.
+            if a.mode & (libc::S_ISUID | libc::S_ISGID) == 0 {
+                mode = mode.filter(|m| m & 0o7777 != a.mode & 0o7777);
+                uid = uid.filter(|u| *u != a.uid);
+                gid = gid.filter(|g| *g != a.gid);
+            }
+        }
         let (mut atime, mut mtime) = (atime, mtime);
         if (atime.is_some() || mtime.is_some()) && self.set_local_times(ino, atime, mtime)? {
             // Stored with the contents at close (the store carries the copy's mtime).
@@ -421,6 +442,7 @@ impl CacheManager {
             size,
             atime,
             mtime,
+            defer_sync: self.unsynced_create(ino),
         };
         let attr = self.attr_call(req, "setattr").await?;
         if size.is_some() {

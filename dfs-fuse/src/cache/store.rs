@@ -188,9 +188,20 @@ impl CacheManager {
                     let mut l = node.local.lock().unwrap();
                     l.dirty = moved_on || still_written;
                     l.clean_stamp = if moved_on { None } else { after };
+                    l.unsynced_create = false;
                 }
                 self.remember_attr(&attr, t);
                 Ok(())
+            }
+            Err(FsError::NotFound) if node.local.lock().unwrap().unsynced_create => {
+                // Our create was not durable yet and the server lost it in a crash.
+                let kept = self.keep_aside(node, version)?;
+                let msg = format!(
+                    "inode {ino}: the server crashed before the new file was stored and no longer has it; our copy is kept at {}",
+                    kept.display()
+                );
+                log::error!("{msg}");
+                Err(FsError::Io(msg))
             }
             Err(FsError::NotFound) => {
                 // Deleted on the server while we wrote: there is nowhere to store it.

@@ -195,6 +195,7 @@ pub async fn authorize_dir(
             size,
             atime,
             mtime,
+            defer_sync: _,
         } => {
             let a = getattr(svc, *ino).await?;
             let owner = caller.admin || caller.uid == a.uid;

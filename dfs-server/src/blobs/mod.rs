@@ -9,6 +9,9 @@
 
 pub mod gc;
 pub mod index;
+pub mod journal;
+#[cfg(test)]
+mod journal_tests;
 #[cfg(test)]
 mod tests;
 
@@ -44,15 +47,22 @@ pub struct BlobStore {
     tmp_prefix: u64,
     /// What this node holds (ids, sizes, mtimes), kept in step with the files.
     index: Mutex<BlobIndex>,
+    /// Small blobs stored through the journal whose files the checkpoint has not written
+    /// yet (see `journal`).
+    pending: journal::Pending,
 }
 
-/// A received blob in `blobs/tmp/`, fsynced; deleted on drop unless installed.
+/// A received blob in `blobs/tmp/`, fsynced unless it carries its bytes for the journal
+/// (`journal`); deleted on drop unless installed.
 #[derive(Debug)]
 pub struct TempBlob {
     path: PathBuf,
     pub id: BlobId,
     pub size: u64,
     armed: bool,
+    /// A small blob written without an fsync: its bytes, which the store's commit records
+    /// in the namespace's blob journal (see `journal`).
+    journal: Option<Bytes>,
 }
 
 impl TempBlob {
@@ -114,6 +124,7 @@ impl BlobStore {
             next_tmp: AtomicU64::new(0),
             tmp_prefix: u64::from_le_bytes(seed),
             index: Mutex::new(BlobIndex::default()),
+            pending: journal::Pending::default(),
         };
         let mut index = BlobIndex::default();
         for (id, size, mtime_ms) in store.scan()? {
@@ -131,6 +142,7 @@ impl BlobStore {
     /// Deletes the local copy of `id` (blocking); a missing file is not an error.
     pub fn remove(&self, id: &BlobId) -> io::Result<()> {
         let mut index = self.index();
+        self.pending.remove(id);
         match fs::remove_file(self.path(id)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
@@ -150,6 +162,7 @@ impl BlobStore {
             Some(h) if h.mtime_ms < listed_at_ms => {}
             _ => return Ok(false),
         }
+        self.pending.remove(id);
         match fs::remove_file(self.path(id)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
@@ -188,6 +201,7 @@ impl BlobStore {
             id: BlobId([0; 32]),
             size: 0,
             armed: true,
+            journal: None,
         };
         Ok((file, temp))
     }
@@ -261,7 +275,7 @@ impl BlobStore {
         let pin = self.pin(temp.id);
         let dest = self.path(&temp.id);
         let dir = dest.parent().expect("blob path has a parent").to_path_buf();
-        if !dir.is_dir() {
+        if temp.journal.is_none() && !dir.is_dir() {
             match fs::create_dir(&dir) {
                 Ok(()) => fsync_dir(&self.root)?,
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -273,6 +287,12 @@ impl BlobStore {
         // the index lock, so that a delete deciding on the copy's age sees either the old
         // copy or this one with its new time; the directory fsync comes after the lock.
         let mut index = self.index();
+        if let Some(bytes) = temp.journal.take() {
+            // Its file is written by the next checkpoint; until then it is served from memory.
+            self.pending.insert(temp.id, bytes);
+            index.insert(temp.id, held_now(temp.size));
+            return Ok(pin);
+        }
         fs::rename(&temp.path, &dest)?;
         temp.armed = false;
         index.insert(temp.id, held_now(temp.size));
@@ -300,6 +320,7 @@ impl BlobStore {
 
     /// Opens blob `id` for reading and checks it has `size` bytes (blocking).
     pub fn open_blob(&self, id: &BlobId, size: u64) -> Result<fs::File, FsError> {
+        self.write_pending(id)?;
         let file = fs::File::open(self.path(id)).map_err(|e| {
             if e.kind() == io::ErrorKind::NotFound {
                 FsError::Corrupt(format!("blob {id} is missing"))
@@ -399,6 +420,9 @@ impl BlobStore {
 
     /// Reads a whole (small) blob into memory and checks it against its id (blocking).
     pub fn read_verified(&self, id: &BlobId, size: u64) -> Result<Bytes, FsError> {
+        if let Some(bytes) = self.pending.get(id) {
+            return Ok(bytes);
+        }
         let mut buf = Vec::with_capacity(size as usize);
         self.open_blob(id, size)?.read_to_end(&mut buf)?;
         if dfs_common::hash::blob_id_of(&buf) != *id {

@@ -27,6 +27,10 @@ const PULL_CONCURRENCY: usize = 4;
 pub async fn place(svc: &Arc<Services>, temp: TempBlob) -> Result<Pin, FsError> {
     let cluster = svc.cluster().clone();
     if !cluster.is_clustered() {
+        if temp.journal_bytes().is_some() {
+            // Kept in memory until the checkpoint: installing it does no I/O.
+            return svc.blobs.install(temp);
+        }
         let blobs = svc.blobs.clone();
         return tokio::task::spawn_blocking(move || blobs.install(temp))
             .await

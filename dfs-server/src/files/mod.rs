@@ -5,6 +5,7 @@
 //! breaks) and the fetch answer (304 / 200 + streamed blob + `x-dfs-attr`). Must not
 //! touch blob files directly (blobs) nor decide POSIX rules (namespace).
 
+use crate::blobs::journal::JOURNAL_MAX;
 use crate::blobs::BlobStore;
 use crate::http::wire::ReqBody;
 use crate::http::wire::{self, ResBody};
@@ -217,7 +218,15 @@ pub async fn store(
     let fence = wire::header_u64(&parts.headers, HDR_FENCE)?;
     svc.locks.check_store(caller.client, ino, fence).await?;
 
-    let temp = svc.blobs.receive(body, len, expected).await?;
+    // Small contents on a node on its own are kept in memory and journalled with the
+    // commit, so the store costs one fsync (see `blobs::journal`).
+    let small = len > 0 && len <= JOURNAL_MAX && !svc.cluster().is_clustered();
+    let temp = if small {
+        svc.blobs.receive_small(body, len, expected).await?
+    } else {
+        svc.blobs.receive(body, len, expected).await?
+    };
+    let journal = temp.journal_bytes();
     let (contents, pin) = if temp.size == 0 {
         drop(temp);
         (
@@ -257,7 +266,10 @@ pub async fn store(
         mtime,
         now: Timestamp::now(),
     };
-    let out = svc.mutate(caller, cmd, Vec::new(), pin).await?;
+    let out = match (pin, journal) {
+        (Some(pin), Some(journal)) => svc.mutate_journalled(caller, cmd, pin, journal).await?,
+        (pin, _) => svc.mutate(caller, cmd, Vec::new(), pin).await?,
+    };
     let attr = out
         .attr
         .ok_or_else(|| FsError::Io("store returned no attributes".into()))?;
@@ -271,20 +283,35 @@ fn resolve(t: Option<SetTime>, now: Timestamp) -> Option<Timestamp> {
     })
 }
 
+/// What a `DirRequest::SetAttr` changes (`None`: leave as is).
+pub struct AttrChange {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<SetTime>,
+    pub mtime: Option<SetTime>,
+    /// Answer before the change is durable (see `DirRequest::SetAttr`); not with `size`.
+    pub defer_sync: bool,
+}
+
 /// `DirRequest::SetAttr`. A size change writes a truncated or zero-extended copy of the
 /// contents as a new blob and commits it like a store (retrying if a store raced it).
-#[allow(clippy::too_many_arguments)]
 pub async fn setattr(
     svc: &Arc<Services>,
     caller: Caller,
     ino: Ino,
-    mode: Option<u32>,
-    uid: Option<u32>,
-    gid: Option<u32>,
-    size: Option<u64>,
-    atime: Option<SetTime>,
-    mtime: Option<SetTime>,
+    change: AttrChange,
 ) -> Result<Attr, FsError> {
+    let AttrChange {
+        mode,
+        uid,
+        gid,
+        size,
+        atime,
+        mtime,
+        defer_sync,
+    } = change;
     let mut tries = 0;
     loop {
         tries += 1;
@@ -334,7 +361,14 @@ pub async fn setattr(
             contents,
             now,
         };
-        match svc.mutate(caller, cmd, Vec::new(), pin).await {
+        let done = if defer_sync && size.is_none() {
+            svc.mutate_unsynced(caller, cmd, Vec::new())
+                .await
+                .map(|(out, _)| out)
+        } else {
+            svc.mutate(caller, cmd, Vec::new(), pin).await
+        };
+        match done {
             Ok(out) => {
                 return out
                     .attr

@@ -87,8 +87,18 @@ pub async fn dispatch(
             size,
             atime,
             mtime,
+            defer_sync,
         } => {
-            let attr = files::setattr(svc, caller, ino, mode, uid, gid, size, atime, mtime).await?;
+            let change = files::AttrChange {
+                mode,
+                uid,
+                gid,
+                size,
+                atime,
+                mtime,
+                defer_sync,
+            };
+            let attr = files::setattr(svc, caller, ino, change).await?;
             Ok(DirReply::Attr(attr))
         }
         DirRequest::Create {
@@ -118,30 +128,53 @@ pub async fn dispatch(
             gid,
             exclusive,
             label,
+            store_at_close,
         } => {
-            let create = DirRequest::Create {
+            let cmd = NsCommand::Create {
                 parent,
                 name,
                 mode,
                 uid,
                 gid,
                 exclusive,
+                now,
             };
-            let DirReply::Attr(created) = Box::pin(dispatch(svc, caller, create)).await? else {
-                return Err(FsError::Io("create returned no attributes".into()));
-            };
+            let (out, seq) = svc.mutate_unsynced(caller, cmd, vec![parent]).await?;
+            let created = out
+                .attr
+                .ok_or_else(|| FsError::Io("create returned no attributes".into()))?;
             let lock = if caller.client == 0 {
                 None
             } else {
                 let req = LockRequest::writers_turn(created.ino, label);
-                match svc.locks.acquire(caller.client, req).await? {
-                    LockReply::Granted { token, lease_ms } => Some(CreatedLock { token, lease_ms }),
-                    LockReply::Conflict { .. } => None,
+                match svc.locks.acquire(caller.client, req).await {
+                    Ok(LockReply::Granted { token, lease_ms }) => {
+                        Some(CreatedLock { token, lease_ms })
+                    }
+                    Ok(LockReply::Conflict { .. }) => None,
+                    Err(e) => {
+                        // The create stands: make it durable before reporting the error.
+                        svc.sync_through(seq).await?;
+                        return Err(e);
+                    }
                 }
             };
+            // The caller's store at close makes a new file durable with its own commit.
+            let made = !out.changed_entries.is_empty();
+            let durable = !(store_at_close && made && lock.is_some());
+            if durable {
+                svc.sync_through(seq).await?;
+            }
             // Read after the grant: no store can land between these attributes and the lock.
-            let attr = svc.blocking(move |ns, _| ns.getattr(created.ino)).await?;
-            Ok(DirReply::Created { attr, lock })
+            let (attr, parent) = svc
+                .blocking(move |ns, _| Ok((ns.getattr(created.ino)?, ns.getattr(parent)?)))
+                .await?;
+            Ok(DirReply::Created {
+                attr,
+                lock,
+                durable,
+                parent,
+            })
         }
         DirRequest::Mkdir {
             parent,

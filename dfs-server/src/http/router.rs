@@ -49,6 +49,7 @@ pub async fn handle(
         ))));
     }
     let mut req = req;
+    let started = std::time::Instant::now();
     let resp = match authenticate(&svc, &mut req) {
         Ok((caller, session)) => {
             let req = crate::auth::privacy::open_request(session.as_ref(), req);
@@ -70,7 +71,7 @@ pub async fn handle(
     if status.is_server_error() {
         log::warn!("{method} {path} -> {status}");
     } else {
-        log::debug!("{method} {path} -> {status}");
+        log::debug!("{method} {path} -> {status} in {:?}", started.elapsed());
     }
     Ok(resp)
 }

@@ -10,6 +10,7 @@
 //! Must not touch: blob files (it only counts references to blob ids), HTTP, callbacks, the
 //! clock (callers stamp `Timestamp::now()` into commands).
 
+mod durable;
 mod ops;
 mod rename;
 mod store;
@@ -25,11 +26,16 @@ use dfs_common::{Attr, BlobId, FileKind, FsError, Ino, Timestamp, ROOT_INO};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use std::path::Path;
 
+pub use durable::CommitSeq;
 pub use store::InodeRecord;
 use store::{db_err, load_inode, DIRENTS, GARBAGE, INODES, REFS};
 
 /// Longest symlink target accepted (PATH_MAX).
 pub const TARGET_MAX: usize = 4096;
+
+/// How far each start moves the inode counter past its durable value: more than the
+/// creates one run can make between two durable commits.
+const INO_GAP: u64 = 1 << 32;
 
 /// Size reported for a directory.
 pub const DIR_SIZE: u64 = 4096;
@@ -143,6 +149,7 @@ pub type Current = Vec<(Ino, Option<Attr>)>;
 /// The namespace, open on one redb file.
 pub struct Namespace {
     db: Database,
+    group: durable::GroupCommit,
 }
 
 /// Checks one name component against the POSIX rules.
@@ -167,7 +174,10 @@ impl Namespace {
     /// (ino 1, owned by 0:0, permission bits `root_mode`, times `now`).
     pub fn open(path: &Path, root_mode: u32, now: Timestamp) -> Result<Namespace, FsError> {
         let db = Database::create(path).map_err(db_err)?;
-        let ns = Namespace { db };
+        let ns = Namespace {
+            db,
+            group: durable::GroupCommit::default(),
+        };
         ns.init(root_mode, now)?;
         Ok(ns)
     }
@@ -177,7 +187,12 @@ impl Namespace {
         {
             let mut w = store::Writer::open(&txn)?;
             if w.inode(ROOT_INO)?.is_some() {
-                return Ok(());
+                // A crash may have forgotten creates that were not durable yet, whose inode
+                // numbers clients still hold: never hand those numbers out again.
+                let next = w.meta(store::META_NEXT_INO)?.unwrap_or(ROOT_INO + 1);
+                w.set_meta(store::META_NEXT_INO, next.saturating_add(INO_GAP))?;
+                drop(w);
+                return txn.commit().map_err(db_err);
             }
             let root = InodeRecord {
                 attr: Attr {
@@ -203,15 +218,35 @@ impl Namespace {
         txn.commit().map_err(db_err)
     }
 
-    /// Applies one mutation in one durable write transaction. On error nothing changed.
+    /// Applies one mutation in one write transaction and returns once it is durable. On
+    /// error nothing changed.
     pub fn apply(&self, cmd: NsCommand) -> Result<NsOutcome, FsError> {
-        let txn = store::begin(&self.db)?;
+        let (outcome, seq) = self.apply_unsynced(cmd, None)?;
+        self.sync_through(seq)?;
+        Ok(outcome)
+    }
+
+    /// Applies one mutation in one write transaction, with `journal` (a small blob whose
+    /// file was written without an fsync: its id and bytes) recorded in the same
+    /// transaction, and returns without waiting for the disk. The change is visible at
+    /// once and durable after `sync_through(seq)`; a crash before that loses it whole.
+    pub fn apply_unsynced(
+        &self,
+        cmd: NsCommand,
+        journal: Option<(&BlobId, &[u8])>,
+    ) -> Result<(NsOutcome, CommitSeq), FsError> {
+        let txn = store::begin_unsynced(&self.db)?;
         let outcome = {
             let mut w = store::Writer::open(&txn)?;
-            ops::apply(&mut w, cmd)?
+            let outcome = ops::apply(&mut w, cmd)?;
+            if let Some((id, bytes)) = journal {
+                let mut t = txn.open_table(durable::JOURNAL).map_err(db_err)?;
+                t.insert(id.0.as_slice(), bytes).map_err(db_err)?;
+            }
+            outcome
         };
         txn.commit().map_err(db_err)?;
-        Ok(outcome)
+        Ok((outcome, self.group.committed()))
     }
 
     fn read(&self) -> Result<redb::ReadTransaction, FsError> {

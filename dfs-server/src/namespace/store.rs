@@ -60,8 +60,18 @@ fn secs(t: Timestamp) -> u64 {
 
 /// Begins a durable write transaction.
 pub fn begin(db: &Database) -> Result<WriteTransaction, FsError> {
+    begin_with(db, Durability::Immediate)
+}
+
+/// Begins a write transaction whose commit does not wait for the disk (see
+/// `Namespace::apply_unsynced`).
+pub fn begin_unsynced(db: &Database) -> Result<WriteTransaction, FsError> {
+    begin_with(db, Durability::None)
+}
+
+fn begin_with(db: &Database, durability: Durability) -> Result<WriteTransaction, FsError> {
     let mut txn = db.begin_write().map_err(db_err)?;
-    txn.set_durability(Durability::Immediate)
+    txn.set_durability(durability)
         .map_err(|e| FsError::Io(format!("metadata database: {e}")))?;
     Ok(txn)
 }
