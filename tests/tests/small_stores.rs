@@ -4,7 +4,7 @@
 //! returned 0 must still read back whole, and a close whose create the crash forgot must
 //! fail (its copy kept in the cache's lost+found), never pretend.
 
-use dfs_tests::{fetch_path, lookup_path, op, pseudo_random, read, timed, write, Fixture};
+use dfs_tests::{fetch_path, lookup_path, op, poll, pseudo_random, read, timed, write, Fixture};
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::time::Duration;
@@ -45,12 +45,15 @@ fn small_closes_survive_a_kill9_before_the_checkpoint() {
         }
     }
     assert_eq!(files, written.len(), "one blob file per distinct file");
-    // Overwriting works after the replay too.
-    write(m.join("f000"), b"after the restart").unwrap_or_else(|_| {
-        // The mount may still be reconnecting: one bounded retry.
-        std::thread::sleep(Duration::from_secs(2));
-        write(m.join("f000"), b"after the restart").unwrap()
+    // Overwriting works after the replay too (once the mount has reconnected).
+    let rewritten = poll(Duration::from_secs(20), Duration::from_millis(200), || {
+        write(m.join("f000"), b"after the restart").ok()
     });
+    assert!(
+        rewritten.is_some(),
+        "overwrite after the restart: {:?}",
+        write(m.join("f000"), b"after the restart")
+    );
     assert_eq!(read(m.join("f000")).unwrap(), b"after the restart");
 }
 

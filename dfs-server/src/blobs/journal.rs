@@ -9,12 +9,10 @@
 //! Owns: receiving small bodies into memory, the pending map, the checkpoint and the
 //! replay. Must not: decide what a store commits (files) or what is garbage (gc).
 
-use super::{BlobStore, TempBlob};
+use super::{BlobStore, CheckedBody, TempBlob};
 use crate::namespace::Namespace;
 use bytes::{Bytes, BytesMut};
-use dfs_common::hash::BlobHasher;
 use dfs_common::{BlobId, FsError};
-use http_body_util::BodyExt;
 use hyper::body::Body;
 use std::collections::HashMap;
 use std::fmt::Display;
@@ -83,7 +81,7 @@ impl BlobStore {
     /// caller's commit must record its bytes in the journal (`TempBlob::journal_bytes`).
     pub async fn receive_small<B>(
         &self,
-        mut body: B,
+        body: B,
         expected_len: u64,
         expected: Option<BlobId>,
     ) -> Result<TempBlob, FsError>
@@ -93,35 +91,12 @@ impl BlobStore {
     {
         debug_assert!(expected_len <= JOURNAL_MAX);
         let mut buf = BytesMut::with_capacity(expected_len as usize);
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| FsError::BadRequest(format!("request body: {e}")))?;
-            let Ok(data) = frame.into_data() else {
-                continue;
-            };
-            if (buf.len() + data.len()) as u64 > expected_len {
-                return Err(FsError::BadRequest(format!(
-                    "body longer than its content-length {expected_len}"
-                )));
-            }
+        let mut src = CheckedBody::new(body, expected_len);
+        while let Some(data) = src.next().await? {
             buf.extend_from_slice(&data);
         }
-        if buf.len() as u64 != expected_len {
-            return Err(FsError::BadRequest(format!(
-                "body of {} bytes, content-length said {expected_len}",
-                buf.len()
-            )));
-        }
+        let (id, _) = src.finish(expected)?;
         let bytes = buf.freeze();
-        let mut hasher = BlobHasher::new();
-        hasher.update(&bytes);
-        let id = hasher.finish();
-        if let Some(want) = expected {
-            if want != id {
-                return Err(FsError::Corrupt(format!(
-                    "body hashes to {id}, x-dfs-sha256 said {want}"
-                )));
-            }
-        }
         Ok(TempBlob {
             path: PathBuf::new(),
             id,

@@ -3,41 +3,25 @@
 //! a checkpoint writes the files and empties the journal.
 
 use super::journal::{checkpoint, replay};
+use super::tests::{fresh, ts, T};
 use super::BlobStore;
-use crate::namespace::{Contents, Namespace, NsCommand};
+use crate::namespace::{Contents, NsCommand};
 use bytes::Bytes;
 use dfs_common::hash::blob_id_of;
-use dfs_common::{Timestamp, ROOT_INO};
 use http_body_util::Full;
 use std::sync::Arc;
 
-fn ts(secs: i64) -> Timestamp {
-    Timestamp { secs, nanos: 0 }
-}
-
 /// Creates a file and stores `data` in it the way `files::store` does for small bodies.
-async fn store_small(store: &Arc<BlobStore>, ns: &Namespace, name: &str, data: &[u8]) {
-    let ino = ns
-        .apply(NsCommand::Create {
-            parent: ROOT_INO,
-            name: name.into(),
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            exclusive: true,
-            now: ts(2),
-        })
-        .unwrap()
-        .attr
-        .unwrap()
-        .ino;
+async fn store_small(t: &T, name: &str, data: &[u8]) {
+    let ino = t.new_file(name);
     let len = data.len() as u64;
-    let temp = store
+    let temp = t
+        .store
         .receive_small(Full::new(Bytes::copy_from_slice(data)), len, None)
         .await
         .unwrap();
     let journal = temp.journal_bytes().expect("a small body is journalled");
-    let pin = store.install(temp).unwrap();
+    let pin = t.store.install(temp).unwrap();
     let cmd = NsCommand::CommitBlob {
         ino,
         contents: Contents {
@@ -48,53 +32,56 @@ async fn store_small(store: &Arc<BlobStore>, ns: &Namespace, name: &str, data: &
         mtime: None,
         now: ts(3),
     };
-    let (_, seq) = ns.apply_unsynced(cmd, Some((&pin.id, &journal))).unwrap();
-    ns.sync_through(seq).unwrap();
+    let (_, seq) = t.ns.apply_unsynced(cmd, Some((&pin.id, &journal))).unwrap();
+    t.ns.sync_through(seq).unwrap();
+}
+
+/// The store after a crash: a new one over the same directory (nothing pending in memory).
+fn reopened(t: &mut T) {
+    t.store = Arc::new(BlobStore::open(t.dir.path()).unwrap());
 }
 
 #[tokio::test]
 async fn a_journalled_blob_lost_before_its_checkpoint_is_replayed() {
-    let dir = tempfile::tempdir().unwrap();
-    let ns = Namespace::open(&dir.path().join("meta.redb"), 0o777, ts(1)).unwrap();
-    let store = Arc::new(BlobStore::open(dir.path()).unwrap());
+    let mut t = fresh();
     let data = b"small contents, durable through the journal only".to_vec();
     let id = blob_id_of(&data);
-    store_small(&store, &ns, "a", &data).await;
+    store_small(&t, "a", &data).await;
     // Served from memory before any file exists.
-    assert!(!store.path(&id).exists(), "no file before the checkpoint");
+    assert!(!t.store.path(&id).exists(), "no file before the checkpoint");
     assert_eq!(
-        &store.read_verified(&id, data.len() as u64).unwrap()[..],
+        &t.store.read_verified(&id, data.len() as u64).unwrap()[..],
         &data
     );
-    assert_eq!(ns.journal_ids().unwrap(), vec![id]);
+    assert_eq!(t.ns.journal_ids().unwrap(), vec![id]);
 
     // A crash: the memory is gone and no file was written. The next start replays.
-    drop(store);
-    let store = Arc::new(BlobStore::open(dir.path()).unwrap());
-    assert_eq!(replay(&store, &ns).unwrap(), 1, "one blob file rewritten");
-    assert_eq!(std::fs::read(store.path(&id)).unwrap(), data);
-    assert!(ns.journal_ids().unwrap().is_empty(), "journal emptied");
+    reopened(&mut t);
+    assert_eq!(
+        replay(&t.store, &t.ns).unwrap(),
+        1,
+        "one blob file rewritten"
+    );
+    assert_eq!(std::fs::read(t.store.path(&id)).unwrap(), data);
+    assert!(t.ns.journal_ids().unwrap().is_empty(), "journal emptied");
     // A second replay has nothing to do.
-    assert_eq!(replay(&store, &ns).unwrap(), 0);
+    assert_eq!(replay(&t.store, &t.ns).unwrap(), 0);
 }
 
 #[tokio::test]
 async fn a_checkpoint_writes_the_files_and_empties_the_journal() {
-    let dir = tempfile::tempdir().unwrap();
-    let ns = Namespace::open(&dir.path().join("meta.redb"), 0o777, ts(1)).unwrap();
-    let store = Arc::new(BlobStore::open(dir.path()).unwrap());
+    let mut t = fresh();
     let datas: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 100 + i as usize]).collect();
     for (i, d) in datas.iter().enumerate() {
-        store_small(&store, &ns, &format!("f{i}"), d).await;
+        store_small(&t, &format!("f{i}"), d).await;
     }
-    assert_eq!(ns.journal_ids().unwrap().len(), datas.len());
-    assert_eq!(checkpoint(&store, &ns).unwrap(), datas.len());
-    assert!(ns.journal_ids().unwrap().is_empty());
+    assert_eq!(t.ns.journal_ids().unwrap().len(), datas.len());
+    assert_eq!(checkpoint(&t.store, &t.ns).unwrap(), datas.len());
+    assert!(t.ns.journal_ids().unwrap().is_empty());
     for d in &datas {
-        assert_eq!(std::fs::read(store.path(&blob_id_of(d))).unwrap(), *d);
+        assert_eq!(std::fs::read(t.store.path(&blob_id_of(d))).unwrap(), *d);
     }
     // Nothing left to replay after a crash now.
-    drop(store);
-    let store = Arc::new(BlobStore::open(dir.path()).unwrap());
-    assert_eq!(replay(&store, &ns).unwrap(), 0);
+    reopened(&mut t);
+    assert_eq!(replay(&t.store, &t.ns).unwrap(), 0);
 }

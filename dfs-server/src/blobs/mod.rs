@@ -102,6 +102,70 @@ fn fsync_dir(path: &Path) -> io::Result<()> {
     fs::File::open(path)?.sync_all()
 }
 
+/// A request body read chunk by chunk, hashed on the way and held to its content-length.
+struct CheckedBody<B> {
+    body: B,
+    expected_len: u64,
+    total: u64,
+    hasher: BlobHasher,
+}
+
+impl<B> CheckedBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Display,
+{
+    fn new(body: B, expected_len: u64) -> Self {
+        CheckedBody {
+            body,
+            expected_len,
+            total: 0,
+            hasher: BlobHasher::new(),
+        }
+    }
+
+    /// The next chunk (`None` at the end); an error if the body fails or runs past its
+    /// content-length.
+    async fn next(&mut self) -> Result<Option<Bytes>, FsError> {
+        while let Some(frame) = self.body.frame().await {
+            let frame = frame.map_err(|e| FsError::BadRequest(format!("request body: {e}")))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            self.total += data.len() as u64;
+            if self.total > self.expected_len {
+                return Err(FsError::BadRequest(format!(
+                    "body longer than its content-length {}",
+                    self.expected_len
+                )));
+            }
+            self.hasher.update(&data);
+            return Ok(Some(data));
+        }
+        Ok(None)
+    }
+
+    /// After the last chunk: the blob id and size, or an error if the body was short or
+    /// does not hash to `expected`.
+    fn finish(self, expected: Option<BlobId>) -> Result<(BlobId, u64), FsError> {
+        if self.total != self.expected_len {
+            return Err(FsError::BadRequest(format!(
+                "body of {} bytes, content-length said {}",
+                self.total, self.expected_len
+            )));
+        }
+        let id = self.hasher.finish();
+        if let Some(want) = expected {
+            if want != id {
+                return Err(FsError::Corrupt(format!(
+                    "body hashes to {id}, x-dfs-sha256 said {want}"
+                )));
+            }
+        }
+        Ok((id, self.total))
+    }
+}
+
 impl BlobStore {
     /// Opens the store under `data_dir/blobs`, creating it, and empties `blobs/tmp`.
     pub fn open(data_dir: &Path) -> io::Result<BlobStore> {
@@ -211,7 +275,7 @@ impl BlobStore {
     /// body fails mid-way) the temp file is deleted and an error returned.
     pub async fn receive<B>(
         &self,
-        mut body: B,
+        body: B,
         expected_len: u64,
         expected: Option<BlobId>,
     ) -> Result<TempBlob, FsError>
@@ -221,38 +285,14 @@ impl BlobStore {
     {
         let (file, mut temp) = self.new_temp()?;
         let mut file = tokio::fs::File::from_std(file);
-        let mut hasher = BlobHasher::new();
-        let mut total: u64 = 0;
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| FsError::BadRequest(format!("request body: {e}")))?;
-            let Ok(data) = frame.into_data() else {
-                continue;
-            };
-            total += data.len() as u64;
-            if total > expected_len {
-                return Err(FsError::BadRequest(format!(
-                    "body longer than its content-length {expected_len}"
-                )));
-            }
-            hasher.update(&data);
+        let mut src = CheckedBody::new(body, expected_len);
+        while let Some(data) = src.next().await? {
             file.write_all(&data).await?;
         }
-        if total != expected_len {
-            return Err(FsError::BadRequest(format!(
-                "body of {total} bytes, content-length said {expected_len}"
-            )));
-        }
+        let (id, total) = src.finish(expected)?;
         file.flush().await?;
         file.sync_all().await?;
         drop(file);
-        let id = hasher.finish();
-        if let Some(want) = expected {
-            if want != id {
-                return Err(FsError::Corrupt(format!(
-                    "body hashes to {id}, x-dfs-sha256 said {want}"
-                )));
-            }
-        }
         temp.id = id;
         temp.size = total;
         Ok(temp)

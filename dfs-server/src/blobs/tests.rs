@@ -9,20 +9,20 @@ use dfs_common::{Timestamp, ROOT_INO};
 use http_body_util::{Full, StreamBody};
 use hyper::body::Frame;
 
-struct T {
-    dir: tempfile::TempDir,
-    store: Arc<BlobStore>,
-    ns: Namespace,
+pub(super) struct T {
+    pub(super) dir: tempfile::TempDir,
+    pub(super) store: Arc<BlobStore>,
+    pub(super) ns: Namespace,
 }
 
-fn fresh() -> T {
+pub(super) fn fresh() -> T {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(BlobStore::open(dir.path()).unwrap());
     let ns = Namespace::open(&dir.path().join("meta.redb"), 0o777, ts(1)).unwrap();
     T { dir, store, ns }
 }
 
-fn ts(secs: i64) -> Timestamp {
+pub(super) fn ts(secs: i64) -> Timestamp {
     Timestamp { secs, nanos: 0 }
 }
 
@@ -76,7 +76,7 @@ impl T {
             .unwrap();
     }
 
-    fn new_file(&self, name: &str) -> u64 {
+    pub(super) fn new_file(&self, name: &str) -> u64 {
         self.ns
             .apply(NsCommand::Create {
                 parent: ROOT_INO,
