@@ -18,6 +18,8 @@ use std::time::Duration;
 /// The agent's program. Commands (one per line) and answers (`ok [...]` or `err ERRNO`):
 /// - `open MODE PATH` — MODE `r` (O_RDONLY), `w` (O_WRONLY|O_CREAT|O_TRUNC), `a`
 ///   (O_WRONLY|O_APPEND), `rw` (O_RDWR); one open file per agent;
+/// - `reopen` — a second O_RDONLY descriptor of the last opened path becomes the current
+///   one (the first stays open until the agent exits);
 /// - `write HEX` — write(2) of the hex-decoded bytes; `close`;
 /// - `size` — fstat(2), answers `ok SIZE`; `seekend` — lseek(0, SEEK_END), answers `ok OFFSET`;
 /// - `flock ex|sh|un [nb]` — flock(2), `nb` adds LOCK_NB;
@@ -34,6 +36,8 @@ MODES = {'r': os.O_RDONLY, 'w': os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
          'a': os.O_WRONLY | os.O_APPEND, 'rw': os.O_RDWR}
 FLOCK = {'ex': fcntl.LOCK_EX, 'sh': fcntl.LOCK_SH, 'un': fcntl.LOCK_UN}
 fd = None
+path = None
+spare = []
 def answer(s):
     sys.stdout.write(s + '\n')
     sys.stdout.flush()
@@ -47,7 +51,12 @@ while True:
     op, out = words[0], ''
     try:
         if op == 'open':
-            fd = os.open(words[2].rstrip('\n'), MODES[words[1]], 0o644)
+            path = words[2].rstrip('\n')
+            fd = os.open(path, MODES[words[1]], 0o644)
+        elif op == 'reopen':
+            # A second read-only descriptor of the same file; the first stays open.
+            spare.append(fd)
+            fd = os.open(path, os.O_RDONLY)
         elif op == 'close':
             f, fd = fd, None
             os.close(f)

@@ -349,6 +349,53 @@ fn getlk_names_the_holder_on_another_mount_and_byte_ranges_are_cluster_wide() {
     b.ok("close", STEP);
 }
 
+/// A read-only descriptor closes without a FLUSH request (FOPEN_NOFLUSH), yet an fcntl
+/// lock taken through it still goes when it is closed, and a second read-only descriptor
+/// opened while the lock is held still drops it at its close (POSIX).
+#[test]
+fn fcntl_lock_through_a_read_only_descriptor_goes_at_close() {
+    // A lease far longer than the wait below: only the release can free the lock in time.
+    let c = Cell::new(2, &["--lock-lease-secs", "60"]);
+    write(c.m(0).join("f"), vec![b'.'; 100]).unwrap();
+    let _ = std::fs::read(c.m(0).join("f")).unwrap();
+    let mut a = c.agent("A");
+    let mut b = c.agent("B");
+    b.ok(&format!("open rw {}", c.m(1).join("f").display()), STEP);
+    let b_gets_write_lock = |b: &mut Agent, what: &str| {
+        let t = Instant::now();
+        loop {
+            match b.call("setlk w 0 0", STEP) {
+                Ok(_) => return t.elapsed(),
+                Err(e) if is_conflict(&e) && t.elapsed() < Duration::from_secs(10) => {
+                    thread::sleep(Duration::from_millis(50))
+                }
+                other => panic!(
+                    "B's F_SETLK after {what}: {other:?} after {:?}",
+                    t.elapsed()
+                ),
+            }
+        }
+    };
+
+    for round in ["first", "second"] {
+        a.ok(&format!("open r {}", c.m(0).join("f").display()), STEP);
+        a.ok("setlk r 0 0", STEP);
+        match b.call("setlk w 0 0", STEP) {
+            Err(e) if is_conflict(&e) => {}
+            other => panic!("{round}: B's F_SETLK while A reads the whole file: {other:?}"),
+        }
+        if round == "second" {
+            // A second descriptor, opened while A holds the lock: its close drops it.
+            a.ok("reopen", STEP);
+        }
+        a.ok("close", STEP);
+        let took = b_gets_write_lock(&mut b, "A's close");
+        eprintln!("{round}: B's write lock granted {took:?} after A's close");
+        b.ok("setlk u 0 0", STEP);
+    }
+    b.ok("close", STEP);
+}
+
 // ---------------------------------------------------------------------------------------
 // 2. Writers take turns, readers never wait
 // ---------------------------------------------------------------------------------------

@@ -74,6 +74,11 @@ impl CacheManager {
         self.advisory.lock().unwrap().contains(&(ino, owner))
     }
 
+    /// Whether this client holds advisory locks of any owner on `ino`.
+    pub fn holds_any_advisory(&self, ino: Ino) -> bool {
+        self.advisory.lock().unwrap().iter().any(|&(i, _)| i == ino)
+    }
+
     /// How long blocking lock requests wait.
     pub fn lock_wait(&self) -> Duration {
         self.lock_wait

@@ -8,7 +8,8 @@ use crate::cache::CacheManager;
 use dfs_common::locks::{LockClass, LockMode, LockRange, LockRequest, ReleaseRequest};
 use dfs_common::{FsError, Ino};
 use fuser::{ReplyEmpty, ReplyLock};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The kernel says "to end of file" with OFFSET_MAX.
@@ -145,5 +146,45 @@ pub async fn release_owner(mgr: &CacheManager, ino: Ino, owner: u64) {
     match mgr.lock_release(req).await {
         Ok(_) | Err(FsError::NotFound) => {}
         Err(e) => log::warn!("inode {ino}: releasing locks of owner {owner:#x}: {e}"),
+    }
+}
+
+/// Read-only opens that the kernel closes without a FLUSH request (FOPEN_NOFLUSH). The
+/// flush of a read-only descriptor only drops the caller's fcntl locks, so an open skips
+/// it unless this client holds locks on the file when it opens. A lock taken later
+/// through such a descriptor is dropped at its release (the last close of that open
+/// file) instead of at the first close(2).
+#[derive(Default)]
+pub struct QuietCloses {
+    lock_owners: Mutex<HashMap<u64, Vec<u64>>>,
+}
+
+impl QuietCloses {
+    /// Whether handle `fh`, a new open of `ino` with `flags`, may close without a flush;
+    /// if so, it is tracked until `released`.
+    pub fn admit(&self, mgr: &CacheManager, ino: Ino, fh: u64, flags: i32) -> bool {
+        if flags & libc::O_ACCMODE != libc::O_RDONLY || mgr.holds_any_advisory(ino) {
+            return false;
+        }
+        self.lock_owners.lock().unwrap().insert(fh, Vec::new());
+        true
+    }
+
+    /// Notes that `owner` locked through handle `fh`.
+    pub fn locked_through(&self, fh: u64, owner: u64) {
+        if let Some(owners) = self.lock_owners.lock().unwrap().get_mut(&fh) {
+            if !owners.contains(&owner) {
+                owners.push(owner);
+            }
+        }
+    }
+
+    /// Forgets `fh`; returns the owners whose locks its release must drop.
+    pub fn released(&self, fh: u64) -> Vec<u64> {
+        self.lock_owners
+            .lock()
+            .unwrap()
+            .remove(&fh)
+            .unwrap_or_default()
     }
 }

@@ -32,6 +32,7 @@ type OpenDir = (dfs_common::Attr, Arc<Vec<DirItem>>);
 pub struct DfsFs {
     mgr: Arc<CacheManager>,
     backings: Arc<passthrough::Backings>,
+    quiet: Arc<locks::QuietCloses>,
     want_passthrough: bool,
     rt: tokio::runtime::Handle,
     dirs: Arc<Mutex<HashMap<u64, OpenDir>>>,
@@ -46,6 +47,7 @@ impl DfsFs {
             want_passthrough: passthrough,
             mgr,
             backings: Arc::new(passthrough::Backings::default()),
+            quiet: Arc::new(locks::QuietCloses::default()),
             rt,
             dirs: Arc::new(Mutex::new(HashMap::new())),
             next_dir: AtomicU64::new(1),
@@ -81,26 +83,38 @@ fn answer_empty(result: Result<(), FsError>, reply: ReplyEmpty) {
 /// Answers an open: with a passthrough backing id when the kernel takes one, else plain
 /// handlers with FOPEN_KEEP_CACHE when the kernel's pages are of this copy.
 fn reply_opened(
-    mgr: &CacheManager,
-    backings: &passthrough::Backings,
+    fs: &Opener,
     ino: Ino,
+    flags: i32,
     opened: crate::cache::OpenResult,
     reply: ReplyOpen,
 ) {
-    let backing = mgr
-        .handle_file(opened.fh)
-        .and_then(|file| backings.attach(ino, opened.fh, &file, |f| reply.open_backing(f)));
+    let mut fopen = FopenFlags::empty();
+    if fs.quiet.admit(&fs.mgr, ino, opened.fh, flags) {
+        fopen |= FopenFlags::FOPEN_NOFLUSH;
+    }
+    let backing = fs.mgr.handle_file(opened.fh).and_then(|file| {
+        fs.backings
+            .attach(ino, opened.fh, &file, |f| reply.open_backing(f))
+    });
     match backing {
-        Some(id) => reply.opened_passthrough(FileHandle(opened.fh), FopenFlags::empty(), &id),
+        Some(id) => reply.opened_passthrough(FileHandle(opened.fh), fopen, &id),
         None => {
-            mgr.set_passthrough(backings.enabled());
-            let mut fopen = FopenFlags::empty();
+            fs.mgr.set_passthrough(fs.backings.enabled());
             if opened.keep_cache {
                 fopen |= FopenFlags::FOPEN_KEEP_CACHE;
             }
             reply.opened(FileHandle(opened.fh), fopen)
         }
     }
+}
+
+/// What an open's answer needs, shared with the tasks that answer it.
+#[derive(Clone)]
+struct Opener {
+    mgr: Arc<CacheManager>,
+    backings: Arc<passthrough::Backings>,
+    quiet: Arc<locks::QuietCloses>,
 }
 
 /// Starts the thread that hands callback breaks to the kernel.
@@ -350,19 +364,22 @@ impl Filesystem for DfsFs {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let opener = Opener {
+            mgr: self.mgr.clone(),
+            backings: self.backings.clone(),
+            quiet: self.quiet.clone(),
+        };
         // A read-only open of a current cached copy is answered here, without a hop.
         if let Some(opened) = self.mgr.try_open_cached(ino.0, flags.0) {
             return match opened {
-                Ok(opened) => reply_opened(&self.mgr, &self.backings, ino.0, opened, reply),
+                Ok(opened) => reply_opened(&opener, ino.0, flags.0, opened, reply),
                 Err(e) => reply.error(errno(&e)),
             };
         }
-        let mgr = self.mgr.clone();
-        let backings = self.backings.clone();
         let uid = req.uid();
         self.spawn_as(req, async move {
-            match mgr.open(ino.0, flags.0, uid).await {
-                Ok(opened) => reply_opened(&mgr, &backings, ino.0, opened, reply),
+            match opener.mgr.open(ino.0, flags.0, uid).await {
+                Ok(opened) => reply_opened(&opener, ino.0, flags.0, opened, reply),
                 Err(e) => reply.error(errno(&e)),
             }
         });
@@ -438,11 +455,17 @@ impl Filesystem for DfsFs {
         self.backings.detach(ino.0, fh.0);
         self.mgr.release(fh.0);
         reply.ok();
-        if let Some(owner) = lock_owner {
-            // The last close of a flock holder's open file drops its flock.
+        // The last close of a flock holder's open file drops its flock; that of a
+        // descriptor closed without flushes, the fcntl locks taken through it.
+        let mut owners = self.quiet.released(fh.0);
+        owners.extend(lock_owner.map(|o| o.0));
+        if !owners.is_empty() {
             let mgr = self.mgr.clone();
-            self.rt
-                .spawn(async move { locks::release_owner(&mgr, ino.0, owner.0).await });
+            self.rt.spawn(async move {
+                for owner in owners {
+                    locks::release_owner(&mgr, ino.0, owner).await;
+                }
+            });
         }
     }
 
@@ -477,7 +500,7 @@ impl Filesystem for DfsFs {
         &self,
         req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         lock_owner: LockOwner,
         start: u64,
         end: u64,
@@ -486,6 +509,7 @@ impl Filesystem for DfsFs {
         sleep: bool,
         reply: ReplyEmpty,
     ) {
+        self.quiet.locked_through(fh.0, lock_owner.0);
         let mgr = self.mgr.clone();
         let uid = req.uid();
         locks::setlk(
