@@ -29,6 +29,9 @@ const META_TIMEOUT: Duration = Duration::from_secs(30);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bodies up to this size are sent in one piece.
 const SMALL_BODY: u64 = 1 << 20;
+/// Files up to this size are read, hashed and written on the async thread itself: for
+/// them a hop to the blocking pool costs more than the work.
+pub(crate) const INLINE_IO: u64 = 128 << 10;
 /// Chunk size for streaming file bodies.
 const CHUNK: usize = 1 << 20;
 
@@ -373,44 +376,37 @@ impl Remote {
     /// has made them durable.
     pub async fn store(&self, ino: Ino, src: &Path, fence: Option<u64>) -> Result<Attr, FsError> {
         // Signed stores carry the contents' hash, which the signature covers and the
-        // server checks: one more read of the file.
-        let sha = match crate::auth::current_credentials() {
-            None => None,
-            Some(_) => {
-                let src = src.to_path_buf();
-                Some(
-                    tokio::task::spawn_blocking(move || -> std::io::Result<[u8; 32]> {
-                        let mut f = std::fs::File::open(src)?;
-                        let mut h = dfs_common::hash::BlobHasher::new();
-                        let mut buf = vec![0u8; CHUNK];
-                        loop {
-                            let n = std::io::Read::read(&mut f, &mut buf)?;
-                            if n == 0 {
-                                break;
-                            }
-                            h.update(&buf[..n]);
-                        }
-                        Ok(h.finish().0)
-                    })
-                    .await
-                    .map_err(|e| FsError::Io(e.to_string()))??,
-                )
-            }
-        };
-        let mut file = tokio::fs::File::open(src).await?;
-        let meta = file.metadata().await?;
-        let len = meta.len();
+        // server checks.
+        let signing = crate::auth::current_credentials().is_some();
+        let file = std::fs::File::open(src)?;
+        let meta = file.metadata()?;
         // The contents' own mtime travels with them (it may have been set by utimens).
         let mtime = meta.modified().ok().map(dfs_common::Timestamp::from_system);
-        let (body, len) = if len <= SMALL_BODY {
-            // One write with the headers: no per-chunk hops for small files. What is read is
-            // what is sent (a passthrough writer may be growing it; the caller checks).
-            let mut bytes = Vec::with_capacity(len as usize);
-            file.read_to_end(&mut bytes).await?;
+        let (body, len, sha) = if meta.len() <= INLINE_IO {
+            // Read and hashed right here: a thread hop would cost more than the work. What
+            // is read is what is sent (a passthrough writer may be growing it; the caller
+            // checks).
+            let mut bytes = Vec::with_capacity(meta.len() as usize);
+            std::io::Read::read_to_end(&mut &file, &mut bytes)?;
+            let sha = signing.then(|| dfs_common::hash::blob_id_of(&bytes).0);
             let n = bytes.len() as u64;
-            (full(bytes), n)
+            (full(bytes), n, sha)
         } else {
-            (Self::stream_file(file, len), len)
+            let sha = match signing {
+                false => None,
+                true => Some(Self::hash_file(src).await?),
+            };
+            let mut file = tokio::fs::File::from_std(file);
+            let (body, len) = if meta.len() <= SMALL_BODY {
+                // One write with the headers: no per-chunk hops.
+                let mut bytes = Vec::with_capacity(meta.len() as usize);
+                file.read_to_end(&mut bytes).await?;
+                let n = bytes.len() as u64;
+                (full(bytes), n)
+            } else {
+                (Self::stream_file(file, meta.len()), meta.len())
+            };
+            (body, len, sha)
         };
         let mut builder = self
             .request(Method::PUT, &format!("/v1/files/{ino}"))
@@ -439,6 +435,27 @@ impl Remote {
         }
         .await;
         result
+    }
+
+    /// The blob hash of the whole of `src`, computed off the async threads.
+    async fn hash_file(src: &Path) -> Result<[u8; 32], FsError> {
+        let src = src.to_path_buf();
+        tokio::task::spawn_blocking(move || -> std::io::Result<[u8; 32]> {
+            let mut f = std::fs::File::open(src)?;
+            let mut h = dfs_common::hash::BlobHasher::new();
+            let mut buf = vec![0u8; CHUNK];
+            loop {
+                let n = std::io::Read::read(&mut f, &mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+            }
+            Ok(h.finish().0)
+        })
+        .await
+        .map_err(|e| FsError::Io(e.to_string()))?
+        .map_err(FsError::from)
     }
 
     /// A body that streams `len` bytes of `file` in chunks; never the whole file in memory.

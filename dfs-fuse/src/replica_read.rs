@@ -97,7 +97,13 @@ pub(crate) async fn receive(
     idle: Duration,
 ) -> Result<(), FsError> {
     let ino = attr.ino;
-    let mut file = tokio::fs::File::create(dest).await?;
+    // A small file is gathered in memory and written with one call on this thread; a
+    // large one is written as it arrives, through the blocking pool.
+    let mut sink = if attr.size <= crate::remote::INLINE_IO {
+        Sink::Memory(Vec::with_capacity(attr.size as usize))
+    } else {
+        Sink::File(tokio::fs::File::create(dest).await?)
+    };
     let mut hasher = check.then(BlobHasher::new);
     let mut received = 0u64;
     loop {
@@ -124,12 +130,18 @@ pub(crate) async fn receive(
                     if let Some(h) = hasher.as_mut() {
                         h.update(&data);
                     }
-                    file.write_all(&data).await?;
+                    match &mut sink {
+                        Sink::Memory(bytes) => bytes.extend_from_slice(&data),
+                        Sink::File(file) => file.write_all(&data).await?,
+                    }
                 }
             }
         }
     }
-    file.flush().await?;
+    match sink {
+        Sink::Memory(bytes) => std::fs::write(dest, bytes)?,
+        Sink::File(mut file) => file.flush().await?,
+    }
     if received != attr.size {
         return Err(FsError::Unavailable(format!(
             "fetch of {ino} ended after {received} of {} bytes",
@@ -145,4 +157,10 @@ pub(crate) async fn receive(
         }
     }
     Ok(())
+}
+
+/// Where `receive` puts the bytes.
+enum Sink {
+    Memory(Vec<u8>),
+    File(tokio::fs::File),
 }

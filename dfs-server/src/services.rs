@@ -117,6 +117,28 @@ impl Services {
             .map_err(join_err)?
     }
 
+    /// Runs a short read of the namespace (a lookup, a getattr) on the calling async
+    /// thread: it takes microseconds from redb's cache, less than a hop to the blocking
+    /// pool and back.
+    pub fn read_now<T>(
+        &self,
+        f: impl FnOnce(&Namespace) -> Result<T, FsError>,
+    ) -> Result<T, FsError> {
+        f(&self.ns)
+    }
+
+    /// `observe` for a short read (see `read_now`), run on the calling async thread.
+    pub async fn observe_now<T>(
+        &self,
+        caller: Caller,
+        f: impl FnOnce(&Namespace) -> Result<(T, Vec<Ino>), FsError>,
+    ) -> Result<T, FsError> {
+        let _guard = self.gate.read().await;
+        let (value, inos) = f(&self.ns)?;
+        self.callbacks.promise(caller.client, &inos);
+        Ok(value)
+    }
+
     /// Runs a read of the namespace and gives `caller` a promise on the inos it returns.
     pub async fn observe<T: Send + 'static>(
         &self,

@@ -98,11 +98,11 @@ fn sticky_ok(caller: &Caller, dir: &Attr, victim: &Attr) -> bool {
 }
 
 async fn getattr(svc: &Arc<Services>, ino: Ino) -> Result<Attr, FsError> {
-    svc.blocking(move |ns, _| ns.getattr(ino)).await
+    svc.read_now(move |ns| ns.getattr(ino))
 }
 
 async fn lookup(svc: &Arc<Services>, parent: Ino, name: Vec<u8>) -> Result<Option<Attr>, FsError> {
-    match svc.blocking(move |ns, _| ns.lookup(parent, &name)).await {
+    match svc.read_now(move |ns| ns.lookup(parent, &name)) {
         Ok(a) => Ok(Some(a)),
         Err(FsError::NotFound) => Ok(None),
         Err(e) => Err(e),

@@ -39,6 +39,8 @@ enum Fetched {
 /// Blobs up to this size are read whole and checked before the answer starts, so a bad
 /// local copy is replaced from a replica without the client noticing.
 const CHECK_BEFORE_SERVING: u64 = 1 << 20;
+/// Blobs up to this size are read and checked on the async thread that serves the fetch.
+const READ_NOW: u64 = 128 << 10;
 
 /// `GET /v1/files/{ino}`.
 pub async fn fetch(
@@ -57,7 +59,7 @@ pub async fn fetch(
     drop(req);
     crate::auth::perm::authorize_file(svc, &caller, ino, false).await?;
     let fetched = svc
-        .observe(caller, move |ns, _| {
+        .observe_now(caller, move |ns| {
             let attr = ns.getattr(ino)?;
             regular(&attr)?;
             if have == Some(attr.version) {
@@ -128,15 +130,19 @@ async fn contents(
     loop {
         // A bad copy is dropped only if nothing replaced it since it was read.
         let read_at = crate::cluster::key::now_ms();
-        let read = svc
-            .blocking(move |_, blobs| {
+        let read = if size <= READ_NOW {
+            // Read and checked right here: a hop to the blocking pool costs more.
+            svc.blobs.read_verified(&id, size).map(Local::Checked)
+        } else {
+            svc.blocking(move |_, blobs| {
                 if size <= CHECK_BEFORE_SERVING {
                     blobs.read_verified(&id, size).map(Local::Checked)
                 } else {
                     blobs.open_blob(&id, size).map(Local::File)
                 }
             })
-            .await;
+            .await
+        };
         match read {
             Ok(Local::Checked(bytes)) => return Ok(Source::Here(wire::full(bytes))),
             Ok(Local::File(file)) => {

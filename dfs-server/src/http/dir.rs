@@ -38,7 +38,7 @@ pub async fn dispatch(
     let now = Timestamp::now();
     match request {
         DirRequest::Lookup { parent, name } => {
-            svc.observe(caller, move |ns, _| {
+            svc.observe_now(caller, move |ns| {
                 let attr = ns.lookup(parent, &name)?;
                 let ino = attr.ino;
                 Ok((DirReply::Attr(attr), vec![parent, ino]))
@@ -46,7 +46,7 @@ pub async fn dispatch(
             .await
         }
         DirRequest::GetAttr { ino } => {
-            svc.observe(caller, move |ns, _| {
+            svc.observe_now(caller, move |ns| {
                 Ok((DirReply::Attr(ns.getattr(ino)?), vec![ino]))
             })
             .await
@@ -59,7 +59,7 @@ pub async fn dispatch(
             .await
         }
         DirRequest::ReadLink { ino } => {
-            let target = svc.blocking(move |ns, _| ns.readlink(ino)).await?;
+            let target = svc.read_now(move |ns| ns.readlink(ino))?;
             Ok(DirReply::Target(target))
         }
         DirRequest::Validate { held } => {
