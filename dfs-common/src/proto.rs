@@ -184,6 +184,16 @@ pub enum DirReply {
         /// caller need not ask for them again.
         parent: Attr,
     },
+    /// Answer to `Mkdir`: the new directory's attributes and its parent's after the
+    /// change (the parent's times and link count changed), so the caller need not ask.
+    Made {
+        attr: Attr,
+        parent: Attr,
+    },
+    /// Answer to `Unlink` and `Rmdir`: the directory's attributes after the change.
+    Removed {
+        parent: Attr,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

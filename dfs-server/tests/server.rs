@@ -193,7 +193,7 @@ fn free_port() -> u16 {
 
 fn attr(reply: DirReply) -> Attr {
     match reply {
-        DirReply::Attr(a) => a,
+        DirReply::Attr(a) | DirReply::Made { attr: a, .. } => a,
         other => panic!("expected Attr, got {other:?}"),
     }
 }

@@ -2,7 +2,10 @@
 //! and closed on mount A is seen on mount B, which had the old version cached, within 1 s of
 //! A's close returning and without a remount (callbacks + kernel cache invalidation).
 
-use dfs_tests::{free_port, list, lstat, mkdir, read, remove_file, write, Mount, Server};
+use dfs_tests::{
+    free_port, list, lookup_path, lstat, mkdir, read, remove_file, write, Mount, Server,
+};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -197,4 +200,65 @@ fn shell_loop_redirect_is_stored_at_close() {
         Instant::now(),
         "loop output on the other mount",
     );
+}
+
+/// The answers to mkdir, unlink and rmdir carry the directory's new attributes, and the
+/// mount that made the change serves them without asking again. They must be the
+/// server's attributes after the change: at once on that mount, and within 1 s on the
+/// other one (which had the directory's attributes cached).
+#[test]
+fn directory_attributes_after_mkdir_unlink_and_rmdir_are_the_servers() {
+    let t = two_mounts();
+    let addr = t._server.addr();
+    mkdir(t.a.join("d")).unwrap();
+    write(t.a.join("d/f"), b"x").unwrap();
+    let seen = |m: &Mount| {
+        let st = lstat(m.join("d")).unwrap();
+        (
+            st.mtime(),
+            st.mtime_nsec(),
+            st.ctime(),
+            st.ctime_nsec(),
+            st.nlink(),
+        )
+    };
+    let on_server = || {
+        let a = lookup_path(&addr, "d").expect("d on the server");
+        (
+            a.mtime.secs,
+            a.mtime.nanos as i64,
+            a.ctime.secs,
+            a.ctime.nanos as i64,
+            a.nlink as u64,
+        )
+    };
+    let _ = seen(&t.b);
+    let steps: [(&str, &dyn Fn()); 3] = [
+        ("mkdir d/s", &|| mkdir(t.a.join("d/s")).unwrap()),
+        ("rm d/f", &|| remove_file(t.a.join("d/f")).unwrap()),
+        ("rmdir d/s", &|| {
+            std::fs::remove_dir(t.a.join("d/s")).unwrap()
+        }),
+    ];
+    for (what, step) in steps {
+        let before = on_server();
+        thread::sleep(Duration::from_millis(20));
+        step();
+        let want = on_server();
+        assert_ne!(before, want, "{what} changed nothing of d on the server");
+        assert_eq!(
+            seen(&t.a),
+            want,
+            "after {what}: d's (mtime, ctime, nlink) on the mount that made it"
+        );
+        let since = Instant::now();
+        while seen(&t.b) != want {
+            assert!(
+                since.elapsed() < VISIBLE_WITHIN,
+                "after {what}: d on the other mount is {:?}, the server's {want:?}",
+                seen(&t.b)
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
 }

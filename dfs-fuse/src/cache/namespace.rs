@@ -241,8 +241,14 @@ impl CacheManager {
             gid,
         };
         let t = self.ticket();
-        let attr = self.attr_call(req, "mkdir").await?;
+        let (attr, parent_attr) = match self.remote.dir(&req).await? {
+            DirReply::Made { attr, parent } => (attr, parent),
+            _ => return Err(unexpected("mkdir")),
+        };
+        self.remember_attr(&attr, t);
         self.added_entry(parent, name, &attr, t);
+        // The server's answer carries the parent's new times: no GETATTR for them.
+        self.remember_attr(&parent_attr, t);
         // We made it: it is empty, and the server gave us a promise on it.
         let stamp = self.validity.stamp(t);
         self.meta
@@ -302,6 +308,7 @@ impl CacheManager {
     }
 
     async fn entry_call(&self, req: DirRequest, dir: Ino, name: &[u8]) -> Result<(), FsError> {
+        let t = self.ticket();
         let result = self.remote.dir(&req).await;
         if result.is_ok() {
             self.removed_entry(dir, name);
@@ -309,7 +316,11 @@ impl CacheManager {
             self.meta.lock().unwrap().forget_entry(dir, name);
         }
         match result? {
-            DirReply::Empty => Ok(()),
+            DirReply::Removed { parent } => {
+                // The directory's new times came with the answer: no GETATTR for them.
+                self.remember_attr(&parent, t);
+                Ok(())
+            }
             _ => Err(unexpected("namespace change")),
         }
     }

@@ -166,9 +166,8 @@ pub async fn dispatch(
                 svc.sync_through(seq).await?;
             }
             // Read after the grant: no store can land between these attributes and the lock.
-            let (attr, parent) = svc
-                .blocking(move |ns, _| Ok((ns.getattr(created.ino)?, ns.getattr(parent)?)))
-                .await?;
+            let (attr, parent) =
+                svc.read_now(|ns| Ok((ns.getattr(created.ino)?, ns.getattr(parent)?)))?;
             Ok(DirReply::Created {
                 attr,
                 lock,
@@ -191,7 +190,12 @@ pub async fn dispatch(
                 gid,
                 now,
             };
-            attr_of(svc.mutate(caller, cmd, vec![parent], None).await?)
+            let out = svc.mutate(caller, cmd, vec![parent], None).await?;
+            let attr = out
+                .attr
+                .ok_or_else(|| FsError::Io("mkdir returned no attributes".into()))?;
+            let parent = svc.read_now(|ns| ns.getattr(parent))?;
+            Ok(DirReply::Made { attr, parent })
         }
         DirRequest::Symlink {
             parent,
@@ -225,13 +229,15 @@ pub async fn dispatch(
         }
         DirRequest::Unlink { parent, name } => {
             let cmd = NsCommand::Unlink { parent, name, now };
-            svc.mutate(caller, cmd, Vec::new(), None).await?;
-            Ok(DirReply::Empty)
+            svc.mutate(caller, cmd, vec![parent], None).await?;
+            let parent = svc.read_now(|ns| ns.getattr(parent))?;
+            Ok(DirReply::Removed { parent })
         }
         DirRequest::Rmdir { parent, name } => {
             let cmd = NsCommand::Rmdir { parent, name, now };
-            svc.mutate(caller, cmd, Vec::new(), None).await?;
-            Ok(DirReply::Empty)
+            svc.mutate(caller, cmd, vec![parent], None).await?;
+            let parent = svc.read_now(|ns| ns.getattr(parent))?;
+            Ok(DirReply::Removed { parent })
         }
         DirRequest::Rename {
             parent,
