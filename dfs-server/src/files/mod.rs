@@ -217,7 +217,7 @@ pub async fn store(
         Some(v) => Some(codec::from_header::<Timestamp>(v)?),
     };
     // Refuse before reading a byte when the target cannot take contents.
-    let current = svc.blocking(move |ns, _| ns.getattr(ino)).await?;
+    let current = svc.read_now(|ns| ns.getattr(ino))?;
     regular(&current)?;
     // Fencing: a writer whose lock lapsed (or anyone, while another client holds the
     // writers' lock) must not store. Checked here, and again right before the commit.
