@@ -26,3 +26,4 @@ pub mod lock;
 pub mod namespace;
 pub mod services;
 pub mod tx;
+pub mod wal;

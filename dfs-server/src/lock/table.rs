@@ -76,9 +76,11 @@ pub fn db_err<E: Into<redb::Error>>(e: E) -> FsError {
 
 /// Opens (or creates) the lock database; returns it and the next fencing token.
 pub fn open(path: &Path) -> Result<(Database, u64), FsError> {
+    // Durable grants cost one append to a log beside the file (crate::wal).
+    let backend = crate::wal::WalFile::open(path).map_err(|e| db_err(redb::Error::Io(e)))?;
     let db = Database::builder()
         .set_cache_size(CACHE_BYTES)
-        .create(path)
+        .create_with_backend(backend)
         .map_err(db_err)?;
     let txn = db.begin_write().map_err(db_err)?;
     let next = {

@@ -173,7 +173,11 @@ impl Namespace {
     /// Opens (or creates) the database at `path`. A fresh namespace gets its root directory
     /// (ino 1, owned by 0:0, permission bits `root_mode`, times `now`).
     pub fn open(path: &Path, root_mode: u32, now: Timestamp) -> Result<Namespace, FsError> {
-        let db = Database::create(path).map_err(db_err)?;
+        // Commits are made durable by one append to a log beside the file (crate::wal).
+        let backend = crate::wal::WalFile::open(path).map_err(|e| db_err(redb::Error::Io(e)))?;
+        let db = redb::Builder::new()
+            .create_with_backend(backend)
+            .map_err(db_err)?;
         let ns = Namespace {
             db,
             group: durable::GroupCommit::default(),
