@@ -14,6 +14,7 @@ pub mod journal;
 mod journal_tests;
 #[cfg(test)]
 mod tests;
+mod writer;
 
 use bytes::Bytes;
 use dfs_common::hash::BlobHasher;
@@ -27,7 +28,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
 use index::{BlobIndex, Held};
@@ -284,15 +285,23 @@ impl BlobStore {
         B::Error: Display,
     {
         let (file, mut temp) = self.new_temp()?;
-        let mut file = tokio::fs::File::from_std(file);
+        let mut out = writer::Writer::start(file);
         let mut src = CheckedBody::new(body, expected_len);
-        while let Some(data) = src.next().await? {
-            file.write_all(&data).await?;
+        let received = async {
+            while let Some(data) = src.next().await? {
+                out.write(&data).await?;
+            }
+            src.finish(expected)
         }
-        let (id, total) = src.finish(expected)?;
-        file.flush().await?;
-        file.sync_all().await?;
-        drop(file);
+        .await;
+        let (id, total) = match received {
+            Ok(r) => r,
+            Err(e) => {
+                out.abandon().await;
+                return Err(e);
+            }
+        };
+        out.finish().await?;
         temp.id = id;
         temp.size = total;
         Ok(temp)

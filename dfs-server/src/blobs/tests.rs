@@ -268,3 +268,30 @@ fn resized_copies_truncate_and_zero_extend() {
     let p = t.store.install(long).unwrap();
     assert_eq!(fs::read(t.store.path(&p.id)).unwrap(), b"hello world\0\0\0");
 }
+
+/// A body of many writer chunks (and several writeback kicks) arrives whole; one that
+/// fails after some of them leaves no file behind.
+#[tokio::test]
+async fn large_bodies_arrive_whole_or_leave_nothing() {
+    let t = fresh();
+    let data: Vec<u8> = (0..20usize << 20).map(|i| (i % 253) as u8).collect();
+    let chunks = |upto: usize| -> Chunks {
+        data[..upto]
+            .chunks(300_000)
+            .map(|c| Ok(Frame::data(Bytes::copy_from_slice(c))))
+            .collect()
+    };
+    let mut cut = chunks(12 << 20);
+    cut.push(Err(io::Error::new(io::ErrorKind::ConnectionReset, "gone")));
+    let r = t.store.receive(body(cut), data.len() as u64, None).await;
+    assert!(matches!(r, Err(FsError::BadRequest(_))), "{r:?}");
+    assert_eq!(files_under(&t.dir.path().join("blobs")), 0);
+
+    let temp = t
+        .store
+        .receive(body(chunks(data.len())), data.len() as u64, None)
+        .await
+        .unwrap();
+    assert_eq!(temp.id, blob_id_of(&data));
+    assert_eq!(std::fs::read(&temp.path).unwrap(), data);
+}
