@@ -144,3 +144,20 @@ fn a_second_open_of_the_same_database_is_refused() {
     let err = WalFile::open(&path).unwrap_err();
     assert!(err.to_string().contains("in use"), "{err}");
 }
+
+#[test]
+fn a_clean_close_keeps_commits_that_were_not_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.redb");
+    let db = db_at(&path);
+    put(&db, 1, b"durable", true);
+    put(&db, 2, b"not durable", false);
+    drop(db);
+    let db = db_at(&path);
+    assert_eq!(get(&db, 1), Some(b"durable".to_vec()));
+    assert_eq!(
+        get(&db, 2),
+        Some(b"not durable".to_vec()),
+        "redb syncs at a clean close; the log must carry that sync"
+    );
+}
