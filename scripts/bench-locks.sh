@@ -50,7 +50,9 @@ for _ in $(seq 200); do
 done
 
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$server_pid/status"; }
-db_mib() { du -k "$work/data/locks.redb" | awk '{printf "%.1f", $1/1024}'; }
+# The lock table's file and its write-ahead log (recent commits live in the log until a
+# checkpoint writes them into the file).
+db_mib() { du -ck "$work/data/locks.redb" "$work/data/locks.redb.wal" 2>/dev/null | awk '/total$/ {printf "%.1f", $1/1024}'; }
 
 echo "lock+unlock throughput ($PAIR_SECS s each, pool $POOL, $(nproc) cores):"
 printf '  %-8s %12s\n' clients pairs/s
