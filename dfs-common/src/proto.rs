@@ -131,17 +131,7 @@ pub enum DirRequest {
     /// Changes what is `Some`. `size` truncates or zero-extends the contents (a new version).
     SetAttr {
         ino: Ino,
-        mode: Option<u32>,
-        uid: Option<u32>,
-        gid: Option<u32>,
-        size: Option<u64>,
-        atime: Option<SetTime>,
-        mtime: Option<SetTime>,
-        /// The caller created this file with a create that is not durable yet
-        /// (`Created { durable: false }`) and will store it at its close: the change may
-        /// wait for that store's commit to reach the disk (a crash before then forgets the
-        /// whole file, and that close fails). Ignored when `size` is set.
-        defer_sync: bool,
+        change: AttrChange,
     },
     ReadLink {
         ino: Ino,
@@ -194,6 +184,22 @@ pub enum DirReply {
     Removed {
         parent: Attr,
     },
+}
+
+/// What a `DirRequest::SetAttr` changes (`None`: leave as is).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttrChange {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<SetTime>,
+    pub mtime: Option<SetTime>,
+    /// The caller created this file with a create that is not durable yet
+    /// (`Created { durable: false }`) and will store it at its close: the change may
+    /// wait for that store's commit to reach the disk (a crash before then forgets the
+    /// whole file, and that close fails). Ignored when `size` is set.
+    pub defer_sync: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -32,6 +32,8 @@ const RECORD_MAGIC: u64 = u64::from_le_bytes(*b"dfswalrc");
 /// magic, generation, seq, database length, page count.
 const RECORD_HEAD: usize = 5 * 8;
 const CHECKSUM: usize = 32;
+/// More pages than any commit writes (1 GiB): a count past it is not a record.
+const MAX_RECORD_PAGES: u64 = (1 << 30) / PAGE;
 
 type Page = Box<[u8]>;
 
@@ -153,7 +155,7 @@ impl State {
         if u64_at(&head, 0) != RECORD_MAGIC
             || u64_at(&head, 8) != generation
             || u64_at(&head, 16) != seq
-            || n > LOG_CAP.max(1 << 30) / PAGE
+            || n > MAX_RECORD_PAGES
         {
             return Ok(None);
         }

@@ -5,7 +5,7 @@
 
 use super::meta::DirItem;
 use super::{CacheManager, Invalidation};
-use dfs_common::proto::{DirReply, DirRequest, StatFs, READDIR_PAGE};
+use dfs_common::proto::{AttrChange, DirReply, DirRequest, StatFs, READDIR_PAGE};
 use dfs_common::types::SetTime;
 use dfs_common::types::NAME_MAX;
 use dfs_common::{Attr, FsError, Ino};
@@ -445,8 +445,7 @@ impl CacheManager {
             let attr = self.getattr(ino).await?;
             return Ok(self.overlay(attr));
         }
-        let req = DirRequest::SetAttr {
-            ino,
+        let change = AttrChange {
             mode,
             uid,
             gid,
@@ -455,6 +454,7 @@ impl CacheManager {
             mtime,
             defer_sync: self.unsynced_create(ino),
         };
+        let req = DirRequest::SetAttr { ino, change };
         let attr = self.attr_call(req, "setattr").await?;
         if size.is_some() {
             // The server made a new version; our copy (if any) is now old.

@@ -10,7 +10,7 @@
 
 use crate::services::{Caller, Services};
 use dfs_common::auth::Identity;
-use dfs_common::proto::DirRequest;
+use dfs_common::proto::{AttrChange, DirRequest};
 use dfs_common::types::SetTime;
 use dfs_common::{Attr, FsError, Ino};
 use std::sync::Arc;
@@ -97,11 +97,11 @@ fn sticky_ok(caller: &Caller, dir: &Attr, victim: &Attr) -> bool {
     dir.mode & 0o1000 == 0 || caller.admin || caller.uid == dir.uid || caller.uid == victim.uid
 }
 
-async fn getattr(svc: &Arc<Services>, ino: Ino) -> Result<Attr, FsError> {
+fn getattr(svc: &Arc<Services>, ino: Ino) -> Result<Attr, FsError> {
     svc.read_now(move |ns| ns.getattr(ino))
 }
 
-async fn lookup(svc: &Arc<Services>, parent: Ino, name: Vec<u8>) -> Result<Option<Attr>, FsError> {
+fn lookup(svc: &Arc<Services>, parent: Ino, name: Vec<u8>) -> Result<Option<Attr>, FsError> {
     match svc.read_now(move |ns| ns.lookup(parent, &name)) {
         Ok(a) => Ok(Some(a)),
         Err(FsError::NotFound) => Ok(None),
@@ -109,26 +109,26 @@ async fn lookup(svc: &Arc<Services>, parent: Ino, name: Vec<u8>) -> Result<Optio
     }
 }
 
-async fn need(
+fn need(
     svc: &Arc<Services>,
     caller: &Caller,
     ino: Ino,
     want: u32,
     what: &str,
 ) -> Result<Attr, FsError> {
-    let a = getattr(svc, ino).await?;
+    let a = getattr(svc, ino)?;
     require(caller, &a, want, what)?;
     Ok(a)
 }
 
-async fn removable(
+fn removable(
     svc: &Arc<Services>,
     caller: &Caller,
     parent: Ino,
     name: &[u8],
 ) -> Result<(), FsError> {
-    let dir = need(svc, caller, parent, W | X, "remove an entry of").await?;
-    if let Some(victim) = lookup(svc, parent, name.to_vec()).await? {
+    let dir = need(svc, caller, parent, W | X, "remove an entry of")?;
+    if let Some(victim) = lookup(svc, parent, name.to_vec())? {
         if !sticky_ok(caller, &dir, &victim) {
             return Err(denied(caller, "remove (sticky directory)", victim.ino));
         }
@@ -137,7 +137,7 @@ async fn removable(
 }
 
 /// Checks a directory request, and makes new inodes belong to the caller.
-pub async fn authorize_dir(
+pub fn authorize_dir(
     svc: &Arc<Services>,
     caller: &Caller,
     req: &mut DirRequest,
@@ -150,10 +150,8 @@ pub async fn authorize_dir(
         | DirRequest::ReadLink { .. }
         | DirRequest::Validate { .. }
         | DirRequest::StatFs => Ok(()),
-        DirRequest::Lookup { parent, .. } => {
-            need(svc, caller, *parent, X, "search").await.map(drop)
-        }
-        DirRequest::ReadDir { dir, .. } => need(svc, caller, *dir, R, "list").await.map(drop),
+        DirRequest::Lookup { parent, .. } => need(svc, caller, *parent, X, "search").map(drop),
+        DirRequest::ReadDir { dir, .. } => need(svc, caller, *dir, R, "list").map(drop),
         DirRequest::Create {
             parent, uid, gid, ..
         }
@@ -166,16 +164,16 @@ pub async fn authorize_dir(
         | DirRequest::Symlink {
             parent, uid, gid, ..
         } => {
-            need(svc, caller, *parent, W | X, "create in").await?;
+            need(svc, caller, *parent, W | X, "create in")?;
             *uid = caller.uid;
             *gid = caller.gid;
             Ok(())
         }
-        DirRequest::Link { new_parent, .. } => need(svc, caller, *new_parent, W | X, "link into")
-            .await
-            .map(drop),
+        DirRequest::Link { new_parent, .. } => {
+            need(svc, caller, *new_parent, W | X, "link into").map(drop)
+        }
         DirRequest::Unlink { parent, name } | DirRequest::Rmdir { parent, name } => {
-            removable(svc, caller, *parent, name).await
+            removable(svc, caller, *parent, name)
         }
         DirRequest::Rename {
             parent,
@@ -184,20 +182,20 @@ pub async fn authorize_dir(
             new_name,
             ..
         } => {
-            removable(svc, caller, *parent, name).await?;
-            removable(svc, caller, *new_parent, new_name).await
+            removable(svc, caller, *parent, name)?;
+            removable(svc, caller, *new_parent, new_name)
         }
-        DirRequest::SetAttr {
-            ino,
-            mode,
-            uid,
-            gid,
-            size,
-            atime,
-            mtime,
-            defer_sync: _,
-        } => {
-            let a = getattr(svc, *ino).await?;
+        DirRequest::SetAttr { ino, change } => {
+            let AttrChange {
+                mode,
+                uid,
+                gid,
+                size,
+                atime,
+                mtime,
+                defer_sync: _,
+            } = change;
+            let a = getattr(svc, *ino)?;
             let owner = caller.admin || caller.uid == a.uid;
             if uid.is_some_and(|u| u != a.uid) && !caller.admin {
                 return Err(FsError::NotPermitted(
@@ -238,7 +236,7 @@ pub async fn authorize_dir(
 }
 
 /// Checks a fetch (`write == false`) or a store of `ino`.
-pub async fn authorize_file(
+pub fn authorize_file(
     svc: &Arc<Services>,
     caller: &Caller,
     ino: Ino,
@@ -248,8 +246,8 @@ pub async fn authorize_file(
         return Ok(());
     }
     if write {
-        need(svc, caller, ino, W, "write").await.map(drop)
+        need(svc, caller, ino, W, "write").map(drop)
     } else {
-        need(svc, caller, ino, R, "read").await.map(drop)
+        need(svc, caller, ino, R, "read").map(drop)
     }
 }

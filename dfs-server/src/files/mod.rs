@@ -13,7 +13,7 @@ use crate::namespace::{Contents, NsCommand};
 use crate::services::{Caller, Services};
 use dfs_common::cluster as cluster_proto;
 use dfs_common::locks::HDR_FENCE;
-use dfs_common::proto::{HDR_ATTR, HDR_HAVE_VERSION, HDR_MTIME, HDR_SHA256};
+use dfs_common::proto::{AttrChange, HDR_ATTR, HDR_HAVE_VERSION, HDR_MTIME, HDR_SHA256};
 use dfs_common::types::SetTime;
 use dfs_common::{codec, Attr, BlobId, FileKind, FsError, Ino, Timestamp};
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE};
@@ -57,7 +57,7 @@ pub async fn fetch(
         .is_some();
     let replica_ok = req.headers().contains_key(cluster_proto::HDR_REPLICA_OK) && !privacy;
     drop(req);
-    crate::auth::perm::authorize_file(svc, &caller, ino, false).await?;
+    crate::auth::perm::authorize_file(svc, &caller, ino, false)?;
     let fetched = svc
         .observe_now(caller, move |ns| {
             let attr = ns.getattr(ino)?;
@@ -195,7 +195,7 @@ pub async fn store(
     ino: Ino,
     req: Request<ReqBody>,
 ) -> Result<Response<ResBody>, FsError> {
-    crate::auth::perm::authorize_file(svc, &caller, ino, true).await?;
+    crate::auth::perm::authorize_file(svc, &caller, ino, true)?;
     let (parts, body) = req.into_parts();
     let len = wire::header_u64(&parts.headers, CONTENT_LENGTH.as_str())?
         .ok_or_else(|| FsError::BadRequest("a store needs a content-length".into()))?;
@@ -287,18 +287,6 @@ fn resolve(t: Option<SetTime>, now: Timestamp) -> Option<Timestamp> {
         SetTime::Now => now,
         SetTime::At(t) => t,
     })
-}
-
-/// What a `DirRequest::SetAttr` changes (`None`: leave as is).
-pub struct AttrChange {
-    pub mode: Option<u32>,
-    pub uid: Option<u32>,
-    pub gid: Option<u32>,
-    pub size: Option<u64>,
-    pub atime: Option<SetTime>,
-    pub mtime: Option<SetTime>,
-    /// Answer before the change is durable (see `DirRequest::SetAttr`); not with `size`.
-    pub defer_sync: bool,
 }
 
 /// `DirRequest::SetAttr`. A size change writes a truncated or zero-extended copy of the

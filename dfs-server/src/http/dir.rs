@@ -24,7 +24,7 @@ pub async fn handle(
     let (parts, body) = req.into_parts();
     let bytes = read_limited(body, &parts.headers, MAX_DIR_REQUEST).await?;
     let mut request: DirRequest = codec::decode(&bytes)?;
-    crate::auth::perm::authorize_dir(svc, &caller, &mut request).await?;
+    crate::auth::perm::authorize_dir(svc, &caller, &mut request)?;
     let reply = dispatch(svc, caller, request).await?;
     Ok(bincode_response(&reply))
 }
@@ -79,25 +79,7 @@ pub async fn dispatch(
                 files,
             }))
         }
-        DirRequest::SetAttr {
-            ino,
-            mode,
-            uid,
-            gid,
-            size,
-            atime,
-            mtime,
-            defer_sync,
-        } => {
-            let change = files::AttrChange {
-                mode,
-                uid,
-                gid,
-                size,
-                atime,
-                mtime,
-                defer_sync,
-            };
+        DirRequest::SetAttr { ino, change } => {
             let attr = files::setattr(svc, caller, ino, change).await?;
             Ok(DirReply::Attr(attr))
         }

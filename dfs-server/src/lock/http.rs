@@ -49,7 +49,7 @@ async fn authorize(svc: &Arc<Services>, caller: &Caller, r: &LockRequest) -> Res
         ));
     }
     let write = r.class == dfs_common::locks::LockClass::Open;
-    crate::auth::perm::authorize_file(svc, caller, r.ino, write).await
+    crate::auth::perm::authorize_file(svc, caller, r.ino, write)
 }
 
 pub async fn handle(

@@ -146,7 +146,7 @@ impl LockService {
 
     /// Runs `f` on a fresh snapshot, on the calling async thread: a read of the lock
     /// table takes microseconds from redb's cache, less than a hop to the blocking pool.
-    async fn read<T>(&self, f: impl FnOnce(&Snapshot) -> Result<T, FsError>) -> Result<T, FsError> {
+    fn read<T>(&self, f: impl FnOnce(&Snapshot) -> Result<T, FsError>) -> Result<T, FsError> {
         f(&Snapshot::new(&self.db)?)
     }
 
@@ -306,17 +306,15 @@ impl LockService {
         let idx = [self.stripe_of(req.ino)];
         let guards = self.lock_stripes(&idx).await;
         let ino = req.ino;
-        let decided = self
-            .read(move |snap| {
-                let now = now_ms();
-                let Some(mut rec) = snap.record(ino)? else {
-                    return Ok(None);
-                };
-                rec.prune(now);
-                let n = rec.release(req.class, client, req.owner, req.range);
-                Ok((n > 0).then_some((n, rec)))
-            })
-            .await?;
+        let decided = self.read(move |snap| {
+            let now = now_ms();
+            let Some(mut rec) = snap.record(ino)? else {
+                return Ok(None);
+            };
+            rec.prune(now);
+            let n = rec.release(req.class, client, req.owner, req.range);
+            Ok((n > 0).then_some((n, rec)))
+        })?;
         let Some((released, rec)) = decided else {
             return Err(FsError::NotFound);
         };
@@ -347,7 +345,6 @@ impl LockService {
                 Some(holder) => TestReply::Conflict { holder },
             })
         })
-        .await
     }
 
     /// `/v1/locks/list`: the live locks of one file, or a page of all (in ino order; a page
@@ -387,7 +384,6 @@ impl LockService {
             }
             Ok(out)
         })
-        .await
     }
 
     /// Applies `f` to the records of `inos` under their stripes (after dropping expired
@@ -400,28 +396,26 @@ impl LockService {
     ) -> Result<(u32, usize), FsError> {
         let idx = self.stripes_of(inos.iter().copied());
         let guards = self.lock_stripes(&idx).await;
-        let (total, puts) = self
-            .read(move |snap| {
-                let now = now_ms();
-                let mut total = 0u32;
-                let mut puts = Vec::new();
-                for ino in inos {
-                    let Some(mut rec) = snap.record(ino)? else {
-                        continue;
-                    };
-                    let pruned = rec.prune(now);
-                    let (changed, n) = f(&mut rec, now);
-                    total = total.saturating_add(n);
-                    if pruned || changed {
-                        puts.push(Put {
-                            ino,
-                            record: Some(rec),
-                        });
-                    }
+        let (total, puts) = self.read(move |snap| {
+            let now = now_ms();
+            let mut total = 0u32;
+            let mut puts = Vec::new();
+            for ino in inos {
+                let Some(mut rec) = snap.record(ino)? else {
+                    continue;
+                };
+                let pruned = rec.prune(now);
+                let (changed, n) = f(&mut rec, now);
+                total = total.saturating_add(n);
+                if pruned || changed {
+                    puts.push(Put {
+                        ino,
+                        record: Some(rec),
+                    });
                 }
-                Ok((total, puts))
-            })
-            .await?;
+            }
+            Ok((total, puts))
+        })?;
         let written = puts.len();
         self.writer
             .submit(
@@ -442,9 +436,7 @@ impl LockService {
         let mut renewed = 0u32;
         let mut after = None;
         loop {
-            let inos = self
-                .read(move |snap| snap.client_inos(client, after, CHUNK))
-                .await?;
+            let inos = self.read(move |snap| snap.client_inos(client, after, CHUNK))?;
             let Some(&last) = inos.last() else { break };
             let full = inos.len() == CHUNK;
             let (n, _) = self
@@ -460,21 +452,19 @@ impl LockService {
             after = Some(last);
         }
         let held = req.held;
-        let lost = self
-            .read(move |snap| {
-                let now = now_ms();
-                let mut lost = Vec::new();
-                for (ino, class, owner) in held {
-                    let holds = snap
-                        .record(ino)?
-                        .is_some_and(|r| r.holds(class, client, owner, now));
-                    if !holds {
-                        lost.push((ino, class, owner));
-                    }
+        let lost = self.read(move |snap| {
+            let now = now_ms();
+            let mut lost = Vec::new();
+            for (ino, class, owner) in held {
+                let holds = snap
+                    .record(ino)?
+                    .is_some_and(|r| r.holds(class, client, owner, now));
+                if !holds {
+                    lost.push((ino, class, owner));
                 }
-                Ok(lost)
-            })
-            .await?;
+            }
+            Ok(lost)
+        })?;
         Ok(RenewReply {
             renewed,
             lost,
@@ -488,9 +478,7 @@ impl LockService {
         let mut changed = 0u64;
         loop {
             let now = now_ms();
-            let keys = self
-                .read(move |snap| snap.expired(cursor, now, CHUNK))
-                .await?;
+            let keys = self.read(move |snap| snap.expired(cursor, now, CHUNK))?;
             let Some(&last) = keys.last() else { break };
             let full = keys.len() == CHUNK;
             let inos = keys.into_iter().map(|(_, ino)| ino).collect();
@@ -512,12 +500,10 @@ impl LockService {
         ino: Ino,
         fence: Option<u64>,
     ) -> Result<(), FsError> {
-        let writer: Option<Holder> = self
-            .read(move |snap| {
-                let now = now_ms();
-                Ok(snap.record(ino)?.and_then(|r| r.writer(now).cloned()))
-            })
-            .await?;
+        let writer: Option<Holder> = self.read(move |snap| {
+            let now = now_ms();
+            Ok(snap.record(ino)?.and_then(|r| r.writer(now).cloned()))
+        })?;
         match (fence, writer) {
             (Some(t), Some(w)) if w.client == client && w.token == t => Ok(()),
             (Some(t), Some(w)) => Err(FsError::Stale(format!(
