@@ -138,6 +138,7 @@ impl Dfs {
 
 impl DfsFile {
     pub async fn read_at(&self, offset: u64, len: u32) -> Result<Vec<u8>, FsError> {
+        self.dfs.mgr.wait_readable(self.fh, offset, len).await?;
         let (mgr, fh) = (self.dfs.mgr.clone(), self.fh);
         tokio::task::spawn_blocking(move || mgr.read(fh, offset, len))
             .await

@@ -4,6 +4,7 @@
 //! `FsError::Unavailable`. It must not know about caches, handles or FUSE.
 
 use crate::auth::Signed;
+use crate::cache::filling::Filling;
 use bytes::Bytes;
 use dfs_common::auth;
 use dfs_common::codec;
@@ -266,25 +267,31 @@ impl Remote {
     /// When the server's node holds no copy of the contents, it names the nodes that do
     /// and this reads them from there (checked against the signed blob id), trying each
     /// in turn; if none serves a good copy, the server is asked again to fetch it itself.
-    pub async fn fetch(
+    pub(crate) async fn fetch(
         &self,
         ino: Ino,
         have_version: Option<u64>,
         dest: &Path,
+        progress: Option<&Filling>,
     ) -> Result<Fetched, FsError> {
         // At the privacy level only the server's sealed answer may carry contents.
         let replica_ok =
             !(crate::privacy::enabled() && crate::auth::current_credentials().is_some());
-        let (attr, nodes, token) =
-            match self.fetch_from(ino, have_version, dest, replica_ok).await? {
-                FetchOutcome::Done(f) => return Ok(f),
-                FetchOutcome::Elsewhere { attr, nodes, token } => (attr, nodes, token),
-            };
+        let (attr, nodes, token) = match self
+            .fetch_from(ino, have_version, dest, replica_ok, progress)
+            .await?
+        {
+            FetchOutcome::Done(f) => return Ok(f),
+            FetchOutcome::Elsewhere { attr, nodes, token } => (attr, nodes, token),
+        };
         match crate::replica_read::read(&self.http, &attr, &nodes, &token, dest).await {
             Ok(()) => Ok(Fetched::Fetched(attr)),
             Err(e) => {
                 log::warn!("inode {ino}: no node named by the server served its contents ({e}); asking the server");
-                match self.fetch_from(ino, have_version, dest, false).await? {
+                match self
+                    .fetch_from(ino, have_version, dest, false, progress)
+                    .await?
+                {
                     FetchOutcome::Done(f) => Ok(f),
                     FetchOutcome::Elsewhere { .. } => Err(FsError::Io(
                         "the server sent a fetch elsewhere that asked not to be".into(),
@@ -300,6 +307,7 @@ impl Remote {
         have_version: Option<u64>,
         dest: &Path,
         replica_ok: bool,
+        progress: Option<&Filling>,
     ) -> Result<FetchOutcome, FsError> {
         let mut builder = self.request(Method::GET, &format!("/v1/files/{ino}"));
         if let Some(v) = have_version {
@@ -367,7 +375,8 @@ impl Remote {
                 .boxed(),
         };
         // Signed fetches check the contents against the (signed) blob id.
-        crate::replica_read::receive(body, &attr, dest, signed.is_some(), IDLE_TIMEOUT).await?;
+        crate::replica_read::receive(body, &attr, dest, signed.is_some(), IDLE_TIMEOUT, progress)
+            .await?;
         Ok(FetchOutcome::Done(Fetched::Fetched(attr)))
     }
 

@@ -6,6 +6,7 @@
 //! (`FileNode`) and handles. Must not touch the namespace.
 
 use super::disk::CacheEntry;
+use super::filling::Filling;
 use super::CacheManager;
 use crate::remote::Fetched;
 use dfs_common::{FsError, Ino, Timestamp};
@@ -22,12 +23,14 @@ pub(crate) struct FileNode {
     /// Serializes taking and giving back the writers' lock of this inode.
     pub(super) grant: tokio::sync::Mutex<()>,
     /// Serializes the slow steps on one inode: making the copy current, storing it,
-    /// truncating it.
-    pub(super) op: tokio::sync::Mutex<()>,
+    /// truncating it. A fetch that goes on after its open was answered holds it to the end.
+    pub(super) op: Arc<tokio::sync::Mutex<()>>,
     /// `write` shares it; a store in flight holds it exclusively so the upload is a
     /// consistent snapshot.
     pub(super) gate: tokio::sync::RwLock<()>,
     pub(super) local: Mutex<Local>,
+    /// Signalled when the last plain handle goes (see `Local::plain_opens`).
+    pub(super) plain_gone: tokio::sync::Notify,
 }
 
 #[derive(Default)]
@@ -57,6 +60,10 @@ pub(super) struct Local {
     /// Created by us and not durable on the server until our first store: if the server
     /// no longer knows it, a crash forgot it, and close must fail rather than drop the data.
     pub(super) unsynced_create: bool,
+    /// Open handles answered through this daemon because the kernel cannot have the copy
+    /// yet (it was still being fetched): while any is open, every open is answered so (the
+    /// kernel refuses passthrough and cached opens of one inode at once).
+    pub(super) plain_opens: u32,
 }
 
 /// Size and mtime of a file, to tell whether it changed.
@@ -75,13 +82,33 @@ pub struct FileHandle {
     pub(super) file: Arc<File>,
     /// The version of the copy `file` holds.
     pub(super) version: u64,
+    /// Set when `file` was still being fetched at open: reads wait for their bytes.
+    pub(super) filling: Option<Arc<Filling>>,
+    /// Counted in the node's `plain_opens`.
+    pub(super) plain: bool,
 }
 
 pub struct OpenResult {
     pub fh: u64,
     /// The kernel may keep the pages it has: the contents did not change since.
     pub keep_cache: bool,
+    /// Reads must come to this daemon (no passthrough): the copy is still being fetched,
+    /// or another open of the inode reads it so.
+    pub plain: bool,
+    /// Reads bypass the kernel's page cache too (FOPEN_DIRECT_IO): the copy is still
+    /// being fetched. Pages cached now would only be dropped, at a cost that grows with
+    /// the file, by the next (passthrough) open.
+    pub direct: bool,
 }
+
+/// A cold read-only open of a file at least this big is answered once its fetch has
+/// started; reads wait for their own bytes only. Smaller files arrive in a few ms whole.
+pub(crate) const STREAM_FROM: u64 = 4 << 20;
+
+/// How long an open waits for the release of plain handles before it answers plain too.
+/// The kernel sends RELEASE after close(2) has returned, so a reader that closes and
+/// reopens at once would otherwise lose passthrough for its second open.
+const PLAIN_RELEASE_GRACE: std::time::Duration = std::time::Duration::from_millis(20);
 
 impl CacheManager {
     pub(super) fn node(&self, ino: Ino) -> Arc<FileNode> {
@@ -93,9 +120,10 @@ impl CacheManager {
                 Arc::new(FileNode {
                     ino,
                     grant: tokio::sync::Mutex::new(()),
-                    op: tokio::sync::Mutex::new(()),
+                    op: Arc::new(tokio::sync::Mutex::new(())),
                     gate: tokio::sync::RwLock::new(()),
                     local: Mutex::new(Local::default()),
+                    plain_gone: tokio::sync::Notify::new(),
                 })
             })
             .clone()
@@ -137,8 +165,13 @@ impl CacheManager {
     }
 
     /// Makes the on-disk copy of `ino` current with the server (or keeps a stale one when
-    /// the server cannot be reached), and records its version in `node`.
-    async fn make_current(&self, node: &FileNode) -> Result<(), FsError> {
+    /// the server cannot be reached), and records its version in `node`. With `filling`,
+    /// the fetch writes that part file and reports its bytes as they land there.
+    async fn make_current(
+        &self,
+        node: &FileNode,
+        filling: Option<(&Filling, &std::path::Path)>,
+    ) -> Result<(), FsError> {
         let ino = node.ino;
         let entry = self.disk.get(ino);
         if let (Some(entry), Some(attr)) = (&entry, self.trusted_attr(ino)) {
@@ -148,7 +181,10 @@ impl CacheManager {
             }
         }
         let t = self.ticket();
-        let part = self.disk.part_path(ino);
+        let (progress, part) = match filling {
+            Some((f, part)) => (Some(f), part.to_path_buf()),
+            None => (None, self.disk.part_path(ino)),
+        };
         // A fetch cut short (a server that found its copy bad mid-stream drops it and
         // serves a good one from a replica next time) is tried again, twice at most.
         let mut tries = 0;
@@ -156,16 +192,18 @@ impl CacheManager {
             tries += 1;
             let r = self
                 .remote
-                .fetch(ino, entry.as_ref().map(|e| e.version), &part)
+                .fetch(ino, entry.as_ref().map(|e| e.version), &part, progress)
                 .await;
+            // A retry rewrites the part file from its start: not under a reader's feet.
+            let shown = progress.is_some_and(|p| p.readable() > 0);
             match r {
-                Err(FsError::Corrupt(why)) if tries < 3 => {
+                Err(FsError::Corrupt(why)) if tries < 3 && !shown => {
                     log::info!(
                         "inode {ino}: fetched contents failed their check ({why}); trying again"
                     );
                     let _ = std::fs::remove_file(&part);
                 }
-                Err(FsError::Unavailable(why)) if tries < 3 && cut_short(&why) => {
+                Err(FsError::Unavailable(why)) if tries < 3 && !shown && cut_short(&why) => {
                     log::info!("inode {ino}: fetch failed ({why}); trying again");
                     let _ = std::fs::remove_file(&part);
                 }
@@ -250,7 +288,8 @@ impl CacheManager {
                 return Err(e);
             }
         }
-        let _op = node.op.lock().await;
+        let op = node.op.clone().lock_owned().await;
+        wait_for_plain_release(&node).await;
         // Local changes win until stored; otherwise every open sees the current version,
         // while handles opened earlier keep reading the copy they opened.
         // While the file is open here, new opens share its copy: the kernel allows one
@@ -260,19 +299,118 @@ impl CacheManager {
             l.dirty || l.writers > 0 || l.opens > 0
         };
         if !local_changes {
+            if !writable && self.streams(ino) {
+                return self.open_filling(&node, op, uid);
+            }
             let ready = if truncate {
                 self.start_truncated(&node).await
             } else {
-                self.make_current(&node).await
+                self.make_current(&node, None).await
             };
             if let Err(e) = ready {
-                drop(_op);
+                drop(op);
                 self.release_open_lock_later(&node);
                 self.maybe_drop_node(&node);
                 return Err(e);
             }
         }
         self.finish_open(&node, flags)
+    }
+
+    /// Whether an open of `ino` with no local changes should be answered before its fetch
+    /// ends: a large file of which no copy of any version is here (a fetch that might only
+    /// answer "not modified" is quick).
+    fn streams(&self, ino: Ino) -> bool {
+        self.disk.get(ino).is_none()
+            && self
+                .trusted_attr(ino)
+                .is_some_and(|a| a.kind == dfs_common::FileKind::File && a.size >= STREAM_FROM)
+    }
+
+    /// Answers a cold read-only open at once: the fetch goes on in a task of its own (which
+    /// holds the inode's `op` to its end, so other opens wait for the whole copy), and the
+    /// handle reads the part file as the fetch fills it. Reads through this daemon: the
+    /// kernel must not read the file directly before the bytes are there.
+    fn open_filling(
+        &self,
+        node: &Arc<FileNode>,
+        op: tokio::sync::OwnedMutexGuard<()>,
+        uid: u32,
+    ) -> Result<OpenResult, FsError> {
+        let me = self
+            .me
+            .upgrade()
+            .ok_or_else(|| FsError::Io("the cache is shutting down".into()))?;
+        let ino = node.ino;
+        // The fetch writes the same file (it reopens the path): this descriptor still reads
+        // it once renamed into place.
+        let part = self.disk.part_path(ino);
+        let file = Arc::new(
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&part)?,
+        );
+        let filling = Filling::new();
+        let (task_node, task_filling) = (node.clone(), filling.clone());
+        self.rt.spawn(crate::auth::as_uid(uid, async move {
+            let outcome = me
+                .make_current(&task_node, Some((&task_filling, &part)))
+                .await;
+            if let Err(e) = &outcome {
+                log::warn!("inode {ino}: fetch for an open reader failed: {e}");
+            }
+            task_filling.finish(&outcome);
+            drop(op);
+            me.maybe_drop_node(&task_node);
+        }));
+        {
+            let mut l = node.local.lock().unwrap();
+            l.opens += 1;
+            l.plain_opens += 1;
+        }
+        let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        let handle = Arc::new(FileHandle {
+            ino,
+            writable: false,
+            append: false,
+            node: node.clone(),
+            file,
+            version: 0,
+            filling: Some(filling),
+            plain: true,
+        });
+        self.handles.lock().unwrap().insert(fh, handle);
+        Ok(OpenResult {
+            fh,
+            keep_cache: false,
+            plain: true,
+            direct: true,
+        })
+    }
+
+    /// Whether a read of `size` bytes at `offset` through `fh` can be answered without
+    /// waiting for a fetch.
+    pub fn read_ready(&self, fh: u64, offset: u64, size: u32) -> bool {
+        let filling = self
+            .handles
+            .lock()
+            .unwrap()
+            .get(&fh)
+            .and_then(|h| h.filling.clone());
+        filling.is_none_or(|f| f.covers(offset.saturating_add(size as u64)))
+    }
+
+    /// Waits until the fetch filling `fh`'s copy (if any) has the bytes a read of `size`
+    /// at `offset` needs, or fails with the fetch's error.
+    pub async fn wait_readable(&self, fh: u64, offset: u64, size: u32) -> Result<(), FsError> {
+        let filling = self.handle(fh)?.filling.clone();
+        match filling {
+            Some(f) => f.wait_for(offset.saturating_add(size as u64)).await,
+            None => Ok(()),
+        }
     }
 
     /// The part of an open that needs no network: the copy's descriptor, O_TRUNC, the
@@ -322,15 +460,19 @@ impl CacheManager {
                 self.mark_dirty(node, meta.len())?;
             }
         }
-        let keep_cache = {
+        let (keep_cache, plain) = {
             let mut l = node.local.lock().unwrap();
             l.opens += 1;
             if writable {
                 l.writers += 1;
             }
+            let plain = l.plain_opens > 0;
+            if plain {
+                l.plain_opens += 1;
+            }
             let keep = l.kernel_contents == Some(l.contents);
             l.kernel_contents = Some(l.contents);
-            keep
+            (keep, plain)
         };
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
         let handle = Arc::new(FileHandle {
@@ -340,9 +482,16 @@ impl CacheManager {
             version: node.local.lock().unwrap().file_version,
             node: node.clone(),
             file,
+            filling: None,
+            plain,
         });
         self.handles.lock().unwrap().insert(fh, handle);
-        Ok(OpenResult { fh, keep_cache })
+        Ok(OpenResult {
+            fh,
+            keep_cache,
+            plain,
+            direct: false,
+        })
     }
 
     /// An open that the cache can answer at once, without waiting on anything: read-only,
@@ -368,7 +517,10 @@ impl CacheManager {
                 return None;
             };
             let mut l = node.local.lock().unwrap();
-            if l.dirty || l.writers > 0 || l.opens > 0 {
+            if l.plain_opens > 0 {
+                // The async path gives their release a moment first.
+                false
+            } else if l.dirty || l.writers > 0 || l.opens > 0 {
                 true
             } else {
                 match (self.trusted_attr(ino), self.disk.get(ino)) {
@@ -534,7 +686,7 @@ impl CacheManager {
 
     /// The whole contents of a small clean copy, from memory (read once from disk).
     fn small_file(&self, h: &FileHandle) -> Result<Option<Arc<Vec<u8>>>, FsError> {
-        if h.writable || h.node.local.lock().unwrap().dirty {
+        if h.writable || h.filling.is_some() || h.node.local.lock().unwrap().dirty {
             return Ok(None);
         }
         if let Some(whole) = self.small_files.lock().unwrap().get(h.ino, h.version) {
@@ -688,6 +840,12 @@ impl CacheManager {
             if h.writable {
                 l.writers = l.writers.saturating_sub(1);
             }
+            if h.plain {
+                l.plain_opens = l.plain_opens.saturating_sub(1);
+                if l.plain_opens == 0 {
+                    h.node.plain_gone.notify_waiters();
+                }
+            }
             if l.opens == 0 {
                 l.file = None;
             }
@@ -732,6 +890,21 @@ impl CacheManager {
         // The map and our caller hold the only references: nobody is between lookup and use.
         if idle && Arc::strong_count(node) == 2 && node.op.try_lock().is_ok() {
             nodes.remove(&node.ino);
+        }
+    }
+}
+
+/// Waits (a little) for the plain handles of `node` to be released; see
+/// `PLAIN_RELEASE_GRACE`.
+async fn wait_for_plain_release(node: &FileNode) {
+    let deadline = tokio::time::Instant::now() + PLAIN_RELEASE_GRACE;
+    loop {
+        let gone = node.plain_gone.notified();
+        if node.local.lock().unwrap().plain_opens == 0 {
+            return;
+        }
+        if tokio::time::timeout_at(deadline, gone).await.is_err() {
+            return;
         }
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod disk;
 mod files;
+pub(crate) mod filling;
 pub mod locks;
 pub mod meta;
 mod namespace;
@@ -19,7 +20,7 @@ use meta::{MetaCache, Stamp};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 pub use files::{FileHandle, OpenResult};
 pub use meta::DirItem;
@@ -129,6 +130,9 @@ pub struct CacheManager {
     /// The kernel reads and writes open files directly (FUSE passthrough): writes never
     /// reach `write`, so changes are detected at flush.
     pub(crate) passthrough: AtomicBool,
+    /// This manager, for work that outlives the call that starts it (a fetch that goes
+    /// on after its open has been answered).
+    pub(crate) me: Weak<CacheManager>,
 }
 
 impl CacheManager {
@@ -142,7 +146,10 @@ impl CacheManager {
             .map_err(|_| FsError::Io("no randomness for the client id".into()))?;
         let client_id = u64::from_le_bytes(id) | 1;
         let disk = DiskCache::open(cache_dir, opts.cache_bytes)?;
-        let mgr = Arc::new(CacheManager {
+        let rt = tokio::runtime::Handle::try_current()
+            .map_err(|_| FsError::Io("CacheManager::new needs a tokio runtime".into()))?;
+        let mgr = Arc::new_cyclic(|me| CacheManager {
+            me: me.clone(),
             remote: Remote::new(addr, client_id),
             disk,
             meta: Mutex::new(MetaCache::new(opts.meta_entries)),
@@ -162,8 +169,7 @@ impl CacheManager {
             lock_wait: opts.lock_wait,
             cache_dir: cache_dir.to_path_buf(),
             passthrough: AtomicBool::new(false),
-            rt: tokio::runtime::Handle::try_current()
-                .map_err(|_| FsError::Io("CacheManager::new needs a tokio runtime".into()))?,
+            rt,
         });
         mgr.adopt_dirty_files();
         Ok(mgr)

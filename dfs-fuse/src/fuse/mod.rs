@@ -93,10 +93,16 @@ fn reply_opened(
     if fs.quiet.admit(&fs.mgr, ino, opened.fh, flags) {
         fopen |= FopenFlags::FOPEN_NOFLUSH;
     }
-    let backing = fs.mgr.handle_file(opened.fh).and_then(|file| {
-        fs.backings
-            .attach(ino, opened.fh, &file, |f| reply.open_backing(f))
-    });
+    if opened.direct {
+        fopen |= FopenFlags::FOPEN_DIRECT_IO;
+    }
+    let backing = match opened.plain {
+        true => None,
+        false => fs.mgr.handle_file(opened.fh).and_then(|file| {
+            fs.backings
+                .attach(ino, opened.fh, &file, |f| reply.open_backing(f))
+        }),
+    };
     match backing {
         Some(id) => reply.opened_passthrough(FileHandle(opened.fh), fopen, &id),
         None => {
@@ -159,6 +165,9 @@ impl Filesystem for DfsFs {
             // We never set suid bits (nosuid mount); without it every write of a file with
             // such bits would first ask us to clear them.
             InitFlags::FUSE_HANDLE_KILLPRIV_V2,
+            // A file still being fetched is opened with FOPEN_DIRECT_IO; this lets such a
+            // file be mmapped shared too.
+            InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP,
         ] {
             if let Err(unsupported) = config.add_capabilities(wanted) {
                 log::info!("kernel lacks FUSE capability {unsupported:?}");
@@ -387,7 +396,7 @@ impl Filesystem for DfsFs {
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -396,6 +405,21 @@ impl Filesystem for DfsFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        if !self.mgr.read_ready(fh.0, offset, size) {
+            // The copy is still being fetched: answer once these bytes are in.
+            let mgr = self.mgr.clone();
+            self.spawn_as(req, async move {
+                let read = match mgr.wait_readable(fh.0, offset, size).await {
+                    Ok(()) => mgr.read(fh.0, offset, size),
+                    Err(e) => Err(e),
+                };
+                match read {
+                    Ok(data) => reply.data(&data),
+                    Err(e) => reply.error(errno(&e)),
+                }
+            });
+            return;
+        }
         match self.mgr.read(fh.0, offset, size) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(errno(&e)),
