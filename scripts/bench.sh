@@ -22,6 +22,7 @@
 # Workloads (each N times per target; the targets take turns within a run):
 #   seq write     copy a pre-made random file (1 GiB) with dd bs=1M conv=fsync: the time
 #                 includes fsync and close (for dfs: stored and durable on the server)
+#   first bytes   cold: the first 4 KiB of that file (dd bs=4k count=1): open to first data
 #   seq read      dd bs=1M to /dev/null, cold then warm
 #   small create  10,000 files of 4 KiB in one directory, one process (open/write/close)
 #   small read    read them all back, cold then warm (contents checked)
@@ -523,6 +524,8 @@ run_target() {
     warm_source "$SRC/seq.bin"
     timed "$tgt" seq_write "$run" dd if="$SRC/seq.bin" of="$d/seq.bin" bs=1M conv=fsync status=none || true
     go_cold "$tgt"
+    timed "$tgt" seq_first_cold "$run" dd if="$d/seq.bin" of=/dev/null bs=4k count=1 status=none || true
+    go_cold "$tgt"
     timed "$tgt" seq_read_cold "$run" dd if="$d/seq.bin" of=/dev/null bs=1M status=none || true
     timed "$tgt" seq_read_warm "$run" dd if="$d/seq.bin" of=/dev/null bs=1M status=none || true
     if [ "$run" = 1 ] && ! cmp -s "$SRC/seq.bin" "$d/seq.bin"; then
@@ -600,6 +603,7 @@ seq = "%d MiB" % int(os.environ["SEQ_MIB"])
 # key, label, unit, amount per run (None: the figure is the time), target (peer, ratio)
 W = [
     ("seq_write", "seq write %s, fsync+close" % seq, "MB/s", seq_mb, ("sshfs", 2.0)),
+    ("seq_first_cold", "first 4 KiB of it, cold", "s", None, None),
     ("seq_read_cold", "seq read %s, cold" % seq, "MB/s", seq_mb, ("sshfs", 2.0)),
     ("seq_read_warm", "seq read %s, warm" % seq, "MB/s", seq_mb, ("local", 0.9)),
     ("small_create", "create %d x 4 KiB" % nf, "files/s", nf, ("sshfs", 3.0)),
@@ -621,7 +625,9 @@ def num(x):
         return "%.0f" % x
     if x >= 10:
         return "%.1f" % x
-    return "%.2f" % x
+    if x >= 0.1:
+        return "%.2f" % x
+    return "%.1g" % x if x < 0.001 else "%.4f" % x
 
 def summary(t, key, amount):
     xs = [fig(amount, s) for s in raw.get((t, key), [])]
