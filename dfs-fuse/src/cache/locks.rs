@@ -32,11 +32,15 @@ pub fn describe(h: &LockInfo) -> String {
     )
 }
 
-/// The label other clients see for our locks: host and user.
+/// The label other clients see for our locks: host and user. Every create and every open
+/// for writing takes a lock, so the host name is read once.
 pub fn label_for(uid: u32) -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "?".into());
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let host = HOST.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "?".into())
+    });
     format!("uid {uid}@{host}")
 }
 
