@@ -55,10 +55,15 @@ impl Filling {
         }
     }
 
-    /// The fetch is over: the copy is whole, or every waiting and later read fails.
+    /// The fetch is over: the copy is whole, or every waiting and later read fails. A
+    /// file gone from the server by then fails its reads with ESTALE, as NFS does: the
+    /// descriptor was opened while it existed.
     pub(crate) fn finish(&self, outcome: &Result<(), FsError>) {
         self.state.send_replace(match outcome {
             Ok(()) => Fill::Whole,
+            Err(FsError::NotFound) => {
+                Fill::Failed(FsError::Stale("the file was removed on the server".into()))
+            }
             Err(e) => Fill::Failed(e.clone()),
         });
     }
@@ -120,6 +125,13 @@ mod tests {
         assert_eq!(late.await.unwrap(), Err(FsError::Unavailable("cut".into())));
         assert_eq!(f.wait_for(1).await, Err(FsError::Unavailable("cut".into())));
         assert_eq!(f.readable(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_file_removed_before_its_fetch_fails_reads_as_stale() {
+        let f = Filling::new();
+        f.finish(&Err(FsError::NotFound));
+        assert!(matches!(f.wait_for(1).await, Err(FsError::Stale(_))));
     }
 
     #[tokio::test]
