@@ -176,6 +176,41 @@ fn plain_handlers_serve_small_files_from_memory_without_going_stale() {
     expect_contents_soon(&fa, b"three", Instant::now(), "back on A");
 }
 
+/// Bytes a process has written with write(2)-like calls (`wchar` of /proc/PID/io): for a
+/// dfs-mount, chiefly its answers to the kernel.
+fn written_by(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("wchar: "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("wchar in /proc/PID/io")
+}
+
+/// With plain handlers the kernel keeps the pages of a file it read, and reopening the
+/// unchanged file (after its handle, and the client's state for it, are gone) must let it
+/// keep them: the second read sends nothing through the daemon. A change from the other
+/// mount must still be seen.
+#[test]
+fn plain_handlers_let_the_kernel_keep_pages_of_an_unchanged_file() {
+    let t = two_mounts_with(&["--no-passthrough"]);
+    let (fa, fb) = (t.a.path().join("one-mib"), t.b.path().join("one-mib"));
+    let data = dfs_tests::pseudo_random(1 << 20, 3);
+    write(&fa, &data).unwrap();
+    assert!(read(&fb).unwrap() == data, "first read on B");
+    thread::sleep(Duration::from_millis(200)); // the release of B's handle arrives
+    let before = written_by(t.b.pid());
+    assert!(read(&fb).unwrap() == data, "second read on B");
+    let sent = written_by(t.b.pid()) - before;
+    assert!(
+        sent < 64 << 10,
+        "the second read of an unchanged 1 MiB file made the daemon send {sent} bytes"
+    );
+    let changed = dfs_tests::pseudo_random(1 << 20, 4);
+    write(&fa, &changed).unwrap();
+    expect_contents_soon(&fb, &changed, Instant::now(), "changed on A, read on B");
+}
+
 /// `for …; do echo; done >> f`: bash opens f, dup2s it onto stdout and closes the original
 /// descriptor (a flush before any write), then writes through the duplicate. The final
 /// close must still store what was written — under passthrough those writes never reach

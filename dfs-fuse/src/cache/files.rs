@@ -117,12 +117,17 @@ impl CacheManager {
             .unwrap()
             .entry(ino)
             .or_insert_with(|| {
+                let mut local = Local::default();
+                if let Some((contents, kernel)) = self.kernel_pages.lock().unwrap().pop(&ino) {
+                    local.contents = contents;
+                    local.kernel_contents = Some(kernel);
+                }
                 Arc::new(FileNode {
                     ino,
                     grant: tokio::sync::Mutex::new(()),
                     op: Arc::new(tokio::sync::Mutex::new(())),
                     gate: tokio::sync::RwLock::new(()),
-                    local: Mutex::new(Local::default()),
+                    local: Mutex::new(local),
                     plain_gone: tokio::sync::Notify::new(),
                 })
             })
@@ -890,6 +895,13 @@ impl CacheManager {
         // The map and our caller hold the only references: nobody is between lookup and use.
         if idle && Arc::strong_count(node) == 2 && node.op.try_lock().is_ok() {
             nodes.remove(&node.ino);
+            let l = node.local.lock().unwrap();
+            if let Some(kernel) = l.kernel_contents {
+                self.kernel_pages
+                    .lock()
+                    .unwrap()
+                    .put(node.ino, (l.contents, kernel));
+            }
         }
     }
 }

@@ -115,6 +115,9 @@ pub struct CacheManager {
     pub(crate) small_files: Mutex<meta::SmallFiles>,
     pub(crate) validity: Validity,
     pub(crate) nodes: Mutex<HashMap<Ino, Arc<files::FileNode>>>,
+    /// For inodes whose node was dropped: its `contents` and `kernel_contents`, so that a
+    /// later open can still tell the kernel to keep its pages (FOPEN_KEEP_CACHE).
+    pub(crate) kernel_pages: Mutex<lru::LruCache<Ino, (u64, u64)>>,
     pub(crate) handles: Mutex<HashMap<u64, Arc<FileHandle>>>,
     pub(crate) next_handle: AtomicU64,
     sink: Mutex<Option<InvalidationSink>>,
@@ -160,6 +163,9 @@ impl CacheManager {
                 breaks: AtomicU64::new(0),
             },
             nodes: Mutex::new(HashMap::new()),
+            kernel_pages: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(opts.meta_entries.max(1)).expect("at least 1"),
+            )),
             handles: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
             sink: Mutex::new(None),
