@@ -216,6 +216,9 @@ fn run(args: Args) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(20));
     }
     let _ = std::fs::remove_file(&control);
+    if let Err(e) = mgr.persist_cache_index() {
+        log::warn!("{e}: the next mount may fetch cached files again");
+    }
     rt.shutdown_timeout(Duration::from_secs(1));
     Ok(())
 }

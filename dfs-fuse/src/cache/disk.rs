@@ -4,14 +4,13 @@
 //! which never touches a dirty file or one the caller says is open. It must not talk to
 //! the server.
 
+use super::index_writer::{IndexWriter, INDEX};
 use dfs_common::{FsError, Ino};
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-
-const INDEX: TableDefinition<u64, &[u8]> = TableDefinition::new("cache_index");
+use std::sync::{Arc, Mutex};
 
 /// What the cache holds for one inode.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,7 +42,8 @@ struct Index {
 
 pub struct DiskCache {
     files_dir: PathBuf,
-    db: Database,
+    /// Writes the index's changes to `index.redb`, in the order they were made here.
+    writer: IndexWriter,
     limit_bytes: u64,
     index: Mutex<Index>,
 }
@@ -73,9 +73,33 @@ impl DiskCache {
                 }
             }
         }
+        let path_of = |ino: Ino, version: u64| files_dir.join(format!("{ino}.{version}"));
+        let mut keep: HashMap<Ino, CacheEntry> = HashMap::new();
+        let mut gone = Vec::new();
+        for (ino, entry) in entries {
+            let ok = std::fs::metadata(path_of(ino, entry.version))
+                .map(|m| entry.dirty || (m.len() == entry.size && mtime_ns(&m) == entry.mtime_ns))
+                .unwrap_or(false);
+            if ok {
+                keep.insert(ino, entry);
+            } else {
+                gone.push(ino);
+            }
+        }
+        if !gone.is_empty() {
+            let mut txn = db.begin_write().map_err(io_err)?;
+            txn.set_durability(Durability::None).map_err(io_err)?;
+            {
+                let mut table = txn.open_table(INDEX).map_err(io_err)?;
+                for ino in gone {
+                    table.remove(ino).map_err(io_err)?;
+                }
+            }
+            txn.commit().map_err(io_err)?;
+        }
         let cache = DiskCache {
             files_dir,
-            db,
+            writer: IndexWriter::start(Arc::new(db))?,
             limit_bytes,
             index: Mutex::new(Index {
                 entries: HashMap::new(),
@@ -83,17 +107,6 @@ impl DiskCache {
                 tick: 0,
             }),
         };
-        let mut keep: HashMap<Ino, CacheEntry> = HashMap::new();
-        for (ino, entry) in entries {
-            let ok = std::fs::metadata(cache.path(ino, entry.version))
-                .map(|m| entry.dirty || (m.len() == entry.size && mtime_ns(&m) == entry.mtime_ns))
-                .unwrap_or(false);
-            if ok {
-                keep.insert(ino, entry);
-            } else {
-                cache.persist_remove(ino)?;
-            }
-        }
         for file in std::fs::read_dir(&cache.files_dir)?.flatten() {
             let name = file.file_name().to_string_lossy().into_owned();
             let claimed = name
@@ -155,9 +168,10 @@ impl DiskCache {
     /// Records `ino` as held at `entry`, replacing (and deleting the file of) any other
     /// version. The file at `path(ino, entry.version)` must already be complete.
     ///
-    /// Not fsynced: a lost clean entry costs a refetch, and a lost dirty mark is caught at
-    /// open by the size/mtime check. `persist_now` makes everything so far durable (done
-    /// when a store fails, so a failed close's data survives a client crash).
+    /// Not fsynced, and written to disk by the index writer just after: a lost clean entry
+    /// costs a refetch, and a lost dirty mark is caught at open by the size/mtime check.
+    /// `persist_now` makes everything so far durable (done when a store fails, so a failed
+    /// close's data survives a client crash).
     pub fn put(&self, ino: Ino, mut entry: CacheEntry) -> Result<(), FsError> {
         if !entry.dirty {
             entry.mtime_ns = std::fs::metadata(self.path(ino, entry.version))
@@ -173,6 +187,7 @@ impl DiskCache {
             if let Some((o, _)) = &old {
                 idx.total_bytes -= o.size;
             }
+            self.writer.put(ino, entry.clone());
             old
         };
         if let Some((o, _)) = old {
@@ -180,13 +195,12 @@ impl DiskCache {
                 let _ = std::fs::remove_file(self.path(ino, o.version));
             }
         }
-        self.persist_put(ino, &entry)
+        Ok(())
     }
 
     /// Makes every index change so far durable (one fsynced commit).
     pub fn persist_now(&self) -> Result<(), FsError> {
-        let txn = self.db.begin_write().map_err(io_err)?;
-        txn.commit().map_err(io_err)
+        self.writer.sync()
     }
 
     /// Updates the recorded size of a dirty copy (no fsync: dirty is already durable).
@@ -207,12 +221,12 @@ impl DiskCache {
             let old = idx.entries.remove(&ino);
             if let Some((o, _)) = &old {
                 idx.total_bytes -= o.size;
+                self.writer.remove(ino);
             }
             old
         };
         if let Some((o, _)) = old {
             let _ = std::fs::remove_file(self.path(ino, o.version));
-            self.persist_remove(ino)?;
         }
         Ok(())
     }
@@ -251,27 +265,6 @@ impl DiskCache {
                 log::warn!("cache eviction of {ino}: {e}");
             }
         }
-    }
-
-    fn persist_put(&self, ino: Ino, entry: &CacheEntry) -> Result<(), FsError> {
-        let mut txn = self.db.begin_write().map_err(io_err)?;
-        txn.set_durability(Durability::None).map_err(io_err)?;
-        {
-            let mut table = txn.open_table(INDEX).map_err(io_err)?;
-            let bytes = dfs_common::codec::encode(entry);
-            table.insert(ino, bytes.as_slice()).map_err(io_err)?;
-        }
-        txn.commit().map_err(io_err)
-    }
-
-    fn persist_remove(&self, ino: Ino) -> Result<(), FsError> {
-        let mut txn = self.db.begin_write().map_err(io_err)?;
-        txn.set_durability(Durability::None).map_err(io_err)?;
-        {
-            let mut table = txn.open_table(INDEX).map_err(io_err)?;
-            table.remove(ino).map_err(io_err)?;
-        }
-        txn.commit().map_err(io_err)
     }
 }
 
@@ -319,6 +312,25 @@ mod tests {
             std::fs::read_dir(dir.path().join("files")).unwrap().count(),
             2
         );
+    }
+
+    #[test]
+    fn the_last_of_many_changes_to_an_entry_is_the_one_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let c = DiskCache::open(dir.path(), 1 << 30).unwrap();
+            for version in 1..=50u64 {
+                std::fs::write(c.path(3, version), b"abc").unwrap();
+                c.put(3, entry(version, 3, version % 2 == 0)).unwrap();
+            }
+            std::fs::write(c.path(4, 1), b"x").unwrap();
+            c.put(4, entry(1, 1, true)).unwrap();
+            c.remove(4).unwrap();
+            c.persist_now().unwrap();
+        }
+        let c = DiskCache::open(dir.path(), 1 << 30).unwrap();
+        assert_eq!(c.get(3), Some(entry(50, 3, true)));
+        assert_eq!(c.get(4), None);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 pub mod disk;
 mod files;
 pub(crate) mod filling;
+mod index_writer;
 pub mod locks;
 pub mod meta;
 mod namespace;
@@ -196,6 +197,12 @@ impl CacheManager {
             cached_bytes: self.disk.total_bytes(),
             unstored_files: self.dirty_count(),
         }
+    }
+
+    /// Makes the cache index durable, so the next mount revalidates these copies instead
+    /// of fetching them again (called at a clean unmount).
+    pub fn persist_cache_index(&self) -> Result<(), FsError> {
+        self.disk.persist_now()
     }
 
     /// Called by the FUSE adapter when the kernel serves open files directly from their
