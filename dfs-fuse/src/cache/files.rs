@@ -6,7 +6,7 @@
 //! (`FileNode`) and handles. Must not touch the namespace.
 
 use super::disk::CacheEntry;
-use super::filling::Filling;
+use super::filling::{wait_for_plain_release, Filling};
 use super::CacheManager;
 use crate::remote::Fetched;
 use dfs_common::{FsError, Ino, Timestamp};
@@ -101,15 +101,6 @@ pub struct OpenResult {
     pub direct: bool,
 }
 
-/// A cold read-only open of a file at least this big is answered once its fetch has
-/// started; reads wait for their own bytes only. Smaller files arrive in a few ms whole.
-pub(crate) const STREAM_FROM: u64 = 4 << 20;
-
-/// How long an open waits for the release of plain handles before it answers plain too.
-/// The kernel sends RELEASE after close(2) has returned, so a reader that closes and
-/// reopens at once would otherwise lose passthrough for its second open.
-const PLAIN_RELEASE_GRACE: std::time::Duration = std::time::Duration::from_millis(20);
-
 impl CacheManager {
     pub(super) fn node(&self, ino: Ino) -> Arc<FileNode> {
         self.nodes
@@ -172,7 +163,7 @@ impl CacheManager {
     /// Makes the on-disk copy of `ino` current with the server (or keeps a stale one when
     /// the server cannot be reached), and records its version in `node`. With `filling`,
     /// the fetch writes that part file and reports its bytes as they land there.
-    async fn make_current(
+    pub(super) async fn make_current(
         &self,
         node: &FileNode,
         filling: Option<(&Filling, &std::path::Path)>,
@@ -320,102 +311,6 @@ impl CacheManager {
             }
         }
         self.finish_open(&node, flags)
-    }
-
-    /// Whether an open of `ino` with no local changes should be answered before its fetch
-    /// ends: a large file of which no copy of any version is here (a fetch that might only
-    /// answer "not modified" is quick).
-    fn streams(&self, ino: Ino) -> bool {
-        self.disk.get(ino).is_none()
-            && self
-                .trusted_attr(ino)
-                .is_some_and(|a| a.kind == dfs_common::FileKind::File && a.size >= STREAM_FROM)
-    }
-
-    /// Answers a cold read-only open at once: the fetch goes on in a task of its own (which
-    /// holds the inode's `op` to its end, so other opens wait for the whole copy), and the
-    /// handle reads the part file as the fetch fills it. Reads through this daemon: the
-    /// kernel must not read the file directly before the bytes are there.
-    fn open_filling(
-        &self,
-        node: &Arc<FileNode>,
-        op: tokio::sync::OwnedMutexGuard<()>,
-        uid: u32,
-    ) -> Result<OpenResult, FsError> {
-        let me = self
-            .me
-            .upgrade()
-            .ok_or_else(|| FsError::Io("the cache is shutting down".into()))?;
-        let ino = node.ino;
-        // The fetch writes the same file (it reopens the path): this descriptor still reads
-        // it once renamed into place.
-        let part = self.disk.part_path(ino);
-        let file = Arc::new(
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&part)?,
-        );
-        let filling = Filling::new();
-        let (task_node, task_filling) = (node.clone(), filling.clone());
-        self.rt.spawn(crate::auth::as_uid(uid, async move {
-            let outcome = me
-                .make_current(&task_node, Some((&task_filling, &part)))
-                .await;
-            if let Err(e) = &outcome {
-                log::warn!("inode {ino}: fetch for an open reader failed: {e}");
-            }
-            task_filling.finish(&outcome);
-            drop(op);
-            me.maybe_drop_node(&task_node);
-        }));
-        {
-            let mut l = node.local.lock().unwrap();
-            l.opens += 1;
-            l.plain_opens += 1;
-        }
-        let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
-        let handle = Arc::new(FileHandle {
-            ino,
-            writable: false,
-            append: false,
-            node: node.clone(),
-            file,
-            version: 0,
-            filling: Some(filling),
-            plain: true,
-        });
-        self.handles.lock().unwrap().insert(fh, handle);
-        Ok(OpenResult {
-            fh,
-            keep_cache: false,
-            plain: true,
-            direct: true,
-        })
-    }
-
-    /// Whether a read of `size` bytes at `offset` through `fh` can be answered without
-    /// waiting for a fetch.
-    pub fn read_ready(&self, fh: u64, offset: u64, size: u32) -> bool {
-        let filling = self
-            .handles
-            .lock()
-            .unwrap()
-            .get(&fh)
-            .and_then(|h| h.filling.clone());
-        filling.is_none_or(|f| f.covers(offset.saturating_add(size as u64)))
-    }
-
-    /// Waits until the fetch filling `fh`'s copy (if any) has the bytes a read of `size`
-    /// at `offset` needs, or fails with the fetch's error.
-    pub async fn wait_readable(&self, fh: u64, offset: u64, size: u32) -> Result<(), FsError> {
-        let filling = self.handle(fh)?.filling.clone();
-        match filling {
-            Some(f) => f.wait_for(offset.saturating_add(size as u64)).await,
-            None => Ok(()),
-        }
     }
 
     /// The part of an open that needs no network: the copy's descriptor, O_TRUNC, the
@@ -902,21 +797,6 @@ impl CacheManager {
                     .unwrap()
                     .put(node.ino, (l.contents, kernel));
             }
-        }
-    }
-}
-
-/// Waits (a little) for the plain handles of `node` to be released; see
-/// `PLAIN_RELEASE_GRACE`.
-async fn wait_for_plain_release(node: &FileNode) {
-    let deadline = tokio::time::Instant::now() + PLAIN_RELEASE_GRACE;
-    loop {
-        let gone = node.plain_gone.notified();
-        if node.local.lock().unwrap().plain_opens == 0 {
-            return;
-        }
-        if tokio::time::timeout_at(deadline, gone).await.is_err() {
-            return;
         }
     }
 }
