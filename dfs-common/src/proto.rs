@@ -202,6 +202,18 @@ pub struct AttrChange {
     pub defer_sync: bool,
 }
 
+impl AttrChange {
+    /// Whether applying it would change no attribute.
+    pub fn changes_nothing(&self) -> bool {
+        self.mode.is_none()
+            && self.uid.is_none()
+            && self.gid.is_none()
+            && self.size.is_none()
+            && self.atime.is_none()
+            && self.mtime.is_none()
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreatedLock {
     pub token: u64,

@@ -187,6 +187,15 @@ fn written_by(pid: u32) -> u64 {
         .expect("wchar in /proc/PID/io")
 }
 
+/// Whether process `pid` has a descriptor open on a file under `dir`.
+fn holds_file_under(pid: u32, dir: &Path) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .any(|target| target.starts_with(dir))
+}
+
 /// With plain handlers the kernel keeps the pages of a file it read, and reopening the
 /// unchanged file (after its handle, and the client's state for it, are gone) must let it
 /// keep them: the second read sends nothing through the daemon. A change from the other
@@ -198,7 +207,17 @@ fn plain_handlers_let_the_kernel_keep_pages_of_an_unchanged_file() {
     let data = dfs_tests::pseudo_random(1 << 20, 3);
     write(&fa, &data).unwrap();
     assert!(read(&fb).unwrap() == data, "first read on B");
-    thread::sleep(Duration::from_millis(200)); // the release of B's handle arrives
+    // B's daemon gets RELEASE after close(2) returns; once it has closed its copy, the
+    // file's client state is gone too, which is the case under test.
+    let cache_files = t.b.cache_dir().join("files");
+    let deadline = Instant::now() + VISIBLE_WITHIN;
+    while holds_file_under(t.b.pid(), &cache_files) {
+        assert!(
+            Instant::now() < deadline,
+            "B's daemon still holds its copy open {VISIBLE_WITHIN:?} after the read"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
     let before = written_by(t.b.pid());
     assert!(read(&fb).unwrap() == data, "second read on B");
     let sent = written_by(t.b.pid()) - before;

@@ -285,7 +285,10 @@ impl CacheManager {
             }
         }
         let op = node.op.clone().lock_owned().await;
-        wait_for_plain_release(&node).await;
+        if self.passthrough.load(Ordering::SeqCst) {
+            // Plain handles still open would deny this open passthrough.
+            wait_for_plain_release(&node).await;
+        }
         // Local changes win until stored; otherwise every open sees the current version,
         // while handles opened earlier keep reading the copy they opened.
         // While the file is open here, new opens share its copy: the kernel allows one
@@ -417,7 +420,7 @@ impl CacheManager {
                 return None;
             };
             let mut l = node.local.lock().unwrap();
-            if l.plain_opens > 0 {
+            if l.plain_opens > 0 && self.passthrough.load(Ordering::SeqCst) {
                 // The async path gives their release a moment first.
                 false
             } else if l.dirty || l.writers > 0 || l.opens > 0 {

@@ -88,6 +88,8 @@ impl CacheManager {
             append: false,
             node: node.clone(),
             file,
+            // Not known until the fetch answers; only `small_file` reads it, and it skips
+            // handles that are filling.
             version: 0,
             filling: Some(filling),
             plain: true,

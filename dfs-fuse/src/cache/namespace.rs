@@ -435,16 +435,6 @@ impl CacheManager {
             atime = None;
             mtime = None;
         }
-        if mode.is_none()
-            && uid.is_none()
-            && gid.is_none()
-            && size.is_none()
-            && atime.is_none()
-            && mtime.is_none()
-        {
-            let attr = self.getattr(ino).await?;
-            return Ok(self.overlay(attr));
-        }
         let change = AttrChange {
             mode,
             uid,
@@ -454,6 +444,10 @@ impl CacheManager {
             mtime,
             defer_sync: self.unsynced_create(ino),
         };
+        if change.changes_nothing() {
+            let attr = self.getattr(ino).await?;
+            return Ok(self.overlay(attr));
+        }
         let req = DirRequest::SetAttr { ino, change };
         let attr = self.attr_call(req, "setattr").await?;
         if size.is_some() {
