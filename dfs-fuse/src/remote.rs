@@ -272,7 +272,7 @@ impl Remote {
         ino: Ino,
         have_version: Option<u64>,
         dest: &Path,
-        progress: Option<&Filling>,
+        progress: Option<&std::sync::Arc<Filling>>,
     ) -> Result<Fetched, FsError> {
         // At the privacy level only the server's sealed answer may carry contents.
         let replica_ok =
@@ -307,7 +307,7 @@ impl Remote {
         have_version: Option<u64>,
         dest: &Path,
         replica_ok: bool,
-        progress: Option<&Filling>,
+        progress: Option<&std::sync::Arc<Filling>>,
     ) -> Result<FetchOutcome, FsError> {
         let mut builder = self.request(Method::GET, &format!("/v1/files/{ino}"));
         if let Some(v) = have_version {

@@ -8,7 +8,7 @@
 //! against the blob id, or keep a partial file (the caller removes `dest` on error).
 
 use crate::cache::filling::Filling;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use dfs_common::cluster::READ_PREFIX;
 use dfs_common::hash::BlobHasher;
 use dfs_common::{Attr, FsError};
@@ -99,29 +99,33 @@ pub(crate) async fn receive(
     dest: &Path,
     check: bool,
     idle: Duration,
-    progress: Option<&Filling>,
+    progress: Option<&Arc<Filling>>,
 ) -> Result<(), FsError> {
     // A small file is gathered in memory and written with one call on this thread; a
-    // large one is written as it arrives, through the blocking pool.
+    // large one is written as it arrives, through the blocking pool. Bytes checked only at
+    // the end are not shown to readers before.
+    let progress = progress.filter(|_| !check).cloned();
     let mut sink = if attr.size <= crate::remote::INLINE_IO {
         Sink::Memory(Vec::with_capacity(attr.size as usize))
     } else {
-        Sink::File(FileSink::create(dest)?)
+        Sink::File(FileSink::create(dest, progress)?)
     };
-    let progress = progress.filter(|_| !check);
-    let received = receive_into(body, attr, &mut sink, check, idle, progress).await;
+    let received = receive_into(body, attr, &mut sink, check, idle).await;
     // Even after an error: no write of this fetch may land after the caller's next step.
-    let written = match sink {
-        Sink::Memory(bytes) => match received {
-            Ok(_) => std::fs::write(dest, bytes).map(|()| None),
-            Err(_) => Ok(None),
+    match sink {
+        Sink::Memory(bytes) => {
+            if received.is_ok() {
+                std::fs::write(dest, bytes)?;
+            }
+        }
+        Sink::File(mut file) => match received {
+            Ok(_) => file.finish().await?,
+            Err(_) => {
+                let _ = file.settle().await;
+            }
         },
-        Sink::File(mut file) => file.settle().await,
     };
     let received = received?;
-    if let (Some(p), Some(upto)) = (progress, written?) {
-        p.advance(upto);
-    }
     let ino = attr.ino;
     if received != attr.size {
         return Err(FsError::Unavailable(format!(
@@ -140,7 +144,6 @@ async fn receive_into(
     sink: &mut Sink,
     check: bool,
     idle: Duration,
-    progress: Option<&Filling>,
 ) -> Result<u64, FsError> {
     let ino = attr.ino;
     let mut hasher = check.then(BlobHasher::new);
@@ -160,7 +163,6 @@ async fn receive_into(
             Some(Err(e)) => return Err(FsError::Unavailable(format!("fetch interrupted: {e}"))),
             Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
-                    let at = received;
                     received += data.len() as u64;
                     if received > attr.size {
                         return Err(FsError::Corrupt(format!(
@@ -172,11 +174,7 @@ async fn receive_into(
                     }
                     match sink {
                         Sink::Memory(bytes) => bytes.extend_from_slice(&data),
-                        Sink::File(file) => {
-                            if let (Some(upto), Some(p)) = (file.write(data, at).await?, progress) {
-                                p.advance(upto);
-                            }
-                        }
+                        Sink::File(file) => file.push(data).await?,
                     }
                 }
             }
@@ -204,35 +202,156 @@ enum Sink {
 /// written.
 struct FileSink {
     file: Arc<std::fs::File>,
-    /// The write in flight; it yields the offset the file is then written up to.
-    in_flight: Option<tokio::task::JoinHandle<std::io::Result<u64>>>,
+    /// Told how far the file is written after each write, if readers may see the bytes.
+    progress: Option<Arc<Filling>>,
+    /// Bytes received and not yet handed to a write: less than one chunk.
+    pending: BytesMut,
+    /// Where `pending` starts in the file.
+    pending_at: u64,
+    /// The write in flight.
+    in_flight: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+/// A fetch writes its file in chunks that each start at a multiple of their own size,
+/// not frame by frame. Frames come in odd sizes (400 KiB, 130,966 bytes…), and pages
+/// written at such offsets land in small folios, which every later read pays for: a warm
+/// `dd` of 1 GiB took 0.17–0.30 s after 4 KiB writes and 0.12 s after 1 MiB ones (ext4,
+/// 6.18). Chunks start small so that the first bytes reach a reader soon, and double up
+/// to `MAX_CHUNK`.
+const FIRST_CHUNK: u64 = 64 << 10;
+const MAX_CHUNK: u64 = 1 << 20;
+
+/// How many bytes the chunk written at `at` holds (before the end of the file).
+fn chunk_at(at: u64) -> usize {
+    at.clamp(FIRST_CHUNK, MAX_CHUNK) as usize
 }
 
 impl FileSink {
-    fn create(dest: &Path) -> std::io::Result<FileSink> {
+    fn create(dest: &Path, progress: Option<Arc<Filling>>) -> std::io::Result<FileSink> {
         Ok(FileSink {
             file: Arc::new(std::fs::File::create(dest)?),
+            progress,
+            pending: BytesMut::new(),
+            pending_at: 0,
             in_flight: None,
         })
     }
 
-    /// Waits for the write in flight, then starts writing `data` at `at`. Returns how far
-    /// the file was written before this chunk (`None` for the first chunk).
-    async fn write(&mut self, data: Bytes, at: u64) -> std::io::Result<Option<u64>> {
-        let written = self.settle().await?;
-        let file = self.file.clone();
-        self.in_flight = Some(tokio::task::spawn_blocking(move || {
-            file.write_all_at(&data, at)?;
-            Ok(at + data.len() as u64)
-        }));
-        Ok(written)
+    /// Takes the next bytes of the body; each time a whole chunk is in, waits for the
+    /// write in flight and starts writing the chunk.
+    async fn push(&mut self, mut data: Bytes) -> std::io::Result<()> {
+        while !data.is_empty() {
+            let chunk = chunk_at(self.pending_at);
+            if self.pending.is_empty() && data.len() >= chunk {
+                // Whole chunks of the frame need no copy.
+                self.write(data.split_to(chunk)).await?;
+                continue;
+            }
+            let take = (chunk - self.pending.len()).min(data.len());
+            self.pending.extend_from_slice(&data.split_to(take));
+            if self.pending.len() == chunk {
+                let whole = self.pending.split().freeze();
+                self.write(whole).await?;
+            }
+        }
+        Ok(())
     }
 
-    /// Waits for the write in flight; returns how far the file is written.
-    async fn settle(&mut self) -> std::io::Result<Option<u64>> {
-        match self.in_flight.take() {
-            Some(write) => write.await.map_err(std::io::Error::other)?.map(Some),
-            None => Ok(None),
+    /// Writes what is pending and waits for every write.
+    async fn finish(&mut self) -> std::io::Result<()> {
+        if !self.pending.is_empty() {
+            let rest = self.pending.split().freeze();
+            self.write(rest).await?;
         }
+        self.settle().await
+    }
+
+    /// Waits for the write in flight, then starts writing `data` where the pending bytes
+    /// start.
+    async fn write(&mut self, data: Bytes) -> std::io::Result<()> {
+        self.settle().await?;
+        let (file, progress) = (self.file.clone(), self.progress.clone());
+        let at = self.pending_at;
+        self.pending_at += data.len() as u64;
+        self.pending.reserve(chunk_at(self.pending_at));
+        self.in_flight = Some(tokio::task::spawn_blocking(move || {
+            file.write_all_at(&data, at)?;
+            if let Some(p) = progress {
+                p.advance(at + data.len() as u64);
+            }
+            Ok(())
+        }));
+        Ok(())
+    }
+
+    /// Waits for the write in flight.
+    async fn settle(&mut self) -> std::io::Result<()> {
+        match self.in_flight.take() {
+            Some(write) => write.await.map_err(std::io::Error::other)?,
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::stream;
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+
+    #[test]
+    fn every_chunk_starts_at_a_multiple_of_its_size() {
+        let mut at = 0u64;
+        while at < 8 * MAX_CHUNK {
+            let chunk = chunk_at(at) as u64;
+            assert!(chunk.is_power_of_two() && chunk <= MAX_CHUNK);
+            assert_eq!(at % chunk, 0, "a chunk of {chunk} bytes at {at}");
+            at += chunk;
+        }
+    }
+
+    #[tokio::test]
+    async fn odd_frames_land_whole_and_readers_learn_the_end() {
+        let contents: Vec<u8> = (0..(3 * MAX_CHUNK as usize + 12_345))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        // Frame sizes as hyper hands them over: uneven, some larger than a chunk.
+        let sizes = [130_966usize, 417_792, 1, 4096, 2 * MAX_CHUNK as usize + 7];
+        let mut frames = Vec::new();
+        let mut at = 0;
+        for size in sizes.iter().cycle() {
+            if at == contents.len() {
+                break;
+            }
+            let end = (at + size).min(contents.len());
+            frames.push(Ok::<_, std::io::Error>(Frame::data(
+                Bytes::copy_from_slice(&contents[at..end]),
+            )));
+            at = end;
+        }
+        let body: Body = BodyExt::boxed(StreamBody::new(stream::iter(frames)));
+        let attr = Attr {
+            ino: 7,
+            kind: dfs_common::FileKind::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            nlink: 1,
+            size: contents.len() as u64,
+            atime: dfs_common::Timestamp::now(),
+            mtime: dfs_common::Timestamp::now(),
+            ctime: dfs_common::Timestamp::now(),
+            version: 1,
+            blob: None,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("copy");
+        let filling = Filling::new();
+        receive(body, &attr, &dest, false, NODE_TIMEOUT, Some(&filling))
+            .await
+            .unwrap();
+        assert!(std::fs::read(&dest).unwrap() == contents, "contents differ");
+        assert_eq!(filling.readable(), contents.len() as u64);
     }
 }

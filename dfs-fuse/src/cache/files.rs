@@ -166,7 +166,7 @@ impl CacheManager {
     pub(super) async fn make_current(
         &self,
         node: &FileNode,
-        filling: Option<(&Filling, &std::path::Path)>,
+        filling: Option<(&Arc<Filling>, &std::path::Path)>,
     ) -> Result<(), FsError> {
         let ino = node.ino;
         let entry = self.disk.get(ino);
