@@ -22,7 +22,7 @@ use std::path::Path;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 
-type Body = BoxBody<Bytes, std::io::Error>;
+pub(crate) type Body = BoxBody<Bytes, std::io::Error>;
 
 /// How long a metadata call may take before it fails (the server may be gone).
 const META_TIMEOUT: Duration = Duration::from_secs(30);
@@ -444,6 +444,30 @@ impl Remote {
         }
         .await;
         result
+    }
+
+    /// Stores `body`, sent while its file is still being written (see `cache::behind`): no
+    /// length, hash or mtime up front, so unsigned only. Returns the new attributes once
+    /// the server has made them durable.
+    pub async fn store_streamed(
+        &self,
+        ino: Ino,
+        body: Body,
+        fence: Option<u64>,
+    ) -> Result<Attr, FsError> {
+        let mut builder = self.request(Method::PUT, &format!("/v1/files/{ino}"));
+        if let Some(token) = fence {
+            builder = builder.header(dfs_common::locks::HDR_FENCE, token.to_string());
+        }
+        let http_req = builder
+            .body(body)
+            .map_err(|e| FsError::Invalid(e.to_string()))?;
+        let resp = self.send(http_req).await?;
+        let (status, headers, body) = Self::finish(resp, None).await?;
+        if !status.is_success() {
+            return Err(Self::error_from(status, &headers, &body));
+        }
+        codec::decode::<Attr>(&body)
     }
 
     /// The blob hash of the whole of `src`, computed off the async threads.

@@ -64,6 +64,9 @@ pub(super) struct Local {
     /// yet (it was still being fetched): while any is open, every open is answered so (the
     /// kernel refuses passthrough and cached opens of one inode at once).
     pub(super) plain_opens: u32,
+    /// How far an open that started on an empty copy has written it in order, and the
+    /// upload following it (see `behind`).
+    pub(super) behind: Option<super::behind::WriteBehind>,
 }
 
 /// Size and mtime of a file, to tell whether it changed.
@@ -95,9 +98,9 @@ pub struct OpenResult {
     /// Reads must come to this daemon (no passthrough): the copy is still being fetched,
     /// or another open of the inode reads it so.
     pub plain: bool,
-    /// Reads bypass the kernel's page cache too (FOPEN_DIRECT_IO): the copy is still
-    /// being fetched. Pages cached now would only be dropped, at a cost that grows with
-    /// the file, by the next (passthrough) open.
+    /// Reads and writes bypass the kernel's page cache too (FOPEN_DIRECT_IO): the copy is
+    /// still being fetched, or written behind (see `behind`). Pages cached now would only
+    /// be dropped, at a cost that grows with the file, by the next (passthrough) open.
     pub direct: bool,
 }
 
@@ -363,16 +366,27 @@ impl CacheManager {
                 self.mark_dirty(node, meta.len())?;
             }
         }
+        // The only open, for writing, of an empty copy: its writes come through us (plain,
+        // and past the kernel's page cache), so that they can be uploaded as they come.
+        let behind = writable
+            && node.local.lock().unwrap().opens == 0
+            && file.metadata()?.len() == 0
+            && self.writes_behind();
         let (keep_cache, plain) = {
             let mut l = node.local.lock().unwrap();
             l.opens += 1;
             if writable {
                 l.writers += 1;
             }
-            let plain = l.plain_opens > 0;
-            if plain {
+            if behind {
+                l.behind = Some(super::behind::WriteBehind::new());
+                // The kernel's pages, if any, are not of what this handle writes.
+                l.contents += 1;
+                l.plain_opens += 1;
+            } else if l.plain_opens > 0 {
                 l.plain_opens += 1;
             }
+            let plain = l.plain_opens > 0;
             let keep = l.kernel_contents == Some(l.contents);
             l.kernel_contents = Some(l.contents);
             (keep, plain)
@@ -393,7 +407,7 @@ impl CacheManager {
             fh,
             keep_cache,
             plain,
-            direct: false,
+            direct: behind,
         })
     }
 
@@ -630,6 +644,7 @@ impl CacheManager {
             offset
         };
         h.file.write_all_at(data, offset)?;
+        self.behind_wrote(&h.node, &h.file, offset, data.len() as u64);
         h.node.local.lock().unwrap().clean_stamp = None;
         let dirty = h.node.local.lock().unwrap().dirty;
         if !dirty {
@@ -676,6 +691,7 @@ impl CacheManager {
             l.file.clone().filter(|_| l.file_version == l.version)
         };
         let _excl = node.gate.write().await;
+        self.abandon_behind(&node);
         match file {
             Some(f) => f.set_len(len)?,
             None => {
@@ -704,6 +720,7 @@ impl CacheManager {
         let Some(node) = self.nodes.lock().unwrap().get(&ino).cloned() else {
             return Ok(false);
         };
+        self.abandon_behind(&node);
         let mut l = node.local.lock().unwrap();
         if !l.dirty {
             return Ok(false);
@@ -751,6 +768,11 @@ impl CacheManager {
             }
             if l.opens == 0 {
                 l.file = None;
+            }
+            if l.writers == 0 {
+                if let Some(b) = l.behind.take() {
+                    b.abandon();
+                }
             }
             // The last writer is gone. A copy still marked dirty only because passthrough
             // writers might have written (it was stored at their flush, or never changed)

@@ -4,6 +4,7 @@
 //! thin layers over it. Owns: which cached facts may be trusted (`Validity`), per-inode open
 //! state (`files`), namespace calls (`namespace`). It must not know about FUSE types.
 
+mod behind;
 pub mod disk;
 mod files;
 pub(crate) mod filling;

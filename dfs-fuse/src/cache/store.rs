@@ -144,12 +144,19 @@ impl CacheManager {
             node.local.lock().unwrap().dirty = false;
             return Ok(());
         }
-        let mut fence = node.local.lock().unwrap().fence;
-        if fence.is_none() {
-            fence = self.rewin_open_lock(node, version).await?;
-        }
         let t = self.ticket();
-        let mut stored = self.remote.store(ino, &path, fence).await;
+        let size = before.map(|b| b.0).unwrap_or_default();
+        let mtime = before.map(|b| b.1);
+        let mut stored = match self.finish_behind(node, size, mtime).await {
+            Some(attr) => Ok(attr),
+            None => {
+                let mut fence = node.local.lock().unwrap().fence;
+                if fence.is_none() {
+                    fence = self.rewin_open_lock(node, version).await?;
+                }
+                self.remote.store(ino, &path, fence).await
+            }
+        };
         if let Err(FsError::Stale(why)) = &stored {
             log::warn!("inode {ino}: store refused, write lock lapsed: {why}");
             node.local.lock().unwrap().fence = None;

@@ -715,27 +715,28 @@ impl Filesystem for DfsFs {
                 Ok((attr, opened)) => {
                     let ttl = ttl_for(&mgr, attr.ino);
                     let fattr = file_attr(&attr);
-                    let backing = mgr.handle_file(opened.fh).and_then(|file| {
-                        backings.attach(attr.ino, opened.fh, &file, |f| reply.open_backing(f))
-                    });
+                    let backing = match opened.plain {
+                        true => None,
+                        false => mgr.handle_file(opened.fh).and_then(|file| {
+                            backings.attach(attr.ino, opened.fh, &file, |f| reply.open_backing(f))
+                        }),
+                    };
+                    let mut fopen = FopenFlags::empty();
+                    if opened.direct {
+                        fopen |= FopenFlags::FOPEN_DIRECT_IO;
+                    }
                     match backing {
                         Some(id) => reply.created_passthrough(
                             &ttl,
                             &fattr,
                             Generation(0),
                             FileHandle(opened.fh),
-                            FopenFlags::empty(),
+                            fopen,
                             &id,
                         ),
                         None => {
                             mgr.set_passthrough(backings.enabled());
-                            reply.created(
-                                &ttl,
-                                &fattr,
-                                Generation(0),
-                                FileHandle(opened.fh),
-                                FopenFlags::empty(),
-                            )
+                            reply.created(&ttl, &fattr, Generation(0), FileHandle(opened.fh), fopen)
                         }
                     }
                 }

@@ -91,7 +91,7 @@ impl BlobStore {
     {
         debug_assert!(expected_len <= JOURNAL_MAX);
         let mut buf = BytesMut::with_capacity(expected_len as usize);
-        let mut src = CheckedBody::new(body, expected_len);
+        let mut src = CheckedBody::new(body, super::BodyLen::Exactly(expected_len));
         while let Some(data) = src.next().await? {
             buf.extend_from_slice(&data);
         }

@@ -103,10 +103,18 @@ fn fsync_dir(path: &Path) -> io::Result<()> {
     fs::File::open(path)?.sync_all()
 }
 
-/// A request body read chunk by chunk, hashed on the way and held to its content-length.
+/// How long a body must be: its content-length, or (a body streamed while its file is
+/// still being written, whose length nobody knows yet) at most the largest file.
+#[derive(Clone, Copy, Debug)]
+pub enum BodyLen {
+    Exactly(u64),
+    AtMost(u64),
+}
+
+/// A request body read chunk by chunk, hashed on the way and held to its length.
 struct CheckedBody<B> {
     body: B,
-    expected_len: u64,
+    len: BodyLen,
     total: u64,
     hasher: BlobHasher,
 }
@@ -116,17 +124,17 @@ where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Display,
 {
-    fn new(body: B, expected_len: u64) -> Self {
+    fn new(body: B, len: BodyLen) -> Self {
         CheckedBody {
             body,
-            expected_len,
+            len,
             total: 0,
             hasher: BlobHasher::new(),
         }
     }
 
     /// The next chunk (`None` at the end); an error if the body fails or runs past its
-    /// content-length.
+    /// length.
     async fn next(&mut self) -> Result<Option<Bytes>, FsError> {
         while let Some(frame) = self.body.frame().await {
             let frame = frame.map_err(|e| FsError::BadRequest(format!("request body: {e}")))?;
@@ -134,11 +142,18 @@ where
                 continue;
             };
             self.total += data.len() as u64;
-            if self.total > self.expected_len {
-                return Err(FsError::BadRequest(format!(
-                    "body longer than its content-length {}",
-                    self.expected_len
-                )));
+            match self.len {
+                BodyLen::Exactly(n) if self.total > n => {
+                    return Err(FsError::BadRequest(format!(
+                        "body longer than its content-length {n}"
+                    )));
+                }
+                BodyLen::AtMost(n) if self.total > n => {
+                    return Err(FsError::TooLarge(format!(
+                        "body past {n} bytes, the largest file"
+                    )));
+                }
+                _ => {}
             }
             self.hasher.update(&data);
             return Ok(Some(data));
@@ -149,11 +164,13 @@ where
     /// After the last chunk: the blob id and size, or an error if the body was short or
     /// does not hash to `expected`.
     fn finish(self, expected: Option<BlobId>) -> Result<(BlobId, u64), FsError> {
-        if self.total != self.expected_len {
-            return Err(FsError::BadRequest(format!(
-                "body of {} bytes, content-length said {}",
-                self.total, self.expected_len
-            )));
+        if let BodyLen::Exactly(n) = self.len {
+            if self.total != n {
+                return Err(FsError::BadRequest(format!(
+                    "body of {} bytes, content-length said {n}",
+                    self.total
+                )));
+            }
         }
         let id = self.hasher.finish();
         if let Some(want) = expected {
@@ -271,13 +288,13 @@ impl BlobStore {
         Ok((file, temp))
     }
 
-    /// Streams `body` into a temp file while hashing it. The body must be exactly
-    /// `expected_len` bytes and, if `expected` is given, hash to it; otherwise (or if the
-    /// body fails mid-way) the temp file is deleted and an error returned.
+    /// Streams `body` into a temp file while hashing it. The body must be as long as `len`
+    /// says and, if `expected` is given, hash to it; otherwise (or if the body fails
+    /// mid-way) the temp file is deleted and an error returned.
     pub async fn receive<B>(
         &self,
         body: B,
-        expected_len: u64,
+        len: BodyLen,
         expected: Option<BlobId>,
     ) -> Result<TempBlob, FsError>
     where
@@ -286,7 +303,7 @@ impl BlobStore {
     {
         let (file, mut temp) = self.new_temp()?;
         let mut out = writer::Writer::start(file);
-        let mut src = CheckedBody::new(body, expected_len);
+        let mut src = CheckedBody::new(body, len);
         let received = async {
             while let Some(data) = src.next().await? {
                 out.write(&data).await?;

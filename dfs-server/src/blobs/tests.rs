@@ -53,7 +53,7 @@ impl T {
             .store
             .receive(
                 Full::new(Bytes::copy_from_slice(data)),
-                data.len() as u64,
+                BodyLen::Exactly(data.len() as u64),
                 None,
             )
             .await
@@ -104,7 +104,10 @@ async fn body_failing_midway_leaves_nothing() {
             "client vanished",
         )),
     ];
-    let r = t.store.receive(body(chunks), 5000, None).await;
+    let r = t
+        .store
+        .receive(body(chunks), BodyLen::Exactly(5000), None)
+        .await;
     assert!(matches!(r, Err(FsError::BadRequest(_))), "{r:?}");
     assert_eq!(files_under(&t.dir.path().join("blobs")), 0);
 }
@@ -114,19 +117,51 @@ async fn short_long_and_mismatched_bodies_leave_nothing() {
     let t = fresh();
     let short = t
         .store
-        .receive(Full::new(Bytes::from_static(b"abc")), 4, None)
+        .receive(
+            Full::new(Bytes::from_static(b"abc")),
+            BodyLen::Exactly(4),
+            None,
+        )
         .await;
     assert!(matches!(short, Err(FsError::BadRequest(_))));
     let long = t
         .store
-        .receive(Full::new(Bytes::from_static(b"abcde")), 4, None)
+        .receive(
+            Full::new(Bytes::from_static(b"abcde")),
+            BodyLen::Exactly(4),
+            None,
+        )
         .await;
     assert!(matches!(long, Err(FsError::BadRequest(_))));
+    // A body of unknown length is held to the largest file.
+    let too_large = t
+        .store
+        .receive(
+            Full::new(Bytes::from_static(b"abcde")),
+            BodyLen::AtMost(4),
+            None,
+        )
+        .await;
+    assert!(
+        matches!(too_large, Err(FsError::TooLarge(_))),
+        "{too_large:?}"
+    );
+    let fits = t
+        .store
+        .receive(
+            Full::new(Bytes::from_static(b"abc")),
+            BodyLen::AtMost(4),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(fits.size, 3);
+    drop(fits);
     let wrong = t
         .store
         .receive(
             Full::new(Bytes::from_static(b"abcd")),
-            4,
+            BodyLen::Exactly(4),
             Some(BlobId([0; 32])),
         )
         .await;
@@ -135,7 +170,11 @@ async fn short_long_and_mismatched_bodies_leave_nothing() {
     // A temp blob dropped before install is deleted too.
     let temp = t
         .store
-        .receive(Full::new(Bytes::from_static(b"abcd")), 4, None)
+        .receive(
+            Full::new(Bytes::from_static(b"abcd")),
+            BodyLen::Exactly(4),
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(files_under(&t.dir.path().join("blobs")), 1);
@@ -153,7 +192,11 @@ async fn received_blob_is_named_by_its_hash_and_reads_back() {
         .collect();
     let temp = t
         .store
-        .receive(body(chunks), data.len() as u64, Some(blob_id_of(&data)))
+        .receive(
+            body(chunks),
+            BodyLen::Exactly(data.len() as u64),
+            Some(blob_id_of(&data)),
+        )
         .await
         .unwrap();
     assert_eq!(temp.id, blob_id_of(&data));
@@ -283,13 +326,20 @@ async fn large_bodies_arrive_whole_or_leave_nothing() {
     };
     let mut cut = chunks(12 << 20);
     cut.push(Err(io::Error::new(io::ErrorKind::ConnectionReset, "gone")));
-    let r = t.store.receive(body(cut), data.len() as u64, None).await;
+    let r = t
+        .store
+        .receive(body(cut), BodyLen::Exactly(data.len() as u64), None)
+        .await;
     assert!(matches!(r, Err(FsError::BadRequest(_))), "{r:?}");
     assert_eq!(files_under(&t.dir.path().join("blobs")), 0);
 
     let temp = t
         .store
-        .receive(body(chunks(data.len())), data.len() as u64, None)
+        .receive(
+            body(chunks(data.len())),
+            BodyLen::Exactly(data.len() as u64),
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(temp.id, blob_id_of(&data));

@@ -337,7 +337,10 @@ async fn receive_blob(
     }
     // A sender that goes silent (a cut link) must not hold a temp file for ever.
     let body = super::replicate::IdleBody::new(body);
-    let temp = svc.blobs.receive(body, len, Some(id)).await?;
+    let temp = svc
+        .blobs
+        .receive(body, crate::blobs::BodyLen::Exactly(len), Some(id))
+        .await?;
     let blobs = svc.blobs.clone();
     tokio::task::spawn_blocking(move || blobs.install(temp).map(drop))
         .await

@@ -172,7 +172,10 @@ async fn pull_from(
 ) -> Result<(), FsError> {
     let (len, body) = peers.fetch_blob(addr, &id).await?;
     let body = IdleBody::new(body);
-    let temp = svc.blobs.receive(body, len, Some(id)).await?;
+    let temp = svc
+        .blobs
+        .receive(body, crate::blobs::BodyLen::Exactly(len), Some(id))
+        .await?;
     let blobs = svc.blobs.clone();
     tokio::task::spawn_blocking(move || blobs.install(temp).map(drop))
         .await

@@ -6,7 +6,7 @@
 //! touch blob files directly (blobs) nor decide POSIX rules (namespace).
 
 use crate::blobs::journal::JOURNAL_MAX;
-use crate::blobs::BlobStore;
+use crate::blobs::{BlobStore, BodyLen};
 use crate::http::wire::ReqBody;
 use crate::http::wire::{self, ResBody};
 use crate::namespace::{Contents, NsCommand};
@@ -197,14 +197,18 @@ pub async fn store(
 ) -> Result<Response<ResBody>, FsError> {
     crate::auth::perm::authorize_file(svc, &caller, ino, true)?;
     let (parts, body) = req.into_parts();
-    let len = wire::header_u64(&parts.headers, CONTENT_LENGTH.as_str())?
-        .ok_or_else(|| FsError::BadRequest("a store needs a content-length".into()))?;
-    if len > svc.settings.max_file_size {
-        return Err(FsError::TooLarge(format!(
-            "{len} bytes, largest file is {} bytes",
-            svc.settings.max_file_size
-        )));
-    }
+    // Without a content-length, the body is a file sent while it was being written
+    // (chunked): it may be as long as the largest file.
+    let max = svc.settings.max_file_size;
+    let len = match wire::header_u64(&parts.headers, CONTENT_LENGTH.as_str())? {
+        Some(len) if len > max => {
+            return Err(FsError::TooLarge(format!(
+                "{len} bytes, largest file is {max} bytes"
+            )));
+        }
+        Some(len) => BodyLen::Exactly(len),
+        None => BodyLen::AtMost(max),
+    };
     let expected = match wire::header(&parts.headers, HDR_SHA256)? {
         None => None,
         Some(hex) => Some(
@@ -226,11 +230,11 @@ pub async fn store(
 
     // Small contents on a node on its own are kept in memory and journalled with the
     // commit, so the store costs one fsync (see `blobs::journal`).
-    let small = len > 0 && len <= JOURNAL_MAX && !svc.cluster().is_clustered();
-    let temp = if small {
-        svc.blobs.receive_small(body, len, expected).await?
-    } else {
-        svc.blobs.receive(body, len, expected).await?
+    let temp = match len {
+        BodyLen::Exactly(n) if n > 0 && n <= JOURNAL_MAX && !svc.cluster().is_clustered() => {
+            svc.blobs.receive_small(body, n, expected).await?
+        }
+        len => svc.blobs.receive(body, len, expected).await?,
     };
     let journal = temp.journal_bytes();
     let (contents, pin) = if temp.size == 0 {

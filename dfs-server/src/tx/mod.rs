@@ -200,7 +200,10 @@ where
     // Refuse before reading a byte when the transaction is not open.
     svc.blocking(move |ns, _| check_open(ns, tx, client))
         .await?;
-    let temp = svc.blobs.receive(body, len, expected).await?;
+    let temp = svc
+        .blobs
+        .receive(body, crate::blobs::BodyLen::Exactly(len), expected)
+        .await?;
     if temp.size == 0 {
         return Ok(Staged {
             blob: None,

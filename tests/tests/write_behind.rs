@@ -1,0 +1,124 @@
+//! Write-behind: a file written from its start and in order reaches the server while it
+//! is still being written, and what the server ends up with is always exactly the copy
+//! at the store, also when the writer went back and changed bytes already sent (the
+//! upload is then abandoned and the file stored whole). Each file is checked through a
+//! second mount with an empty cache, so it really comes from the server.
+
+use dfs_tests::{pseudo_random, sha256, sha256_file, Fixture, Mount};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const MIB: usize = 1 << 20;
+const WAIT: Duration = Duration::from_secs(60);
+
+/// The largest temp blob the server is receiving into, in bytes.
+fn largest_temp_blob(data_dir: &Path) -> u64 {
+    std::fs::read_dir(data_dir.join("blobs").join("tmp"))
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
+}
+
+/// Waits until the server has received at least `bytes` of a store still under way.
+fn wait_for_upload(fx: &Fixture, bytes: u64) {
+    let deadline = Instant::now() + WAIT;
+    while largest_temp_blob(fx.server.data_dir()) < bytes {
+        assert!(
+            Instant::now() < deadline,
+            "the server received no {bytes} bytes of the file while it was written"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Writes `data` at the start of a new file `path`, in pieces of 1 MiB.
+fn write_in_order(file: &mut File, data: &[u8]) {
+    for piece in data.chunks(MIB) {
+        file.write_all(piece).expect("write");
+    }
+}
+
+/// The SHA-256 and mtime of `name` as a mount with an empty cache reads it from the
+/// server.
+fn on_server(fx: &Fixture, name: &str, tag: &str) -> (String, std::time::SystemTime) {
+    let fresh = Mount::start(
+        &fx.server.addr(),
+        &fx.tmp.path().join(format!("mnt-{tag}")),
+        &fx.tmp.path().join(format!("cache-{tag}")),
+        &[],
+    );
+    let path = fresh.join(name);
+    let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+    (sha256_file(&path).expect("read on a fresh mount"), mtime)
+}
+
+#[test]
+fn a_file_written_in_order_reaches_the_server_before_its_close() {
+    let fx = Fixture::new();
+    let data = pseudo_random(24 * MIB, 11);
+    let mut file = File::create(fx.mnt().join("big")).expect("create");
+    write_in_order(&mut file, &data[..16 * MIB]);
+    // Still open and not fsynced: the server must already be receiving it.
+    wait_for_upload(&fx, 8 * MIB as u64);
+    write_in_order(&mut file, &data[16 * MIB..]);
+    let written_at = file.metadata().unwrap().modified().unwrap();
+    file.sync_all().expect("fsync stores the file");
+    drop(file);
+    let (sha, mtime) = on_server(&fx, "big", "a");
+    assert_eq!(sha, sha256(&data));
+    // The file keeps the time of its last write, not that of its store.
+    assert_eq!(mtime, written_at, "mtime of the stored file");
+}
+
+#[test]
+fn bytes_changed_after_they_were_sent_are_stored_as_changed() {
+    let fx = Fixture::new();
+    let mut expected = pseudo_random(20 * MIB, 12);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(fx.mnt().join("rewritten"))
+        .expect("create");
+    write_in_order(&mut file, &expected[..16 * MIB]);
+    wait_for_upload(&fx, 8 * MIB as u64);
+    // Go back over bytes the server has already received, then carry on at the end.
+    let patch = pseudo_random(MIB, 13);
+    file.write_all_at(&patch, MIB as u64).expect("rewrite");
+    expected[MIB..2 * MIB].copy_from_slice(&patch);
+    write_in_order(&mut file, &expected[16 * MIB..]);
+    drop(file);
+    assert_eq!(on_server(&fx, "rewritten", "b").0, sha256(&expected));
+
+    // Cut short after the upload began: the store has the shorter file, then the rest.
+    let mut file = File::create(fx.mnt().join("cut")).expect("create");
+    let data = pseudo_random(16 * MIB, 14);
+    write_in_order(&mut file, &data);
+    wait_for_upload(&fx, 8 * MIB as u64);
+    file.set_len(10 * MIB as u64).expect("truncate");
+    file.write_all_at(&data[..MIB], 10 * MIB as u64)
+        .expect("write after truncate");
+    drop(file);
+    let mut expected = data[..10 * MIB].to_vec();
+    expected.extend_from_slice(&data[..MIB]);
+    assert_eq!(on_server(&fx, "cut", "c").0, sha256(&expected));
+
+    // The abandoned uploads left nothing behind on the server.
+    let deadline = Instant::now() + WAIT;
+    while largest_temp_blob(fx.server.data_dir()) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "abandoned uploads left temp blobs"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
