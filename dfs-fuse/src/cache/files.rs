@@ -629,15 +629,30 @@ impl CacheManager {
     /// of the same file is uploading. Must not be called from inside the async runtime.
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32, FsError> {
         let h = self.handle(fh)?;
+        let _shared = match h.node.gate.try_read() {
+            Ok(g) => g,
+            Err(_) => h.node.gate.blocking_read(),
+        };
+        self.write_shared(&h, offset, data)
+    }
+
+    /// `write`, if it need not wait: `None` while a store of the file is uploading.
+    pub fn try_write(&self, fh: u64, offset: u64, data: &[u8]) -> Option<Result<u32, FsError>> {
+        let h = match self.handle(fh) {
+            Ok(h) => h,
+            Err(e) => return Some(Err(e)),
+        };
+        let _shared = h.node.gate.try_read().ok()?;
+        Some(self.write_shared(&h, offset, data))
+    }
+
+    /// The write itself, under a shared hold of the file's gate.
+    fn write_shared(&self, h: &FileHandle, offset: u64, data: &[u8]) -> Result<u32, FsError> {
         if !h.writable {
             return Err(FsError::PermissionDenied(
                 "file not open for writing".into(),
             ));
         }
-        let _shared = match h.node.gate.try_read() {
-            Ok(g) => g,
-            Err(_) => h.node.gate.blocking_read(),
-        };
         let offset = if h.append {
             h.file.metadata()?.len()
         } else {

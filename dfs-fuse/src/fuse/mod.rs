@@ -438,7 +438,21 @@ impl Filesystem for DfsFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.mgr.write(fh.0, offset, data) {
+        let done = match self.mgr.try_write(fh.0, offset, data) {
+            Some(done) => done,
+            None => {
+                // A store of the file holds it: wait off this thread, which serves every
+                // other request of the mount.
+                let (mgr, data) = (self.mgr.clone(), data.to_vec());
+                self.rt
+                    .spawn_blocking(move || match mgr.write(fh.0, offset, &data) {
+                        Ok(n) => reply.written(n),
+                        Err(e) => reply.error(errno(&e)),
+                    });
+                return;
+            }
+        };
+        match done {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(errno(&e)),
         }
