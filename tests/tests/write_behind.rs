@@ -2,13 +2,16 @@
 //! is still being written, and what the server ends up with is always exactly the copy
 //! at the store, also when the writer went back and changed bytes already sent (the
 //! upload is then abandoned and the file stored whole). Each file is checked through a
-//! second mount with an empty cache, so it really comes from the server.
+//! second mount with an empty cache, so it really comes from the server. And a write that
+//! must wait for a store of its file (the server frozen) leaves the rest of the mount
+//! answering: the mount serves its requests from one thread.
 
 use dfs_tests::{pseudo_random, sha256, sha256_file, Fixture, Mount};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const MIB: usize = 1 << 20;
@@ -121,4 +124,63 @@ fn bytes_changed_after_they_were_sent_are_stored_as_changed() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Sends SIGCONT to a process on drop, so a failing test never leaves a server frozen.
+struct ContOnDrop(u32);
+
+impl Drop for ContOnDrop {
+    fn drop(&mut self) {
+        dfs_tests::signal(self.0, libc::SIGCONT);
+    }
+}
+
+#[test]
+fn a_write_waiting_for_a_stuck_store_does_not_stall_the_mount() {
+    let fx = Fixture::new();
+    let other = fx.mnt().join("other");
+    std::fs::write(&other, b"cached").expect("write another file");
+    assert_eq!(std::fs::read(&other).unwrap(), b"cached");
+    let path = fx.mnt().join("stuck");
+    let file = Arc::new(File::create(&path).expect("create"));
+    file.write_all_at(&pseudo_random(MIB, 15), 0)
+        .expect("write");
+    let second = OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("second open");
+
+    // Freeze the server, then close the second descriptor: its store holds the file's
+    // gate while it waits. (Not fsync: the kernel holds the inode's lock through an
+    // fsync, so no write of the file would even reach the daemon meanwhile.)
+    let pid = fx.server.pid();
+    dfs_tests::signal(pid, libc::SIGSTOP);
+    let _thaw = ContOnDrop(pid);
+    let closer = std::thread::spawn(move || drop(second));
+    // Give the close time to reach the daemon and take the gate (if it has not, the
+    // write below simply goes first and the test proves less, never wrongly).
+    std::thread::sleep(Duration::from_millis(300));
+    let writer = {
+        let file = file.clone();
+        std::thread::spawn(move || file.write_all_at(b"late", MIB as u64))
+    };
+    // The write waits for the store; the rest of the mount must not.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let probe = other.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::fs::read(&probe));
+    });
+    let read = rx.recv_timeout(Duration::from_secs(10));
+    dfs_tests::signal(pid, libc::SIGCONT);
+    assert_eq!(
+        read.expect("a cached file could not be read while a write waited for a store")
+            .expect("read of the cached file"),
+        b"cached"
+    );
+    closer.join().unwrap();
+    writer
+        .join()
+        .unwrap()
+        .expect("the write once the store is done");
+    file.sync_all().expect("fsync once the server is back");
 }
