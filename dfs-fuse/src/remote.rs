@@ -418,11 +418,8 @@ impl Remote {
             (body, len, sha)
         };
         let mut builder = self
-            .request(Method::PUT, &format!("/v1/files/{ino}"))
+            .store_request(ino, fence)
             .header(hyper::header::CONTENT_LENGTH, len.to_string());
-        if let Some(token) = fence {
-            builder = builder.header(dfs_common::locks::HDR_FENCE, token.to_string());
-        }
         if let Some(mtime) = mtime {
             builder = builder.header(proto::HDR_MTIME, codec::to_header(&mtime));
         }
@@ -436,11 +433,7 @@ impl Remote {
             let (resp, signed) = self
                 .send_signed(http_req, sha.unwrap_or_default(), true)
                 .await?;
-            let (status, headers, body) = Self::finish(resp, signed.as_ref()).await?;
-            if !status.is_success() {
-                return Err(Self::error_from(status, &headers, &body));
-            }
-            codec::decode::<Attr>(&body)
+            Self::stored_attr(resp, signed.as_ref()).await
         }
         .await;
         result
@@ -455,15 +448,29 @@ impl Remote {
         body: Body,
         fence: Option<u64>,
     ) -> Result<Attr, FsError> {
-        let mut builder = self.request(Method::PUT, &format!("/v1/files/{ino}"));
-        if let Some(token) = fence {
-            builder = builder.header(dfs_common::locks::HDR_FENCE, token.to_string());
-        }
-        let http_req = builder
+        let http_req = self
+            .store_request(ino, fence)
             .body(body)
             .map_err(|e| FsError::Invalid(e.to_string()))?;
         let resp = self.send(http_req).await?;
-        let (status, headers, body) = Self::finish(resp, None).await?;
+        Self::stored_attr(resp, None).await
+    }
+
+    /// The start of a store of `ino`, fenced by `fence` if the writer holds the lock.
+    fn store_request(&self, ino: Ino, fence: Option<u64>) -> hyper::http::request::Builder {
+        let builder = self.request(Method::PUT, &format!("/v1/files/{ino}"));
+        match fence {
+            Some(token) => builder.header(dfs_common::locks::HDR_FENCE, token.to_string()),
+            None => builder,
+        }
+    }
+
+    /// The new attributes a store's answer carries, or the error it reports.
+    async fn stored_attr(
+        resp: Response<hyper::body::Incoming>,
+        signed: Option<&Signed>,
+    ) -> Result<Attr, FsError> {
+        let (status, headers, body) = Self::finish(resp, signed).await?;
         if !status.is_success() {
             return Err(Self::error_from(status, &headers, &body));
         }

@@ -126,6 +126,24 @@ fn bytes_changed_after_they_were_sent_are_stored_as_changed() {
     }
 }
 
+/// Bytes waiting unread in the receive queues of TCP connections to local port `port`
+/// (from /proc/net/tcp: `local_address` is `IP:PORT`, `tx_queue:rx_queue`, all hex).
+fn unread_by_server(port: u16) -> u64 {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let local_port = fields.get(1)?.rsplit(':').next()?;
+            let rx_queue = fields.get(4)?.rsplit(':').next()?;
+            (u16::from_str_radix(local_port, 16).ok()? == port)
+                .then(|| u64::from_str_radix(rx_queue, 16).ok())
+                .flatten()
+        })
+        .sum()
+}
+
 /// Sends SIGCONT to a process on drop, so a failing test never leaves a server frozen.
 struct ContOnDrop(u32);
 
@@ -157,9 +175,13 @@ fn a_write_waiting_for_a_stuck_store_does_not_stall_the_mount() {
     dfs_tests::signal(pid, libc::SIGSTOP);
     let _thaw = ContOnDrop(pid);
     let closer = std::thread::spawn(move || drop(second));
-    // Give the close time to reach the daemon and take the gate (if it has not, the
-    // write below simply goes first and the test proves less, never wrongly).
-    std::thread::sleep(Duration::from_millis(300));
+    // The store takes the gate before it sends: once the frozen server's socket holds
+    // bytes it has not read, the gate is held.
+    let deadline = Instant::now() + WAIT;
+    while unread_by_server(fx.server.port()) == 0 {
+        assert!(Instant::now() < deadline, "the close never started a store");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let writer = {
         let file = file.clone();
         std::thread::spawn(move || file.write_all_at(b"late", MIB as u64))

@@ -15,7 +15,7 @@
 //! store whose upload failed. Signed stores carry the contents' hash up front, so users
 //! with credentials get no upload.
 
-use super::files::FileNode;
+use super::files::{FileNode, Local};
 use super::CacheManager;
 use crate::remote::Body;
 use bytes::Bytes;
@@ -65,9 +65,19 @@ impl WriteBehind {
         }
     }
 
-    pub(super) fn abandon(self) {
+    fn abandon(self) {
         if let Some(up) = self.upload {
             up.written.send_replace(Written::Abandoned);
+        }
+    }
+}
+
+impl Local {
+    /// Abandons this copy's write-behind, if any: the copy changed other than by
+    /// appending, or its last writer is gone.
+    pub(super) fn abandon_behind(&mut self) {
+        if let Some(b) = self.behind.take() {
+            b.abandon();
         }
     }
 }
@@ -78,23 +88,27 @@ impl CacheManager {
         crate::auth::current_credentials().is_none()
     }
 
-    /// Notes a write of `len` bytes at `offset`, already in the copy `file` of `node`:
-    /// the upload follows it, starts, or is abandoned if the write is out of order.
-    pub(super) fn behind_wrote(&self, node: &FileNode, file: &Arc<File>, offset: u64, len: u64) {
-        let mut l = node.local.lock().unwrap();
+    /// Notes a write of `len` bytes at `offset`, already in the copy `file` of inode
+    /// `ino` (whose state is `l`): the upload follows it, starts, or is abandoned if the
+    /// write is out of order.
+    pub(super) fn behind_wrote(
+        &self,
+        l: &mut Local,
+        ino: dfs_common::Ino,
+        file: &Arc<File>,
+        offset: u64,
+        len: u64,
+    ) {
         let fence = l.fence;
         let Some(behind) = l.behind.as_mut() else {
             return;
         };
         if offset != behind.next {
             log::debug!(
-                "inode {}: write at {offset}, not {}: no write-behind",
-                node.ino,
+                "inode {ino}: write at {offset}, not {}: no write-behind",
                 behind.next
             );
-            if let Some(b) = l.behind.take() {
-                b.abandon();
-            }
+            l.abandon_behind();
             return;
         }
         behind.next += len;
@@ -108,7 +122,6 @@ impl CacheManager {
                 };
                 let (written, follow) = watch::channel(Written::Upto(behind.next));
                 let body = follow_copy(file.clone(), follow);
-                let ino = node.ino;
                 log::debug!("inode {ino}: write-behind upload starts");
                 let result = self
                     .rt
@@ -116,14 +129,6 @@ impl CacheManager {
                 behind.upload = Some(Upload { written, result });
             }
             None => {}
-        }
-    }
-
-    /// Abandons the write-behind of `node`, if any: its copy changed other than by
-    /// appending.
-    pub(super) fn abandon_behind(&self, node: &FileNode) {
-        if let Some(b) = node.local.lock().unwrap().behind.take() {
-            b.abandon();
         }
     }
 
@@ -184,8 +189,18 @@ impl CacheManager {
         };
         match self.remote.dir(&req).await {
             Ok(DirReply::Attr(set)) => set,
-            Ok(_) | Err(_) => {
-                log::info!("inode {}: could not set the mtime of its store", attr.ino);
+            Ok(other) => {
+                log::warn!(
+                    "inode {}: setting the mtime of its store was answered {other:?}",
+                    attr.ino
+                );
+                attr
+            }
+            Err(e) => {
+                log::warn!(
+                    "inode {}: could not set the mtime of its store: {e}",
+                    attr.ino
+                );
                 attr
             }
         }

@@ -659,9 +659,12 @@ impl CacheManager {
             offset
         };
         h.file.write_all_at(data, offset)?;
-        self.behind_wrote(&h.node, &h.file, offset, data.len() as u64);
-        h.node.local.lock().unwrap().clean_stamp = None;
-        let dirty = h.node.local.lock().unwrap().dirty;
+        let dirty = {
+            let mut l = h.node.local.lock().unwrap();
+            l.clean_stamp = None;
+            self.behind_wrote(&mut l, h.ino, &h.file, offset, data.len() as u64);
+            l.dirty
+        };
         if !dirty {
             let len = h.file.metadata()?.len();
             self.mark_dirty(&h.node, len)?;
@@ -706,7 +709,7 @@ impl CacheManager {
             l.file.clone().filter(|_| l.file_version == l.version)
         };
         let _excl = node.gate.write().await;
-        self.abandon_behind(&node);
+        node.local.lock().unwrap().abandon_behind();
         match file {
             Some(f) => f.set_len(len)?,
             None => {
@@ -735,8 +738,8 @@ impl CacheManager {
         let Some(node) = self.nodes.lock().unwrap().get(&ino).cloned() else {
             return Ok(false);
         };
-        self.abandon_behind(&node);
         let mut l = node.local.lock().unwrap();
+        l.abandon_behind();
         if !l.dirty {
             return Ok(false);
         }
@@ -785,9 +788,7 @@ impl CacheManager {
                 l.file = None;
             }
             if l.writers == 0 {
-                if let Some(b) = l.behind.take() {
-                    b.abandon();
-                }
+                l.abandon_behind();
             }
             // The last writer is gone. A copy still marked dirty only because passthrough
             // writers might have written (it was stored at their flush, or never changed)
