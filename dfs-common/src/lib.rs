@@ -1,14 +1,16 @@
-//! dfs-common: what the server and the client must agree on, and nothing that does I/O.
+//! dfs-common: what the server and the client must agree on, and (but for one read helper) no I/O.
 //!
 //! Owns: ids and attributes (`types`), the one POSIX-shaped error type (`error`), the wire
 //! messages of every `/v1` resource (`proto`, and `locks` for the lock service), the bincode codec and frame format (`codec`),
-//! and content hashing of blobs (`hash`). It must not own policy: no sockets, no files, no
-//! clocks beyond `Timestamp::now`.
+//! and content hashing of blobs (`hash`). It must not own policy: no sockets, no clocks
+//! beyond `Timestamp::now`, and no file I/O beyond `fileread::read_fresh` (reading a range
+//! into an unzeroed buffer, which both data paths need).
 
 pub mod auth;
 pub mod cluster;
 pub mod codec;
 pub mod error;
+pub mod fileread;
 pub mod hash;
 pub mod locks;
 pub mod password;

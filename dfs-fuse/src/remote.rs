@@ -8,6 +8,7 @@ use crate::cache::filling::Filling;
 use bytes::Bytes;
 use dfs_common::auth;
 use dfs_common::codec;
+use dfs_common::fileread::read_fresh;
 use dfs_common::privacy::{self, HDR_PROTECTION as PRIVACY_HDR};
 use dfs_common::proto::{self, DirReply, DirRequest};
 use dfs_common::{Attr, FsError, Ino};
@@ -20,7 +21,6 @@ use hyper_util::rt::TokioExecutor;
 use serde::{de::DeserializeOwned, Serialize};
 use std::path::Path;
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
 
 pub(crate) type Body = BoxBody<Bytes, std::io::Error>;
 
@@ -35,6 +35,9 @@ const SMALL_BODY: u64 = 1 << 20;
 pub(crate) const INLINE_IO: u64 = 128 << 10;
 /// Chunk size for streaming file bodies.
 const CHUNK: usize = 1 << 20;
+
+/// Told how many bytes of a file have been read for sending so far.
+pub type Progress = std::sync::Arc<dyn Fn(u64) + Send + Sync>;
 
 /// What a fetch found.
 pub enum Fetched {
@@ -405,15 +408,19 @@ impl Remote {
                 false => None,
                 true => Some(Self::hash_file(src).await?),
             };
-            let mut file = tokio::fs::File::from_std(file);
             let (body, len) = if meta.len() <= SMALL_BODY {
                 // One write with the headers: no per-chunk hops.
-                let mut bytes = Vec::with_capacity(meta.len() as usize);
-                file.read_to_end(&mut bytes).await?;
+                let cap = meta.len() as usize;
+                let bytes = tokio::task::spawn_blocking(move || {
+                    let mut bytes = Vec::with_capacity(cap);
+                    std::io::Read::read_to_end(&mut &file, &mut bytes).map(|_| bytes)
+                })
+                .await
+                .map_err(|e| FsError::Io(e.to_string()))??;
                 let n = bytes.len() as u64;
                 (full(bytes), n)
             } else {
-                (Self::stream_file(file, meta.len()), meta.len())
+                (Self::stream_file(file, meta.len(), None), meta.len())
             };
             (body, len, sha)
         };
@@ -498,25 +505,28 @@ impl Remote {
         .map_err(FsError::from)
     }
 
-    /// A body that streams `len` bytes of `file` in chunks; never the whole file in memory.
-    fn stream_file(mut file: tokio::fs::File, len: u64) -> Body {
+    /// A body that streams `len` bytes of `file` in chunks read ahead on a blocking thread
+    /// into unzeroed buffers; never the whole file in memory. `progress` is told the bytes
+    /// read so far. A file that turns out shorter than `len` fails the body.
+    fn stream_file(file: std::fs::File, len: u64, progress: Option<Progress>) -> Body {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
-        tokio::spawn(async move {
+        tokio::task::spawn_blocking(move || {
             let mut sent: u64 = 0;
             while sent < len {
                 let want = CHUNK.min((len - sent) as usize);
-                let mut buf = vec![0u8; want];
-                match file.read_exact(&mut buf).await {
-                    Ok(_) => {
-                        sent += want as u64;
-                        if tx.send(Ok(Frame::data(Bytes::from(buf)))).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(e)).await;
-                        return;
-                    }
+                let item = match read_fresh(&file, want, sent) {
+                    Ok(buf) if buf.len() == want => Ok(Frame::data(Bytes::from(buf))),
+                    Ok(_) => Err(std::io::Error::other("file shrank while being sent")),
+                    Err(e) => Err(e),
+                };
+                let failed = item.is_err();
+                // A send fails once the body is dropped (the request ended): stop reading.
+                if tx.blocking_send(item).is_err() || failed {
+                    return;
+                }
+                sent += want as u64;
+                if let Some(p) = &progress {
+                    p(sent);
                 }
             }
         });
@@ -551,40 +561,12 @@ impl Remote {
         &self,
         path: &str,
         src: &Path,
-        progress: Option<std::sync::Arc<dyn Fn(u64) + Send + Sync>>,
+        progress: Option<Progress>,
     ) -> Result<Resp, FsError> {
-        let mut file = tokio::fs::File::open(src).await?;
-        let len = file.metadata().await?.len();
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
-        let reader = tokio::spawn(async move {
-            let mut sent: u64 = 0;
-            while sent < len {
-                let want = CHUNK.min((len - sent) as usize);
-                let mut buf = vec![0u8; want];
-                match file.read_exact(&mut buf).await {
-                    Ok(_) => {
-                        sent += want as u64;
-                        if tx.send(Ok(Frame::data(Bytes::from(buf)))).await.is_err() {
-                            return;
-                        }
-                        if let Some(p) = &progress {
-                            p(sent);
-                        }
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(e)).await;
-                        return;
-                    }
-                }
-            }
-        });
-        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        });
-        let body: Body = BodyExt::boxed(StreamBody::new(stream));
-        let result = self.put_body(path, len, body).await;
-        reader.abort();
-        result
+        let file = std::fs::File::open(src)?;
+        let len = file.metadata()?.len();
+        self.put_body(path, len, Self::stream_file(file, len, progress))
+            .await
     }
 
     /// `PUT`s `bytes` to `path` and decodes the bincode answer.

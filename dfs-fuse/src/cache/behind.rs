@@ -19,13 +19,13 @@ use super::files::{FileNode, Local};
 use super::CacheManager;
 use crate::remote::Body;
 use bytes::Bytes;
+use dfs_common::fileread::read_fresh;
 use dfs_common::proto::{AttrChange, DirReply, DirRequest};
 use dfs_common::types::SetTime;
 use dfs_common::{Attr, FsError, Timestamp};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -227,8 +227,11 @@ fn follow_copy(file: Arc<File>, written: watch::Receiver<Written>) -> Body {
                 let want = (upto - sent).min(FRAME) as usize;
                 let f = file.clone();
                 let read = tokio::task::spawn_blocking(move || {
-                    let mut buf = vec![0u8; want];
-                    f.read_exact_at(&mut buf, sent).map(|()| buf)
+                    let buf = read_fresh(&f, want, sent)?;
+                    if buf.len() < want {
+                        return Err(std::io::Error::other("copy shorter than written"));
+                    }
+                    Ok(buf)
                 })
                 .await
                 .map_err(std::io::Error::other)

@@ -17,6 +17,7 @@ mod tests;
 mod writer;
 
 use bytes::Bytes;
+use dfs_common::fileread::read_fresh;
 use dfs_common::hash::BlobHasher;
 use dfs_common::{BlobId, FsError};
 use http_body_util::BodyExt;
@@ -28,7 +29,6 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
 use index::{BlobIndex, Held};
@@ -408,21 +408,14 @@ impl BlobStore {
     pub fn read_stream(file: fs::File, len: u64) -> mpsc::Receiver<io::Result<Bytes>> {
         let (tx, rx) = mpsc::channel(READ_AHEAD);
         tokio::spawn(async move {
-            let mut file = tokio::fs::File::from_std(file);
-            let mut left = len;
-            while left > 0 {
-                let want = (left as usize).min(READ_CHUNK);
-                let mut buf = vec![0u8; want];
-                let item = match file.read(&mut buf).await {
-                    Ok(0) => Err(short_blob()),
-                    Ok(n) => {
-                        buf.truncate(n);
-                        left -= n as u64;
-                        Ok(Bytes::from(buf))
-                    }
-                    Err(e) => Err(e),
-                };
+            let file = Arc::new(file);
+            let mut offset = 0;
+            while offset < len {
+                let item = read_chunk(&file, offset, len).await;
                 let failed = item.is_err();
+                if let Ok(chunk) = &item {
+                    offset += chunk.len() as u64;
+                }
                 if tx.send(item).await.is_err() || failed {
                     return;
                 }
@@ -443,23 +436,16 @@ impl BlobStore {
     ) -> mpsc::Receiver<io::Result<Bytes>> {
         let (tx, rx) = mpsc::channel(READ_AHEAD);
         tokio::spawn(async move {
-            let mut file = tokio::fs::File::from_std(file);
+            let file = Arc::new(file);
             let mut hasher = BlobHasher::new();
             let mut held: Option<Bytes> = None;
-            let mut left = len;
-            while left > 0 {
-                let want = (left as usize).min(READ_CHUNK);
-                let mut buf = vec![0u8; want];
-                match file.read(&mut buf).await {
-                    Ok(0) => {
-                        let _ = tx.send(Err(short_blob())).await;
-                        return;
-                    }
-                    Ok(n) => {
-                        buf.truncate(n);
-                        left -= n as u64;
-                        hasher.update(&buf);
-                        if let Some(prev) = held.replace(Bytes::from(buf)) {
+            let mut offset = 0;
+            while offset < len {
+                match read_chunk(&file, offset, len).await {
+                    Ok(chunk) => {
+                        offset += chunk.len() as u64;
+                        hasher.update(&chunk);
+                        if let Some(prev) = held.replace(chunk) {
                             if tx.send(Ok(prev)).await.is_err() {
                                 return;
                             }
@@ -599,6 +585,20 @@ fn held_now(size: u64) -> Held {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
     Held { size, mtime_ms }
+}
+
+/// The next chunk of a blob of `len` bytes from `offset`, read off the async threads into a
+/// buffer that is not zeroed first; a blob that ends early is an error.
+async fn read_chunk(file: &Arc<fs::File>, offset: u64, len: u64) -> io::Result<Bytes> {
+    let want = ((len - offset) as usize).min(READ_CHUNK);
+    let file = file.clone();
+    let buf = tokio::task::spawn_blocking(move || read_fresh(&file, want, offset))
+        .await
+        .map_err(io::Error::other)??;
+    if buf.is_empty() {
+        return Err(short_blob());
+    }
+    Ok(Bytes::from(buf))
 }
 
 fn short_blob() -> io::Error {
