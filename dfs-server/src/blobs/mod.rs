@@ -306,7 +306,7 @@ impl BlobStore {
         let mut src = CheckedBody::new(body, len);
         let received = async {
             while let Some(data) = src.next().await? {
-                out.write(&data).await?;
+                out.write(data).await?;
             }
             src.finish(expected)
         }

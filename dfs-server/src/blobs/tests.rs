@@ -312,17 +312,26 @@ fn resized_copies_truncate_and_zero_extend() {
     assert_eq!(fs::read(t.store.path(&p.id)).unwrap(), b"hello world\0\0\0");
 }
 
-/// A body of many writer chunks (and several writeback kicks) arrives whole; one that
+/// A body of many writer chunks (and several writeback kicks) arrives whole, its frames
+/// of every size (kept as they are, or gathered when small) landing in order; one that
 /// fails after some of them leaves no file behind.
 #[tokio::test]
 async fn large_bodies_arrive_whole_or_leave_nothing() {
     let t = fresh();
     let data: Vec<u8> = (0..20usize << 20).map(|i| (i % 253) as u8).collect();
+    let sizes = [300_000, 1, 5_000, 16_383, 16_384, 70_001, 2 << 20, 7];
     let chunks = |upto: usize| -> Chunks {
-        data[..upto]
-            .chunks(300_000)
-            .map(|c| Ok(Frame::data(Bytes::copy_from_slice(c))))
-            .collect()
+        let mut frames = Vec::new();
+        let mut at = 0;
+        for size in sizes.iter().cycle() {
+            if at == upto {
+                break;
+            }
+            let end = (at + size).min(upto);
+            frames.push(Ok(Frame::data(Bytes::copy_from_slice(&data[at..end]))));
+            at = end;
+        }
+        frames
     };
     let mut cut = chunks(12 << 20);
     cut.push(Err(io::Error::new(io::ErrorKind::ConnectionReset, "gone")));

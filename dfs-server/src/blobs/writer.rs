@@ -1,13 +1,15 @@
 //! Writing a received body into its temp file off the async threads, while it arrives.
 //!
 //! Owns: one blocking task per large store that writes 1 MiB chunks handed over through a
-//! small channel, starts the kernel's writeback of every 8 MiB as soon as it is written
+//! small channel (each a list of the body's own frames, written with one `writev`, so
+//! the bytes are not copied on the way; only small frames are gathered), starts the kernel's writeback of every 8 MiB as soon as it is written
 //! (`sync_file_range`), and fsyncs once at the end. So the disk writes while the network
 //! still sends, and the final fsync waits for the tail only, not for the whole file.
 
+use bytes::{Bytes, BytesMut};
 use dfs_common::FsError;
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, IoSlice, Write};
 use std::os::unix::io::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -18,25 +20,33 @@ use tokio::task::JoinHandle;
 pub(super) const CHUNK: usize = 1 << 20;
 /// Writeback is started every this many bytes.
 const WRITEBACK_EVERY: u64 = 8 << 20;
+/// Frames smaller than this are copied together rather than kept as they are, so that a
+/// chunk is at most `2 * CHUNK / SMALL_FRAME` slices (well under `IOV_MAX`).
+const SMALL_FRAME: usize = 16 << 10;
+
+/// The frames of one chunk, in order.
+type Chunk = Vec<Bytes>;
 
 pub(super) struct Writer {
-    tx: Option<mpsc::Sender<Vec<u8>>>,
+    tx: Option<mpsc::Sender<Chunk>>,
     task: Option<JoinHandle<io::Result<()>>>,
     failed: Arc<AtomicBool>,
-    pending: Vec<u8>,
+    pending: Chunk,
+    pending_len: usize,
+    /// Small frames, gathered until a large one or the end of the chunk.
+    small: BytesMut,
 }
 
 impl Writer {
     pub(super) fn start(file: File) -> Writer {
-        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(4);
+        let (tx, mut rx) = mpsc::channel::<Chunk>(4);
         let failed = Arc::new(AtomicBool::new(false));
         let give_up = failed.clone();
         let task = tokio::task::spawn_blocking(move || {
             let mut file = file;
             let (mut written, mut started) = (0u64, 0u64);
             while let Some(chunk) = rx.blocking_recv() {
-                file.write_all(&chunk)?;
-                written += chunk.len() as u64;
+                written += write_all_frames(&mut file, &chunk)?;
                 if written - started >= WRITEBACK_EVERY {
                     start_writeback(&file, started, written - started);
                     started = written;
@@ -51,21 +61,41 @@ impl Writer {
             tx: Some(tx),
             task: Some(task),
             failed,
-            pending: Vec::with_capacity(CHUNK),
+            pending: Vec::new(),
+            pending_len: 0,
+            small: BytesMut::new(),
         }
     }
 
     /// Queues `data`; waits when the writer is 4 chunks behind.
-    pub(super) async fn write(&mut self, data: &[u8]) -> Result<(), FsError> {
-        self.pending.extend_from_slice(data);
-        if self.pending.len() >= CHUNK {
-            let chunk = std::mem::replace(&mut self.pending, Vec::with_capacity(CHUNK));
+    pub(super) async fn write(&mut self, data: Bytes) -> Result<(), FsError> {
+        self.pending_len += data.len();
+        if data.len() < SMALL_FRAME {
+            self.small.extend_from_slice(&data);
+        } else {
+            self.take_small();
+            self.pending.push(data);
+        }
+        if self.pending_len >= CHUNK {
+            let chunk = self.take_chunk();
             self.send(chunk).await?;
         }
         Ok(())
     }
 
-    async fn send(&mut self, chunk: Vec<u8>) -> Result<(), FsError> {
+    fn take_small(&mut self) {
+        if !self.small.is_empty() {
+            self.pending.push(self.small.split().freeze());
+        }
+    }
+
+    fn take_chunk(&mut self) -> Chunk {
+        self.take_small();
+        self.pending_len = 0;
+        std::mem::take(&mut self.pending)
+    }
+
+    async fn send(&mut self, chunk: Chunk) -> Result<(), FsError> {
         let tx = self.tx.as_ref().expect("writer used after it stopped");
         if tx.send(chunk).await.is_err() {
             // The writer stopped on an error: report it now, not after the whole body.
@@ -88,8 +118,8 @@ impl Writer {
 
     /// Writes what is left and returns once the file is fsynced.
     pub(super) async fn finish(mut self) -> Result<(), FsError> {
-        if !self.pending.is_empty() {
-            let chunk = std::mem::take(&mut self.pending);
+        if self.pending_len > 0 {
+            let chunk = self.take_chunk();
             self.send(chunk).await?;
         }
         self.tx = None;
@@ -102,6 +132,26 @@ impl Writer {
         self.tx = None;
         let _ = self.join().await;
     }
+}
+
+/// Writes `frames` one after the other, with as few `writev` calls as the kernel allows;
+/// returns the bytes written.
+fn write_all_frames(file: &mut File, frames: &[Bytes]) -> io::Result<u64> {
+    let mut slices: Vec<IoSlice> = frames.iter().map(|f| IoSlice::new(f)).collect();
+    let mut rest = &mut slices[..];
+    let mut total = 0;
+    while !rest.is_empty() {
+        match file.write_vectored(rest) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                total += n as u64;
+                IoSlice::advance_slices(&mut rest, n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(total)
 }
 
 /// Asks the kernel to start writing `len` bytes from `offset` back to disk, without
