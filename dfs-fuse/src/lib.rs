@@ -37,4 +37,5 @@ pub fn spawn_background(mgr: &Arc<CacheManager>) {
     tokio::spawn(callbacks::run_channel(mgr.clone()));
     tokio::spawn(callbacks::run_dirty_retry(mgr.clone()));
     tokio::spawn(cache::locks::run_renewal(mgr.clone()));
+    tokio::spawn(cache::writelock::run_release_batches(mgr.clone()));
 }

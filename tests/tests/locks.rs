@@ -554,6 +554,48 @@ enum Thaw {
     WhileTheNextWriterHoldsIt,
 }
 
+/// The writers' locks a create-write-close loop gives back go to the server together, a
+/// few milliseconds after each close: none may be left for its lease (15 s) to end, and
+/// a file written again at once keeps its lock and its contents.
+#[test]
+fn writers_locks_given_back_in_batches_all_reach_the_server() {
+    let c = Cell::new(1, &[]);
+    let dir = c.m(0).join("batch");
+    std::fs::create_dir(&dir).unwrap();
+    let files: Vec<PathBuf> = (0..12).map(|i| dir.join(format!("f{i}"))).collect();
+    for (i, f) in files.iter().enumerate() {
+        write(f, format!("first {i}\n")).unwrap();
+    }
+    // Written again right after its close: its release may still be queued.
+    write(&files[0], b"again\n").unwrap();
+    let t = Instant::now();
+    let left = poll(Duration::from_secs(5), Duration::from_millis(50), || {
+        let held: Vec<&PathBuf> = files.iter().filter(|f| open_lock_listed(f)).collect();
+        held.is_empty().then_some(())
+    });
+    let still: Vec<String> = files
+        .iter()
+        .filter(|f| open_lock_listed(f))
+        .map(|f| f.display().to_string())
+        .collect();
+    assert!(
+        left.is_some(),
+        "writers' locks still held {:?} after the last close: {still:?}",
+        t.elapsed()
+    );
+    eprintln!(
+        "all writers' locks released {:?} after the last close",
+        t.elapsed()
+    );
+    assert_eq!(text(&read(&files[0]).unwrap()), "again\n");
+    assert_eq!(
+        fetch_path(&c.server.addr(), "batch/f11")
+            .map(|b| text(&b))
+            .as_deref(),
+        Some("first 11\n")
+    );
+}
+
 /// Is an `Open` (writers') lock listed on the file at `path`?
 fn open_lock_listed(path: &Path) -> bool {
     dfs_locks(path).iter().any(|l| l.contains("Open"))

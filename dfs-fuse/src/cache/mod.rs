@@ -13,7 +13,7 @@ pub mod locks;
 pub mod meta;
 mod namespace;
 mod store;
-mod writelock;
+pub(crate) mod writelock;
 
 use crate::remote::Remote;
 use dfs_common::{Attr, FsError, Ino};
@@ -130,6 +130,9 @@ pub struct CacheManager {
     pub(crate) lease_ms: AtomicU64,
     /// How long an open for writing waits for another client's write lock.
     pub(crate) lock_wait: std::time::Duration,
+    /// Writers' locks given back, not yet sent (see `writelock`).
+    pub(crate) releases: Mutex<Vec<Arc<files::FileNode>>>,
+    pub(crate) release_due: tokio::sync::Notify,
     pub(crate) cache_dir: std::path::PathBuf,
     pub(crate) rt: tokio::runtime::Handle,
     /// The kernel reads and writes open files directly (FUSE passthrough): writes never
@@ -175,6 +178,8 @@ impl CacheManager {
             advisory: Mutex::new(std::collections::HashSet::new()),
             lease_ms: AtomicU64::new(15_000),
             lock_wait: opts.lock_wait,
+            releases: Mutex::new(Vec::new()),
+            release_due: tokio::sync::Notify::new(),
             cache_dir: cache_dir.to_path_buf(),
             passthrough: AtomicBool::new(false),
             rt,

@@ -1,12 +1,20 @@
 //! The writers' turn: an open for writing takes the file's `Open` lock (bounded wait) and
-//! the last writer's close gives it back once the file is stored. Must not store.
+//! the last writer's close gives it back once the file is stored, batched with the other
+//! locks given back within a few milliseconds. Must not store.
 
 use super::files::{FileNode, OPEN_OWNER};
 use super::locks::label_for;
 use super::CacheManager;
-use dfs_common::locks::{LockClass, LockRequest, ReleaseRequest};
+use dfs_common::locks::{LockClass, LockRequest, ReleaseReply, ReleaseRequest};
 use dfs_common::{FsError, Ino};
+use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a given-back writers' lock waits for others to go in the same request.
+const RELEASE_BATCH_DELAY: Duration = Duration::from_millis(10);
+/// Most releases in one request (the server takes up to 4096).
+const RELEASE_BATCH_MAX: usize = 1024;
 
 /// The request for this client's writers' lock on `ino`, named after `uid`.
 pub(super) fn open_lock_request(ino: Ino, uid: u32) -> LockRequest {
@@ -42,7 +50,10 @@ impl CacheManager {
         }
     }
 
-    /// Gives back the writers' lock once nobody here writes and nothing is unstored.
+    /// Gives back the writers' lock once nobody here writes and nothing is unstored. It is
+    /// queued and goes with the others given back within `RELEASE_BATCH_DELAY`, in one
+    /// request (`run_release_batches`): a create-write-close loop then makes two requests
+    /// per file, not three. Until it goes, a new writer here keeps the lock as it is.
     pub(super) fn release_open_lock_later(&self, node: &Arc<FileNode>) {
         {
             let l = node.local.lock().unwrap();
@@ -50,10 +61,23 @@ impl CacheManager {
                 return;
             }
         }
-        let node = node.clone();
-        let remote = self.remote.clone();
-        self.rt.spawn(async move {
-            let _grant = node.grant.lock().await;
+        self.releases.lock().unwrap().push(node.clone());
+        self.release_due.notify_one();
+    }
+
+    /// Sends the queued releases. Each file's `grant` mutex is held from the decision to
+    /// the server's answer, so no new grant here can cross its release; a file written
+    /// again meanwhile keeps its lock.
+    pub(crate) async fn send_queued_releases(&self) {
+        let nodes = std::mem::take(&mut *self.releases.lock().unwrap());
+        let mut seen = HashSet::new();
+        let mut guards = Vec::new();
+        let mut reqs = Vec::new();
+        for node in &nodes {
+            if !seen.insert(node.ino) {
+                continue;
+            }
+            let guard = node.grant.lock().await;
             let token = {
                 let mut l = node.local.lock().unwrap();
                 if l.writers == 0 && !l.dirty {
@@ -63,23 +87,41 @@ impl CacheManager {
                 }
             };
             if token.is_some() {
-                let req = ReleaseRequest {
+                reqs.push(ReleaseRequest {
                     ino: node.ino,
                     class: LockClass::Open,
                     owner: OPEN_OWNER,
                     range: None,
-                };
-                let released: Result<dfs_common::locks::ReleaseReply, _> = remote
-                    .call("/v1/locks/release", &req, std::time::Duration::ZERO)
-                    .await;
-                if let Err(e) = released {
-                    log::debug!(
-                        "inode {}: write lock release: {e} (the lease ends it)",
-                        node.ino
-                    );
-                }
+                });
+                guards.push(guard);
             }
-        });
+        }
+        for batch in reqs.chunks(RELEASE_BATCH_MAX) {
+            let sent: Result<ReleaseReply, _> = self
+                .remote
+                .call("/v1/locks/release-many", &batch, Duration::ZERO)
+                .await;
+            match sent {
+                Ok(_) => {}
+                // A server from before `release-many`: one request each.
+                Err(FsError::Invalid(_)) => {
+                    for req in batch {
+                        let one: Result<ReleaseReply, _> = self
+                            .remote
+                            .call("/v1/locks/release", req, Duration::ZERO)
+                            .await;
+                        if let Err(e) = one {
+                            log::debug!("inode {}: write lock release: {e}", req.ino);
+                        }
+                    }
+                }
+                Err(e) => log::debug!(
+                    "{} write lock releases: {e} (their leases end them)",
+                    batch.len()
+                ),
+            }
+        }
+        drop(guards);
     }
 
     /// Inodes whose writers' lock this client holds (for lease renewal).
@@ -98,5 +140,15 @@ impl CacheManager {
         if let Some(node) = self.nodes.lock().unwrap().get(&ino) {
             node.local.lock().unwrap().fence = None;
         }
+    }
+}
+
+/// Sends the releases `release_open_lock_later` queues, `RELEASE_BATCH_DELAY` after the
+/// first of a batch.
+pub async fn run_release_batches(mgr: Arc<CacheManager>) {
+    loop {
+        mgr.release_due.notified().await;
+        tokio::time::sleep(RELEASE_BATCH_DELAY).await;
+        mgr.send_queued_releases().await;
     }
 }

@@ -1,4 +1,4 @@
-//! `POST /v1/locks/{acquire,acquire-many,release,test,renew,list}`: decodes the bincode
+//! `POST /v1/locks/{acquire,acquire-many,release,release-many,test,renew,list}`: decodes the bincode
 //! request of `dfs_common::locks`, runs it on the lock service, encodes the answer.
 //!
 //! Owns: the mapping of lock resources to `LockService` calls. Must not decide anything
@@ -24,7 +24,7 @@ pub const MAX_LOCK_REQUEST: usize = 16 << 20;
 pub fn is_resource(name: &str) -> bool {
     matches!(
         name,
-        "acquire" | "acquire-many" | "release" | "test" | "renew" | "list"
+        "acquire" | "acquire-many" | "release" | "release-many" | "test" | "renew" | "list"
     )
 }
 
@@ -76,6 +76,10 @@ pub async fn handle(
         "release" => {
             let r: ReleaseRequest = body(req).await?;
             Ok(bincode_response(&locks.release(client, r).await?))
+        }
+        "release-many" => {
+            let r: Vec<ReleaseRequest> = body(req).await?;
+            Ok(bincode_response(&locks.release_many(client, r).await?))
         }
         "test" => {
             let r: LockRequest = body(req).await?;

@@ -57,6 +57,8 @@ pub struct LockConfig {
 
 /// Inos a multi-stripe pass (renew, sweep) handles per commit.
 const CHUNK: usize = 512;
+/// Most releases one `release-many` carries.
+pub const RELEASE_MANY_MAX: usize = 4096;
 /// Most locks `list` returns in one page.
 const LIST_MAX: u32 = 10_000;
 /// How often the sweep looks for expired leases.
@@ -326,6 +328,32 @@ impl LockService {
         self.writer
             .submit(puts, durability, guards, self.notifies(&idx))
             .await?;
+        Ok(ReleaseReply { released })
+    }
+
+    /// `/v1/locks/release-many`: every release of `reqs` (a client's writers' turns given
+    /// back together), run side by side so that the writer commits them together. One a
+    /// client no longer holds counts nothing; any other failure fails the answer.
+    pub async fn release_many(
+        &self,
+        client: u64,
+        reqs: Vec<ReleaseRequest>,
+    ) -> Result<ReleaseReply, FsError> {
+        if reqs.len() > RELEASE_MANY_MAX {
+            return Err(FsError::Invalid(format!(
+                "{} releases in one request; at most {RELEASE_MANY_MAX}",
+                reqs.len()
+            )));
+        }
+        let all = futures_util::future::join_all(reqs.into_iter().map(|r| self.release(client, r)));
+        let mut released = 0;
+        for one in all.await {
+            match one {
+                Ok(r) => released += r.released,
+                Err(FsError::NotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
         Ok(ReleaseReply { released })
     }
 
