@@ -103,8 +103,10 @@ impl CacheManager {
                 .await;
             match sent {
                 Ok(_) => {}
-                // A server from before `release-many`: one request each.
-                Err(FsError::Invalid(_)) => {
+                // A server from before `release-many` has no such resource (ENOENT; this
+                // one never answers that, a lock already gone counts nothing): one
+                // request each.
+                Err(FsError::NotFound) => {
                     for req in batch {
                         let one: Result<ReleaseReply, _> = self
                             .remote
