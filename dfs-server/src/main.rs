@@ -19,6 +19,11 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+/// Both daemons allocate and free many small buffers per request (database pages, HTTP
+/// frames); mimalloc does that with less CPU than glibc's allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// dfs server node: runs the directory, file and callback services of dfs (an AFS-style
 /// distributed file system) in the foreground, serving HTTP/1.1 on one address.
 ///

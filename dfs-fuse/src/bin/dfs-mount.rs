@@ -11,6 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+/// Both daemons allocate and free many small buffers per request (database pages, HTTP
+/// frames); mimalloc does that with less CPU than glibc's allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Mount a dfs file system: whole files are fetched on open and stored on close, and kept
 /// in a local cache that the server's callbacks keep valid.
 #[derive(Parser, Debug)]
