@@ -21,6 +21,7 @@ fi
 # Tools the tests use, by command -> Debian package.
 missing=()
 need() { command -v "$1" >/dev/null 2>&1 || missing+=("$2"); }
+need cc gcc # links the binaries and builds mimalloc's C sources
 need fusermount3 fuse3
 need git git
 need python3 python3
