@@ -178,24 +178,47 @@ impl DiskCache {
                 .map(|m| mtime_ns(&m))
                 .unwrap_or(0);
         }
-        let old = {
-            let mut idx = self.index.lock().unwrap();
-            idx.tick += 1;
-            let t = idx.tick;
-            idx.total_bytes += entry.size;
-            let old = idx.entries.insert(ino, (entry.clone(), t));
-            if let Some((o, _)) = &old {
-                idx.total_bytes -= o.size;
-            }
-            self.writer.put(ino, entry.clone());
-            old
-        };
-        if let Some((o, _)) = old {
-            if o.version != entry.version {
-                let _ = std::fs::remove_file(self.path(ino, o.version));
+        if let Some(old) = self.record(ino, entry.clone()) {
+            if old.version != entry.version {
+                let _ = std::fs::remove_file(self.path(ino, old.version));
             }
         }
         Ok(())
+    }
+
+    /// Like `put`, after the caller renamed the file of version `from` to
+    /// `path(ino, entry.version)` and read its metadata `meta` there: that file needs no
+    /// delete and no second stat.
+    pub fn put_renamed(
+        &self,
+        ino: Ino,
+        from: u64,
+        mut entry: CacheEntry,
+        meta: &std::fs::Metadata,
+    ) {
+        if !entry.dirty {
+            entry.mtime_ns = mtime_ns(meta);
+        }
+        if let Some(old) = self.record(ino, entry.clone()) {
+            if old.version != entry.version && old.version != from {
+                let _ = std::fs::remove_file(self.path(ino, old.version));
+            }
+        }
+    }
+
+    /// Puts `entry` in the index and queues it for the index writer; returns the entry it
+    /// replaced.
+    fn record(&self, ino: Ino, entry: CacheEntry) -> Option<CacheEntry> {
+        let mut idx = self.index.lock().unwrap();
+        idx.tick += 1;
+        let t = idx.tick;
+        idx.total_bytes += entry.size;
+        let old = idx.entries.insert(ino, (entry.clone(), t));
+        if let Some((o, _)) = &old {
+            idx.total_bytes -= o.size;
+        }
+        self.writer.put(ino, entry);
+        old.map(|(o, _)| o)
     }
 
     /// Makes every index change so far durable (one fsynced commit).

@@ -3,9 +3,10 @@
 //! its last commit in one redb transaction. The index is not fsynced anyway (see
 //! `DiskCache::put`), so a commit a few microseconds later changes nothing a crash could
 //! tell apart, and a create-write-close no longer pays two or three commits of its own.
-//! `sync` makes everything queued before it durable and reports the outcome. A commit
-//! waits up to `GATHER` for more changes (a sync ends the wait), so a loop of
-//! create-write-closes shares one commit among several files instead of paying one each.
+//! `sync` makes everything queued before it durable and reports the outcome. After the
+//! first change of a batch the writer sleeps for `GATHER` (a sync wakes it at once), then
+//! takes everything queued: a loop of create-write-closes shares one commit among several
+//! files, and the changes queued meanwhile wake nobody.
 //!
 //! Owns: the queue, the writer thread and the index table's writes. Must not decide what
 //! the index holds (`disk`).
@@ -13,15 +14,13 @@
 use super::disk::CacheEntry;
 use dfs_common::{FsError, Ino};
 use redb::{Database, Durability, TableDefinition};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// How long the writer gathers changes before it commits them.
 const GATHER: Duration = Duration::from_millis(20);
-
-/// A commit starts at once when this many changes are waiting.
-const GATHER_MAX: usize = 4096;
 
 pub(super) const INDEX: TableDefinition<u64, &[u8]> = TableDefinition::new("cache_index");
 
@@ -35,6 +34,8 @@ enum Op {
 pub(super) struct IndexWriter {
     queue: Mutex<Option<mpsc::Sender<Op>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Set (and the thread unparked) when someone waits for the writer: end the gathering.
+    hurry: Arc<AtomicBool>,
 }
 
 fn io_err(e: impl std::fmt::Display) -> FsError {
@@ -44,14 +45,25 @@ fn io_err(e: impl std::fmt::Display) -> FsError {
 impl IndexWriter {
     pub(super) fn start(db: Arc<Database>) -> Result<IndexWriter, FsError> {
         let (tx, rx) = mpsc::channel();
+        let hurry = Arc::new(AtomicBool::new(false));
+        let flag = hurry.clone();
         let thread = std::thread::Builder::new()
             .name("dfs-cache-index".into())
-            .spawn(move || run(&db, rx))
+            .spawn(move || run(&db, rx, &flag))
             .map_err(io_err)?;
         Ok(IndexWriter {
             queue: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
+            hurry,
         })
+    }
+
+    /// Ends the writer's current gathering at once.
+    fn wake(&self) {
+        self.hurry.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.lock().unwrap().as_ref() {
+            thread.thread().unpark();
+        }
     }
 
     fn send(&self, op: Op) {
@@ -74,6 +86,7 @@ impl IndexWriter {
     pub(super) fn sync(&self) -> Result<(), FsError> {
         let (tx, rx) = mpsc::channel();
         self.send(Op::Sync(tx));
+        self.wake();
         rx.recv()
             .map_err(|_| FsError::Io("cache index: its writer has stopped".into()))?
     }
@@ -81,6 +94,7 @@ impl IndexWriter {
     /// Applies everything queued, then stops the thread.
     pub(super) fn finish(&self) {
         drop(self.queue.lock().unwrap().take());
+        self.wake();
         if let Some(thread) = self.thread.lock().unwrap().take() {
             let _ = thread.join();
         }
@@ -93,23 +107,26 @@ impl Drop for IndexWriter {
     }
 }
 
-/// The changes queued within `GATHER` of `first`, up to the first sync or `GATHER_MAX`.
-fn gather(first: Op, rx: &mpsc::Receiver<Op>) -> Vec<Op> {
+/// Waits until `GATHER` has passed since the first change of a batch arrived, or until
+/// `hurry` is set.
+fn gather(hurry: &AtomicBool) {
     let until = Instant::now() + GATHER;
-    let mut ops = vec![first];
-    while !matches!(ops.last(), Some(Op::Sync(_))) && ops.len() < GATHER_MAX {
+    while !hurry.swap(false, Ordering::SeqCst) {
         let left = until.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(op) => ops.push(op),
-            Err(_) => break,
+        if left.is_zero() {
+            return;
         }
+        std::thread::park_timeout(left);
     }
-    ops
 }
 
-fn run(db: &Database, rx: mpsc::Receiver<Op>) {
+fn run(db: &Database, rx: mpsc::Receiver<Op>, hurry: &AtomicBool) {
     while let Ok(first) = rx.recv() {
-        let ops = gather(first, &rx);
+        if !matches!(first, Op::Sync(_)) {
+            gather(hurry);
+        }
+        let mut ops = vec![first];
+        ops.extend(rx.try_iter());
         let mut waiting = Vec::new();
         let mut changes = Vec::new();
         for op in ops {

@@ -169,7 +169,8 @@ impl CacheManager {
                 std::fs::rename(&path, &new_path)?;
                 // Passthrough writes do not wait for the upload: if the copy moved on while it
                 // was sent, it is still dirty (now against the new version).
-                let after = stamp_of(&std::fs::metadata(&new_path)?);
+                let new_meta = std::fs::metadata(&new_path)?;
+                let after = stamp_of(&new_meta);
                 let moved_on = after != before;
                 // A writer still holding it open under passthrough may write at any time
                 // without telling us: keep it marked until its close compares stamps.
@@ -182,15 +183,17 @@ impl CacheManager {
                     }
                     l.version = attr.version;
                 }
-                self.disk.put(
+                self.disk.put_renamed(
                     ino,
+                    version,
                     CacheEntry {
                         version: attr.version,
                         size: attr.size,
                         dirty: moved_on || still_written,
                         mtime_ns: 0,
                     },
-                )?;
+                    &new_meta,
+                );
                 {
                     let mut l = node.local.lock().unwrap();
                     l.dirty = moved_on || still_written;
