@@ -1,8 +1,9 @@
 //! Persistence of the cache index off the callers' path: `DiskCache` changes its in-memory
 //! index at once and queues the change here; one thread applies everything queued since
 //! its last commit in one redb transaction. The index is not fsynced anyway (see
-//! `DiskCache::put`), so a commit a few microseconds later changes nothing a crash could
-//! tell apart, and a create-write-close no longer pays two or three commits of its own.
+//! `DiskCache::put`; redb drops commits made without a sync when it reopens after a crash),
+//! so a commit some milliseconds later changes nothing a crash could tell apart, and a
+//! create-write-close no longer pays two or three commits of its own.
 //! `sync` makes everything queued before it durable and reports the outcome. After the
 //! first change of a batch the writer sleeps for `GATHER` (a sync wakes it at once), then
 //! takes everything queued: a loop of create-write-closes shares one commit among several
