@@ -383,4 +383,31 @@ mod tests {
         assert!(!c.path(9, 1).exists());
         assert_eq!(c.total_bytes(), 2);
     }
+
+    #[test]
+    fn put_renamed_keeps_the_moved_copy_and_deletes_only_other_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = DiskCache::open(dir.path(), 1 << 30).unwrap();
+        // The copy of version 1 is renamed to version 2 (a store), then recorded.
+        std::fs::write(c.path(9, 1), b"abc").unwrap();
+        c.put(9, entry(1, 3, true)).unwrap();
+        std::fs::rename(c.path(9, 1), c.path(9, 2)).unwrap();
+        let meta = std::fs::metadata(c.path(9, 2)).unwrap();
+        c.put_renamed(9, 1, entry(2, 3, false), &meta);
+        assert!(c.path(9, 2).exists(), "the renamed copy was deleted");
+        let got = c.get(9).unwrap();
+        assert_eq!((got.version, got.size, got.dirty), (2, 3, false));
+        assert_eq!(got.mtime_ns, super::mtime_ns(&meta));
+        assert_eq!(c.total_bytes(), 3);
+        // The index held a third version meanwhile: its file is deleted, the moved one kept.
+        std::fs::write(c.path(9, 3), b"zz").unwrap();
+        c.put(9, entry(3, 2, false)).unwrap();
+        assert!(!c.path(9, 2).exists());
+        std::fs::write(c.path(9, 4), b"abcd").unwrap();
+        let meta = std::fs::metadata(c.path(9, 4)).unwrap();
+        c.put_renamed(9, 2, entry(4, 4, false), &meta);
+        assert!(!c.path(9, 3).exists(), "a stale version was left behind");
+        assert!(c.path(9, 4).exists());
+        assert_eq!(c.total_bytes(), 4);
+    }
 }
