@@ -138,6 +138,10 @@ fn run(db: &Database, rx: mpsc::Receiver<Op>, hurry: &AtomicBool) {
         }
         let durable = !waiting.is_empty();
         let outcome = commit(db, &changes, durable);
+        // A sync that came as the first op of a batch set the flag without ending a
+        // gathering: clear it, so that the next batch gathers. A sync sent meanwhile is
+        // still queued and starts a batch of its own, which does not gather.
+        hurry.store(false, Ordering::SeqCst);
         if let Err(e) = &outcome {
             log::warn!("{e}");
         }
