@@ -304,19 +304,24 @@ mod tests {
         }
     }
 
+    /// Writes `bytes` as the copy of `ino` at `version` and records it in the index.
+    fn holding(c: &DiskCache, ino: Ino, version: u64, bytes: impl AsRef<[u8]>, dirty: bool) {
+        let bytes = bytes.as_ref();
+        std::fs::write(c.path(ino, version), bytes).unwrap();
+        c.put(ino, entry(version, bytes.len() as u64, dirty))
+            .unwrap();
+    }
+
     #[test]
     fn index_survives_reopen_and_drops_what_is_missing() {
         let dir = tempfile::tempdir().unwrap();
         {
             let c = DiskCache::open(dir.path(), 1 << 30).unwrap();
-            std::fs::write(c.path(5, 2), b"hello").unwrap();
-            c.put(5, entry(2, 5, false)).unwrap();
-            std::fs::write(c.path(6, 1), b"dirty!").unwrap();
-            c.put(6, entry(1, 6, true)).unwrap();
+            holding(&c, 5, 2, b"hello", false);
+            holding(&c, 6, 1, b"dirty!", true);
             c.put(7, entry(1, 3, false)).unwrap(); // no file: dropped at reopen
             std::fs::write(c.part_path(8), b"partial").unwrap();
-            std::fs::write(c.path(10, 1), b"same").unwrap();
-            c.put(10, entry(1, 4, false)).unwrap();
+            holding(&c, 10, 1, b"same", false);
             // A writer changed it in place (same size) and crashed before marking it dirty.
             std::thread::sleep(std::time::Duration::from_millis(5));
             std::fs::write(c.path(10, 1), b"SAME").unwrap();
@@ -343,11 +348,9 @@ mod tests {
         {
             let c = DiskCache::open(dir.path(), 1 << 30).unwrap();
             for version in 1..=50u64 {
-                std::fs::write(c.path(3, version), b"abc").unwrap();
-                c.put(3, entry(version, 3, version % 2 == 0)).unwrap();
+                holding(&c, 3, version, b"abc", version % 2 == 0);
             }
-            std::fs::write(c.path(4, 1), b"x").unwrap();
-            c.put(4, entry(1, 1, true)).unwrap();
+            holding(&c, 4, 1, b"x", true);
             c.remove(4).unwrap();
             c.persist_now().unwrap();
         }
@@ -361,8 +364,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let c = DiskCache::open(dir.path(), 25).unwrap();
         for ino in 1..=4u64 {
-            std::fs::write(c.path(ino, 1), [0u8; 10]).unwrap();
-            c.put(ino, entry(1, 10, ino == 1)).unwrap();
+            holding(&c, ino, 1, [0u8; 10], ino == 1);
         }
         c.get(2); // 3 is now the least recently used clean file after 2 was touched
         c.evict(&|ino| ino == 4);
@@ -376,10 +378,8 @@ mod tests {
     fn a_new_version_replaces_the_old_file() {
         let dir = tempfile::tempdir().unwrap();
         let c = DiskCache::open(dir.path(), 1 << 30).unwrap();
-        std::fs::write(c.path(9, 1), b"a").unwrap();
-        c.put(9, entry(1, 1, false)).unwrap();
-        std::fs::write(c.path(9, 2), b"bb").unwrap();
-        c.put(9, entry(2, 2, false)).unwrap();
+        holding(&c, 9, 1, b"a", false);
+        holding(&c, 9, 2, b"bb", false);
         assert!(!c.path(9, 1).exists());
         assert_eq!(c.total_bytes(), 2);
     }
@@ -389,8 +389,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let c = DiskCache::open(dir.path(), 1 << 30).unwrap();
         // The copy of version 1 is renamed to version 2 (a store), then recorded.
-        std::fs::write(c.path(9, 1), b"abc").unwrap();
-        c.put(9, entry(1, 3, true)).unwrap();
+        holding(&c, 9, 1, b"abc", true);
         std::fs::rename(c.path(9, 1), c.path(9, 2)).unwrap();
         let meta = std::fs::metadata(c.path(9, 2)).unwrap();
         c.put_renamed(9, 1, entry(2, 3, false), &meta);
@@ -400,8 +399,7 @@ mod tests {
         assert_eq!(got.mtime_ns, super::mtime_ns(&meta));
         assert_eq!(c.total_bytes(), 3);
         // The index held a third version meanwhile: its file is deleted, the moved one kept.
-        std::fs::write(c.path(9, 3), b"zz").unwrap();
-        c.put(9, entry(3, 2, false)).unwrap();
+        holding(&c, 9, 3, b"zz", false);
         assert!(!c.path(9, 2).exists());
         std::fs::write(c.path(9, 4), b"abcd").unwrap();
         let meta = std::fs::metadata(c.path(9, 4)).unwrap();
