@@ -81,6 +81,33 @@ fn a_file_written_in_order_reaches_the_server_before_its_close() {
     assert_eq!(mtime, written_at, "mtime of the stored file");
 }
 
+/// `dd of=f` and a shell's `cmd > f` open the file, duplicate the descriptor and close
+/// the first one before writing: that close flushes (and stores) the empty file. The
+/// writes that follow must still be written behind, and so must those after an fsync.
+#[test]
+fn writes_after_a_flush_of_the_same_file_still_write_behind() {
+    let fx = Fixture::new();
+    let data = pseudo_random(40 * MIB, 16);
+    let first = File::create(fx.mnt().join("redirected")).expect("create");
+    let mut file = first.try_clone().expect("dup");
+    drop(first);
+    write_in_order(&mut file, &data[..16 * MIB]);
+    wait_for_upload(&fx, 8 * MIB as u64);
+    write_in_order(&mut file, &data[16 * MIB..20 * MIB]);
+    file.sync_all().expect("fsync");
+    assert_eq!(
+        largest_temp_blob(fx.server.data_dir()),
+        0,
+        "upload left over"
+    );
+    // After the fsync's store, the next writes start a new upload of the whole copy.
+    write_in_order(&mut file, &data[20 * MIB..36 * MIB]);
+    wait_for_upload(&fx, 28 * MIB as u64);
+    write_in_order(&mut file, &data[36 * MIB..]);
+    drop(file);
+    assert_eq!(on_server(&fx, "redirected", "r").0, sha256(&data));
+}
+
 #[test]
 fn bytes_changed_after_they_were_sent_are_stored_as_changed() {
     let fx = Fixture::new();

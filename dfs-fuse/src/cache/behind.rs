@@ -134,19 +134,27 @@ impl CacheManager {
 
     /// For the store of `node`, whose copy is `size` bytes and cannot change meanwhile:
     /// ends its upload there and returns the server's answer. `None`: there is no upload,
-    /// or it failed or does not cover the copy; the store sends the copy whole.
+    /// or it failed or does not cover the copy; the store sends the copy whole. A record
+    /// that covers the copy outlives the store, so that writes which follow in order
+    /// still write behind.
     pub(super) async fn finish_behind(
         &self,
         node: &FileNode,
         size: u64,
         mtime: Option<std::time::SystemTime>,
     ) -> Option<Attr> {
-        let behind = node.local.lock().unwrap().behind.take()?;
-        let up = behind.upload?;
-        if behind.next != size {
-            up.written.send_replace(Written::Abandoned);
-            return None;
-        }
+        let up = {
+            let mut l = node.local.lock().unwrap();
+            if l.behind.as_ref()?.next != size {
+                l.abandon_behind();
+                return None;
+            }
+            // The record stays: a writer that still holds the file (the first descriptor
+            // of `dd` or of a shell's `> file` is closed, and so flushed, before any byte
+            // is written) goes on writing in order, and a later upload sends the copy
+            // from its start again.
+            l.behind.as_mut()?.upload.take()?
+        };
         up.written.send_replace(Written::End(size));
         match up.result.await {
             Ok(Ok(attr)) => {
