@@ -16,7 +16,8 @@ fn blob_files(dir: &Path) -> Vec<PathBuf> {
     };
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if name.contains("tmp") {
+        // Temp files, and spares (emptied files of deleted blobs, kept for reuse).
+        if name.contains("tmp") || name == "spare" {
             continue;
         }
         let p = e.path();

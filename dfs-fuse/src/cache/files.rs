@@ -182,7 +182,11 @@ impl CacheManager {
         let t = self.ticket();
         let (progress, part) = match filling {
             Some((f, part)) => (Some(f), part.to_path_buf()),
-            None => (None, self.disk.part_path(ino)),
+            None => {
+                let part = self.disk.part_path(ino);
+                self.disk.new_file(&part)?;
+                (None, part)
+            }
         };
         // A fetch cut short (a server that found its copy bad mid-stream drops it and
         // serves a good one from a replica next time) is tried again, twice at most.
@@ -200,17 +204,20 @@ impl CacheManager {
                     log::info!(
                         "inode {ino}: fetched contents failed their check ({why}); trying again"
                     );
-                    let _ = std::fs::remove_file(&part);
+                    self.disk.discard(&part);
                 }
                 Err(FsError::Unavailable(why)) if tries < 3 && !shown && cut_short(&why) => {
                     log::info!("inode {ino}: fetch failed ({why}); trying again");
-                    let _ = std::fs::remove_file(&part);
+                    self.disk.discard(&part);
                 }
                 r => break r,
             }
         };
         match fetched {
             Ok(Fetched::NotModified(attr)) => {
+                if progress.is_none() {
+                    self.disk.discard(&part);
+                }
                 self.remember_attr(&attr, t);
                 node.local.lock().unwrap().version = attr.version;
                 Ok(())
@@ -218,7 +225,7 @@ impl CacheManager {
             Ok(Fetched::Fetched(attr)) => {
                 let path = self.disk.path(ino, attr.version);
                 if let Err(e) = std::fs::rename(&part, &path) {
-                    let _ = std::fs::remove_file(&part);
+                    self.disk.discard(&part);
                     return Err(e.into());
                 }
                 self.disk.put(
@@ -240,7 +247,7 @@ impl CacheManager {
                 Ok(())
             }
             Err(FsError::Unavailable(why)) if entry.is_some() => {
-                let _ = std::fs::remove_file(&part);
+                self.disk.discard(&part);
                 let version = entry.map(|e| e.version).unwrap_or_default();
                 log::warn!(
                     "inode {ino}: server unavailable ({why}); using cached version {version}"
@@ -249,7 +256,7 @@ impl CacheManager {
                 Ok(())
             }
             Err(e) => {
-                let _ = std::fs::remove_file(&part);
+                self.disk.discard(&part);
                 if e == FsError::NotFound {
                     let _ = self.disk.remove(ino);
                 }
@@ -265,7 +272,8 @@ impl CacheManager {
         if attr.kind != dfs_common::FileKind::File {
             return Err(FsError::IsDir);
         }
-        File::create(self.disk.path(node.ino, attr.version))?;
+        self.disk
+            .new_file(&self.disk.path(node.ino, attr.version))?;
         {
             let mut l = node.local.lock().unwrap();
             l.version = attr.version;
@@ -513,7 +521,7 @@ impl CacheManager {
         if attr.size == 0 && self.disk.get(attr.ino).is_none() {
             // A new empty file needs no fetch: its copy is an empty local file.
             let path = self.disk.path(attr.ino, attr.version);
-            File::create(&path)?;
+            self.disk.new_file(&path)?;
             self.disk.put(
                 attr.ino,
                 CacheEntry {

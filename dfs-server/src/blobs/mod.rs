@@ -1,5 +1,7 @@
 //! The content-addressed blob store: immutable files named by the SHA-256 of their bytes,
-//! under `DATA/blobs/<first two hex>/<64 hex>`, with temp files in `DATA/blobs/tmp/`.
+//! under `DATA/blobs/<first two hex>/<64 hex>`, with temp files in `DATA/blobs/tmp/` and
+//! the emptied files of deleted blobs, kept to become new temp files, in
+//! `DATA/blobs/spare/` (`dfs_common::spares`).
 //!
 //! Owns: blob files (receiving a streamed body into a temp file while hashing, fsync and
 //! install, streamed reads, resized copies for truncate), pins that keep the garbage
@@ -19,6 +21,7 @@ mod writer;
 use bytes::Bytes;
 use dfs_common::fileread::read_fresh;
 use dfs_common::hash::BlobHasher;
+use dfs_common::spares::SpareFiles;
 use dfs_common::{BlobId, FsError};
 use http_body_util::BodyExt;
 use hyper::body::Body;
@@ -51,7 +54,11 @@ pub struct BlobStore {
     /// Small blobs stored through the journal whose files the checkpoint has not written
     /// yet (see `journal`).
     pending: journal::Pending,
+    spares: SpareFiles,
 }
+
+/// Most emptied blob files kept for reuse.
+const SPARES: usize = 32 << 10;
 
 /// A received blob in `blobs/tmp/`, fsynced unless it carries its bytes for the journal
 /// (`journal`); deleted on drop unless installed.
@@ -199,6 +206,7 @@ impl BlobStore {
         let mut seed = [0u8; 8];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed)
             .map_err(|_| io::Error::other("no randomness"))?;
+        let spares = SpareFiles::open(&root.join("spare"), SPARES)?;
         let store = BlobStore {
             root,
             tmp,
@@ -207,6 +215,7 @@ impl BlobStore {
             tmp_prefix: u64::from_le_bytes(seed),
             index: Mutex::new(BlobIndex::default()),
             pending: journal::Pending::default(),
+            spares,
         };
         let mut index = BlobIndex::default();
         for (id, size, mtime_ms) in store.scan()? {
@@ -225,7 +234,7 @@ impl BlobStore {
     pub fn remove(&self, id: &BlobId) -> io::Result<()> {
         let mut index = self.index();
         self.pending.remove(id);
-        match fs::remove_file(self.path(id)) {
+        match self.spares.retire(&self.path(id)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
         }
@@ -245,7 +254,7 @@ impl BlobStore {
             _ => return Ok(false),
         }
         self.pending.remove(id);
-        match fs::remove_file(self.path(id)) {
+        match self.spares.retire(&self.path(id)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
         }
@@ -274,10 +283,8 @@ impl BlobStore {
 
     fn new_temp(&self) -> io::Result<(fs::File, TempBlob)> {
         let path = self.tmp_path();
-        let file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
+        // Named uniquely: nothing is there to replace.
+        let file = self.spares.create(&path)?;
         let temp = TempBlob {
             path,
             id: BlobId([0; 32]),

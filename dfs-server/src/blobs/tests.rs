@@ -26,10 +26,14 @@ pub(super) fn ts(secs: i64) -> Timestamp {
     Timestamp { secs, nanos: 0 }
 }
 
+/// Blob and temp files under `p`; spares (emptied files kept for reuse) do not count.
 fn files_under(p: &Path) -> usize {
     let mut n = 0;
     for e in fs::read_dir(p).unwrap() {
         let e = e.unwrap();
+        if e.file_name() == "spare" {
+            continue;
+        }
         if e.file_type().unwrap().is_dir() {
             n += files_under(&e.path());
         } else {
