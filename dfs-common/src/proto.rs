@@ -35,6 +35,10 @@ pub const HDR_HAVE_VERSION: &str = "x-dfs-have-version";
 /// `Timestamp`), so `touch -d` / `cp -a` on an open file survive the store, as AFS's
 /// StoreData carries the client's mtime. Without it the server uses its clock.
 pub const HDR_MTIME: &str = "x-dfs-mtime";
+/// Header on store: the file's new permission bits (decimal, at most 0o777: no set-id or
+/// sticky bits), from a chmod of a file created by this client and not stored yet (as
+/// `tar -x` does before close), so that it costs no request of its own.
+pub const HDR_MODE: &str = "x-dfs-mode";
 /// Header on store: hex SHA-256 of the body.
 pub const HDR_SHA256: &str = "x-dfs-sha256";
 

@@ -384,9 +384,15 @@ impl Remote {
     }
 
     /// Stores the whole contents of `src` as the new contents of `ino`, fenced by the
-    /// token of the writer's lock if it has one. Returns the new attributes once the server
-    /// has made them durable.
-    pub async fn store(&self, ino: Ino, src: &Path, fence: Option<u64>) -> Result<Attr, FsError> {
+    /// token of the writer's lock if it has one, with the permission bits `mode` if given
+    /// (`HDR_MODE`). Returns the new attributes once the server has made them durable.
+    pub async fn store(
+        &self,
+        ino: Ino,
+        src: &Path,
+        fence: Option<u64>,
+        mode: Option<u32>,
+    ) -> Result<Attr, FsError> {
         // Signed stores carry the contents' hash, which the signature covers and the
         // server checks.
         let signing = crate::auth::current_credentials().is_some();
@@ -429,6 +435,9 @@ impl Remote {
             .header(hyper::header::CONTENT_LENGTH, len.to_string());
         if let Some(mtime) = mtime {
             builder = builder.header(proto::HDR_MTIME, codec::to_header(&mtime));
+        }
+        if let Some(mode) = mode {
+            builder = builder.header(proto::HDR_MODE, mode.to_string());
         }
         if let Some(sha) = &sha {
             builder = builder.header(proto::HDR_SHA256, codec::to_hex(sha));

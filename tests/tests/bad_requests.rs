@@ -203,6 +203,20 @@ fn valid_requests_round_trip_on_the_wire() {
         r.describe()
     );
 
+    // A mode with set-id or sticky bits is refused: those go through setattr.
+    let r = http(
+        &addr,
+        "PUT",
+        &format!("/v1/files/{}", created.ino),
+        &[
+            (HDR_CLIENT, TEST_CLIENT),
+            (dfs_common::proto::HDR_MODE, &0o4755.to_string()),
+        ],
+        b"with a set-uid mode",
+    )
+    .unwrap();
+    assert_error(&r, 400, "store with x-dfs-mode 4755");
+
     let r = fetch(&addr, created.ino).unwrap();
     assert_eq!(r.status, 200, "fetch: {}", r.describe());
     assert_eq!(r.body, body);

@@ -120,3 +120,59 @@ fn a_close_whose_create_the_crash_forgot_fails_and_keeps_the_copy() {
         Some(&b"after\n"[..])
     );
 }
+
+/// `tar -x` creates a file, writes it, chmods it and closes it. The chmod travels with
+/// the store at close instead of in a request of its own: the mount shows it at once,
+/// the server has it from the close on (durably: it survives a kill -9 right after), and
+/// before the close the server still has the create's mode. A chmod during a
+/// write-behind upload (which began before it) is sent after the upload instead.
+#[test]
+fn a_chmod_before_the_first_close_travels_with_the_store() {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut fx = Fixture::new();
+    let m = fx.mnt().to_path_buf();
+    let addr = fx.server.addr();
+    let mode_on_server = |name: &str| lookup_path(&addr, name).map(|a| a.mode & 0o7777);
+
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(m.join("small"))
+        .unwrap();
+    std::io::Write::write_all(&mut f, b"extracted").unwrap();
+    f.set_permissions(std::fs::Permissions::from_mode(0o640))
+        .unwrap();
+    let shown = f.metadata().unwrap().permissions().mode() & 0o7777;
+    assert_eq!(shown, 0o640, "the mount shows the chmod before the close");
+    assert_eq!(
+        mode_on_server("small"),
+        Some(0o600),
+        "sent before the close"
+    );
+    drop(f);
+    assert_eq!(mode_on_server("small"), Some(0o640));
+
+    // Larger than the point where write-behind starts: the upload began before the chmod.
+    let data = pseudo_random(12 << 20, 77);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(m.join("large"))
+        .unwrap();
+    std::io::Write::write_all(&mut f, &data).unwrap();
+    f.set_permissions(std::fs::Permissions::from_mode(0o604))
+        .unwrap();
+    drop(f);
+    assert_eq!(mode_on_server("large"), Some(0o604));
+
+    fx.server.kill9();
+    fx.server.restart();
+    let addr = fx.server.addr();
+    for (name, mode) in [("small", 0o640), ("large", 0o604)] {
+        let got = lookup_path(&addr, name).map(|a| a.mode & 0o7777);
+        assert_eq!(got, Some(mode), "{name} after kill -9");
+    }
+    assert_eq!(fetch_path(&addr, "large").as_deref(), Some(&data[..]));
+}

@@ -60,6 +60,11 @@ pub(super) struct Local {
     /// Created by us and not durable on the server until our first store: if the server
     /// no longer knows it, a crash forgot it, and close must fail rather than drop the data.
     pub(super) unsynced_create: bool,
+    /// Permission bits set by a chmod while `unsynced_create`, sent with the next store
+    /// instead of on their own (`tar -x` creates, writes, chmods, closes). Kept in memory
+    /// only: if this daemon dies before that store, its recovered copy is stored without
+    /// them (the close that would have stored them has failed).
+    pub(super) pending_mode: Option<u32>,
     /// Open handles answered through this daemon because the kernel cannot have the copy
     /// yet (it was still being fetched): while any is open, every open is answered so (the
     /// kernel refuses passthrough and cached opens of one inode at once).
@@ -562,6 +567,27 @@ impl CacheManager {
             let l = n.local.lock().unwrap();
             l.unsynced_create && l.dirty
         })
+    }
+
+    /// Keeps `mode` to be sent with the next store of `ino`, if that store is of our own
+    /// create, not durable yet; false (the caller sends it now) otherwise.
+    pub(super) fn hold_mode_for_store(&self, ino: Ino, mode: u32) -> bool {
+        let Some(node) = self.nodes.lock().unwrap().get(&ino).cloned() else {
+            return false;
+        };
+        let mut l = node.local.lock().unwrap();
+        if !(l.unsynced_create && l.dirty) {
+            return false;
+        }
+        l.pending_mode = Some(mode);
+        true
+    }
+
+    /// The permission bits a chmod held for the next store of `ino` (see `pending_mode`).
+    pub(crate) fn pending_mode(&self, ino: Ino) -> Option<u32> {
+        let node = self.nodes.lock().unwrap().get(&ino).cloned()?;
+        let l = node.local.lock().unwrap();
+        l.pending_mode
     }
 
     /// Whether handle `fh` was opened for writing (`None`: no such handle).

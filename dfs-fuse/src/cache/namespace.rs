@@ -41,6 +41,9 @@ impl CacheManager {
             attr.size = size;
             attr.mtime = mtime;
         }
+        if let Some(mode) = self.pending_mode(attr.ino) {
+            attr.mode = mode;
+        }
         attr
     }
 
@@ -419,7 +422,7 @@ impl CacheManager {
             }
         }
         let (mut mode, mut uid, mut gid) = (mode, uid, gid);
-        if let Some(a) = self.trusted_attr(ino) {
+        if let Some(a) = self.trusted_attr(ino).map(|a| self.overlay(a)) {
             // A chown or chmod to what the file already has (as `tar -x` run by root does for
             // every file) changes nothing but ctime: no round trip. Not for set-id files,
             // whose bits such a call may clear. The kernel has already checked permission.
@@ -427,6 +430,20 @@ impl CacheManager {
                 mode = mode.filter(|m| m & 0o7777 != a.mode & 0o7777);
                 uid = uid.filter(|u| *u != a.uid);
                 gid = gid.filter(|g| *g != a.gid);
+            }
+        }
+        // A plain chmod of a file we created and have not stored yet goes with that store
+        // (at close), not in a request of its own. Not with credentials: in a realm the
+        // server checks the chmod against the caller's principal, and a refused chmod
+        // would fail the store of the contents with it. Nor for set-id or sticky bits,
+        // whose rules the server applies.
+        if let Some(m) = mode {
+            let plain = uid.is_none() && gid.is_none() && size.is_none() && m & !0o777 == 0;
+            if plain
+                && crate::auth::current_credentials().is_none()
+                && self.hold_mode_for_store(ino, m)
+            {
+                mode = None;
             }
         }
         let (mut atime, mut mtime) = (atime, mtime);

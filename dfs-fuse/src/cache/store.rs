@@ -147,6 +147,10 @@ impl CacheManager {
         let t = self.ticket();
         let size = before.map(|b| b.0).unwrap_or_default();
         let mtime = before.map(|b| b.1);
+        let mode = node.local.lock().unwrap().pending_mode;
+        // The permission bits the store that succeeds carried (a write-behind upload
+        // started before any chmod, so it carries none).
+        let mut carried = None;
         let mut stored = match self.finish_behind(node, size, mtime).await {
             Some(attr) => Ok(attr),
             None => {
@@ -154,14 +158,16 @@ impl CacheManager {
                 if fence.is_none() {
                     fence = self.rewin_open_lock(node, version).await?;
                 }
-                self.remote.store(ino, &path, fence).await
+                carried = mode;
+                self.remote.store(ino, &path, fence, mode).await
             }
         };
         if let Err(FsError::Stale(why)) = &stored {
             log::warn!("inode {ino}: store refused, write lock lapsed: {why}");
             node.local.lock().unwrap().fence = None;
             let fence = self.rewin_open_lock(node, version).await?;
-            stored = self.remote.store(ino, &path, fence).await;
+            carried = mode;
+            stored = self.remote.store(ino, &path, fence, mode).await;
         }
         match stored {
             Ok(attr) => {
@@ -194,16 +200,23 @@ impl CacheManager {
                     },
                     &new_meta,
                 );
-                {
+                let held = {
                     let mut l = node.local.lock().unwrap();
                     l.dirty = moved_on || still_written;
                     l.clean_stamp = if moved_on { None } else { after };
                     l.unsynced_create = false;
-                }
+                    l.pending_mode.take()
+                };
+                let attr = match held {
+                    // A chmod the store did not carry (it came during the upload).
+                    Some(m) if carried != Some(m) => self.chmod_now(ino, m).await?,
+                    _ => attr,
+                };
                 self.remember_attr(&attr, t);
                 Ok(())
             }
             Err(FsError::NotFound) if node.local.lock().unwrap().unsynced_create => {
+                node.local.lock().unwrap().pending_mode = None;
                 // Our create was not durable yet and the server lost it in a crash.
                 let kept = self.keep_aside(node, version)?;
                 let msg = format!(
@@ -216,7 +229,10 @@ impl CacheManager {
             Err(FsError::NotFound) => {
                 // Deleted on the server while we wrote: there is nowhere to store it.
                 log::info!("inode {ino} was deleted on the server; dropping local changes");
-                node.local.lock().unwrap().dirty = false;
+                let mut l = node.local.lock().unwrap();
+                l.dirty = false;
+                l.pending_mode = None;
+                drop(l);
                 let _ = self.disk.remove(ino);
                 Ok(())
             }
@@ -228,6 +244,25 @@ impl CacheManager {
                 }
                 Err(e)
             }
+        }
+    }
+
+    /// Sets the permission bits of `ino` on the server now; returns its attributes.
+    async fn chmod_now(
+        &self,
+        ino: dfs_common::Ino,
+        mode: u32,
+    ) -> Result<dfs_common::Attr, FsError> {
+        let change = dfs_common::proto::AttrChange {
+            mode: Some(mode),
+            ..Default::default()
+        };
+        let req = dfs_common::proto::DirRequest::SetAttr { ino, change };
+        match self.remote.dir(&req).await? {
+            dfs_common::proto::DirReply::Attr(attr) => Ok(attr),
+            other => Err(FsError::Io(format!(
+                "unexpected answer to chmod: {other:?}"
+            ))),
         }
     }
 

@@ -210,11 +210,8 @@ pub fn authorize_dir(
                     )));
                 }
             }
-            if mode.is_some() && !owner {
-                return Err(FsError::NotPermitted(format!(
-                    "only the owner may chmod inode {}",
-                    a.ino
-                )));
+            if mode.is_some() {
+                owner_chmod(caller, &a)?;
             }
             if size.is_some() {
                 require(caller, &a, W, "truncate")?;
@@ -233,6 +230,28 @@ pub fn authorize_dir(
             Ok(())
         }
     }
+}
+
+fn owner_chmod(caller: &Caller, a: &Attr) -> Result<(), FsError> {
+    if caller.admin || caller.uid == a.uid {
+        return Ok(());
+    }
+    Err(FsError::NotPermitted(format!(
+        "only the owner may chmod inode {}",
+        a.ino
+    )))
+}
+
+/// Checks a chmod that comes with a store of `ino` (`HDR_MODE`): as a setattr's.
+pub fn authorize_store_chmod(
+    svc: &Arc<Services>,
+    caller: &Caller,
+    ino: Ino,
+) -> Result<(), FsError> {
+    if !caller.enforce {
+        return Ok(());
+    }
+    owner_chmod(caller, &getattr(svc, ino)?)
 }
 
 /// Checks a fetch (`write == false`) or a store of `ino`.

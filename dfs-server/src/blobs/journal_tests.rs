@@ -30,6 +30,7 @@ async fn store_small(t: &T, name: &str, data: &[u8]) {
             base_version: None,
         },
         mtime: None,
+        mode: None,
         now: ts(3),
     };
     let (_, seq) = t.ns.apply_unsynced(cmd, Some((&pin.id, &journal))).unwrap();

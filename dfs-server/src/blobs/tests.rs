@@ -70,6 +70,7 @@ impl T {
             .apply(NsCommand::CommitBlob {
                 ino,
                 mtime: None,
+                mode: None,
                 contents: Contents {
                     blob: Some(blob_id_of(data)),
                     size: data.len() as u64,

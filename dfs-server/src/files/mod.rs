@@ -13,7 +13,7 @@ use crate::namespace::{Contents, NsCommand};
 use crate::services::{Caller, Services};
 use dfs_common::cluster as cluster_proto;
 use dfs_common::locks::HDR_FENCE;
-use dfs_common::proto::{AttrChange, HDR_ATTR, HDR_HAVE_VERSION, HDR_MTIME, HDR_SHA256};
+use dfs_common::proto::{AttrChange, HDR_ATTR, HDR_HAVE_VERSION, HDR_MODE, HDR_MTIME, HDR_SHA256};
 use dfs_common::types::SetTime;
 use dfs_common::{codec, Attr, BlobId, FileKind, FsError, Ino, Timestamp};
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE};
@@ -220,6 +220,18 @@ pub async fn store(
         None => None,
         Some(v) => Some(codec::from_header::<Timestamp>(v)?),
     };
+    let mode = match wire::header_u64(&parts.headers, HDR_MODE)? {
+        None => None,
+        Some(m) if m <= 0o777 => {
+            crate::auth::perm::authorize_store_chmod(svc, &caller, ino)?;
+            Some(m as u32)
+        }
+        Some(m) => {
+            return Err(FsError::BadRequest(format!(
+                "{HDR_MODE} {m:o} has bits past 0o777"
+            )))
+        }
+    };
     // Refuse before reading a byte when the target cannot take contents.
     let current = svc.read_now(|ns| ns.getattr(ino))?;
     regular(&current)?;
@@ -274,6 +286,7 @@ pub async fn store(
         ino,
         contents,
         mtime,
+        mode,
         now: Timestamp::now(),
     };
     let out = match (pin, journal) {

@@ -114,11 +114,13 @@ pub enum NsCommand {
         now: Timestamp,
     },
     /// A store: the file's contents are now `contents` (version + 1, ctime = now, mtime =
-    /// the writer's `mtime` if it sent one, else now).
+    /// the writer's `mtime` if it sent one, else now), and its permission bits `mode` if
+    /// the writer sent a chmod with it.
     CommitBlob {
         ino: Ino,
         contents: Contents,
         mtime: Option<Timestamp>,
+        mode: Option<u32>,
         now: Timestamp,
     },
     /// Blob files found without any reference (a crash between blob write and commit):

@@ -115,6 +115,7 @@ pub(super) fn apply(w: &mut Writer<'_>, cmd: NsCommand) -> Result<NsOutcome, FsE
             ino,
             contents,
             mtime,
+            mode,
             now,
         } => {
             let mut rec = w.must(ino)?;
@@ -122,6 +123,9 @@ pub(super) fn apply(w: &mut Writer<'_>, cmd: NsCommand) -> Result<NsOutcome, FsE
             set_contents(w, &mut rec, contents, now, &mut out)?;
             if let Some(mtime) = mtime {
                 rec.attr.mtime = mtime;
+            }
+            if let Some(mode) = mode {
+                rec.attr.mode = mode & 0o7777;
             }
             w.put_inode(&rec)?;
             out.changed_inos.push(ino);

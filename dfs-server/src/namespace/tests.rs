@@ -80,6 +80,7 @@ impl T {
         self.ns.apply(NsCommand::CommitBlob {
             ino,
             mtime: None,
+            mode: None,
             contents: Contents {
                 blob: Some(BlobId([byte; 32])),
                 size,

@@ -398,6 +398,7 @@ fn apply_op(
                     base_version: None,
                 },
                 mtime: None,
+                mode: None,
                 now,
             };
             Ok(merge(&mut cx.out, ops::apply(w, cmd)?))

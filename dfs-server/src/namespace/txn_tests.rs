@@ -123,6 +123,7 @@ impl T {
                     base_version: None,
                 },
                 mtime: None,
+                mode: None,
                 now: ts(11),
             })
             .unwrap()
