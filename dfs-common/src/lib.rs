@@ -3,9 +3,8 @@
 //! Owns: ids and attributes (`types`), the one POSIX-shaped error type (`error`), the wire
 //! messages of every `/v1` resource (`proto`, and `locks` for the lock service), the bincode codec and frame format (`codec`),
 //! and content hashing of blobs (`hash`). It must not own policy: no sockets, no clocks
-//! beyond `Timestamp::now`, and no file I/O beyond two helpers both data paths need:
-//! `fileread::read_fresh` (reading a range into an unzeroed buffer) and `spares` (reusing
-//! emptied files instead of deleting and creating them).
+//! beyond `Timestamp::now`, and no file I/O beyond `fileread::read_fresh` (reading a range
+//! into an unzeroed buffer, which both data paths need).
 
 pub mod auth;
 pub mod cluster;
@@ -18,7 +17,6 @@ pub mod password;
 pub mod privacy;
 pub mod proto;
 pub mod sealed_body;
-pub mod spares;
 pub mod tx;
 pub mod types;
 

@@ -1,12 +1,10 @@
 //! The on-disk cache of whole files: one file per (inode, version) under `CACHE/files/`,
 //! and an index (redb, `CACHE/index.redb`) of what each holds, so that a remount
 //! revalidates by version instead of refetching. Owns size accounting and LRU eviction,
-//! which never touches a dirty file or one the caller says is open, and the spare files
-//! (`CACHE/spare/`) that deleted copies become and new copies are made of
-//! (`dfs_common::spares`). It must not talk to the server.
+//! which never touches a dirty file or one the caller says is open. It must not talk to
+//! the server.
 
 use super::index_writer::{IndexWriter, INDEX};
-use dfs_common::spares::SpareFiles;
 use dfs_common::{FsError, Ino};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
@@ -42,12 +40,8 @@ struct Index {
     tick: u64,
 }
 
-/// Most emptied copies kept for reuse.
-const SPARES: usize = 32 << 10;
-
 pub struct DiskCache {
     files_dir: PathBuf,
-    spares: SpareFiles,
     /// Writes the index's changes to `index.redb`, in the order they were made here.
     writer: IndexWriter,
     limit_bytes: u64,
@@ -105,7 +99,6 @@ impl DiskCache {
         }
         let cache = DiskCache {
             files_dir,
-            spares: SpareFiles::open(&dir.join("spare"), SPARES)?,
             writer: IndexWriter::start(Arc::new(db))?,
             limit_bytes,
             index: Mutex::new(Index {
@@ -139,16 +132,6 @@ impl DiskCache {
     /// Where the copy of `ino` at `version` lives.
     pub fn path(&self, ino: Ino, version: u64) -> PathBuf {
         self.files_dir.join(format!("{ino}.{version}"))
-    }
-
-    /// A new empty file at `path` (a copy or a part file), made of a spare if there is one.
-    pub fn new_file(&self, path: &Path) -> std::io::Result<std::fs::File> {
-        self.spares.create(path)
-    }
-
-    /// Deletes the file at `path` (a copy or a part file), keeping its inode as a spare.
-    pub fn discard(&self, path: &Path) {
-        let _ = self.spares.retire(path);
     }
 
     /// A fresh name to download into before the copy is complete.
@@ -197,7 +180,7 @@ impl DiskCache {
         }
         if let Some(old) = self.record(ino, entry.clone()) {
             if old.version != entry.version {
-                self.discard(&self.path(ino, old.version));
+                let _ = std::fs::remove_file(self.path(ino, old.version));
             }
         }
         Ok(())
@@ -218,7 +201,7 @@ impl DiskCache {
         }
         if let Some(old) = self.record(ino, entry.clone()) {
             if old.version != entry.version && old.version != from {
-                self.discard(&self.path(ino, old.version));
+                let _ = std::fs::remove_file(self.path(ino, old.version));
             }
         }
     }
@@ -266,7 +249,7 @@ impl DiskCache {
             old
         };
         if let Some((o, _)) = old {
-            self.discard(&self.path(ino, o.version));
+            let _ = std::fs::remove_file(self.path(ino, o.version));
         }
         Ok(())
     }
@@ -399,36 +382,6 @@ mod tests {
         holding(&c, 9, 2, b"bb", false);
         assert!(!c.path(9, 1).exists());
         assert_eq!(c.total_bytes(), 2);
-    }
-
-    #[test]
-    fn a_removed_copy_becomes_the_next_new_file_empty() {
-        use std::os::unix::fs::MetadataExt;
-        let dir = tempfile::tempdir().unwrap();
-        let c = DiskCache::open(dir.path(), 1 << 30).unwrap();
-        holding(&c, 9, 1, b"old bytes", false);
-        let inode = std::fs::metadata(c.path(9, 1)).unwrap().ino();
-        c.remove(9).unwrap();
-        assert!(!c.path(9, 1).exists());
-        assert_eq!(c.total_bytes(), 0);
-        c.new_file(&c.path(10, 1)).unwrap();
-        let meta = std::fs::metadata(c.path(10, 1)).unwrap();
-        assert_eq!(
-            (meta.ino(), meta.len()),
-            (inode, 0),
-            "the spare was not reused empty"
-        );
-        // Spares are not copies: a reopen neither counts nor deletes them as such.
-        c.put(10, entry(1, 0, false)).unwrap();
-        c.remove(10).unwrap();
-        drop(c);
-        let spares = || std::fs::read_dir(dir.path().join("spare")).unwrap().count();
-        assert_eq!(spares(), 1);
-        let c = DiskCache::open(dir.path(), 1 << 30).unwrap();
-        assert_eq!((c.total_bytes(), spares()), (0, 1));
-        c.new_file(&c.path(11, 1)).unwrap();
-        assert_eq!(std::fs::metadata(c.path(11, 1)).unwrap().ino(), inode);
-        assert_eq!(spares(), 0);
     }
 
     #[test]

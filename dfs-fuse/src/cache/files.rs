@@ -187,11 +187,7 @@ impl CacheManager {
         let t = self.ticket();
         let (progress, part) = match filling {
             Some((f, part)) => (Some(f), part.to_path_buf()),
-            None => {
-                let part = self.disk.part_path(ino);
-                self.disk.new_file(&part)?;
-                (None, part)
-            }
+            None => (None, self.disk.part_path(ino)),
         };
         // A fetch cut short (a server that found its copy bad mid-stream drops it and
         // serves a good one from a replica next time) is tried again, twice at most.
@@ -209,20 +205,17 @@ impl CacheManager {
                     log::info!(
                         "inode {ino}: fetched contents failed their check ({why}); trying again"
                     );
-                    self.disk.discard(&part);
+                    let _ = std::fs::remove_file(&part);
                 }
                 Err(FsError::Unavailable(why)) if tries < 3 && !shown && cut_short(&why) => {
                     log::info!("inode {ino}: fetch failed ({why}); trying again");
-                    self.disk.discard(&part);
+                    let _ = std::fs::remove_file(&part);
                 }
                 r => break r,
             }
         };
         match fetched {
             Ok(Fetched::NotModified(attr)) => {
-                if progress.is_none() {
-                    self.disk.discard(&part);
-                }
                 self.remember_attr(&attr, t);
                 node.local.lock().unwrap().version = attr.version;
                 Ok(())
@@ -230,7 +223,7 @@ impl CacheManager {
             Ok(Fetched::Fetched(attr)) => {
                 let path = self.disk.path(ino, attr.version);
                 if let Err(e) = std::fs::rename(&part, &path) {
-                    self.disk.discard(&part);
+                    let _ = std::fs::remove_file(&part);
                     return Err(e.into());
                 }
                 self.disk.put(
@@ -252,7 +245,7 @@ impl CacheManager {
                 Ok(())
             }
             Err(FsError::Unavailable(why)) if entry.is_some() => {
-                self.disk.discard(&part);
+                let _ = std::fs::remove_file(&part);
                 let version = entry.map(|e| e.version).unwrap_or_default();
                 log::warn!(
                     "inode {ino}: server unavailable ({why}); using cached version {version}"
@@ -261,7 +254,7 @@ impl CacheManager {
                 Ok(())
             }
             Err(e) => {
-                self.disk.discard(&part);
+                let _ = std::fs::remove_file(&part);
                 if e == FsError::NotFound {
                     let _ = self.disk.remove(ino);
                 }
@@ -277,8 +270,7 @@ impl CacheManager {
         if attr.kind != dfs_common::FileKind::File {
             return Err(FsError::IsDir);
         }
-        self.disk
-            .new_file(&self.disk.path(node.ino, attr.version))?;
+        File::create(self.disk.path(node.ino, attr.version))?;
         {
             let mut l = node.local.lock().unwrap();
             l.version = attr.version;
@@ -526,7 +518,7 @@ impl CacheManager {
         if attr.size == 0 && self.disk.get(attr.ino).is_none() {
             // A new empty file needs no fetch: its copy is an empty local file.
             let path = self.disk.path(attr.ino, attr.version);
-            self.disk.new_file(&path)?;
+            File::create(&path)?;
             self.disk.put(
                 attr.ino,
                 CacheEntry {

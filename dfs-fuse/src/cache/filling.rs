@@ -12,6 +12,7 @@
 use super::files::{FileHandle, FileNode, OpenResult};
 use super::CacheManager;
 use dfs_common::{FsError, Ino};
+use std::fs::OpenOptions;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -54,7 +55,14 @@ impl CacheManager {
         // The fetch writes the same file (it reopens the path): this descriptor still reads
         // it once renamed into place.
         let part = self.disk.part_path(ino);
-        let file = Arc::new(self.disk.new_file(&part)?);
+        let file = Arc::new(
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&part)?,
+        );
         let filling = Filling::new();
         let (task_node, task_filling) = (node.clone(), filling.clone());
         self.rt.spawn(crate::auth::as_uid(uid, async move {

@@ -1,7 +1,7 @@
 //! The content-addressed blob store: immutable files named by the SHA-256 of their bytes,
 //! under `DATA/blobs/<first two hex>/<64 hex>`, with temp files in `DATA/blobs/tmp/` and
 //! the emptied files of deleted blobs, kept to become new temp files, in
-//! `DATA/blobs/spare/` (`dfs_common::spares`).
+//! `DATA/blobs/spare/` (`spares`).
 //!
 //! Owns: blob files (receiving a streamed body into a temp file while hashing, fsync and
 //! install, streamed reads, resized copies for truncate), pins that keep the garbage
@@ -14,6 +14,7 @@ pub mod index;
 pub mod journal;
 #[cfg(test)]
 mod journal_tests;
+mod spares;
 #[cfg(test)]
 mod tests;
 mod writer;
@@ -21,10 +22,10 @@ mod writer;
 use bytes::Bytes;
 use dfs_common::fileread::read_fresh;
 use dfs_common::hash::BlobHasher;
-use dfs_common::spares::SpareFiles;
 use dfs_common::{BlobId, FsError};
 use http_body_util::BodyExt;
 use hyper::body::Body;
+use spares::SpareFiles;
 use std::collections::HashMap;
 use std::fmt::Display;
 use std::fs;
@@ -234,6 +235,8 @@ impl BlobStore {
     pub fn remove(&self, id: &BlobId) -> io::Result<()> {
         let mut index = self.index();
         self.pending.remove(id);
+        // Its file becomes a spare (emptied, then a later temp file): callers make sure
+        // nobody reads it (unreferenced and unpinned, or at start-up).
         match self.spares.retire(&self.path(id)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
@@ -245,7 +248,10 @@ impl BlobStore {
     /// Deletes the local copy of `id` unless it is pinned or was written or touched at or
     /// after `listed_at_ms` (blocking). Returns whether it was deleted.
     pub fn remove_if_older(&self, id: &BlobId, listed_at_ms: u64) -> io::Result<bool> {
-        if self.is_pinned(id) {
+        // Held to the end: no reader can pin the blob (and open its file) between the
+        // check and the delete.
+        let pins = self.pins.lock().unwrap_or_else(|e| e.into_inner());
+        if pins.contains_key(id) {
             return Ok(false);
         }
         let mut index = self.index();
@@ -254,6 +260,8 @@ impl BlobStore {
             _ => return Ok(false),
         }
         self.pending.remove(id);
+        // Its file becomes a spare (emptied, then a later temp file): callers make sure
+        // nobody reads it (unreferenced and unpinned, or at start-up).
         match self.spares.retire(&self.path(id)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}

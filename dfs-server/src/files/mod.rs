@@ -128,6 +128,10 @@ async fn contents(
 ) -> Result<Source, FsError> {
     let mut repaired = false;
     loop {
+        // Pinned while it is read: the garbage collector empties and reuses the files of
+        // blobs it deletes (spares), so one must not be collected under a reader, even if
+        // the file is overwritten and its grace runs out before a slow reader is done.
+        let pin = svc.blobs.pin(id);
         // A bad copy is dropped only if nothing replaced it since it was read.
         let read_at = crate::cluster::key::now_ms();
         let read = if size <= READ_NOW {
@@ -149,7 +153,9 @@ async fn contents(
                 // Alone, a bad copy is kept for inspection; in a cluster it is dropped
                 // and copied again from a good one.
                 let blobs = svc.cluster().is_clustered().then(|| svc.blobs.clone());
+                // The stream's task owns this closure, and so the pin, until it ends.
                 let on_bad = move || {
+                    drop(pin);
                     if let Some(blobs) = blobs {
                         let _ = blobs.remove_if_older(&id, read_at);
                     }
@@ -160,6 +166,7 @@ async fn contents(
                 )));
             }
             Err(FsError::Corrupt(why)) if !repaired && svc.cluster().is_clustered() => {
+                drop(pin);
                 svc.blocking(move |_, blobs| Ok(blobs.remove_if_older(&id, read_at)?))
                     .await?;
                 let cluster = svc.cluster();

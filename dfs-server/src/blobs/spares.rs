@@ -1,15 +1,17 @@
-//! Spare files: emptied files kept to be renamed into place, so that a store which
-//! deletes and creates many small files (the server's blobs, the client's cached copies)
-//! reuses inodes instead of freeing one and allocating another each time.
+//! Spare files: the emptied files of deleted blobs, kept to be renamed into place as new
+//! temp files, so that the garbage collector's deletes and the stores' creates reuse
+//! inodes instead of freeing one and allocating another for each small file.
 //!
 //! Why: on ext4 without a journal (this project's VMs), allocating an inode skips every
-//! inode of the group freed in the last minute or more, looking each one up. After an
-//! `rm -rf` of 3,000 files through a mount, the next 3,000 creates cost the server 20-30%
-//! and the mount 40-65% more CPU (`docs/design.md`, "Spare files"). Emptying a file and
-//! renaming it costs neither an inode free nor that scan.
+//! inode of the group freed in the last minute or more, looking each one up, and every
+//! creator on that file system pays (the mounts' cache copies too). After an `rm -rf` of
+//! 3,000 files through a mount and their collection, the next 3,000 creates cost the
+//! server 20-30% and the mount 40-65% more CPU (`docs/design.md`, "Spare files").
+//! Emptying a file and renaming it costs neither an inode free nor that scan.
 //!
 //! Owns: one directory of spares, named by number, and the list of them. Must not: hand
-//! out a file that is not empty, or keep more than its limit (the rest are deleted).
+//! out a file that is not empty, or keep more than its limit (the rest are deleted). The
+//! caller must not retire a file someone may still read: it is emptied, then reused.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
