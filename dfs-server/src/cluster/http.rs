@@ -301,6 +301,8 @@ async fn serve_blob(svc: &Arc<Services>, id: BlobId) -> Result<Response<ResBody>
         .get(&id)
         .map(|h| h.size)
         .ok_or(FsError::NotFound)?;
+    // Pinned until the stream ends: a collected blob's file is emptied and reused.
+    let pin = svc.blobs.pin(id);
     let blobs = svc.blobs.clone();
     let file = tokio::task::spawn_blocking(move || blobs.open_blob(&id, size))
         .await
@@ -310,7 +312,9 @@ async fn serve_blob(svc: &Arc<Services>, id: BlobId) -> Result<Response<ResBody>
             e => e,
         })?;
     let (blobs, read_at) = (svc.blobs.clone(), super::key::now_ms());
+    // The stream's task owns this closure, and so the pin, until it ends.
     let on_bad = move || {
+        drop(pin);
         let _ = blobs.remove_if_older(&id, read_at);
     };
     Ok(Response::builder()
