@@ -85,9 +85,7 @@ impl WalFile {
                 format!("{} is in use by another process ({e})", path.display()),
             ));
         }
-        let mut log_path = path.as_os_str().to_owned();
-        log_path.push(".wal");
-        let log_path = PathBuf::from(log_path);
+        let log_path = log_path_of(path);
         let new_log = !log_path.exists();
         let log = OpenOptions::new()
             .read(true)
@@ -169,39 +167,33 @@ impl State {
             return Ok(None);
         }
         let n = n as usize;
-        // Each page's number and how many of its bytes the record holds.
-        let table: Vec<(u64, usize)> = if magic == RECORD_MAGIC_WHOLE {
-            let mut numbers = vec![0u8; 8 * n];
-            if self
-                .log
-                .read_exact_at(&mut numbers, at + RECORD_HEAD as u64)
-                .is_err()
-            {
-                return Ok(None);
-            }
-            (0..n)
-                .map(|i| (u64_at(&numbers, 8 * i), PAGE as usize))
-                .collect()
-        } else {
-            let mut pairs = vec![0u8; 16 * n];
-            if self
-                .log
-                .read_exact_at(&mut pairs, at + RECORD_HEAD as u64)
-                .is_err()
-            {
-                return Ok(None);
-            }
-            let table: Vec<(u64, u64)> = (0..n)
-                .map(|i| (u64_at(&pairs, 16 * i), u64_at(&pairs, 16 * i + 8)))
-                .collect();
-            if table.iter().any(|(_, kept)| *kept > PAGE) {
-                return Ok(None);
-            }
-            table.into_iter().map(|(p, k)| (p, k as usize)).collect()
-        };
-        let size = match magic {
-            RECORD_MAGIC_WHOLE => whole_record_size(n),
-            _ => trimmed_record_size(table.iter().map(|(_, k)| *k)),
+        // Each page's number, and (trimmed) how many of its bytes the record holds.
+        let whole = magic == RECORD_MAGIC_WHOLE;
+        let entry = if whole { 8 } else { 16 };
+        let mut entries = vec![0u8; entry * n];
+        if self
+            .log
+            .read_exact_at(&mut entries, at + RECORD_HEAD as u64)
+            .is_err()
+        {
+            return Ok(None);
+        }
+        let table: Vec<(u64, u64)> = (0..n)
+            .map(|i| {
+                let kept = if whole {
+                    PAGE
+                } else {
+                    u64_at(&entries, entry * i + 8)
+                };
+                (u64_at(&entries, entry * i), kept)
+            })
+            .collect();
+        if table.iter().any(|(_, kept)| *kept > PAGE) {
+            return Ok(None);
+        }
+        let size = match whole {
+            true => whole_record_size(n),
+            false => trimmed_record_size(table.iter().map(|(_, k)| *k as usize)),
         };
         let mut bytes = vec![0u8; size];
         if self.log.read_exact_at(&mut bytes, at).is_err() {
@@ -211,11 +203,11 @@ impl State {
         if ring::digest::digest(&ring::digest::SHA256, &bytes[..body]).as_ref() != &bytes[body..] {
             return Ok(None);
         }
-        let entry = if magic == RECORD_MAGIC_WHOLE { 8 } else { 16 };
         let mut start = RECORD_HEAD + entry * n;
         let pages = table
             .into_iter()
             .map(|(page_no, kept)| {
+                let kept = kept as usize;
                 let mut page = vec![0u8; PAGE as usize].into_boxed_slice();
                 page[..kept].copy_from_slice(&bytes[start..start + kept]);
                 start += kept;
@@ -310,6 +302,13 @@ impl State {
 struct Record {
     len: u64,
     pages: Vec<(u64, Page)>,
+}
+
+/// The log beside the database file at `db`: `DB.wal`.
+fn log_path_of(db: &Path) -> PathBuf {
+    let mut path = db.as_os_str().to_owned();
+    path.push(".wal");
+    PathBuf::from(path)
 }
 
 fn whole_record_size(pages: usize) -> usize {

@@ -30,11 +30,8 @@ fn get(db: &Database, key: u64) -> Option<Vec<u8>> {
 /// What a `kill -9` leaves: the files as they are now (the page cache survives).
 fn crash_copy(from: &Path, to: &Path, with_log: bool) {
     std::fs::copy(from, to).unwrap();
-    let (mut src, mut dst) = (from.as_os_str().to_owned(), to.as_os_str().to_owned());
-    src.push(".wal");
-    dst.push(".wal");
     if with_log {
-        std::fs::copy(src, dst).unwrap();
+        std::fs::copy(log_path_of(from), log_path_of(to)).unwrap();
     }
 }
 
@@ -42,14 +39,20 @@ fn value(i: u64) -> Vec<u8> {
     (0..3000u64).map(|j| (i * 31 + j) as u8).collect()
 }
 
+/// A database in `dir` with `n` durable commits (key i holds `value(i)`), and its path.
+fn with_durable_commits(dir: &Path, n: u64) -> (Database, PathBuf) {
+    let path = dir.join("db.redb");
+    let db = db_at(&path);
+    for i in 0..n {
+        put(&db, i, &value(i), true);
+    }
+    (db, path)
+}
+
 #[test]
 fn durable_commits_survive_a_crash_through_the_log() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("db.redb");
-    let db = db_at(&path);
-    for i in 0..50 {
-        put(&db, i, &value(i), true);
-    }
+    let (db, path) = with_durable_commits(dir.path(), 50);
     put(&db, 1000, b"not durable", false);
     let crashed = dir.path().join("crashed.redb");
     crash_copy(&path, &crashed, true);
@@ -77,17 +80,11 @@ fn durable_commits_survive_a_crash_through_the_log() {
 #[test]
 fn a_torn_last_record_is_ignored() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("db.redb");
-    let db = db_at(&path);
-    for i in 0..10 {
-        put(&db, i, &value(i), true);
-    }
+    let (db, path) = with_durable_commits(dir.path(), 10);
     let crashed = dir.path().join("crashed.redb");
     crash_copy(&path, &crashed, true);
     drop(db);
-    let mut log = crashed.as_os_str().to_owned();
-    log.push(".wal");
-    let log = PathBuf::from(log);
+    let log = log_path_of(&crashed);
     let len = std::fs::metadata(&log).unwrap().len();
     // Cut the last record short, as a crash in the middle of its write would.
     let f = OpenOptions::new().write(true).open(&log).unwrap();
@@ -165,9 +162,8 @@ fn a_clean_close_keeps_commits_that_were_not_durable() {
 /// Rewrites the log beside `db` in the first format (whole pages), as a server before
 /// trimmed records wrote it; returns how many records it rewrote.
 fn rewrite_log_with_whole_pages(db: &Path) -> u64 {
-    let mut path = db.as_os_str().to_owned();
-    path.push(".wal");
-    let bytes = std::fs::read(PathBuf::from(&path)).unwrap();
+    let path = log_path_of(db);
+    let bytes = std::fs::read(&path).unwrap();
     let mut out = bytes[..PAGE as usize].to_vec();
     let (mut at, mut records) = (PAGE as usize, 0);
     while at + RECORD_HEAD <= bytes.len() && u64_at(&bytes, at) == RECORD_MAGIC_TRIMMED {
@@ -196,18 +192,14 @@ fn rewrite_log_with_whole_pages(db: &Path) -> u64 {
         at = kept_at + CHECKSUM;
         records += 1;
     }
-    std::fs::write(PathBuf::from(&path), out).unwrap();
+    std::fs::write(&path, out).unwrap();
     records
 }
 
 #[test]
 fn records_are_trimmed_and_a_log_of_whole_pages_still_replays() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("db.redb");
-    let db = db_at(&path);
-    for i in 0..20 {
-        put(&db, i, &value(i), true);
-    }
+    let (db, path) = with_durable_commits(dir.path(), 20);
     let crashed = dir.path().join("crashed.redb");
     crash_copy(&path, &crashed, true);
     let old_format = dir.path().join("old.redb");
@@ -216,14 +208,11 @@ fn records_are_trimmed_and_a_log_of_whole_pages_still_replays() {
 
     // A commit of one small value touches a few pages, mostly empty: the log holds far
     // less than whole pages.
-    let mut log = crashed.as_os_str().to_owned();
-    log.push(".wal");
-    let trimmed = std::fs::metadata(PathBuf::from(log)).unwrap().len() - PAGE;
+    let log_len = |db: &Path| std::fs::metadata(log_path_of(db)).unwrap().len() - PAGE;
+    let trimmed = log_len(&crashed);
     let records = rewrite_log_with_whole_pages(&old_format);
     assert!(records >= 20, "only {records} records in the log");
-    let mut log = old_format.as_os_str().to_owned();
-    log.push(".wal");
-    let whole = std::fs::metadata(PathBuf::from(log)).unwrap().len() - PAGE;
+    let whole = log_len(&old_format);
     assert!(
         trimmed * 2 < whole,
         "trimmed records take {trimmed} bytes, whole pages {whole}"

@@ -133,14 +133,19 @@ fn a_chmod_before_the_first_close_travels_with_the_store() {
     let m = fx.mnt().to_path_buf();
     let addr = fx.server.addr();
     let mode_on_server = |name: &str| lookup_path(&addr, name).map(|a| a.mode & 0o7777);
+    // As tar creates a file: exclusively, mode 0600, then its contents (still open).
+    let created = |name: &str, data: &[u8]| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(m.join(name))
+            .unwrap();
+        std::io::Write::write_all(&mut f, data).unwrap();
+        f
+    };
 
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(m.join("small"))
-        .unwrap();
-    std::io::Write::write_all(&mut f, b"extracted").unwrap();
+    let f = created("small", b"extracted");
     f.set_permissions(std::fs::Permissions::from_mode(0o640))
         .unwrap();
     let shown = f.metadata().unwrap().permissions().mode() & 0o7777;
@@ -155,13 +160,7 @@ fn a_chmod_before_the_first_close_travels_with_the_store() {
 
     // Larger than the point where write-behind starts: the upload began before the chmod.
     let data = pseudo_random(12 << 20, 77);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(m.join("large"))
-        .unwrap();
-    std::io::Write::write_all(&mut f, &data).unwrap();
+    let f = created("large", &data);
     f.set_permissions(std::fs::Permissions::from_mode(0o604))
         .unwrap();
     drop(f);

@@ -153,8 +153,9 @@ impl CacheManager {
         })
     }
 
-    /// Size and mtime of the local copy, when it has changes the server does not have.
-    pub(crate) fn local_size(&self, ino: Ino) -> Option<(u64, Timestamp)> {
+    /// Size and mtime of the local copy, and the permission bits held for its store (see
+    /// `pending_mode`), when it has changes the server does not have.
+    pub(crate) fn local_attrs(&self, ino: Ino) -> Option<(u64, Timestamp, Option<u32>)> {
         let node = self.nodes.lock().unwrap().get(&ino).cloned()?;
         let l = node.local.lock().unwrap();
         if !l.dirty {
@@ -165,7 +166,7 @@ impl CacheManager {
             None => std::fs::metadata(self.disk.path(ino, l.version)).ok()?,
         };
         let mtime = meta.modified().map(Timestamp::from_system).ok()?;
-        Some((meta.len(), mtime))
+        Some((meta.len(), mtime, l.pending_mode))
     }
 
     /// Makes the on-disk copy of `ino` current with the server (or keeps a stale one when
@@ -573,13 +574,6 @@ impl CacheManager {
         }
         l.pending_mode = Some(mode);
         true
-    }
-
-    /// The permission bits a chmod held for the next store of `ino` (see `pending_mode`).
-    pub(crate) fn pending_mode(&self, ino: Ino) -> Option<u32> {
-        let node = self.nodes.lock().unwrap().get(&ino).cloned()?;
-        let l = node.local.lock().unwrap();
-        l.pending_mode
     }
 
     /// Whether handle `fh` was opened for writing (`None`: no such handle).

@@ -23,7 +23,7 @@ fn check_name(name: &[u8]) -> Result<(), FsError> {
 }
 
 impl CacheManager {
-    async fn attr_call(&self, req: DirRequest, what: &str) -> Result<Attr, FsError> {
+    pub(super) async fn attr_call(&self, req: DirRequest, what: &str) -> Result<Attr, FsError> {
         let t = self.ticket();
         match self.remote.dir(&req).await? {
             DirReply::Attr(attr) => {
@@ -35,14 +35,14 @@ impl CacheManager {
     }
 
     /// The attributes as this client sees them: a locally changed file shows its local
-    /// size and mtime until it is stored.
+    /// size, mtime and held chmod until it is stored.
     pub(crate) fn overlay(&self, mut attr: Attr) -> Attr {
-        if let Some((size, mtime)) = self.local_size(attr.ino) {
+        if let Some((size, mtime, mode)) = self.local_attrs(attr.ino) {
             attr.size = size;
             attr.mtime = mtime;
-        }
-        if let Some(mode) = self.pending_mode(attr.ino) {
-            attr.mode = mode;
+            if let Some(mode) = mode {
+                attr.mode = mode;
+            }
         }
         attr
     }

@@ -209,7 +209,14 @@ impl CacheManager {
                 };
                 let attr = match held {
                     // A chmod the store did not carry (it came during the upload).
-                    Some(m) if carried != Some(m) => self.chmod_now(ino, m).await?,
+                    Some(m) if carried != Some(m) => {
+                        let change = dfs_common::proto::AttrChange {
+                            mode: Some(m),
+                            ..Default::default()
+                        };
+                        let req = dfs_common::proto::DirRequest::SetAttr { ino, change };
+                        self.attr_call(req, "chmod").await?
+                    }
                     _ => attr,
                 };
                 self.remember_attr(&attr, t);
@@ -244,25 +251,6 @@ impl CacheManager {
                 }
                 Err(e)
             }
-        }
-    }
-
-    /// Sets the permission bits of `ino` on the server now; returns its attributes.
-    async fn chmod_now(
-        &self,
-        ino: dfs_common::Ino,
-        mode: u32,
-    ) -> Result<dfs_common::Attr, FsError> {
-        let change = dfs_common::proto::AttrChange {
-            mode: Some(mode),
-            ..Default::default()
-        };
-        let req = dfs_common::proto::DirRequest::SetAttr { ino, change };
-        match self.remote.dir(&req).await? {
-            dfs_common::proto::DirReply::Attr(attr) => Ok(attr),
-            other => Err(FsError::Io(format!(
-                "unexpected answer to chmod: {other:?}"
-            ))),
         }
     }
 

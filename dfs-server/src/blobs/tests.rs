@@ -65,6 +65,13 @@ impl T {
         self.store.install(temp).unwrap()
     }
 
+    /// A whole store of `data` into `ino` at time `now`: received, installed, committed.
+    async fn store_file(&self, ino: u64, data: &[u8], now: i64) {
+        let pin = self.put(data).await;
+        self.commit(ino, data, now);
+        drop(pin);
+    }
+
     fn commit(&self, ino: u64, data: &[u8], now: i64) {
         self.ns
             .apply(NsCommand::CommitBlob {
@@ -232,20 +239,12 @@ async fn overwrite_then_gc_removes_old_blob_after_grace_only() {
         b"shared".as_slice(),
     );
     for (data, ino) in [(old, f), (shared, g)] {
-        let pin = t.put(data).await;
-        t.commit(ino, data, 1000);
-        drop(pin);
+        t.store_file(ino, data, 1000).await;
     }
-    let pin = t.put(new).await;
-    t.commit(f, new, 1000);
-    drop(pin);
+    t.store_file(f, new, 1000).await;
     // g's blob is also unreferenced then referenced again before the GC runs.
-    let pin = t.put(b"tmp").await;
-    t.commit(g, b"tmp", 1000);
-    drop(pin);
-    let pin = t.put(shared).await;
-    t.commit(g, shared, 1000);
-    drop(pin);
+    t.store_file(g, b"tmp", 1000).await;
+    t.store_file(g, shared, 1000).await;
 
     assert_eq!(collect(&t.store, &t.ns, 300, 1200).unwrap(), 0);
     assert!(t.store.path(&blob_id_of(old)).exists());
@@ -262,12 +261,8 @@ async fn overwrite_then_gc_removes_old_blob_after_grace_only() {
 async fn gc_skips_pinned_blobs() {
     let t = fresh();
     let f = t.new_file("f");
-    let pin = t.put(b"one").await;
-    t.commit(f, b"one", 10);
-    drop(pin);
-    let pin = t.put(b"two").await;
-    t.commit(f, b"two", 10);
-    drop(pin);
+    t.store_file(f, b"one", 10).await;
+    t.store_file(f, b"two", 10).await;
     // A store of the same contents as the garbage is between install and commit.
     let pin = t.put(b"one").await;
     assert_eq!(collect(&t.store, &t.ns, 0, 100).unwrap(), 0);
@@ -368,12 +363,8 @@ async fn a_collected_blob_becomes_the_next_temp_file_unless_a_reader_pins_it() {
     use std::os::unix::fs::MetadataExt;
     let t = fresh();
     let f = t.new_file("f");
-    let pin = t.put(b"old contents").await;
-    t.commit(f, b"old contents", 10);
-    drop(pin);
-    let pin = t.put(b"new").await;
-    t.commit(f, b"new", 10);
-    drop(pin);
+    t.store_file(f, b"old contents", 10).await;
+    t.store_file(f, b"new", 10).await;
     let old = blob_id_of(b"old contents");
     let inode = fs::metadata(t.store.path(&old)).unwrap().ino();
 
