@@ -231,4 +231,17 @@ fn trailing_zeros_are_all_that_is_trimmed() {
     assert_eq!(without_trailing_zeros(&[0, 0, 0]), &[] as &[u8]);
     assert_eq!(without_trailing_zeros(&[1, 0, 2, 0, 0]), &[1, 0, 2]);
     assert_eq!(without_trailing_zeros(&[0, 0, 7]), &[0, 0, 7]);
+    // Pages of 4 KiB and odd lengths, with the last non-zero byte at every place around
+    // the 64-byte blocks the scan skips by.
+    for len in [4096usize, 4095, 130, 64, 63] {
+        for last in (0..len).filter(|i| i % 64 < 2 || i % 64 > 61 || *i + 3 > len) {
+            let mut page = vec![0u8; len];
+            page[last] = 9;
+            if last > 0 {
+                page[last / 2] = 1;
+            }
+            assert_eq!(without_trailing_zeros(&page).len(), last + 1, "len {len}, last {last}");
+        }
+        assert!(without_trailing_zeros(&vec![0u8; len]).is_empty());
+    }
 }

@@ -38,7 +38,7 @@ use redb::Database;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use table::{Put, Snapshot, Writer};
@@ -61,6 +61,8 @@ const CHUNK: usize = 512;
 pub const RELEASE_MANY_MAX: usize = 4096;
 /// Most locks `list` returns in one page.
 const LIST_MAX: u32 = 10_000;
+/// Batches of at most this many requests are decided on the calling async thread.
+const DECIDE_INLINE: usize = 16;
 /// How often the sweep looks for expired leases.
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
 
@@ -177,42 +179,19 @@ impl LockService {
     async fn attempt(&self, client: u64, reqs: &Arc<Vec<LockRequest>>) -> Result<Attempt, FsError> {
         let idx = self.stripes_of(reqs.iter().map(|r| r.ino));
         let guards = self.lock_stripes(&idx).await;
-        let (db, reqs2, tokens) = (self.db.clone(), reqs.clone(), self.writer.tokens.clone());
-        let lease = self.lease_ms();
-        let decided = tokio::task::spawn_blocking(move || {
-            let snap = Snapshot::new(&db)?;
-            let now = now_ms();
-            let mut work: BTreeMap<Ino, InoRecord> = BTreeMap::new();
-            let mut granted = Vec::with_capacity(reqs2.len());
-            for req in reqs2.iter() {
-                let rec = match work.entry(req.ino) {
-                    std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                    std::collections::btree_map::Entry::Vacant(e) => {
-                        let mut rec = snap.record(req.ino)?.unwrap_or_default();
-                        rec.prune(now);
-                        e.insert(rec)
-                    }
-                };
-                match rec.acquire(req, client, now, lease, || {
-                    tokens.fetch_add(1, Ordering::SeqCst)
-                }) {
-                    Decision::Granted { token } => granted.push(token),
-                    Decision::Conflict { holder, wake_at_ms } => {
-                        return Ok(Err((holder.info(req.ino, now), wake_at_ms)));
-                    }
-                }
-            }
-            let puts = work
-                .into_iter()
-                .map(|(ino, record)| Put {
-                    ino,
-                    record: Some(record),
-                })
-                .collect::<Vec<_>>();
-            Ok::<_, FsError>(Ok((granted, puts)))
-        })
-        .await
-        .map_err(join_err)??;
+        let (tokens, lease) = (self.writer.tokens.clone(), self.lease_ms());
+        // A few records are decided right here, from redb's cache: a hop to the blocking
+        // pool and back costs more. Large batches go to the pool.
+        let decided = if reqs.len() <= DECIDE_INLINE {
+            decide(&Snapshot::new(&self.db)?, reqs, client, lease, &tokens)?
+        } else {
+            let (db, reqs) = (self.db.clone(), reqs.clone());
+            tokio::task::spawn_blocking(move || {
+                decide(&Snapshot::new(&db)?, &reqs, client, lease, &tokens)
+            })
+            .await
+            .map_err(join_err)??
+        };
         match decided {
             Err((holder, wake_at_ms)) => Ok(Attempt::Conflict { holder, wake_at_ms }),
             Ok((tokens, puts)) => {
@@ -579,4 +558,45 @@ fn durability_of(classes: impl IntoIterator<Item = LockClass>) -> table::Durabil
     } else {
         table::Durability::Durable
     }
+}
+
+/// What `attempt` decides for `reqs` against the records in `snap`: the tokens granted and
+/// the records to write, or the first conflict (its holder and when to try again).
+#[allow(clippy::type_complexity)]
+fn decide(
+    snap: &Snapshot,
+    reqs: &[LockRequest],
+    client: u64,
+    lease: u64,
+    tokens: &AtomicU64,
+) -> Result<Result<(Vec<u64>, Vec<Put>), (LockInfo, u64)>, FsError> {
+    let now = now_ms();
+    let mut work: BTreeMap<Ino, InoRecord> = BTreeMap::new();
+    let mut granted = Vec::with_capacity(reqs.len());
+    for req in reqs {
+        let rec = match work.entry(req.ino) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                let mut rec = snap.record(req.ino)?.unwrap_or_default();
+                rec.prune(now);
+                e.insert(rec)
+            }
+        };
+        match rec.acquire(req, client, now, lease, || {
+            tokens.fetch_add(1, Ordering::SeqCst)
+        }) {
+            Decision::Granted { token } => granted.push(token),
+            Decision::Conflict { holder, wake_at_ms } => {
+                return Ok(Err((holder.info(req.ino, now), wake_at_ms)));
+            }
+        }
+    }
+    let puts = work
+        .into_iter()
+        .map(|(ino, record)| Put {
+            ino,
+            record: Some(record),
+        })
+        .collect::<Vec<_>>();
+    Ok(Ok((granted, puts)))
 }
