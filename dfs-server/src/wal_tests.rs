@@ -35,6 +35,14 @@ fn crash_copy(from: &Path, to: &Path, with_log: bool) {
     }
 }
 
+/// Where the records of a log end: the log grows ahead in zeros, and a record ends with
+/// its checksum, which is not zero.
+fn records_end(log: &[u8]) -> u64 {
+    log.iter()
+        .rposition(|b| *b != 0)
+        .map_or(0, |i| i as u64 + 1)
+}
+
 fn value(i: u64) -> Vec<u8> {
     (0..3000u64).map(|j| (i * 31 + j) as u8).collect()
 }
@@ -84,12 +92,13 @@ fn a_torn_last_record_is_ignored() {
     let crashed = dir.path().join("crashed.redb");
     crash_copy(&path, &crashed, true);
     drop(db);
+    // Cut the last record short, as a crash in the middle of its write would: the log
+    // grows ahead in zeros, so its last 100 bytes read as zeros again.
     let log = log_path_of(&crashed);
-    let len = std::fs::metadata(&log).unwrap().len();
-    // Cut the last record short, as a crash in the middle of its write would.
-    let f = OpenOptions::new().write(true).open(&log).unwrap();
-    f.set_len(len - 100).unwrap();
-    drop(f);
+    let mut bytes = std::fs::read(&log).unwrap();
+    let end = records_end(&bytes) as usize;
+    bytes[end - 100..end].fill(0);
+    std::fs::write(&log, &bytes).unwrap();
     let db = db_at(&crashed);
     for i in 0..9 {
         assert_eq!(
@@ -108,6 +117,29 @@ fn a_torn_last_record_is_ignored() {
     drop(db);
     let db = db_at(&crashed);
     assert_eq!(get(&db, 9), Some(b"again".to_vec()));
+}
+
+#[test]
+fn the_log_grows_ahead_so_a_commit_does_not_change_its_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, path) = with_durable_commits(dir.path(), 1);
+    let log = log_path_of(&path);
+    let grown = std::fs::metadata(&log).unwrap().len();
+    assert!(
+        grown >= LOG_GROW,
+        "the log is {grown} bytes after one commit"
+    );
+    for i in 1..20 {
+        put(&db, i, &value(i), true);
+        assert_eq!(std::fs::metadata(&log).unwrap().len(), grown, "commit {i}");
+    }
+    let crashed = dir.path().join("crashed.redb");
+    crash_copy(&path, &crashed, true);
+    drop(db);
+    let db = db_at(&crashed);
+    for i in 0..20 {
+        assert_eq!(get(&db, i), Some(value(i)), "key {i} after the crash");
+    }
 }
 
 #[test]
@@ -208,7 +240,7 @@ fn records_are_trimmed_and_a_log_of_whole_pages_still_replays() {
 
     // A commit of one small value touches a few pages, mostly empty: the log holds far
     // less than whole pages.
-    let log_len = |db: &Path| std::fs::metadata(log_path_of(db)).unwrap().len() - PAGE;
+    let log_len = |db: &Path| records_end(&std::fs::read(log_path_of(db)).unwrap()) - PAGE;
     let trimmed = log_len(&crashed);
     let records = rewrite_log_with_whole_pages(&old_format);
     assert!(records >= 20, "only {records} records in the log");
@@ -240,7 +272,11 @@ fn trailing_zeros_are_all_that_is_trimmed() {
             if last > 0 {
                 page[last / 2] = 1;
             }
-            assert_eq!(without_trailing_zeros(&page).len(), last + 1, "len {len}, last {last}");
+            assert_eq!(
+                without_trailing_zeros(&page).len(),
+                last + 1,
+                "len {len}, last {last}"
+            );
         }
         assert!(without_trailing_zeros(&vec![0u8; len]).is_empty());
     }
