@@ -96,11 +96,12 @@ fn reply_opened(
     if opened.direct {
         fopen |= FopenFlags::FOPEN_DIRECT_IO;
     }
+    let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
     let backing = match opened.plain {
         true => None,
         false => fs.mgr.handle_file(opened.fh).and_then(|file| {
             fs.backings
-                .attach(ino, opened.fh, &file, |f| reply.open_backing(f))
+                .attach(ino, opened.fh, &file, writable, |f| reply.open_backing(f))
         }),
     };
     match backing {
@@ -732,7 +733,8 @@ impl Filesystem for DfsFs {
                     let backing = match opened.plain {
                         true => None,
                         false => mgr.handle_file(opened.fh).and_then(|file| {
-                            backings.attach(attr.ino, opened.fh, &file, |f| reply.open_backing(f))
+                            backings
+                                .attach(attr.ino, opened.fh, &file, true, |f| reply.open_backing(f))
                         }),
                     };
                     let mut fopen = FopenFlags::empty();
