@@ -1,5 +1,6 @@
 //! The log under redb: commits survive a crash through the log alone, a torn last record
-//! is ignored, checkpoints keep everything, and a second open is refused.
+//! is ignored, checkpoints keep everything, a second open is refused, and the log grows
+//! ahead of its records without making a nearly full disk refuse commits that fit.
 
 use super::*;
 use redb::{Database, Durability, ReadableDatabase, TableDefinition};
@@ -279,5 +280,74 @@ fn trailing_zeros_are_all_that_is_trimmed() {
             );
         }
         assert!(without_trailing_zeros(&vec![0u8; len]).is_empty());
+    }
+}
+
+/// A tmpfs of `bytes` on a temp dir, unmounted when dropped (the tests run as root, as
+/// the FUSE tests do).
+struct SmallFs {
+    dir: tempfile::TempDir,
+}
+
+impl SmallFs {
+    fn mount(bytes: u64) -> SmallFs {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={bytes}"),
+                "dfs-wal-test",
+            ])
+            .arg(dir.path())
+            .status()
+            .expect("run mount");
+        assert!(
+            status.success(),
+            "mount a tmpfs at {}",
+            dir.path().display()
+        );
+        SmallFs { dir }
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[test]
+fn a_disk_too_full_for_the_log_to_grow_still_takes_the_commits_that_fit() {
+    let fs = SmallFs::mount(8 << 20);
+    let path = fs.dir.path().join("db.redb");
+    let db = db_at(&path);
+    put(&db, 0, &value(0), true);
+    let log = log_path_of(&path);
+    let grown = std::fs::metadata(&log).unwrap().len();
+    // Fill the file system, then free 256 KiB: room for records, not for 1 MiB of zeros.
+    let filler = fs.dir.path().join("filler");
+    let mut f = File::create(&filler).unwrap();
+    let chunk = vec![7u8; 64 << 10];
+    while std::io::Write::write_all(&mut f, &chunk).is_ok() {}
+    let full = f.metadata().unwrap().len();
+    f.set_len(full - (256 << 10)).unwrap();
+    drop(f);
+    // Past the grown part of the log: its growth fails, and the records are appended.
+    let mut i = 1;
+    while std::fs::metadata(&log).unwrap().len() <= grown + (32 << 10) {
+        put(&db, i, &value(i), true);
+        i += 1;
+        assert!(i < 10_000, "the log never passed its grown length");
+    }
+    drop(db);
+    // Opening replays the log into the database file, which needs the space back.
+    std::fs::remove_file(&filler).unwrap();
+    let db = db_at(&path);
+    for k in 0..i {
+        assert_eq!(get(&db, k), Some(value(k)), "key {k}");
     }
 }
