@@ -3,8 +3,8 @@
 //! every live open of it (the kernel refuses two backing files for one inode). At the last
 //! release a backing id of a small copy that was only read is parked rather than closed,
 //! and the next open of the same copy (the same file, by device and inode number) takes
-//! it back: a warm open then costs no `FUSE_DEV_IOC_BACKING_OPEN`/`_CLOSE` pair, a third
-//! of the daemon's time per open+release of a small file. When the kernel or our
+//! it back: a warm open then costs no `FUSE_DEV_IOC_BACKING_OPEN`/`_CLOSE` pair, a fifth
+//! of the daemon's samples in a loop of warm opens of small files. When the kernel or our
 //! privileges refuse passthrough, it switches off for good and opens fall back to plain
 //! read/write handlers with FOPEN_KEEP_CACHE.
 

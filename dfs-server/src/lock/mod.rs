@@ -560,16 +560,18 @@ fn durability_of(classes: impl IntoIterator<Item = LockClass>) -> table::Durabil
     }
 }
 
-/// What `attempt` decides for `reqs` against the records in `snap`: the tokens granted and
-/// the records to write, or the first conflict (its holder and when to try again).
-#[allow(clippy::type_complexity)]
+/// What `decide` found: the tokens granted and the records to write, or the first
+/// conflict (its holder and when to try again, in ms since the epoch).
+type Decided = Result<(Vec<u64>, Vec<Put>), (LockInfo, u64)>;
+
+/// What `attempt` decides for `reqs` against the records in `snap`.
 fn decide(
     snap: &Snapshot,
     reqs: &[LockRequest],
     client: u64,
     lease: u64,
     tokens: &AtomicU64,
-) -> Result<Result<(Vec<u64>, Vec<Put>), (LockInfo, u64)>, FsError> {
+) -> Result<Decided, FsError> {
     let now = now_ms();
     let mut work: BTreeMap<Ino, InoRecord> = BTreeMap::new();
     let mut granted = Vec::with_capacity(reqs.len());
