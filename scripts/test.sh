@@ -30,6 +30,8 @@ need diff diffutils
 need sha256sum coreutils
 need bash bash
 need flock util-linux
+need mount mount # the WAL test on a small tmpfs (a full disk)
+need umount mount
 need setpriv util-linux
 need iptables iptables
 if [ "${#missing[@]}" -gt 0 ]; then
