@@ -44,6 +44,22 @@ fn records_end(log: &[u8]) -> u64 {
         .map_or(0, |i| i as u64 + 1)
 }
 
+/// What a `kill -9` of the process holding `db` (whose file is `path`) leaves, opened
+/// again: its files copied to `dir/crashed.redb` before `db` is dropped.
+fn reopened_after_crash(dir: &Path, path: &Path, db: Database) -> Database {
+    let crashed = dir.join("crashed.redb");
+    crash_copy(path, &crashed, true);
+    drop(db);
+    db_at(&crashed)
+}
+
+/// Asserts that keys `0..n` of `db` hold `want(key)`.
+fn assert_holds(db: &Database, n: u64, want: impl Fn(u64) -> Vec<u8>, when: &str) {
+    for i in 0..n {
+        assert_eq!(get(db, i), Some(want(i)), "key {i} {when}");
+    }
+}
+
 fn value(i: u64) -> Vec<u8> {
     (0..3000u64).map(|j| (i * 31 + j) as u8).collect()
 }
@@ -70,9 +86,7 @@ fn durable_commits_survive_a_crash_through_the_log() {
     drop(db);
 
     let db = db_at(&crashed);
-    for i in 0..50 {
-        assert_eq!(get(&db, i), Some(value(i)), "key {i} after the crash");
-    }
+    assert_holds(&db, 50, value, "after the crash");
     drop(db);
     // The commits were in the log only: the database file alone is not even a database
     // yet (or lacks them), so the replay is what kept them.
@@ -101,13 +115,7 @@ fn a_torn_last_record_is_ignored() {
     bytes[end - 100..end].fill(0);
     std::fs::write(&log, &bytes).unwrap();
     let db = db_at(&crashed);
-    for i in 0..9 {
-        assert_eq!(
-            get(&db, i),
-            Some(value(i)),
-            "key {i} before the torn record"
-        );
-    }
+    assert_holds(&db, 9, value, "before the torn record");
     assert_eq!(
         get(&db, 9),
         None,
@@ -134,13 +142,8 @@ fn the_log_grows_ahead_so_a_commit_does_not_change_its_length() {
         put(&db, i, &value(i), true);
         assert_eq!(std::fs::metadata(&log).unwrap().len(), grown, "commit {i}");
     }
-    let crashed = dir.path().join("crashed.redb");
-    crash_copy(&path, &crashed, true);
-    drop(db);
-    let db = db_at(&crashed);
-    for i in 0..20 {
-        assert_eq!(get(&db, i), Some(value(i)), "key {i} after the crash");
-    }
+    let db = reopened_after_crash(dir.path(), &path, db);
+    assert_holds(&db, 20, value, "after the crash");
 }
 
 #[test]
@@ -153,17 +156,8 @@ fn checkpoints_keep_every_commit() {
     for i in 0..600 {
         put(&db, i, &big(i), true);
     }
-    let crashed = dir.path().join("crashed.redb");
-    crash_copy(&path, &crashed, true);
-    drop(db);
-    let db = db_at(&crashed);
-    for i in 0..600 {
-        assert_eq!(
-            get(&db, i),
-            Some(big(i)),
-            "key {i} after checkpoints and a crash"
-        );
-    }
+    let db = reopened_after_crash(dir.path(), &path, db);
+    assert_holds(&db, 600, big, "after checkpoints and a crash");
 }
 
 #[test]
@@ -252,10 +246,7 @@ fn records_are_trimmed_and_a_log_of_whole_pages_still_replays() {
     );
 
     for p in [&crashed, &old_format] {
-        let db = db_at(p);
-        for i in 0..20 {
-            assert_eq!(get(&db, i), Some(value(i)), "key {i} of {}", p.display());
-        }
+        assert_holds(&db_at(p), 20, value, &format!("of {}", p.display()));
     }
 }
 
@@ -347,7 +338,5 @@ fn a_disk_too_full_for_the_log_to_grow_still_takes_the_commits_that_fit() {
     // Opening replays the log into the database file, which needs the space back.
     std::fs::remove_file(&filler).unwrap();
     let db = db_at(&path);
-    for k in 0..i {
-        assert_eq!(get(&db, k), Some(value(k)), "key {k}");
-    }
+    assert_holds(&db, i, value, "after the disk was full");
 }

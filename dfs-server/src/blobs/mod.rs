@@ -233,10 +233,14 @@ impl BlobStore {
 
     /// Deletes the local copy of `id` (blocking); a missing file is not an error.
     pub fn remove(&self, id: &BlobId) -> io::Result<()> {
-        let mut index = self.index();
+        self.forget(&mut self.index(), id)
+    }
+
+    /// Drops `id` from memory, from `index` (the caller's guard) and from disk. Its file
+    /// becomes a spare (emptied, then a later temp file): callers make sure nobody reads
+    /// it (unreferenced and unpinned, or at start-up).
+    fn forget(&self, index: &mut BlobIndex, id: &BlobId) -> io::Result<()> {
         self.pending.remove(id);
-        // Its file becomes a spare (emptied, then a later temp file): callers make sure
-        // nobody reads it (unreferenced and unpinned, or at start-up).
         match self.spares.retire(&self.path(id)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
@@ -259,14 +263,7 @@ impl BlobStore {
             Some(h) if h.mtime_ms < listed_at_ms => {}
             _ => return Ok(false),
         }
-        self.pending.remove(id);
-        // Its file becomes a spare (emptied, then a later temp file): callers make sure
-        // nobody reads it (unreferenced and unpinned, or at start-up).
-        match self.spares.retire(&self.path(id)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
-        index.remove(id);
+        self.forget(&mut index, id)?;
         Ok(true)
     }
 

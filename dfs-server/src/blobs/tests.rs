@@ -88,6 +88,15 @@ impl T {
             .unwrap();
     }
 
+    /// A fresh store with a file "f" stored with `old`, then with `new`: `old` is garbage.
+    async fn overwritten(old: &[u8], new: &[u8]) -> (T, u64) {
+        let t = fresh();
+        let f = t.new_file("f");
+        t.store_file(f, old, 10).await;
+        t.store_file(f, new, 10).await;
+        (t, f)
+    }
+
     pub(super) fn new_file(&self, name: &str) -> u64 {
         self.ns
             .apply(NsCommand::Create {
@@ -259,10 +268,7 @@ async fn overwrite_then_gc_removes_old_blob_after_grace_only() {
 
 #[tokio::test]
 async fn gc_skips_pinned_blobs() {
-    let t = fresh();
-    let f = t.new_file("f");
-    t.store_file(f, b"one", 10).await;
-    t.store_file(f, b"two", 10).await;
+    let (t, f) = T::overwritten(b"one", b"two").await;
     // A store of the same contents as the garbage is between install and commit.
     let pin = t.put(b"one").await;
     assert_eq!(collect(&t.store, &t.ns, 0, 100).unwrap(), 0);
@@ -361,10 +367,7 @@ async fn large_bodies_arrive_whole_or_leave_nothing() {
 #[tokio::test]
 async fn a_collected_blob_becomes_the_next_temp_file_unless_a_reader_pins_it() {
     use std::os::unix::fs::MetadataExt;
-    let t = fresh();
-    let f = t.new_file("f");
-    t.store_file(f, b"old contents", 10).await;
-    t.store_file(f, b"new", 10).await;
+    let (t, _) = T::overwritten(b"old contents", b"new").await;
     let old = blob_id_of(b"old contents");
     let inode = fs::metadata(t.store.path(&old)).unwrap().ino();
 
