@@ -223,6 +223,9 @@ impl Services {
         promise: Vec<Ino>,
         how: Commit,
     ) -> Result<(NsOutcome, CommitSeq), FsError> {
+        if !how.sync && how.pin.is_none() && !self.ns.durable_commit_in_flight() {
+            return self.mutate_in_place(caller, cmd, promise).await;
+        }
         let svc = self.clone();
         // All of it on one blocking thread, which runs to the end even if the request goes
         // away: a commit is never left without the breaks it owes other clients. (One hop
@@ -268,6 +271,50 @@ impl Services {
             Ok(outcome)
         });
         task.await.map_err(join_err)?
+    }
+
+    /// `mutate_with` of a commit that does not wait for the disk, on the calling async
+    /// thread. Such a commit touches only memory unless a durable one is under way (the
+    /// caller checks). The hop to the blocking pool and back is two thread wake-ups: the
+    /// server switched 20 times per file in a create loop with it, 16 without. Nothing
+    /// is awaited between the commit and the breaks it owes other clients, or those run
+    /// on a task of their own, which runs to the end even if the request goes away.
+    async fn mutate_in_place(
+        self: &Arc<Self>,
+        caller: Caller,
+        cmd: NsCommand,
+        promise: Vec<Ino>,
+    ) -> Result<(NsOutcome, CommitSeq), FsError> {
+        let shared = self.gate.read().await;
+        let (outcome, seq) = self.ns.apply_unsynced(cmd, None)?;
+        let mut inos = promise;
+        if let Some(a) = &outcome.attr {
+            inos.push(a.ino);
+        }
+        self.callbacks.promise(caller.client, &inos);
+        drop(shared);
+        if !outcome.changed_inos.is_empty() || !outcome.changed_entries.is_empty() {
+            if let Ok(_exclusive) = self.gate.try_write() {
+                self.callbacks.break_changes(
+                    &outcome.changed_inos,
+                    &outcome.changed_entries,
+                    caller.client,
+                );
+            } else {
+                let svc = self.clone();
+                let (inos, entries) = (
+                    outcome.changed_inos.clone(),
+                    outcome.changed_entries.clone(),
+                );
+                tokio::spawn(async move {
+                    let _exclusive = svc.gate.write().await;
+                    svc.callbacks.break_changes(&inos, &entries, caller.client);
+                })
+                .await
+                .map_err(join_err)?;
+            }
+        }
+        Ok((outcome, seq))
     }
 
     /// Runs `f`, a change of the namespace that is not one `NsCommand` (a transaction's

@@ -12,7 +12,7 @@ use super::store::db_err;
 use super::Namespace;
 use dfs_common::{BlobId, FsError};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// blob id -> the blob's bytes, until its file is known to be on disk.
@@ -31,9 +31,27 @@ pub(super) struct GroupCommit {
     durable: AtomicU64,
     /// One fsync at a time; the ones waiting behind it usually find their work done.
     syncing: Mutex<()>,
+    /// Durable write transactions begun and not yet ended (`DurableWriter`s alive).
+    durable_writers: AtomicUsize,
+}
+
+/// Counts a durable write transaction as under way while it lives.
+pub(super) struct DurableWriter<'a>(&'a AtomicUsize);
+
+impl Drop for DurableWriter<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl GroupCommit {
+    /// Marks a durable write transaction as under way until the result is dropped: held
+    /// from before it begins until after it commits or aborts.
+    pub(super) fn durable_writer(&self) -> DurableWriter<'_> {
+        self.durable_writers.fetch_add(1, Ordering::SeqCst);
+        DurableWriter(&self.durable_writers)
+    }
+
     /// Called after a non-durable commit returned.
     pub(super) fn committed(&self) -> CommitSeq {
         CommitSeq(self.committed.fetch_add(1, Ordering::SeqCst) + 1)
@@ -51,6 +69,7 @@ impl GroupCommit {
         // Every commit up to `target` has returned, so the durable commit below, which
         // begins after them, makes them durable too.
         let target = self.committed.load(Ordering::SeqCst);
+        let _durable = self.durable_writer();
         let mut txn = db.begin_write().map_err(db_err)?;
         txn.set_durability(Durability::Immediate)
             .map_err(|e| FsError::Io(format!("metadata database: {e}")))?;
@@ -64,6 +83,14 @@ impl Namespace {
     /// Returns once commit `seq` is durable (blocking).
     pub fn sync_through(&self, seq: CommitSeq) -> Result<(), FsError> {
         self.group.sync_through(&self.db, seq)
+    }
+
+    /// Whether a durable write transaction is under way. A write transaction begun now
+    /// waits for it to end: for its fsync, or a checkpoint of the log (`wal`). Without
+    /// one, `apply_unsynced` touches only memory; that is when an async thread may call
+    /// it. (One may begin right after this returns false; that wait is then the cost.)
+    pub fn durable_commit_in_flight(&self) -> bool {
+        self.group.durable_writers.load(Ordering::SeqCst) > 0
     }
 
     /// The ids of the blobs in the journal.

@@ -574,3 +574,31 @@ fn symlinks_keep_their_target() {
     let f = t.create(ROOT_INO, "f", true).unwrap();
     assert!(matches!(t.ns.readlink(f.ino), Err(FsError::Invalid(_))));
 }
+
+#[test]
+fn a_durable_commit_is_in_flight_from_before_it_begins_until_it_ends() {
+    let t = fresh();
+    assert!(!t.ns.durable_commit_in_flight());
+    let d = t.mkdir(ROOT_INO, "d").unwrap();
+    let (_, seq) =
+        t.ns.apply_unsynced(
+            NsCommand::Create {
+                parent: d.ino,
+                name: "f".into(),
+                mode: 0o644,
+                uid: 1,
+                gid: 2,
+                exclusive: true,
+                now: ts(11),
+            },
+            None,
+        )
+        .unwrap();
+    // A commit that does not wait for the disk is not one.
+    assert!(!t.ns.durable_commit_in_flight());
+    let writer = t.ns.group.durable_writer();
+    assert!(t.ns.durable_commit_in_flight());
+    drop(writer);
+    t.ns.sync_through(seq).unwrap();
+    assert!(!t.ns.durable_commit_in_flight());
+}

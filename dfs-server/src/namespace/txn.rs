@@ -675,6 +675,7 @@ impl Namespace {
     /// one failed, that write transaction is dropped and a second one records the abort
     /// (releasing the staged blobs). On `Err` nothing changed.
     pub fn apply_tx(&self, cmd: TxCommand) -> Result<TxApplied, FsError> {
+        let _durable = self.group.durable_writer();
         let batch_cmd = match cmd {
             TxCommand::Commit(b) => b,
             other => {

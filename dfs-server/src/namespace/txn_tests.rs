@@ -423,6 +423,9 @@ fn a_transaction_commits_at_most_once_and_only_for_its_client() {
         Err(FsError::Stale(_))
     ));
     assert_eq!(t.ns.tx_status(999, C, 0), Err(FsError::NotFound));
+    // Each of those durable transactions, refused or committed, is over: a create may
+    // commit on an async thread again (`Services::mutate_in_place`).
+    assert!(!t.ns.durable_commit_in_flight());
 }
 
 #[test]
