@@ -150,6 +150,8 @@ impl LockService {
 
     /// Runs `f` on a fresh snapshot, on the calling async thread: a read of the lock
     /// table takes microseconds from redb's cache, less than a hop to the blocking pool.
+    /// A caller without the guards of the stripes it reads waits for `writer.caught_up()`
+    /// first, or it may miss a not-durable grant already answered.
     fn read<T>(&self, f: impl FnOnce(&Snapshot) -> Result<T, FsError>) -> Result<T, FsError> {
         f(&Snapshot::new(&self.db)?)
     }
@@ -340,6 +342,7 @@ impl LockService {
     pub async fn test(&self, client: u64, req: LockRequest) -> Result<TestReply, FsError> {
         Self::check_client(client)?;
         Self::validate(&req)?;
+        self.writer.caught_up().await;
         self.read(move |snap| {
             let now = now_ms();
             let rec = snap.record(req.ino)?.unwrap_or_default();
@@ -367,6 +370,7 @@ impl LockService {
         } else {
             limit.min(LIST_MAX)
         } as usize;
+        self.writer.caught_up().await;
         self.read(move |snap| {
             let now = now_ms();
             let mut out = Vec::new();
@@ -442,6 +446,7 @@ impl LockService {
         let lease = self.lease_ms();
         let mut renewed = 0u32;
         let mut after = None;
+        self.writer.caught_up().await;
         loop {
             let inos = self.read(move |snap| snap.client_inos(client, after, CHUNK))?;
             let Some(&last) = inos.last() else { break };
@@ -507,6 +512,7 @@ impl LockService {
         ino: Ino,
         fence: Option<u64>,
     ) -> Result<(), FsError> {
+        self.writer.caught_up().await;
         let writer: Option<Holder> = self.read(move |snap| {
             let now = now_ms();
             Ok(snap.record(ino)?.and_then(|r| r.writer(now).cloned()))

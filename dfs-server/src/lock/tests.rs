@@ -359,3 +359,38 @@ async fn many_concurrent_lock_unlock_pairs_all_succeed() {
     }
     assert_eq!(table_len(&svc), (0, 0, 0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writers_turn_answered_before_its_commit_is_seen_by_every_read_that_follows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let svc = LockService::open(&tmp.path().join("locks.redb"), config(30_000)).unwrap();
+    // A writers' turn is answered once queued, not once committed: each read right after
+    // the answer must still see it (it waits for the writer to catch up).
+    for ino in 1000..1300u64 {
+        let t = token(
+            &svc.acquire(1, whole(ino, LockClass::Open, X, 1))
+                .await
+                .unwrap(),
+        );
+        svc.check_store(1, ino, Some(t))
+            .await
+            .unwrap_or_else(|e| panic!("inode {ino}: the store of the holder was refused: {e}"));
+        match svc
+            .test(2, whole(ino, LockClass::Open, X, 7))
+            .await
+            .unwrap()
+        {
+            TestReply::Conflict { holder } => assert_eq!((holder.client, holder.token), (1, t)),
+            TestReply::Free => panic!("inode {ino}: the writers' turn was not seen"),
+        }
+        assert_eq!(svc.list(Some(ino), None, 0).await.unwrap().len(), 1);
+    }
+    // So is a release: the next holder's turn is granted at once.
+    svc.release(1, rel(1000, LockClass::Open, 1)).await.unwrap();
+    let t2 = token(
+        &svc.acquire(2, whole(1000, LockClass::Open, X, 7))
+            .await
+            .unwrap(),
+    );
+    svc.check_store(2, 1000, Some(t2)).await.unwrap();
+}
