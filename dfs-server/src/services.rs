@@ -19,6 +19,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::RwLock;
 
+/// Whether a commit changed anything another client may hold a promise on.
+fn owes_breaks(outcome: &NsOutcome) -> bool {
+    !outcome.changed_inos.is_empty() || !outcome.changed_entries.is_empty()
+}
+
 /// How `mutate_with` commits.
 struct Commit {
     /// A freshly installed blob, held until the commit is done.
@@ -247,11 +252,7 @@ impl Services {
             });
             match (&result, pin) {
                 (Ok((out, _)), pin) => {
-                    let mut inos = promise;
-                    if let Some(a) = &out.attr {
-                        inos.push(a.ino);
-                    }
-                    svc.callbacks.promise(caller.client, &inos);
+                    svc.promise_outcome(caller, promise, out);
                     drop(pin);
                 }
                 (Err(_), Some(pin)) => blobs.discard_unreferenced(pin, |id| ns.refcount(id)),
@@ -259,14 +260,9 @@ impl Services {
             }
             drop(guard);
             let outcome = result?;
-            let changed = &outcome.0;
-            if !changed.changed_inos.is_empty() || !changed.changed_entries.is_empty() {
+            if owes_breaks(&outcome.0) {
                 let _exclusive = svc.gate.blocking_write();
-                svc.callbacks.break_changes(
-                    &changed.changed_inos,
-                    &changed.changed_entries,
-                    caller.client,
-                );
+                svc.break_outcome(caller, &outcome.0);
             }
             Ok(outcome)
         });
@@ -287,34 +283,42 @@ impl Services {
     ) -> Result<(NsOutcome, CommitSeq), FsError> {
         let shared = self.gate.read().await;
         let (outcome, seq) = self.ns.apply_unsynced(cmd, None)?;
-        let mut inos = promise;
-        if let Some(a) = &outcome.attr {
-            inos.push(a.ino);
-        }
-        self.callbacks.promise(caller.client, &inos);
+        self.promise_outcome(caller, promise, &outcome);
         drop(shared);
-        if !outcome.changed_inos.is_empty() || !outcome.changed_entries.is_empty() {
-            if let Ok(_exclusive) = self.gate.try_write() {
-                self.callbacks.break_changes(
-                    &outcome.changed_inos,
-                    &outcome.changed_entries,
-                    caller.client,
-                );
-            } else {
-                let svc = self.clone();
-                let (inos, entries) = (
-                    outcome.changed_inos.clone(),
-                    outcome.changed_entries.clone(),
-                );
-                tokio::spawn(async move {
-                    let _exclusive = svc.gate.write().await;
-                    svc.callbacks.break_changes(&inos, &entries, caller.client);
-                })
-                .await
-                .map_err(join_err)?;
-            }
+        if !owes_breaks(&outcome) {
+            return Ok((outcome, seq));
         }
+        if let Ok(_exclusive) = self.gate.try_write() {
+            self.break_outcome(caller, &outcome);
+            return Ok((outcome, seq));
+        }
+        let svc = self.clone();
+        let outcome = tokio::spawn(async move {
+            let _exclusive = svc.gate.write().await;
+            svc.break_outcome(caller, &outcome);
+            outcome
+        })
+        .await
+        .map_err(join_err)?;
         Ok((outcome, seq))
+    }
+
+    /// Gives `caller` a promise on `promise` plus the inode of the outcome's attributes.
+    fn promise_outcome(&self, caller: Caller, mut promise: Vec<Ino>, outcome: &NsOutcome) {
+        if let Some(a) = &outcome.attr {
+            promise.push(a.ino);
+        }
+        self.callbacks.promise(caller.client, &promise);
+    }
+
+    /// Breaks every other client's promise on what `outcome` changed (under the exclusive
+    /// gate, which the caller holds).
+    fn break_outcome(&self, caller: Caller, outcome: &NsOutcome) {
+        self.callbacks.break_changes(
+            &outcome.changed_inos,
+            &outcome.changed_entries,
+            caller.client,
+        );
     }
 
     /// Runs `f`, a change of the namespace that is not one `NsCommand` (a transaction's

@@ -131,18 +131,17 @@ impl Filesystem for Floor {
             return reply.opened(fh, FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH);
         }
         let mut slot = self.backing[i].lock().unwrap_or_else(|e| e.into_inner());
-        if slot.is_none() {
-            match reply.open_backing(&self.files[i]) {
-                Ok(id) => *slot = Some(id),
+        let id = match &mut *slot {
+            Some(id) => id,
+            empty => match reply.open_backing(&self.files[i]) {
+                Ok(id) => empty.insert(id),
                 Err(e) => {
                     log::error!("passthrough refused for f{i}: {e}");
                     return reply.error(Errno::EIO);
                 }
-            }
-        }
-        if let Some(id) = slot.as_ref() {
-            reply.opened_passthrough(fh, FopenFlags::FOPEN_NOFLUSH, id);
-        }
+            },
+        };
+        reply.opened_passthrough(fh, FopenFlags::FOPEN_NOFLUSH, id);
     }
 
     fn read(
