@@ -45,6 +45,16 @@ pub enum FsError {
     /// No valid credentials: no, a forged, expired or replayed ticket or authenticator.
     #[error("not authenticated: {0}")]
     Unauthenticated(String),
+    /// The inode has no extended attribute of that name.
+    #[error("no such extended attribute")]
+    NoXattr,
+    /// An extended attribute's value (or all of an inode's) is larger than the limit.
+    #[error("argument list too long: {0}")]
+    TooBig(String),
+    /// A name or value outside the range the call allows (an extended attribute's name of
+    /// more than 255 bytes; a caller's buffer too small for the value).
+    #[error("result out of range: {0}")]
+    OutOfRange(String),
 }
 
 impl FsError {
@@ -70,6 +80,9 @@ impl FsError {
             FsError::Stale(_) => libc::ESTALE,
             FsError::Io(_) => libc::EIO,
             FsError::Unauthenticated(_) => libc::EACCES,
+            FsError::NoXattr => libc::ENODATA,
+            FsError::TooBig(_) => libc::E2BIG,
+            FsError::OutOfRange(_) => libc::ERANGE,
         }
     }
 
@@ -90,6 +103,9 @@ impl FsError {
             FsError::Stale(_) => 409,
             FsError::Io(_) => 500,
             FsError::Unauthenticated(_) => 401,
+            FsError::NoXattr => 404,
+            FsError::TooBig(_) => 413,
+            FsError::OutOfRange(_) => 422,
         }
     }
 
@@ -115,6 +131,9 @@ impl FsError {
             FsError::Stale(_) => "ESTALE",
             FsError::Io(_) => "EIO",
             FsError::Unauthenticated(_) => "EAUTH",
+            FsError::NoXattr => "ENODATA",
+            FsError::TooBig(_) => "E2BIG",
+            FsError::OutOfRange(_) => "ERANGE",
         }
     }
 
@@ -132,7 +151,9 @@ impl FsError {
             | FsError::NotSupported(s)
             | FsError::Stale(s)
             | FsError::Io(s)
-            | FsError::Unauthenticated(s) => s.clone(),
+            | FsError::Unauthenticated(s)
+            | FsError::TooBig(s)
+            | FsError::OutOfRange(s) => s.clone(),
             _ => String::new(),
         }
     }
@@ -160,15 +181,21 @@ impl FsError {
             "ESTALE" => FsError::Stale(detail),
             "EIO" => FsError::Io(detail),
             "EAUTH" => FsError::Unauthenticated(detail),
+            "ENODATA" => FsError::NoXattr,
+            "E2BIG" => FsError::TooBig(detail),
+            "ERANGE" => FsError::OutOfRange(detail),
             _ => FsError::Io(format!("{code}: {detail}")),
         }
     }
 
-    /// Maps a local I/O error (disk, socket) to the error users see.
+    /// Maps a local I/O error (disk, socket) to the error users see. A local file that is
+    /// missing is an I/O failure of this party, never `NotFound`: that one means the file
+    /// the caller named does not exist, and acting on it (a client dropping changes to a
+    /// file it believes deleted) must not follow from a local accident.
     pub fn from_io(e: &std::io::Error) -> FsError {
         match e.raw_os_error() {
             Some(libc::ENOSPC) | Some(libc::EDQUOT) => FsError::NoSpace,
-            Some(libc::ENOENT) => FsError::NotFound,
+            Some(libc::ENOENT) => FsError::Io(format!("local file missing: {e}")),
             _ => FsError::Io(e.to_string()),
         }
     }
@@ -208,10 +235,19 @@ mod tests {
             FsError::Stale("x".into()),
             FsError::Io("x".into()),
             FsError::Unauthenticated("x".into()),
+            FsError::NoXattr,
+            FsError::TooBig("x".into()),
+            FsError::OutOfRange("x".into()),
         ];
         for e in all {
             assert_eq!(FsError::from_code(e.code(), e.detail()), e);
         }
+    }
+
+    #[test]
+    fn a_local_missing_file_is_an_io_error_not_a_deleted_file() {
+        let e = std::io::Error::from_raw_os_error(libc::ENOENT);
+        assert!(matches!(FsError::from(e), FsError::Io(_)));
     }
 
     #[test]

@@ -18,7 +18,7 @@
 //!   `Hello`. A second connection for the same client replaces the first.
 //! - `GET /v1/health` — `200 ok` text.
 
-use crate::types::{Attr, Ino, SetTime};
+use crate::types::{Attr, FileKind, Ino, SetTime};
 use serde::{Deserialize, Serialize};
 
 /// Header naming the calling client (a random u64 in decimal, new per mount).
@@ -41,6 +41,22 @@ pub const HDR_MTIME: &str = "x-dfs-mtime";
 pub const HDR_MODE: &str = "x-dfs-mode";
 /// Header on store: hex SHA-256 of the body.
 pub const HDR_SHA256: &str = "x-dfs-sha256";
+/// Header on store, value `1`: the writer lacks CAP_FSETID, so the store clears the file's
+/// S_ISUID bit, and S_ISGID if the group may execute it, as a write does on Linux.
+pub const HDR_KILL_SUID: &str = "x-dfs-kill-suid";
+
+/// Longest extended attribute name, in bytes, with its namespace prefix (Linux
+/// XATTR_NAME_MAX); a longer one is `OutOfRange` (ERANGE).
+pub const XATTR_NAME_MAX: usize = 255;
+/// Largest extended attribute value (Linux XATTR_SIZE_MAX); a larger one is `TooBig`.
+pub const XATTR_SIZE_MAX: usize = 65536;
+/// Most bytes all of one inode's extended attributes may take (names and values); past
+/// it a set fails with `NoSpace` (ENOSPC), as on ext4 when the attribute block is full.
+pub const XATTR_TOTAL_MAX: usize = 256 << 10;
+/// The access ACL of an inode, in the kernel's xattr form (`acl` module of the server).
+pub const XATTR_POSIX_ACL_ACCESS: &[u8] = b"system.posix_acl_access";
+/// The default ACL of a directory, inherited by what is created in it.
+pub const XATTR_POSIX_ACL_DEFAULT: &[u8] = b"system.posix_acl_default";
 
 /// Largest `/v1/dir` request body the server reads; larger ones get 413.
 pub const MAX_DIR_REQUEST: usize = 1 << 20;
@@ -70,10 +86,16 @@ pub enum DirRequest {
     },
     /// A new empty regular file. With `exclusive: false` an existing regular file of that
     /// name is returned as it is (O_CREAT without O_EXCL).
+    ///
+    /// `mode` is the caller's mode argument and `umask` its process's umask, not yet
+    /// applied (the same for `CreateOpen`, `Mkdir` and `Mknod`): when the directory has a
+    /// default ACL the new inode inherits it and the umask is ignored (POSIX.1e); otherwise
+    /// its permission bits are `mode & !umask`.
     Create {
         parent: Ino,
         name: Vec<u8>,
         mode: u32,
+        umask: u32,
         uid: u32,
         gid: u32,
         exclusive: bool,
@@ -86,6 +108,7 @@ pub enum DirRequest {
         parent: Ino,
         name: Vec<u8>,
         mode: u32,
+        umask: u32,
         uid: u32,
         gid: u32,
         exclusive: bool,
@@ -100,6 +123,19 @@ pub enum DirRequest {
         parent: Ino,
         name: Vec<u8>,
         mode: u32,
+        umask: u32,
+        uid: u32,
+        gid: u32,
+    },
+    /// A fifo, socket or device node (`kind` one of the special kinds; `rdev` the device
+    /// of a device node, 0 otherwise). Answered with `DirReply::Made`.
+    Mknod {
+        parent: Ino,
+        name: Vec<u8>,
+        kind: FileKind,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
         uid: u32,
         gid: u32,
     },
@@ -139,6 +175,29 @@ pub enum DirRequest {
     },
     ReadLink {
         ino: Ino,
+    },
+    /// Every extended attribute of `ino`, names with their values, in name order
+    /// (`DirReply::Xattrs`); gives a promise on `ino` (a change of any of them breaks it).
+    /// Attributes the caller may not read (`trusted.*` for a non-admin) are left out.
+    Xattrs {
+        ino: Ino,
+    },
+    /// Sets extended attribute `name` (with its namespace prefix, e.g. `user.mime`) of
+    /// `ino`. Linux's rules: `user.` on regular files and directories only, by whoever may
+    /// write the file (and on a sticky directory only its owner); `trusted.` and
+    /// `security.capability` by an admin; `system.posix_acl_*` by the owner, whose access
+    /// ACL also sets the permission bits. Answered with the new attributes (`Attr`; ctime
+    /// changed).
+    SetXattr {
+        ino: Ino,
+        name: Vec<u8>,
+        value: Vec<u8>,
+        how: XattrSet,
+    },
+    /// Removes extended attribute `name` (`NoXattr` if it has none). Answered with `Attr`.
+    RemoveXattr {
+        ino: Ino,
+        name: Vec<u8>,
     },
     /// Revalidation after a lost callback channel or a server restart: for each
     /// `(ino, version)` the client holds, the server answers the current attributes (or
@@ -188,6 +247,19 @@ pub enum DirReply {
     Removed {
         parent: Attr,
     },
+    /// Answer to `Xattrs`: every extended attribute, `(name, value)` in name order.
+    Xattrs(Vec<(Vec<u8>, Vec<u8>)>),
+}
+
+/// How `DirRequest::SetXattr` treats an existing attribute (setxattr(2) flags).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum XattrSet {
+    /// Create it or replace it (flags 0).
+    Either,
+    /// Fail with `Exists` if it exists (XATTR_CREATE).
+    Create,
+    /// Fail with `NoXattr` if it does not (XATTR_REPLACE).
+    Replace,
 }
 
 /// What a `DirRequest::SetAttr` changes (`None`: leave as is).
@@ -204,6 +276,10 @@ pub struct AttrChange {
     /// wait for that store's commit to reach the disk (a crash before then forgets the
     /// whole file, and that close fails). Ignored when `size` is set.
     pub defer_sync: bool,
+    /// The caller lacks CAP_FSETID: a size change also clears S_ISUID, and S_ISGID if the
+    /// group may execute the file (Linux's rule for truncate and write). A change of owner
+    /// or group of a non-directory clears them whoever asks.
+    pub kill_suid: bool,
 }
 
 impl AttrChange {

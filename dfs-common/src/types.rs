@@ -41,11 +41,31 @@ impl fmt::Display for BlobId {
     }
 }
 
+/// The kind of an inode. New kinds go at the end: the variant index is what bincode stores.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum FileKind {
     File,
     Dir,
     Symlink,
+    /// A named pipe. Opened on a mount it is local to that machine (as on NFS): only the
+    /// inode lives in the namespace.
+    Fifo,
+    /// A unix domain socket's name; local to the machine that binds it, like a fifo.
+    Socket,
+    /// A character device node (`rdev` names the device).
+    CharDevice,
+    /// A block device node (`rdev` names the device).
+    BlockDevice,
+}
+
+impl FileKind {
+    /// A fifo, socket or device node: an inode with no contents of its own.
+    pub fn is_special(self) -> bool {
+        matches!(
+            self,
+            FileKind::Fifo | FileKind::Socket | FileKind::CharDevice | FileKind::BlockDevice
+        )
+    }
 }
 
 /// Seconds and nanoseconds since the Unix epoch (may be negative for old files).
@@ -91,7 +111,7 @@ impl Timestamp {
 /// The attributes of one inode, as the directory service holds them.
 ///
 /// `version` starts at 1 and increases on every change of contents (store, truncate);
-/// `blob` is `None` for an empty file, a directory or a symlink.
+/// `blob` is `None` for an empty file, a directory, a symlink or a special file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attr {
     pub ino: Ino,
@@ -107,6 +127,9 @@ pub struct Attr {
     pub ctime: Timestamp,
     pub version: u64,
     pub blob: Option<BlobId>,
+    /// The device a character or block device node names (Linux `dev_t` as FUSE carries
+    /// it: major << 8 | minor, with the high bits of both above); 0 for other kinds.
+    pub rdev: u32,
 }
 
 /// How setattr changes a time.

@@ -344,6 +344,7 @@ mod tests {
             ctime: dfs_common::Timestamp::now(),
             version: 1,
             blob: None,
+            rdev: 0,
         };
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("copy");

@@ -370,6 +370,7 @@ fn create_file(server: &Server, name: &str) -> Attr {
         parent: ROOT_INO,
         name: name.as_bytes().to_vec(),
         mode: 0o644,
+        umask: 0,
         uid: 0,
         gid: 0,
         exclusive: true,

@@ -158,6 +158,7 @@ fn valid_requests_round_trip_on_the_wire() {
             parent: ROOT_INO,
             name: b"wire.txt".to_vec(),
             mode: 0o644,
+            umask: 0,
             uid: 0,
             gid: 0,
             exclusive: true,

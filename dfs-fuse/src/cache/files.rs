@@ -483,6 +483,7 @@ impl CacheManager {
             parent,
             name: name.to_vec(),
             mode,
+            umask: 0,
             uid,
             gid,
             exclusive: flags & libc::O_EXCL != 0,

@@ -185,6 +185,7 @@ mod tests {
             ctime: Timestamp::now(),
             version: 1,
             blob: None,
+            rdev: 0,
         }
     }
 

@@ -240,6 +240,7 @@ impl CacheManager {
             parent,
             name: name.to_vec(),
             mode,
+            umask: 0,
             uid,
             gid,
         };
@@ -460,6 +461,7 @@ impl CacheManager {
             atime,
             mtime,
             defer_sync: self.unsynced_create(ino),
+            kill_suid: false,
         };
         if change.changes_nothing() {
             let attr = self.getattr(ino).await?;

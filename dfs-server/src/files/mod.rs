@@ -27,7 +27,7 @@ fn regular(attr: &Attr) -> Result<(), FsError> {
     match attr.kind {
         FileKind::File => Ok(()),
         FileKind::Dir => Err(FsError::IsDir),
-        FileKind::Symlink => Err(FsError::Invalid("not a regular file".into())),
+        _ => Err(FsError::Invalid("not a regular file".into())),
     }
 }
 
@@ -329,6 +329,7 @@ pub async fn setattr(
         atime,
         mtime,
         defer_sync,
+        kill_suid: _,
     } = change;
     let mut tries = 0;
     loop {

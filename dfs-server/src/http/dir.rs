@@ -87,6 +87,7 @@ pub async fn dispatch(
             parent,
             name,
             mode,
+            umask,
             uid,
             gid,
             exclusive,
@@ -94,7 +95,7 @@ pub async fn dispatch(
             let cmd = NsCommand::Create {
                 parent,
                 name,
-                mode,
+                mode: mode & !umask,
                 uid,
                 gid,
                 exclusive,
@@ -106,6 +107,7 @@ pub async fn dispatch(
             parent,
             name,
             mode,
+            umask,
             uid,
             gid,
             exclusive,
@@ -115,7 +117,7 @@ pub async fn dispatch(
             let cmd = NsCommand::Create {
                 parent,
                 name,
-                mode,
+                mode: mode & !umask,
                 uid,
                 gid,
                 exclusive,
@@ -161,13 +163,14 @@ pub async fn dispatch(
             parent,
             name,
             mode,
+            umask,
             uid,
             gid,
         } => {
             let cmd = NsCommand::Mkdir {
                 parent,
                 name,
-                mode,
+                mode: mode & !umask,
                 uid,
                 gid,
                 now,
@@ -221,6 +224,12 @@ pub async fn dispatch(
             let parent = svc.read_now(|ns| ns.getattr(parent))?;
             Ok(DirReply::Removed { parent })
         }
+        DirRequest::Mknod { .. }
+        | DirRequest::Xattrs { .. }
+        | DirRequest::SetXattr { .. }
+        | DirRequest::RemoveXattr { .. } => Err(FsError::NotSupported(
+            "special files and extended attributes".into(),
+        )),
         DirRequest::Rename {
             parent,
             name,

@@ -214,6 +214,7 @@ impl Namespace {
                     ctime: now,
                     version: 1,
                     blob: None,
+                    rdev: 0,
                 },
                 parent: ROOT_INO,
                 target: None,

@@ -162,6 +162,7 @@ fn new_attr(kind: FileKind, mode: u32, uid: u32, gid: u32, now: Timestamp) -> At
         ctime: now,
         version: 1,
         blob: None,
+        rdev: 0,
     }
 }
 
@@ -192,7 +193,7 @@ fn set_contents(
     match rec.attr.kind {
         FileKind::File => {}
         FileKind::Dir => return Err(FsError::IsDir),
-        FileKind::Symlink => return Err(FsError::Invalid("not a regular file".into())),
+        _ => return Err(FsError::Invalid("not a regular file".into())),
     }
     if let Some(base) = c.base_version {
         if base != rec.attr.version {
@@ -245,7 +246,7 @@ fn create(
                 ..NsOutcome::default()
             }),
             FileKind::Dir => Err(FsError::IsDir),
-            FileKind::Symlink => Err(FsError::Exists),
+            _ => Err(FsError::Exists),
         };
     }
     let attr = new_attr(FileKind::File, mode, uid, gid, now);

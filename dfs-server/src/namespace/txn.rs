@@ -359,9 +359,7 @@ fn apply_op(
                     match w.must(ino)?.attr.kind {
                         FileKind::File => {}
                         FileKind::Dir => return Err(FsError::IsDir),
-                        FileKind::Symlink => {
-                            return Err(FsError::Invalid("not a regular file".into()))
-                        }
+                        _ => return Err(FsError::Invalid("not a regular file".into())),
                     }
                     if !cx.created.contains(&ino)
                         && !cx.locked.contains(&ino)
