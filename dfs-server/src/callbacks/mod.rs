@@ -1,6 +1,14 @@
 //! The callback registry: which client holds a promise on which inode, and the frames
 //! (breaks) owed to each client, delivered over its callback channel (`channel`).
 //!
+//! Two kinds of promise: on an inode's attributes and contents (`Break{ino}`, consumed by
+//! the break: the client asks again before it trusts the inode), and on the names of a
+//! directory (`EntryBreak{dir, name}`, *not* consumed): a client keeps caching names it
+//! learnt in a directory (and the kernel keeps their dentries) after the directory's own
+//! attributes changed, so every later change of one of those names must still reach it.
+//! Any promise on an inode also watches its names (a lookup promises the parent, a
+//! listing the directory); a watch ends only when its client is forgotten.
+//!
 //! Owns: promises, per-client queues of undelivered frames (bounded; on overflow the queue
 //! is dropped and the client gets `RevalidateAll`), connection replacement, forgetting
 //! clients that stayed away, and the epoch. Must not touch: the namespace or blobs; it is
@@ -38,6 +46,8 @@ struct Conn {
 
 struct Client {
     inos: HashSet<Ino>,
+    /// Directories whose names this client is told about (see `Inner::watchers`).
+    watching: HashSet<Ino>,
     queue: VecDeque<Bytes>,
     /// Frames were dropped: the next frame delivered is RevalidateAll.
     lost: bool,
@@ -49,6 +59,7 @@ impl Client {
     fn new() -> Client {
         Client {
             inos: HashSet::new(),
+            watching: HashSet::new(),
             queue: VecDeque::new(),
             lost: false,
             conn: None,
@@ -74,7 +85,11 @@ impl Client {
 
 #[derive(Default)]
 struct Inner {
+    /// Promises on attributes and contents, consumed by their break.
     promises: HashMap<Ino, HashSet<ClientId>>,
+    /// Watches on the names of a directory (keyed by any inode a client was shown; only
+    /// directories have names), kept across breaks.
+    watchers: HashMap<Ino, HashSet<ClientId>>,
     clients: HashMap<ClientId, Client>,
     next_generation: u64,
     stopping: bool,
@@ -130,14 +145,17 @@ impl Registry {
         let c = inner.clients.entry(client).or_insert_with(Client::new);
         c.last_seen = Instant::now();
         c.inos.extend(inos.iter().copied());
+        c.watching.extend(inos.iter().copied());
         for &ino in inos {
             inner.promises.entry(ino).or_default().insert(client);
+            inner.watchers.entry(ino).or_default().insert(client);
         }
     }
 
-    /// Breaks the promises of every client but `except` on `inos` (frame `Break`) and on
-    /// the directories of `entries` (frame `EntryBreak` per entry, then `Break` if the
-    /// directory is also in `inos`). The broken promises are removed.
+    /// Breaks the promises of every client but `except` on `inos` (frame `Break`) and
+    /// tells every watcher of the directories of `entries` (frame `EntryBreak` per entry,
+    /// then `Break` if the directory is also in `inos`). The broken promises on inodes and
+    /// directories' attributes are removed; the watches stay.
     pub fn break_changes(&self, inos: &[Ino], entries: &[(Ino, Vec<u8>)], except: ClientId) {
         let mut inner = self.lock();
         let inner = &mut *inner;
@@ -183,7 +201,7 @@ impl Registry {
     ) -> Vec<(ClientId, CallbackFrame)> {
         let mut frames: Vec<(ClientId, CallbackFrame)> = Vec::new();
         for (dir, name) in entries {
-            if let Some(holders) = inner.promises.get(dir) {
+            if let Some(holders) = inner.watchers.get(dir) {
                 let mut hs: Vec<_> = holders.iter().copied().filter(|&c| c != except).collect();
                 hs.sort_unstable();
                 for c in hs {
@@ -314,11 +332,16 @@ impl Registry {
             .collect();
         for id in &gone {
             if let Some(c) = inner.clients.remove(id) {
-                for ino in c.inos {
-                    if let Some(h) = inner.promises.get_mut(&ino) {
-                        h.remove(id);
-                        if h.is_empty() {
-                            inner.promises.remove(&ino);
+                for (inos, held) in [
+                    (c.inos, &mut inner.promises),
+                    (c.watching, &mut inner.watchers),
+                ] {
+                    for ino in inos {
+                        if let Some(h) = held.get_mut(&ino) {
+                            h.remove(id);
+                            if h.is_empty() {
+                                held.remove(&ino);
+                            }
                         }
                     }
                 }
@@ -338,12 +361,13 @@ impl Registry {
         }
     }
 
-    /// Clients known and promises held (for logs and tests).
-    pub fn counts(&self) -> (usize, usize) {
+    /// Clients known, promises held and directory watches (for logs and tests).
+    pub fn counts(&self) -> (usize, usize, usize) {
         let inner = self.lock();
         (
             inner.clients.len(),
             inner.promises.values().map(|h| h.len()).sum(),
+            inner.watchers.values().map(|h| h.len()).sum(),
         )
     }
 

@@ -93,6 +93,49 @@ async fn entry_change_sends_entry_break_then_break_of_the_dir() {
         CallbackFrame::Break { ino: 1 }
     );
     assert_eq!(reg.counts().1, 0);
+    assert_eq!(
+        reg.counts().2,
+        1,
+        "the watch on the directory's names stays"
+    );
+}
+
+/// An editor's save on another mount: a create in the directory breaks this client's
+/// promise on the directory's attributes, then a rename over a name it had looked up must
+/// still reach it (it was lost, and the old name stayed cached for seconds).
+#[tokio::test]
+async fn a_watch_on_a_directorys_names_outlives_the_break_of_its_attributes() {
+    let reg = Arc::new(Registry::new(1));
+    // Client 3 looked up `f` (inode 20) in directory 1.
+    reg.promise(3, &[1, 20]);
+    // Client 4 creates `.f.tmp` (inode 21), then renames it over `f`.
+    reg.break_changes(&[1], &[(1, b".f.tmp".to_vec())], 4);
+    reg.break_changes(
+        &[1, 21, 20],
+        &[(1, b".f.tmp".to_vec()), (1, b"f".to_vec())],
+        4,
+    );
+    let mut rx = channel::open(reg.clone(), 3);
+    let mut buf = Vec::new();
+    assert!(matches!(
+        next_frame(&mut rx, &mut buf).await,
+        CallbackFrame::Hello { .. }
+    ));
+    let entry = |name: &[u8]| CallbackFrame::EntryBreak {
+        dir: 1,
+        name: name.to_vec(),
+    };
+    let expected = [
+        entry(b".f.tmp"),
+        CallbackFrame::Break { ino: 1 },
+        entry(b".f.tmp"),
+        entry(b"f"),
+        CallbackFrame::Break { ino: 20 },
+    ];
+    for want in expected {
+        assert_eq!(next_frame(&mut rx, &mut buf).await, want);
+    }
+    assert!(!reg.holds(3, 1) && !reg.holds(3, 20));
 }
 
 #[tokio::test]
@@ -174,12 +217,12 @@ async fn closed_connection_keeps_frames_queued_and_stale_clients_are_forgotten()
     let later = Instant::now() + FORGET_AFTER + Duration::from_secs(1);
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(reg.sweep(later), 2);
-    assert_eq!(reg.counts(), (0, 0));
+    assert_eq!(reg.counts(), (0, 0, 0));
 }
 
 #[test]
 fn anonymous_callers_get_no_promises() {
     let reg = Registry::new(1);
     reg.promise(0, &[1]);
-    assert_eq!(reg.counts(), (0, 0));
+    assert_eq!(reg.counts(), (0, 0, 0));
 }
