@@ -267,6 +267,12 @@ impl BlobStore {
         Ok(true)
     }
 
+    /// Whether this node holds a copy of `id`: installed, with its file written or its
+    /// bytes still waiting in memory for the journal's checkpoint (`journal`).
+    pub fn holds(&self, id: &BlobId) -> bool {
+        self.index().get(id).is_some() && (self.pending.get(id).is_some() || self.path(id).exists())
+    }
+
     /// Whether a blob id is pinned (between install and commit, or mid-store).
     pub fn is_pinned(&self, id: &BlobId) -> bool {
         self.pins
