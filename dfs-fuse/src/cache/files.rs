@@ -72,6 +72,23 @@ pub(super) struct Local {
     /// How far an open that started on an empty copy has written it in order, and the
     /// upload following it (see `behind`).
     pub(super) behind: Option<super::behind::WriteBehind>,
+    /// The server no longer has the inode; it lives on in the descriptors open here (see
+    /// `orphans`).
+    pub(super) gone: bool,
+    /// The attributes the server last gave for the inode, shown (with no links) once it is
+    /// gone.
+    pub(super) last_attr: Option<dfs_common::Attr>,
+}
+
+/// What a copy with unstored changes shows over the server's attributes.
+pub(crate) struct LocalAttrs {
+    pub size: u64,
+    pub mtime: Timestamp,
+    /// When the copy last changed (its own ctime): a write, ftruncate or fallocate is a
+    /// change of the file's ctime too.
+    pub ctime: Timestamp,
+    /// A chmod held for the store (`pending_mode`).
+    pub mode: Option<u32>,
 }
 
 /// Size and mtime of a file, to tell whether it changed.
@@ -116,7 +133,10 @@ impl CacheManager {
             .unwrap()
             .entry(ino)
             .or_insert_with(|| {
-                let mut local = Local::default();
+                let mut local = Local {
+                    last_attr: self.meta.lock().unwrap().attr(ino).map(|(a, _)| a),
+                    ..Local::default()
+                };
                 if let Some((contents, kernel)) = self.kernel_pages.lock().unwrap().pop(&ino) {
                     local.contents = contents;
                     local.kernel_contents = Some(kernel);
@@ -153,9 +173,9 @@ impl CacheManager {
         })
     }
 
-    /// Size and mtime of the local copy, and the permission bits held for its store (see
-    /// `pending_mode`), when it has changes the server does not have.
-    pub(crate) fn local_attrs(&self, ino: Ino) -> Option<(u64, Timestamp, Option<u32>)> {
+    /// Size, mtime and ctime of the local copy, and the permission bits held for its store
+    /// (see `pending_mode`), when it has changes the server does not have.
+    pub(crate) fn local_attrs(&self, ino: Ino) -> Option<LocalAttrs> {
         let node = self.nodes.lock().unwrap().get(&ino).cloned()?;
         let l = node.local.lock().unwrap();
         if !l.dirty {
@@ -166,7 +186,24 @@ impl CacheManager {
             None => std::fs::metadata(self.disk.path(ino, l.version)).ok()?,
         };
         let mtime = meta.modified().map(Timestamp::from_system).ok()?;
-        Some((meta.len(), mtime, l.pending_mode))
+        // A copy marked dirty by an open for writing that has not written yet shows the
+        // server's ctime: opening is no change.
+        let ctime = match l.clean_stamp == stamp_of(&meta) {
+            true => Timestamp { secs: 0, nanos: 0 },
+            false => {
+                use std::os::unix::fs::MetadataExt;
+                Timestamp {
+                    secs: meta.ctime(),
+                    nanos: meta.ctime_nsec() as u32,
+                }
+            }
+        };
+        Some(LocalAttrs {
+            size: meta.len(),
+            mtime,
+            ctime,
+            mode: l.pending_mode,
+        })
     }
 
     /// Makes the on-disk copy of `ino` current with the server (or keeps a stale one when
@@ -693,11 +730,12 @@ impl CacheManager {
         Ok(data.len() as u32)
     }
 
-    /// Records, durably, that the copy of `node` has unstored changes.
+    /// Records, durably, that the copy of `node` has unstored changes (an open-unlinked
+    /// file has nowhere to store them: they live in its copy until the last close).
     pub(super) fn mark_dirty(&self, node: &FileNode, size: u64) -> Result<(), FsError> {
         let version = {
             let mut l = node.local.lock().unwrap();
-            if l.dirty {
+            if l.dirty || l.gone {
                 return Ok(());
             }
             l.dirty = true;
@@ -793,7 +831,7 @@ impl CacheManager {
         let Some(h) = self.handles.lock().unwrap().remove(&fh) else {
             return;
         };
-        let unchanged_copy = {
+        let (unchanged_copy, last_close) = {
             let mut l = h.node.local.lock().unwrap();
             l.opens = l.opens.saturating_sub(1);
             if h.writable {
@@ -808,6 +846,7 @@ impl CacheManager {
             if l.opens == 0 {
                 l.file = None;
             }
+            let last_close = l.opens == 0 && !l.gone;
             if l.writers == 0 {
                 l.abandon_behind();
             }
@@ -818,12 +857,13 @@ impl CacheManager {
                 && l.dirty
                 && l.clean_stamp.is_some()
                 && h.file.metadata().ok().as_ref().and_then(stamp_of) == l.clean_stamp;
-            if unchanged {
+            let unchanged_copy = if unchanged {
                 l.dirty = false;
                 Some((l.version, l.clean_stamp.map(|c| c.0).unwrap_or_default()))
             } else {
                 None
-            }
+            };
+            (unchanged_copy, last_close)
         };
         if let Some((version, size)) = unchanged_copy {
             let entry = CacheEntry {
@@ -838,6 +878,9 @@ impl CacheManager {
         }
         let node = h.node.clone();
         drop(h);
+        if last_close {
+            self.reclaim_after_close(&node);
+        }
         self.release_open_lock_later(&node);
         self.maybe_drop_node(&node);
     }

@@ -12,6 +12,7 @@ mod index_writer;
 pub mod locks;
 pub mod meta;
 mod namespace;
+mod orphans;
 mod store;
 pub(crate) mod writelock;
 
@@ -235,6 +236,10 @@ impl CacheManager {
     pub(crate) fn remember_attr(&self, attr: &Attr, t: Ticket) {
         let stamp = self.validity.stamp(t);
         self.meta.lock().unwrap().put_attr(attr.clone(), stamp);
+        // An open file shows these if the server loses it (see `orphans`).
+        if let Some(node) = self.nodes.lock().unwrap().get(&attr.ino) {
+            node.local.lock().unwrap().last_attr = Some(attr.clone());
+        }
     }
 
     /// Cached attributes of `ino` if the promise that covers them still holds.

@@ -35,12 +35,13 @@ impl CacheManager {
     }
 
     /// The attributes as this client sees them: a locally changed file shows its local
-    /// size, mtime and held chmod until it is stored.
+    /// size, mtime, ctime and held chmod until it is stored.
     pub(crate) fn overlay(&self, mut attr: Attr) -> Attr {
-        if let Some((size, mtime, mode)) = self.local_attrs(attr.ino) {
-            attr.size = size;
-            attr.mtime = mtime;
-            if let Some(mode) = mode {
+        if let Some(local) = self.local_attrs(attr.ino) {
+            attr.size = local.size;
+            attr.mtime = local.mtime;
+            attr.ctime = attr.ctime.max(local.ctime);
+            if let Some(mode) = local.mode {
                 attr.mode = mode;
             }
         }
@@ -133,11 +134,16 @@ impl CacheManager {
     }
 
     pub async fn getattr(&self, ino: Ino) -> Result<Attr, FsError> {
+        if let Some(attr) = self.orphan_attr(ino) {
+            return Ok(attr);
+        }
         if let Some(attr) = self.trusted_attr(ino) {
             return Ok(self.overlay(attr));
         }
         match self.attr_call(DirRequest::GetAttr { ino }, "getattr").await {
             Ok(attr) => Ok(self.overlay(attr)),
+            // Unlinked (here or elsewhere) while open here: its descriptors still see it.
+            Err(FsError::NotFound) => self.server_lost(ino).ok_or(FsError::NotFound),
             Err(FsError::Unavailable(why)) => {
                 // The server is away: what we knew last is better than an error.
                 let stale = self.meta.lock().unwrap().attr(ino);
@@ -335,15 +341,10 @@ impl CacheManager {
             parent,
             name: name.to_vec(),
         };
-        let ino = self
-            .meta
-            .lock()
-            .unwrap()
-            .name(parent, name)
-            .map(|(ino, _)| ino);
+        let victim = self.named(parent, name);
         self.entry_call(req, parent, name).await?;
-        if let Some(ino) = ino {
-            self.unlinked_by_us(ino);
+        if let Some(victim) = victim {
+            self.unlinked_here(victim);
         }
         Ok(())
     }
@@ -375,7 +376,14 @@ impl CacheManager {
             flags,
         };
         let t = self.ticket();
+        let victim = self.named(new_parent, new_name);
         let result = self.remote.dir(&req).await;
+        if result.is_ok() && flags & dfs_common::proto::RENAME_EXCHANGE == 0 {
+            let moved = self.named(parent, name).map(|(ino, _)| ino);
+            if let Some(victim) = victim.filter(|v| Some(v.0) != moved) {
+                self.unlinked_here(victim);
+            }
+        }
         if result.is_err() || flags & dfs_common::proto::RENAME_EXCHANGE != 0 {
             // Unknown outcome or a swap: forget both names and listings.
             let mut meta = self.meta.lock().unwrap();

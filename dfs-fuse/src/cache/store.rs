@@ -120,7 +120,14 @@ impl CacheManager {
             l.version
         };
         let path = self.disk.path(ino, version);
-        let before = stamp_of(&std::fs::metadata(&path)?);
+        let source = match self.upload_source(node, &path) {
+            Ok(source) => source,
+            Err(e) => {
+                node.local.lock().unwrap().dirty = false;
+                return Err(e);
+            }
+        };
+        let before = stamp_of(&std::fs::metadata(&source)?);
         let clean_stamp = node.local.lock().unwrap().clean_stamp;
         if before.is_some() && before == clean_stamp {
             // Unchanged since it was last known clean: nothing to store. But a passthrough
@@ -154,25 +161,23 @@ impl CacheManager {
         let mut stored = match self.finish_behind(node, size, mtime).await {
             Some(attr) => Ok(attr),
             None => {
-                let mut fence = node.local.lock().unwrap().fence;
-                if fence.is_none() {
-                    fence = self.rewin_open_lock(node, version).await?;
-                }
                 carried = mode;
-                self.remote.store(ino, &path, fence, mode).await
+                self.fenced_store(node, version, &source, mode, false).await
             }
         };
         if let Err(FsError::Stale(why)) = &stored {
             log::warn!("inode {ino}: store refused, write lock lapsed: {why}");
-            node.local.lock().unwrap().fence = None;
-            let fence = self.rewin_open_lock(node, version).await?;
             carried = mode;
-            stored = self.remote.store(ino, &path, fence, mode).await;
+            stored = self.fenced_store(node, version, &source, mode, true).await;
         }
         match stored {
             Ok(attr) => {
                 let new_path = self.disk.path(ino, attr.version);
-                std::fs::rename(&path, &new_path)?;
+                if source == path {
+                    std::fs::rename(&path, &new_path)?;
+                } else {
+                    restore_copy(&source, &path, &new_path)?;
+                }
                 // Passthrough writes do not wait for the upload: if the copy moved on while it
                 // was sent, it is still dirty (now against the new version).
                 let new_meta = std::fs::metadata(&new_path)?;
@@ -233,6 +238,10 @@ impl CacheManager {
                 log::error!("{msg}");
                 Err(FsError::Io(msg))
             }
+            Err(FsError::NotFound) if self.make_orphan(node) => {
+                // Deleted on the server while open here: its descriptors keep the copy.
+                Ok(())
+            }
             Err(FsError::NotFound) => {
                 // Deleted on the server while we wrote: there is nowhere to store it.
                 log::info!("inode {ino} was deleted on the server; dropping local changes");
@@ -250,6 +259,74 @@ impl CacheManager {
                     log::error!("cache index: {pe}");
                 }
                 Err(e)
+            }
+        }
+    }
+
+    /// One upload of `source` as the new contents of `node` (based on `version`), fenced
+    /// by the writers' lock this client holds, or wins back first (`rewin`: the server
+    /// refused the token it had).
+    async fn fenced_store(
+        &self,
+        node: &FileNode,
+        version: u64,
+        source: &std::path::Path,
+        mode: Option<u32>,
+        rewin: bool,
+    ) -> Result<dfs_common::Attr, FsError> {
+        let mut fence = node.local.lock().unwrap().fence;
+        if rewin {
+            node.local.lock().unwrap().fence = None;
+            fence = None;
+        }
+        if fence.is_none() {
+            fence = self.rewin_open_lock(node, version).await?;
+        }
+        self.remote.store(node.ino, source, fence, mode).await
+    }
+
+    /// What an upload of `node` reads: its copy at `path`, or, when that has gone missing
+    /// or been replaced under us (deleted by hand, a disk repair) while a descriptor is
+    /// open on the copy, that descriptor (`/proc/self/fd/N`), which still holds every byte
+    /// written. With neither the changes are lost here: an error says so.
+    fn upload_source(
+        &self,
+        node: &FileNode,
+        path: &std::path::Path,
+    ) -> Result<std::path::PathBuf, FsError> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::MetadataExt;
+        let file = node.local.lock().unwrap().file.clone();
+        let at_path = std::fs::metadata(path).ok();
+        let Some(file) = file else {
+            return match at_path {
+                Some(_) => Ok(path.to_path_buf()),
+                None => {
+                    let msg = format!(
+                        "inode {}: the cached copy with unstored changes is missing from {} and no descriptor holds it; the changes are lost",
+                        node.ino,
+                        path.display()
+                    );
+                    log::error!("{msg}");
+                    Err(FsError::Io(msg))
+                }
+            };
+        };
+        let held = file.metadata()?;
+        match at_path {
+            Some(m) if (m.dev(), m.ino()) == (held.dev(), held.ino()) => Ok(path.to_path_buf()),
+            _ => {
+                log::warn!(
+                    "inode {}: cached copy {} missing or replaced; storing from the open descriptor",
+                    node.ino,
+                    path.display()
+                );
+                // The descriptor stays open as long as the node holds `file`, which the
+                // caller keeps across the upload (it holds the node's `op` lock).
+                Ok(std::path::PathBuf::from(format!(
+                    "/proc/self/fd/{}",
+                    file.as_raw_fd()
+                )))
             }
         }
     }
@@ -294,4 +371,26 @@ impl CacheManager {
             .filter(|n| n.local.lock().unwrap().dirty)
             .count()
     }
+}
+
+/// Writes a new cache copy at `dest` from `source` (an open descriptor of a copy whose file
+/// went missing), with its mtime, and removes whatever is left at `old`.
+fn restore_copy(
+    source: &std::path::Path,
+    old: &std::path::Path,
+    dest: &std::path::Path,
+) -> Result<(), FsError> {
+    let temp = dest.with_extension("restoring");
+    let mut from = std::fs::File::open(source)?;
+    let mut to = std::fs::File::create(&temp)?;
+    std::io::copy(&mut from, &mut to)?;
+    if let Ok(mtime) = from.metadata().and_then(|m| m.modified()) {
+        to.set_modified(mtime)?;
+    }
+    to.sync_all()?;
+    std::fs::rename(&temp, dest)?;
+    if old != dest {
+        let _ = std::fs::remove_file(old);
+    }
+    Ok(())
 }
