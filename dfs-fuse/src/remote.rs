@@ -494,7 +494,7 @@ impl Remote {
     }
 
     /// The blob hash of the whole of `src`, computed off the async threads.
-    async fn hash_file(src: &Path) -> Result<[u8; 32], FsError> {
+    pub(crate) async fn hash_file(src: &Path) -> Result<[u8; 32], FsError> {
         let src = src.to_path_buf();
         tokio::task::spawn_blocking(move || -> std::io::Result<[u8; 32]> {
             let mut f = std::fs::File::open(src)?;

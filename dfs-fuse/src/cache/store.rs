@@ -58,7 +58,7 @@ impl CacheManager {
         let dfs_common::proto::DirReply::Attr(attr) = current else {
             return Err(FsError::Io("unexpected answer to getattr".into()));
         };
-        if attr.version == base {
+        if attr.version == base || self.already_stored(node, base, &attr).await {
             return match token {
                 Some(token) => {
                     node.local.lock().unwrap().fence = Some(token);
@@ -89,6 +89,35 @@ impl CacheManager {
         );
         log::error!("{msg}");
         Err(FsError::Stale(msg))
+    }
+
+    /// Whether the server's current contents of `node` (`attr`, past our `base`) are our
+    /// copy's: a store of ours whose answer was lost (a timeout on a loaded server) landed,
+    /// and storing again loses nothing. Another writer's different contents are not.
+    async fn already_stored(&self, node: &FileNode, base: u64, attr: &dfs_common::Attr) -> bool {
+        let path = self.disk.path(node.ino, base);
+        let Ok(meta) = std::fs::metadata(&path) else {
+            return false;
+        };
+        if meta.len() != attr.size {
+            return false;
+        }
+        let ours = match crate::remote::Remote::hash_file(&path).await {
+            Ok(h) => h,
+            Err(_) => return false,
+        };
+        let landed = match attr.blob {
+            Some(id) => id.0 == ours,
+            None => attr.size == 0,
+        };
+        if landed {
+            log::info!(
+                "inode {}: version {} on the server holds our changes (a store whose answer was lost); storing again",
+                node.ino,
+                attr.version
+            );
+        }
+        landed
     }
 
     /// Moves a dirty copy that can no longer be stored to `lost+found` in the cache.

@@ -403,12 +403,24 @@ impl LockService {
     async fn rewrite(
         &self,
         inos: Vec<Ino>,
+        durability: table::Durability,
+        f: impl Fn(&mut InoRecord, u64) -> (bool, u32) + Send + Sync + 'static,
+    ) -> Result<(u32, usize), FsError> {
+        self.rewrite_at(inos, durability, None, f).await
+    }
+
+    /// `rewrite` as of wall-clock time `at` (ms since the epoch; `None`: now).
+    async fn rewrite_at(
+        &self,
+        inos: Vec<Ino>,
+        durability: table::Durability,
+        at: Option<u64>,
         f: impl Fn(&mut InoRecord, u64) -> (bool, u32) + Send + Sync + 'static,
     ) -> Result<(u32, usize), FsError> {
         let idx = self.stripes_of(inos.iter().copied());
         let guards = self.lock_stripes(&idx).await;
         let (total, puts) = self.read(move |snap| {
-            let now = now_ms();
+            let now = at.unwrap_or_else(now_ms);
             let mut total = 0u32;
             let mut puts = Vec::new();
             for ino in inos {
@@ -429,12 +441,7 @@ impl LockService {
         })?;
         let written = puts.len();
         self.writer
-            .submit(
-                puts,
-                table::Durability::Durable,
-                guards,
-                self.notifies(&idx),
-            )
+            .submit(puts, durability, guards, self.notifies(&idx))
             .await?;
         Ok((total, written))
     }
@@ -452,7 +459,10 @@ impl LockService {
             let Some(&last) = inos.last() else { break };
             let full = inos.len() == CHUNK;
             let (n, _) = self
-                .rewrite(inos, move |rec, now| {
+                // Not waiting for the disk: renewals must not queue behind fsyncs on a
+                // loaded server, and a crash that forgets one only ends the lease sooner
+                // (at the expiry the last durable commit holds), as a late renewal would.
+                .rewrite(inos, table::Durability::Lapsable, move |rec, now| {
                     let n = rec.renew(client, now, now.saturating_add(lease));
                     (n > 0, n)
                 })
@@ -464,6 +474,7 @@ impl LockService {
             after = Some(last);
         }
         let held = req.held;
+        self.writer.caught_up().await;
         let lost = self.read(move |snap| {
             let now = now_ms();
             let mut lost = Vec::new();
@@ -484,17 +495,27 @@ impl LockService {
         })
     }
 
-    /// One pass of the sweep: drops every expired holder; returns how many records changed.
+    /// One pass of the sweep: drops every holder lapsed past its keep (see `record`);
+    /// returns how many records changed.
     pub async fn sweep(&self) -> Result<u64, FsError> {
+        self.sweep_at(None).await
+    }
+
+    /// `sweep` as of wall-clock time `at` (`None`: now).
+    async fn sweep_at(&self, at: Option<u64>) -> Result<u64, FsError> {
         let mut cursor = (0u64, 0u64);
         let mut changed = 0u64;
         loop {
-            let now = now_ms();
+            let now = at.unwrap_or_else(now_ms);
             let keys = self.read(move |snap| snap.expired(cursor, now, CHUNK))?;
             let Some(&last) = keys.last() else { break };
             let full = keys.len() == CHUNK;
             let inos = keys.into_iter().map(|(_, ino)| ino).collect();
-            changed += self.rewrite(inos, |_, _| (false, 0)).await?.1 as u64;
+            let durable = table::Durability::Durable;
+            let (_, written) = self
+                .rewrite_at(inos, durable, at, |_, _| (false, 0))
+                .await?;
+            changed += written as u64;
             if !full {
                 break;
             }
@@ -504,8 +525,9 @@ impl LockService {
     }
 
     /// The check a store of `ino` by `client` must pass. With a fence token the client must
-    /// hold the live `Open` exclusive lock with that token (`Stale` otherwise); without one,
-    /// no other client may hold it (`Busy`).
+    /// still have the writers' turn it was given with that token, live or lapsed with
+    /// nobody having taken it since (`Stale` otherwise); without one, no other client may
+    /// hold it (`Busy`).
     pub async fn check_store(
         &self,
         client: u64,
@@ -513,18 +535,23 @@ impl LockService {
         fence: Option<u64>,
     ) -> Result<(), FsError> {
         self.writer.caught_up().await;
-        let writer: Option<Holder> = self.read(move |snap| {
+        let (writer, turn): (Option<Holder>, bool) = self.read(move |snap| {
             let now = now_ms();
-            Ok(snap.record(ino)?.and_then(|r| r.writer(now).cloned()))
+            let rec = snap.record(ino)?;
+            let turn = match (&rec, fence) {
+                (Some(r), Some(t)) => r.has_turn(client, t, now),
+                _ => false,
+            };
+            Ok((rec.and_then(|r| r.writer(now).cloned()), turn))
         })?;
         match (fence, writer) {
-            (Some(t), Some(w)) if w.client == client && w.token == t => Ok(()),
+            (Some(_), _) if turn => Ok(()),
             (Some(t), Some(w)) => Err(FsError::Stale(format!(
                 "inode {ino}: fence token {t} is not the current write lock: {}",
                 w.describe()
             ))),
             (Some(t), None) => Err(FsError::Stale(format!(
-                "inode {ino}: the write lock with fence token {t} is gone (lease expired or released)"
+                "inode {ino}: the write lock with fence token {t} is gone (released, or taken by another writer since its lease expired)"
             ))),
             (None, Some(w)) if w.client != client => Err(FsError::Busy(format!(
                 "inode {ino} is being written: {}",

@@ -2,6 +2,13 @@
 //! with a request, how an owner's own locks are replaced, merged and split (POSIX-style),
 //! and what a release removes.
 //!
+//! A lease that runs out is lost only to a competitor. The holder stays in the record,
+//! *lapsed*, for `LAPSED_KEEP_MS`: it conflicts with nobody, and the first request it
+//! would have conflicted with takes its place; until then its client keeps it by renewing,
+//! by asking for it again (same token) or by storing with its token. So a client that is
+//! alive but slow (its renewals stuck behind its own bulk work or a loaded server) never
+//! loses its turn, or its writes, when nobody else wanted the file.
+//!
 //! Owns: `Holder`, `InoRecord` (the bincode value stored per file id) and every decision
 //! about them. Must not touch: the database, the clock (callers pass `now_ms`), stripes,
 //! HTTP.
@@ -26,9 +33,26 @@ pub struct Holder {
     pub expires_at_ms: u64,
 }
 
+/// How long a holder whose lease ran out stays in its record (see the module comment).
+pub const LAPSED_KEEP_MS: u64 = 10 * 60 * 1000;
+
 impl Holder {
     pub fn live(&self, now_ms: u64) -> bool {
         self.expires_at_ms > now_ms
+    }
+
+    /// Whether it is still in the record: live, or lapsed less than `LAPSED_KEEP_MS` ago.
+    fn kept(&self, now_ms: u64) -> bool {
+        self.expires_at_ms.saturating_add(LAPSED_KEEP_MS) > now_ms
+    }
+
+    /// Whether it conflicts with `req` by `client`, lease aside: same class, another
+    /// owner, overlapping range, and at least one of the two exclusive.
+    fn contends(&self, req: &LockRequest, client: u64) -> bool {
+        self.class == req.class
+            && !(self.client == client && self.owner == req.owner)
+            && self.range.overlaps(&req.range)
+            && (self.mode == LockMode::Exclusive || req.mode == LockMode::Exclusive)
     }
 
     fn same_owner(&self, class: LockClass, client: u64, owner: u64) -> bool {
@@ -117,16 +141,19 @@ impl InoRecord {
         self.holders.is_empty()
     }
 
-    /// Drops expired holders; true if any went.
+    /// Drops holders lapsed for longer than `LAPSED_KEEP_MS`; true if any went.
     pub fn prune(&mut self, now_ms: u64) -> bool {
         let before = self.holders.len();
-        self.holders.retain(|h| h.live(now_ms));
+        self.holders.retain(|h| h.kept(now_ms));
         self.holders.len() != before
     }
 
-    /// The earliest expiry of any holder (the key of the expiry index).
+    /// When the first holder leaves the record for good (the key of the expiry index).
     pub fn min_expiry(&self) -> Option<u64> {
-        self.holders.iter().map(|h| h.expires_at_ms).min()
+        self.holders
+            .iter()
+            .map(|h| h.expires_at_ms.saturating_add(LAPSED_KEEP_MS))
+            .min()
     }
 
     /// The distinct clients holding something here, sorted.
@@ -145,20 +172,17 @@ impl InoRecord {
         client: u64,
         now_ms: u64,
     ) -> impl Iterator<Item = &'a Holder> + 'a {
-        self.holders.iter().filter(move |h| {
-            h.live(now_ms)
-                && h.class == req.class
-                && !(h.client == client && h.owner == req.owner)
-                && h.range.overlaps(&req.range)
-                && (h.mode == LockMode::Exclusive || req.mode == LockMode::Exclusive)
-        })
+        self.holders
+            .iter()
+            .filter(move |h| h.live(now_ms) && h.contends(req, client))
     }
 
     /// Decides `req` by `client` and, if granted, applies it (POSIX-style: the owner's own
     /// locks of this class under `req.range` are replaced, the rest of them kept or split,
     /// and same-mode neighbours merged). A request already covered by an own lock of the
     /// same mode keeps that lock's token and only restarts its lease; anything else takes
-    /// `new_token()`. Expired holders must have been pruned by the caller.
+    /// `new_token()` (an own lapsed lock of that shape is taken back with its token).
+    /// Lapsed holders this request conflicts with lose their place to it.
     pub fn acquire(
         &mut self,
         req: &LockRequest,
@@ -179,6 +203,8 @@ impl InoRecord {
         if let Some((holder, wake_at_ms)) = conflict {
             return Decision::Conflict { holder, wake_at_ms };
         }
+        self.holders
+            .retain(|h| h.live(now_ms) || !h.contends(req, client));
         let expires_at_ms = now_ms.saturating_add(lease_ms);
         if let Some(h) = self.holders.iter_mut().find(|h| {
             h.same_owner(req.class, client, req.owner)
@@ -263,11 +289,12 @@ impl InoRecord {
         count
     }
 
-    /// Restarts the lease of every live lock of `client`; returns how many.
+    /// Restarts the lease of every lock of `client` still in the record (a lapsed one that
+    /// nobody took is taken back); returns how many.
     pub fn renew(&mut self, client: u64, now_ms: u64, until_ms: u64) -> u32 {
         let mut n = 0;
         for h in self.holders.iter_mut() {
-            if h.client == client && h.live(now_ms) {
+            if h.client == client && h.kept(now_ms) {
                 h.expires_at_ms = h.expires_at_ms.max(until_ms);
                 n += 1;
             }
@@ -280,6 +307,18 @@ impl InoRecord {
         self.holders
             .iter()
             .any(|h| h.same_owner(class, client, owner) && h.live(now_ms))
+    }
+
+    /// Whether `client` still has the writers' turn it was given with `token`: live, or
+    /// lapsed with nobody having taken it since.
+    pub fn has_turn(&self, client: u64, token: u64, now_ms: u64) -> bool {
+        self.holders.iter().any(|h| {
+            h.class == LockClass::Open
+                && h.mode == LockMode::Exclusive
+                && h.client == client
+                && h.token == token
+                && h.kept(now_ms)
+        })
     }
 
     /// The live `Open`-class exclusive holder (the current writer), if any.

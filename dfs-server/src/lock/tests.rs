@@ -2,7 +2,7 @@
 //! split, release of sub-ranges) and the service over a real redb file (waiting, leases,
 //! fencing, renewal, sweep, durability, group commit). Touches nothing outside `lock`.
 
-use super::record::{Decision, InoRecord};
+use super::record::{Decision, InoRecord, LAPSED_KEEP_MS};
 use super::table::{Snapshot, BY_CLIENT, BY_EXPIRY, LOCKS};
 use super::{now_ms, LockConfig, LockService};
 use dfs_common::locks::{
@@ -111,16 +111,51 @@ fn an_owner_upgrades_downgrades_merges_and_splits_its_own_locks() {
 }
 
 #[test]
-fn expired_holders_do_not_conflict_and_are_pruned() {
+fn expired_holders_do_not_conflict_and_are_pruned_once_their_keep_is_over() {
     let mut rec = InoRecord::default();
     let mut t = 0;
     grant(&mut rec, &req(1, X, 0, 9, 1), 10, &mut t).unwrap();
     let r = req(1, X, 0, 9, 1);
     assert_eq!(rec.conflicts(&r, 20, 1000).count(), 1);
     assert_eq!(rec.conflicts(&r, 20, 6000).count(), 0);
-    assert!(!rec.prune(5999));
-    assert!(rec.prune(6000));
+    assert!(!rec.prune(6000), "a lapsed holder is kept for its client");
+    assert!(!rec.prune(6000 + LAPSED_KEEP_MS - 1));
+    assert!(rec.prune(6000 + LAPSED_KEEP_MS));
     assert!(rec.is_empty());
+}
+
+/// A lease that ran out is lost only to a competitor: its client takes it back (same
+/// token) by renewing or asking again while nobody else wanted the file; the first
+/// conflicting request takes its place, and then it is gone for good.
+#[test]
+fn a_lapsed_holder_is_lost_only_to_a_competitor() {
+    let open = |client_owner| LockRequest {
+        class: LockClass::Open,
+        ..req(1, X, 0, u64::MAX, client_owner)
+    };
+    let mut rec = InoRecord::default();
+    let mut t = 0;
+    let first = grant(&mut rec, &open(0), 10, &mut t).unwrap();
+    let lapsed = 7000; // the lease (5000 from 1000) ran out at 6000
+    assert!(rec.writer(lapsed).is_none());
+    assert!(rec.has_turn(10, first, lapsed), "nobody took it");
+    // Asking again gives the same turn back.
+    let again = rec.acquire(&open(0), 10, lapsed, 5000, || unreachable!());
+    assert_eq!(again, Decision::Granted { token: first });
+    assert!(rec.writer(lapsed).is_some_and(|w| w.token == first));
+    // Renewing a lapsed turn takes it back too.
+    assert_eq!(rec.renew(10, 20_000, 25_000), 1);
+    assert!(rec.has_turn(10, first, 20_000) && rec.writer(20_000).is_some());
+    // Once it lapses again, another client's request takes its place.
+    let later = 30_000;
+    let other = match rec.acquire(&open(0), 20, later, 5000, || 99) {
+        Decision::Granted { token } => token,
+        d => panic!("{d:?}"),
+    };
+    assert_eq!(other, 99);
+    assert!(!rec.has_turn(10, first, later));
+    assert_eq!(rec.renew(10, later, later + 5000), 0);
+    assert_eq!(rec.holders.len(), 1);
 }
 
 fn config(lease_ms: u64) -> LockConfig {
@@ -247,12 +282,25 @@ async fn leases_expire_fencing_rejects_the_old_token_and_renew_reports_lost() {
         .await
         .unwrap();
     assert_eq!((r.renewed, r.lost), (0, vec![(9, LockClass::Open, 0)]));
-    // Client 2 goes away too; its fence token is then simply expired.
+    // Client 2 stops renewing: with nobody else wanting the file, its lapsed turn still
+    // lets it store, and a renewal takes it back.
     tokio::time::sleep(Duration::from_millis(500)).await;
+    svc.check_store(2, 9, Some(t2)).await.unwrap();
+    let held = || RenewRequest {
+        held: vec![(9, LockClass::Open, 0)],
+    };
+    let r = svc.renew(2, held()).await.unwrap();
+    assert_eq!((r.renewed, r.lost.len()), (1, 0));
+    // Lapsed again, it is lost to the next writer.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let t3 = token(&svc.acquire(3, open(9)).await.unwrap());
     match svc.check_store(2, 9, Some(t2)).await {
-        Err(FsError::Stale(msg)) => assert!(msg.contains("expired"), "{msg}"),
+        Err(FsError::Stale(msg)) => assert!(msg.contains("client 0x3"), "{msg}"),
         other => panic!("{other:?}"),
     }
+    svc.check_store(3, 9, Some(t3)).await.unwrap();
+    let r = svc.renew(2, held()).await.unwrap();
+    assert_eq!(r.lost, vec![(9, LockClass::Open, 0)]);
 }
 
 fn table_len(svc: &LockService) -> (u64, u64, u64) {
@@ -280,7 +328,10 @@ async fn the_sweep_empties_the_table_and_its_indexes() {
     assert_eq!(svc.list(None, None, 100).await.unwrap().len(), 100);
     tokio::time::sleep(Duration::from_millis(250)).await;
     assert_eq!(svc.list(None, None, 100).await.unwrap().len(), 0);
-    assert_eq!(svc.sweep().await.unwrap(), 1500);
+    // Lapsed holders stay for their clients until their keep is over.
+    assert_eq!(svc.sweep().await.unwrap(), 0);
+    let after_keep = now_ms() + LAPSED_KEEP_MS;
+    assert_eq!(svc.sweep_at(Some(after_keep)).await.unwrap(), 1500);
     assert_eq!(table_len(&svc), (0, 0, 0));
 }
 
