@@ -12,6 +12,7 @@
 
 mod durable;
 mod ops;
+mod record;
 mod rename;
 mod store;
 #[cfg(test)]
@@ -27,7 +28,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use std::path::Path;
 
 pub use durable::CommitSeq;
-pub use store::InodeRecord;
+pub use record::InodeRecord;
 use store::{db_err, load_inode, DIRENTS, GARBAGE, INODES, REFS};
 
 /// Longest symlink target accepted (PATH_MAX).

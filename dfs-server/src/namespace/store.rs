@@ -1,13 +1,13 @@
 //! The redb tables of the namespace and typed access to them inside one write transaction.
 //!
-//! Owns: table definitions, the on-disk inode record, refcount / garbage bookkeeping
-//! primitives. Must not decide POSIX rules (that is `ops` / `rename`).
+//! Owns: table definitions, refcount / garbage bookkeeping primitives. Must not decide
+//! POSIX rules (that is `ops` / `rename`), nor the layout of an inode record (`record`).
 
-use dfs_common::{codec, Attr, BlobId, FsError, Ino, Timestamp};
+pub use super::record::InodeRecord;
+use dfs_common::{BlobId, FsError, Ino, Timestamp};
 use redb::{Database, Durability, ReadableTable, Table, TableDefinition, WriteTransaction};
-use serde::{Deserialize, Serialize};
 
-/// ino -> bincode of `InodeRecord`.
+/// ino -> an `InodeRecord` (`record::encode`).
 pub const INODES: TableDefinition<u64, &[u8]> = TableDefinition::new("inodes");
 /// (parent ino, name) -> child ino.
 pub const DIRENTS: TableDefinition<(u64, &[u8]), u64> = TableDefinition::new("dirents");
@@ -19,17 +19,6 @@ pub const GARBAGE: TableDefinition<&[u8], u64> = TableDefinition::new("garbage")
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 pub const META_NEXT_INO: &str = "next_ino";
-
-/// One inode as stored.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InodeRecord {
-    pub attr: Attr,
-    /// The directory holding this directory (itself for the root); 0 for non-directories,
-    /// which may have several names.
-    pub parent: Ino,
-    /// The target of a symbolic link.
-    pub target: Option<Vec<u8>>,
-}
 
 /// Maps any redb error to the error users see.
 pub fn db_err<E: Into<redb::Error>>(e: E) -> FsError {
@@ -48,7 +37,7 @@ pub fn load_inode<T: ReadableTable<u64, &'static [u8]>>(
 ) -> Result<Option<InodeRecord>, FsError> {
     match t.get(ino).map_err(db_err)? {
         None => Ok(None),
-        Some(g) => codec::decode(g.value())
+        Some(g) => super::record::decode(g.value())
             .map(Some)
             .map_err(|e| FsError::Io(format!("inode {ino} record unreadable: {e}"))),
     }
@@ -106,7 +95,7 @@ impl<'t> Writer<'t> {
     }
 
     pub fn put_inode(&mut self, rec: &InodeRecord) -> Result<(), FsError> {
-        let bytes = codec::encode(rec);
+        let bytes = super::record::encode(rec);
         self.inodes
             .insert(rec.attr.ino, bytes.as_slice())
             .map_err(db_err)?;
