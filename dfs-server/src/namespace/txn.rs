@@ -29,6 +29,9 @@ pub const TX_OPEN: TableDefinition<u64, &[u8]> = TableDefinition::new("tx_open")
 /// tx id -> bincode `DoneTx` (outcomes of finished transactions, pruned after a while).
 pub const TX_DONE: TableDefinition<u64, &[u8]> = TableDefinition::new("tx_done");
 const META_NEXT_TX: &str = "next_tx";
+/// A batch's modes are what the caller wants: no umask (a directory's default ACL and
+/// set-gid bit still apply, as to every create).
+const NO_UMASK: u32 = 0;
 
 /// An open transaction as stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -374,6 +377,7 @@ fn apply_op(
                         parent,
                         name,
                         mode: mode.unwrap_or(DEFAULT_FILE_MODE),
+                        umask: NO_UMASK,
                         uid: cx.uid,
                         gid: cx.gid,
                         exclusive: true,
@@ -397,6 +401,7 @@ fn apply_op(
                 },
                 mtime: None,
                 mode: None,
+                kill_suid: false,
                 now,
             };
             Ok(merge(&mut cx.out, ops::apply(w, cmd)?))
@@ -408,6 +413,7 @@ fn apply_op(
                     parent,
                     name,
                     mode: *mode,
+                    umask: NO_UMASK,
                     uid: cx.uid,
                     gid: cx.gid,
                     exclusive: true,
@@ -418,6 +424,7 @@ fn apply_op(
                     parent,
                     name,
                     mode: *mode,
+                    umask: NO_UMASK,
                     uid: cx.uid,
                     gid: cx.gid,
                     now,
@@ -464,6 +471,7 @@ fn apply_op(
                 atime: None,
                 mtime: None,
                 contents: None,
+                kill_suid: false,
                 now,
             };
             Ok(merge(&mut cx.out, ops::apply(w, cmd)?))
