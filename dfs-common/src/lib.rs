@@ -1,11 +1,13 @@
 //! dfs-common: what the server and the client must agree on, and (but for one read helper) no I/O.
 //!
 //! Owns: ids and attributes (`types`), the one POSIX-shaped error type (`error`), the wire
-//! messages of every `/v1` resource (`proto`, and `locks` for the lock service), the bincode codec and frame format (`codec`),
-//! and content hashing of blobs (`hash`). It must not own policy: no sockets, no clocks
-//! beyond `Timestamp::now`, and no file I/O beyond `fileread::read_fresh` (reading a range
-//! into an unzeroed buffer, which both data paths need).
+//! messages of every `/v1` resource (`proto`, and `locks` for the lock service), the
+//! bincode codec and frame format (`codec`), content hashing of blobs (`hash`), and the
+//! rules of POSIX ACLs in their xattr form (`acl`). It must not own policy: no sockets, no
+//! clocks beyond `Timestamp::now`, and no file I/O beyond `fileread::read_fresh` (reading a
+//! range into an unzeroed buffer, which both data paths need).
 
+pub mod acl;
 pub mod auth;
 pub mod cluster;
 pub mod codec;

@@ -1,18 +1,26 @@
 //! Permission rules the server enforces itself (so a modified client gains nothing): owner,
-//! group and mode bits; create, link, unlink, rmdir and rename need write and search
-//! permission on the directory (and the sticky bit is honoured); chmod and explicit times
-//! only by the owner; chown only by an admin; chgrp by the owner to one of their groups.
-//! Admin principals pass every check, as root does. Callers of an open cell (no realm) are
-//! not checked at all.
+//! group and mode bits, or the access ACL when the inode has one (`dfs_common::acl`);
+//! create, mknod, link, unlink, rmdir and rename need write and search permission on the
+//! directory (and the sticky bit is honoured); device nodes only by an admin; chmod and
+//! explicit times only by the owner; chown only by an admin; chgrp by the owner to one of
+//! their groups; a chmod or create by someone outside the file's group drops S_ISGID.
+//! Extended attributes: `user.*` need read (to be seen) and write permission (to be
+//! changed; on a sticky directory only its owner), `trusted.*` and `security.capability`
+//! are for admins (others do not see `trusted.*`), other `security.*` need write
+//! permission, ACLs are set by the owner. A store or truncate by a non-admin clears the
+//! set-id bits. Admin principals pass every check, as root does. Callers of an open cell
+//! (no realm) are not checked at all.
 //!
 //! The checks read the attributes just before the command runs; a chmod racing with a
 //! request may let that one request pass on the old mode, as with NFS.
 
+use crate::namespace::{xattr_class, XattrClass, Xattrs};
 use crate::services::{Caller, Services};
+use dfs_common::acl::Acl;
 use dfs_common::auth::Identity;
 use dfs_common::proto::{AttrChange, DirRequest};
 use dfs_common::types::SetTime;
-use dfs_common::{Attr, FsError, Ino};
+use dfs_common::{Attr, FileKind, FsError, Ino};
 use std::sync::Arc;
 
 pub const R: u32 = 4;
@@ -20,6 +28,9 @@ pub const W: u32 = 2;
 pub const X: u32 = 1;
 
 const NO_GROUP: u32 = u32::MAX;
+const S_ISGID: u32 = 0o2000;
+const S_ISVTX: u32 = 0o1000;
+const S_IXGRP: u32 = 0o010;
 
 impl Caller {
     /// A caller of an open cell: not checked.
@@ -66,10 +77,20 @@ impl Caller {
     }
 }
 
-/// Whether `caller` has all of `want` (a set of `R`, `W`, `X`) on `attr`.
-pub fn may(caller: &Caller, attr: &Attr, want: u32) -> bool {
+/// What a permission check looks at: an inode's attributes and its access ACL.
+pub struct Target {
+    pub attr: Attr,
+    pub acl: Option<Acl>,
+}
+
+/// Whether `caller` has all of `want` (a set of `R`, `W`, `X`) on an inode with `attr`
+/// and access ACL `acl`.
+pub fn may(caller: &Caller, attr: &Attr, acl: Option<&Acl>, want: u32) -> bool {
     if !caller.enforce || caller.admin {
         return true;
+    }
+    if let Some(acl) = acl {
+        return acl.permits(caller.uid, |g| caller.in_group(g), attr.uid, attr.gid, want);
     }
     let bits = if caller.uid == attr.uid {
         (attr.mode >> 6) & 7
@@ -81,15 +102,40 @@ pub fn may(caller: &Caller, attr: &Attr, want: u32) -> bool {
     bits & want == want
 }
 
+/// Whether a store or truncate by `caller` clears the file's set-id bits whatever the
+/// writer says: in a realm, for everyone but admins (the server cannot know the
+/// writer's CAP_FSETID, only its principal).
+pub fn writes_clear_setid(caller: &Caller) -> bool {
+    caller.enforce && !caller.admin
+}
+
+/// The extended attributes `all` of an inode (`attr`, `acl`) that `caller` may read:
+/// everything in an open cell or for an admin; others do not see `trusted.*` (Linux
+/// hides them from the unprivileged), nor `user.*` without read permission (reading
+/// one needs it).
+pub fn readable_xattrs(caller: &Caller, attr: &Attr, acl: Option<&Acl>, all: Xattrs) -> Xattrs {
+    if !caller.enforce || caller.admin {
+        return all;
+    }
+    let may_read = may(caller, attr, acl, R);
+    all.into_iter()
+        .filter(|(name, _)| match xattr_class(name) {
+            Ok(XattrClass::Trusted) => false,
+            Ok(XattrClass::User) => may_read,
+            _ => true,
+        })
+        .collect()
+}
+
 fn denied(caller: &Caller, what: &str, ino: Ino) -> FsError {
     FsError::PermissionDenied(format!("uid {} may not {what} inode {ino}", caller.uid))
 }
 
-fn require(caller: &Caller, attr: &Attr, want: u32, what: &str) -> Result<(), FsError> {
-    if may(caller, attr, want) {
+fn require(caller: &Caller, t: &Target, want: u32, what: &str) -> Result<(), FsError> {
+    if may(caller, &t.attr, t.acl.as_ref(), want) {
         Ok(())
     } else {
-        Err(denied(caller, what, attr.ino))
+        Err(denied(caller, what, t.attr.ino))
     }
 }
 
@@ -99,6 +145,11 @@ fn sticky_ok(caller: &Caller, dir: &Attr, victim: &Attr) -> bool {
 
 fn getattr(svc: &Arc<Services>, ino: Ino) -> Result<Attr, FsError> {
     svc.read_now(move |ns| ns.getattr(ino))
+}
+
+fn target(svc: &Arc<Services>, ino: Ino) -> Result<Target, FsError> {
+    let (attr, acl) = svc.read_now(move |ns| ns.attr_and_acl(ino))?;
+    Ok(Target { attr, acl })
 }
 
 fn lookup(svc: &Arc<Services>, parent: Ino, name: Vec<u8>) -> Result<Option<Attr>, FsError> {
@@ -115,10 +166,10 @@ fn need(
     ino: Ino,
     want: u32,
     what: &str,
-) -> Result<Attr, FsError> {
-    let a = getattr(svc, ino)?;
-    require(caller, &a, want, what)?;
-    Ok(a)
+) -> Result<Target, FsError> {
+    let t = target(svc, ino)?;
+    require(caller, &t, want, what)?;
+    Ok(t)
 }
 
 fn removable(
@@ -129,7 +180,7 @@ fn removable(
 ) -> Result<(), FsError> {
     let dir = need(svc, caller, parent, W | X, "remove an entry of")?;
     if let Some(victim) = lookup(svc, parent, name.to_vec())? {
-        if !sticky_ok(caller, &dir, &victim) {
+        if !sticky_ok(caller, &dir.attr, &victim) {
             return Err(denied(caller, "remove (sticky directory)", victim.ino));
         }
     }
@@ -146,33 +197,57 @@ pub fn authorize_dir(
         return Ok(());
     }
     match req {
-        // Not served yet (see http::dir).
-        DirRequest::Mknod { .. }
-        | DirRequest::Xattrs { .. }
-        | DirRequest::SetXattr { .. }
-        | DirRequest::RemoveXattr { .. } => Ok(()),
         DirRequest::GetAttr { .. }
         | DirRequest::ReadLink { .. }
         | DirRequest::Validate { .. }
+        | DirRequest::Xattrs { .. }
         | DirRequest::StatFs => Ok(()),
         DirRequest::Lookup { parent, .. } => need(svc, caller, *parent, X, "search").map(drop),
         DirRequest::ReadDir { dir, .. } => need(svc, caller, *dir, R, "list").map(drop),
         DirRequest::Create {
-            parent, uid, gid, ..
+            parent,
+            mode,
+            uid,
+            gid,
+            ..
         }
         | DirRequest::CreateOpen {
-            parent, uid, gid, ..
+            parent,
+            mode,
+            uid,
+            gid,
+            ..
+        } => {
+            let dir = creatable(svc, caller, *parent, uid, gid)?;
+            *mode = new_file_mode(caller, &dir.attr, *mode);
+            Ok(())
         }
-        | DirRequest::Mkdir {
+        DirRequest::Mkdir {
             parent, uid, gid, ..
         }
         | DirRequest::Symlink {
             parent, uid, gid, ..
+        } => creatable(svc, caller, *parent, uid, gid).map(drop),
+        DirRequest::Mknod {
+            parent,
+            kind,
+            mode,
+            uid,
+            gid,
+            ..
         } => {
-            need(svc, caller, *parent, W | X, "create in")?;
-            *uid = caller.uid;
-            *gid = caller.gid;
+            let dir = creatable(svc, caller, *parent, uid, gid)?;
+            if matches!(kind, FileKind::CharDevice | FileKind::BlockDevice) && !caller.admin {
+                return Err(FsError::NotPermitted(format!(
+                    "uid {} may not make device nodes (admins only)",
+                    caller.uid
+                )));
+            }
+            *mode = new_file_mode(caller, &dir.attr, *mode);
             Ok(())
+        }
+        DirRequest::SetXattr { ino, name, .. } | DirRequest::RemoveXattr { ino, name } => {
+            authorize_xattr_change(svc, caller, *ino, name)
         }
         DirRequest::Link { new_parent, .. } => {
             need(svc, caller, *new_parent, W | X, "link into").map(drop)
@@ -201,7 +276,8 @@ pub fn authorize_dir(
                 defer_sync: _,
                 kill_suid: _,
             } = change;
-            let a = getattr(svc, *ino)?;
+            let t = target(svc, *ino)?;
+            let a = &t.attr;
             let owner = caller.admin || caller.uid == a.uid;
             if uid.is_some_and(|u| u != a.uid) && !caller.admin {
                 return Err(FsError::NotPermitted(
@@ -216,11 +292,15 @@ pub fn authorize_dir(
                     )));
                 }
             }
-            if mode.is_some() {
-                owner_chmod(caller, &a)?;
+            if let Some(m) = mode.as_mut() {
+                owner_chmod(caller, a)?;
+                // Linux's setattr_prepare: S_ISGID only for members of the file's group.
+                if !caller.admin && !caller.in_group(gid.unwrap_or(a.gid)) {
+                    *m &= !S_ISGID;
+                }
             }
             if size.is_some() {
-                require(caller, &a, W, "truncate")?;
+                require(caller, &t, W, "truncate")?;
             }
             let explicit =
                 matches!(atime, Some(SetTime::At(_))) || matches!(mtime, Some(SetTime::At(_)));
@@ -231,9 +311,86 @@ pub fn authorize_dir(
                 )));
             }
             if (atime.is_some() || mtime.is_some()) && !owner {
-                require(caller, &a, W, "touch")?;
+                require(caller, &t, W, "touch")?;
             }
             Ok(())
+        }
+    }
+}
+
+/// A create in a directory needs write and search permission on it; the new inode is the
+/// caller's (its group may still come from a set-gid directory, see the namespace).
+fn creatable(
+    svc: &Arc<Services>,
+    caller: &Caller,
+    parent: Ino,
+    uid: &mut u32,
+    gid: &mut u32,
+) -> Result<Target, FsError> {
+    let dir = need(svc, caller, parent, W | X, "create in")?;
+    *uid = caller.uid;
+    *gid = caller.gid;
+    Ok(dir)
+}
+
+/// The mode argument of a new non-directory in `dir`, without S_ISGID when it would give
+/// the file a group the caller is not in (Linux's `mode_strip_sgid`): in a set-gid
+/// directory the file takes the directory's group.
+fn new_file_mode(caller: &Caller, dir: &Attr, mode: u32) -> u32 {
+    let exec_sgid = S_ISGID | S_IXGRP;
+    if dir.mode & S_ISGID == 0 || mode & exec_sgid != exec_sgid {
+        return mode;
+    }
+    if caller.admin || caller.in_group(dir.gid) {
+        return mode;
+    }
+    mode & !S_ISGID
+}
+
+/// Checks a set or remove of extended attribute `name` of `ino`.
+fn authorize_xattr_change(
+    svc: &Arc<Services>,
+    caller: &Caller,
+    ino: Ino,
+    name: &[u8],
+) -> Result<(), FsError> {
+    let class = xattr_class(name)?;
+    let t = target(svc, ino)?;
+    let owner = caller.admin || caller.uid == t.attr.uid;
+    let admins_only = || {
+        if caller.admin {
+            Ok(())
+        } else {
+            Err(FsError::NotPermitted(format!(
+                "uid {} may not change trusted.* or security.capability attributes (admins only)",
+                caller.uid
+            )))
+        }
+    };
+    match class {
+        XattrClass::User => match t.attr.kind {
+            // The namespace refuses user.* on other kinds (EPERM, before any permission).
+            FileKind::File | FileKind::Dir => {
+                let sticky_dir = t.attr.kind == FileKind::Dir && t.attr.mode & S_ISVTX != 0;
+                if sticky_dir && !owner {
+                    return Err(FsError::NotPermitted(format!(
+                        "only the owner may change user.* attributes of sticky directory {ino}"
+                    )));
+                }
+                require(caller, &t, W, "change extended attributes of")
+            }
+            _ => Ok(()),
+        },
+        XattrClass::Trusted | XattrClass::SecurityCapability => admins_only(),
+        XattrClass::Security => require(caller, &t, W, "change security attributes of"),
+        XattrClass::AclAccess | XattrClass::AclDefault => {
+            if owner {
+                Ok(())
+            } else {
+                Err(FsError::NotPermitted(format!(
+                    "only the owner may set the ACLs of inode {ino}"
+                )))
+            }
         }
     }
 }

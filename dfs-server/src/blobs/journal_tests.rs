@@ -31,6 +31,7 @@ async fn store_small(t: &T, name: &str, data: &[u8]) {
         },
         mtime: None,
         mode: None,
+        kill_suid: false,
         now: ts(3),
     };
     let (_, seq) = t.ns.apply_unsynced(cmd, Some((&pin.id, &journal))).unwrap();

@@ -83,6 +83,7 @@ impl T {
                     size: data.len() as u64,
                     base_version: None,
                 },
+                kill_suid: false,
                 now: ts(now),
             })
             .unwrap();
@@ -103,6 +104,7 @@ impl T {
                 parent: ROOT_INO,
                 name: name.into(),
                 mode: 0o644,
+                umask: 0,
                 uid: 0,
                 gid: 0,
                 exclusive: true,

@@ -13,7 +13,9 @@ use crate::namespace::{Contents, NsCommand};
 use crate::services::{Caller, Services};
 use dfs_common::cluster as cluster_proto;
 use dfs_common::locks::HDR_FENCE;
-use dfs_common::proto::{AttrChange, HDR_ATTR, HDR_HAVE_VERSION, HDR_MODE, HDR_MTIME, HDR_SHA256};
+use dfs_common::proto::{
+    AttrChange, HDR_ATTR, HDR_HAVE_VERSION, HDR_KILL_SUID, HDR_MODE, HDR_MTIME, HDR_SHA256,
+};
 use dfs_common::types::SetTime;
 use dfs_common::{codec, Attr, BlobId, FileKind, FsError, Ino, Timestamp};
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE};
@@ -239,6 +241,15 @@ pub async fn store(
             )))
         }
     };
+    let kill_suid = match wire::header_u64(&parts.headers, HDR_KILL_SUID)? {
+        None | Some(0) => false,
+        Some(1) => true,
+        Some(v) => {
+            return Err(FsError::BadRequest(format!(
+                "{HDR_KILL_SUID} is {v}, not 0 or 1"
+            )))
+        }
+    } || crate::auth::perm::writes_clear_setid(&caller);
     // Refuse before reading a byte when the target cannot take contents.
     let current = svc.read_now(|ns| ns.getattr(ino))?;
     regular(&current)?;
@@ -294,6 +305,7 @@ pub async fn store(
         contents,
         mtime,
         mode,
+        kill_suid,
         now: Timestamp::now(),
     };
     let out = match (pin, journal) {
@@ -329,8 +341,11 @@ pub async fn setattr(
         atime,
         mtime,
         defer_sync,
-        kill_suid: _,
+        kill_suid,
     } = change;
+    // A truncate clears set-id bits like a write: when the writer asks (it lacks
+    // CAP_FSETID), and in a realm whenever the caller is not an admin.
+    let kill_suid = size.is_some() && (kill_suid || crate::auth::perm::writes_clear_setid(&caller));
     let mut tries = 0;
     loop {
         tries += 1;
@@ -378,6 +393,7 @@ pub async fn setattr(
             atime: resolve(atime, now),
             mtime: resolve(mtime, now),
             contents,
+            kill_suid,
             now,
         };
         let done = if defer_sync && size.is_none() {

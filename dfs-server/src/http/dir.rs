@@ -95,7 +95,8 @@ pub async fn dispatch(
             let cmd = NsCommand::Create {
                 parent,
                 name,
-                mode: mode & !umask,
+                mode,
+                umask,
                 uid,
                 gid,
                 exclusive,
@@ -117,7 +118,8 @@ pub async fn dispatch(
             let cmd = NsCommand::Create {
                 parent,
                 name,
-                mode: mode & !umask,
+                mode,
+                umask,
                 uid,
                 gid,
                 exclusive,
@@ -170,7 +172,8 @@ pub async fn dispatch(
             let cmd = NsCommand::Mkdir {
                 parent,
                 name,
-                mode: mode & !umask,
+                mode,
+                umask,
                 uid,
                 gid,
                 now,
@@ -224,12 +227,62 @@ pub async fn dispatch(
             let parent = svc.read_now(|ns| ns.getattr(parent))?;
             Ok(DirReply::Removed { parent })
         }
-        DirRequest::Mknod { .. }
-        | DirRequest::Xattrs { .. }
-        | DirRequest::SetXattr { .. }
-        | DirRequest::RemoveXattr { .. } => Err(FsError::NotSupported(
-            "special files and extended attributes".into(),
-        )),
+        DirRequest::Mknod {
+            parent,
+            name,
+            kind,
+            mode,
+            umask,
+            rdev,
+            uid,
+            gid,
+        } => {
+            let cmd = NsCommand::Mknod {
+                parent,
+                name,
+                kind,
+                mode,
+                umask,
+                rdev,
+                uid,
+                gid,
+                now,
+            };
+            let out = svc.mutate(caller, cmd, vec![parent], None).await?;
+            let attr = out
+                .attr
+                .ok_or_else(|| FsError::Io("mknod returned no attributes".into()))?;
+            let parent = svc.read_now(|ns| ns.getattr(parent))?;
+            Ok(DirReply::Made { attr, parent })
+        }
+        DirRequest::Xattrs { ino } => {
+            svc.observe_now(caller, move |ns| {
+                let (attr, acl) = ns.attr_and_acl(ino)?;
+                let all = ns.xattrs(ino)?;
+                let shown = crate::auth::perm::readable_xattrs(&caller, &attr, acl.as_ref(), all);
+                Ok((DirReply::Xattrs(shown), vec![ino]))
+            })
+            .await
+        }
+        DirRequest::SetXattr {
+            ino,
+            name,
+            value,
+            how,
+        } => {
+            let cmd = NsCommand::SetXattr {
+                ino,
+                name,
+                value,
+                how,
+                now,
+            };
+            attr_of(svc.mutate(caller, cmd, Vec::new(), None).await?)
+        }
+        DirRequest::RemoveXattr { ino, name } => {
+            let cmd = NsCommand::RemoveXattr { ino, name, now };
+            attr_of(svc.mutate(caller, cmd, Vec::new(), None).await?)
+        }
         DirRequest::Rename {
             parent,
             name,

@@ -1,8 +1,8 @@
 //! The directory service: the namespace as a deterministic state machine over redb.
 //!
-//! Owns: the metadata database (inodes, directory entries, blob reference counts, the
-//! garbage list of unreferenced blobs, counters) and every POSIX rule about names, kinds,
-//! link counts and times. Mutations go through [`Namespace::apply`], one durable redb write
+//! Owns: the metadata database (inodes, directory entries, extended attributes and ACLs,
+//! blob reference counts, the garbage list of unreferenced blobs, counters) and every POSIX
+//! rule about names, kinds, link counts, times, permission bits and set-id bits. Mutations go through [`Namespace::apply`], one durable redb write
 //! transaction per [`NsCommand`]; every command carries its own timestamps so that the same
 //! command applied to the same state gives the same result (a consensus log could drive it).
 //! Reads use read transactions and never change anything.
@@ -10,25 +10,39 @@
 //! Must not touch: blob files (it only counts references to blob ids), HTTP, callbacks, the
 //! clock (callers stamp `Timestamp::now()` into commands).
 
+mod attrs;
 mod durable;
+mod inherit;
+#[cfg(test)]
+mod mode_tests;
 mod ops;
+mod record;
 mod rename;
+mod special;
+#[cfg(test)]
+mod special_tests;
 mod store;
+#[cfg(test)]
+mod testkit;
 #[cfg(test)]
 mod tests;
 pub mod txn;
 #[cfg(test)]
 mod txn_tests;
+mod xattr;
+#[cfg(test)]
+mod xattr_tests;
 
-use dfs_common::proto::READDIR_PAGE;
+use dfs_common::proto::{XattrSet, READDIR_PAGE};
 use dfs_common::types::NAME_MAX;
 use dfs_common::{Attr, BlobId, FileKind, FsError, Ino, Timestamp, ROOT_INO};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use std::path::Path;
 
 pub use durable::CommitSeq;
-pub use store::InodeRecord;
+pub use record::InodeRecord;
 use store::{db_err, load_inode, DIRENTS, GARBAGE, INODES, REFS};
+pub use xattr::{xattr_class, XattrClass, Xattrs};
 
 /// Longest symlink target accepted (PATH_MAX).
 pub const TARGET_MAX: usize = 4096;
@@ -53,10 +67,14 @@ pub struct Contents {
 /// One mutation of the namespace. Every field the result depends on is in the command.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NsCommand {
+    /// `mode` is the caller's mode argument and `umask` its umask, not yet applied (the
+    /// same for `Mkdir` and `Mknod`): the directory's default ACL, if it has one, stands
+    /// in for the umask, and a set-gid directory gives its group (`inherit`).
     Create {
         parent: Ino,
         name: Vec<u8>,
         mode: u32,
+        umask: u32,
         uid: u32,
         gid: u32,
         exclusive: bool,
@@ -66,6 +84,19 @@ pub enum NsCommand {
         parent: Ino,
         name: Vec<u8>,
         mode: u32,
+        umask: u32,
+        uid: u32,
+        gid: u32,
+        now: Timestamp,
+    },
+    /// A fifo, socket or device node (`special`).
+    Mknod {
+        parent: Ino,
+        name: Vec<u8>,
+        kind: FileKind,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
         uid: u32,
         gid: u32,
         now: Timestamp,
@@ -102,7 +133,9 @@ pub enum NsCommand {
         flags: u32,
         now: Timestamp,
     },
-    /// Changes what is `Some`; times are already resolved (no "now" markers).
+    /// Changes what is `Some`; times are already resolved (no "now" markers). A change of
+    /// owner or group of a non-directory clears its set-id bits (`attrs`), and so does
+    /// `kill_suid` (a truncate by a writer without CAP_FSETID).
     SetAttr {
         ino: Ino,
         mode: Option<u32>,
@@ -111,16 +144,31 @@ pub enum NsCommand {
         atime: Option<Timestamp>,
         mtime: Option<Timestamp>,
         contents: Option<Contents>,
+        kill_suid: bool,
         now: Timestamp,
     },
     /// A store: the file's contents are now `contents` (version + 1, ctime = now, mtime =
-    /// the writer's `mtime` if it sent one, else now), and its permission bits `mode` if
-    /// the writer sent a chmod with it.
+    /// the writer's `mtime` if it sent one, else now), its set-id bits cleared if
+    /// `kill_suid`, and its permission bits `mode` if the writer sent a chmod with it.
     CommitBlob {
         ino: Ino,
         contents: Contents,
         mtime: Option<Timestamp>,
         mode: Option<u32>,
+        kill_suid: bool,
+        now: Timestamp,
+    },
+    /// Sets extended attribute `name` of `ino` (`xattr`; ACLs included).
+    SetXattr {
+        ino: Ino,
+        name: Vec<u8>,
+        value: Vec<u8>,
+        how: XattrSet,
+        now: Timestamp,
+    },
+    RemoveXattr {
+        ino: Ino,
+        name: Vec<u8>,
         now: Timestamp,
     },
     /// Blob files found without any reference (a crash between blob write and commit):

@@ -1,10 +1,13 @@
-//! The mutating commands of the namespace (all but rename, which has its own file): the
-//! POSIX rules for create, mkdir, symlink, link, unlink, rmdir, setattr and stores.
+//! The mutating commands of the namespace and the POSIX rules for names and links: create,
+//! mkdir, mknod, symlink, link, unlink, rmdir. Other commands have their own files: rename
+//! (`rename`), setattr and stores (`attrs`), extended attributes (`xattr`); what a new
+//! inode takes from its directory is `inherit`'s.
 //!
 //! Owns: the rules. Must not open transactions or commit (the caller does), nor read clocks.
 
+use super::inherit;
 use super::store::{InodeRecord, Writer};
-use super::{check_name, Contents, NsCommand, NsOutcome, DIR_SIZE, TARGET_MAX};
+use super::{check_name, NsCommand, NsOutcome, DIR_SIZE, TARGET_MAX};
 use dfs_common::{Attr, FileKind, FsError, Ino, Timestamp};
 
 pub(super) fn apply(w: &mut Writer<'_>, cmd: NsCommand) -> Result<NsOutcome, FsError> {
@@ -13,21 +16,26 @@ pub(super) fn apply(w: &mut Writer<'_>, cmd: NsCommand) -> Result<NsOutcome, FsE
             parent,
             name,
             mode,
+            umask,
             uid,
             gid,
             exclusive,
             now,
-        } => create(w, parent, name, mode, uid, gid, exclusive, now),
+        } => {
+            let newborn = Newborn::plain(FileKind::File, mode, umask, uid, gid);
+            create(w, parent, name, newborn, exclusive, now)
+        }
         NsCommand::Mkdir {
             parent,
             name,
             mode,
+            umask,
             uid,
             gid,
             now,
         } => {
-            let attr = new_attr(FileKind::Dir, mode, uid, gid, now);
-            add_new(w, parent, name, attr, None, now)
+            let newborn = Newborn::plain(FileKind::Dir, mode, umask, uid, gid);
+            add_new(w, parent, name, newborn, None, now)
         }
         NsCommand::Symlink {
             parent,
@@ -46,9 +54,8 @@ pub(super) fn apply(w: &mut Writer<'_>, cmd: NsCommand) -> Result<NsOutcome, FsE
             if target.contains(&0) {
                 return Err(FsError::Invalid("symlink target contains NUL".into()));
             }
-            let mut attr = new_attr(FileKind::Symlink, 0o777, uid, gid, now);
-            attr.size = target.len() as u64;
-            add_new(w, parent, name, attr, Some(target), now)
+            let newborn = Newborn::plain(FileKind::Symlink, 0o777, 0, uid, gid);
+            add_new(w, parent, name, newborn, Some(target), now)
         }
         NsCommand::Link {
             ino,
@@ -66,6 +73,27 @@ pub(super) fn apply(w: &mut Writer<'_>, cmd: NsCommand) -> Result<NsOutcome, FsE
             flags,
             now,
         } => super::rename::rename(w, parent, name, new_parent, new_name, flags, now),
+        NsCommand::Mknod {
+            parent,
+            name,
+            kind,
+            mode,
+            umask,
+            rdev,
+            uid,
+            gid,
+            now,
+        } => {
+            let newborn = Newborn {
+                kind,
+                mode,
+                umask,
+                uid,
+                gid,
+                rdev: super::special::device_of(kind, rdev)?,
+            };
+            add_new(w, parent, name, newborn, None, now)
+        }
         NsCommand::SetAttr {
             ino,
             mode,
@@ -74,64 +102,38 @@ pub(super) fn apply(w: &mut Writer<'_>, cmd: NsCommand) -> Result<NsOutcome, FsE
             atime,
             mtime,
             contents,
+            kill_suid,
             now,
-        } => {
-            let mut rec = w.must(ino)?;
-            let mut out = NsOutcome::default();
-            let mut changed = false;
-            if let Some(c) = contents {
-                set_contents(w, &mut rec, c, now, &mut out)?;
-                changed = true;
-            }
-            if let Some(m) = mode {
-                rec.attr.mode = m & 0o7777;
-                changed = true;
-            }
-            if let Some(u) = uid {
-                rec.attr.uid = u;
-                changed = true;
-            }
-            if let Some(g) = gid {
-                rec.attr.gid = g;
-                changed = true;
-            }
-            if let Some(t) = atime {
-                rec.attr.atime = t;
-                changed = true;
-            }
-            if let Some(t) = mtime {
-                rec.attr.mtime = t;
-                changed = true;
-            }
-            if changed {
-                rec.attr.ctime = now;
-                w.put_inode(&rec)?;
-                out.changed_inos.push(ino);
-            }
-            out.attr = Some(rec.attr);
-            Ok(out)
-        }
+        } => super::attrs::set_attr(
+            w,
+            ino,
+            super::attrs::AttrEdit {
+                mode,
+                uid,
+                gid,
+                atime,
+                mtime,
+                contents,
+                kill_suid,
+            },
+            now,
+        ),
         NsCommand::CommitBlob {
             ino,
             contents,
             mtime,
             mode,
+            kill_suid,
             now,
-        } => {
-            let mut rec = w.must(ino)?;
-            let mut out = NsOutcome::default();
-            set_contents(w, &mut rec, contents, now, &mut out)?;
-            if let Some(mtime) = mtime {
-                rec.attr.mtime = mtime;
-            }
-            if let Some(mode) = mode {
-                rec.attr.mode = mode & 0o7777;
-            }
-            w.put_inode(&rec)?;
-            out.changed_inos.push(ino);
-            out.attr = Some(rec.attr);
-            Ok(out)
-        }
+        } => super::attrs::commit_blob(w, ino, contents, mtime, mode, kill_suid, now),
+        NsCommand::SetXattr {
+            ino,
+            name,
+            value,
+            how,
+            now,
+        } => super::xattr::set(w, ino, name, value, how, now),
+        NsCommand::RemoveXattr { ino, name, now } => super::xattr::remove(w, ino, name, now),
         NsCommand::AdoptBlobs { blobs } => {
             for (blob, since) in &blobs {
                 w.adopt_blob(blob, *since)?;
@@ -147,22 +149,30 @@ pub(super) fn apply(w: &mut Writer<'_>, cmd: NsCommand) -> Result<NsOutcome, FsE
     }
 }
 
-/// Attributes of a new inode (its number is filled in by `add_new`).
-fn new_attr(kind: FileKind, mode: u32, uid: u32, gid: u32, now: Timestamp) -> Attr {
-    Attr {
-        ino: 0,
-        kind,
-        mode: mode & 0o7777,
-        uid,
-        gid,
-        nlink: if kind == FileKind::Dir { 2 } else { 1 },
-        size: if kind == FileKind::Dir { DIR_SIZE } else { 0 },
-        atime: now,
-        mtime: now,
-        ctime: now,
-        version: 1,
-        blob: None,
-        rdev: 0,
+/// A new inode as its creator asks for it, before its directory has a say
+/// (`inherit`).
+pub(super) struct Newborn {
+    pub kind: FileKind,
+    /// The caller's mode argument (permission bits, 0o7777).
+    pub mode: u32,
+    /// The caller's umask (ignored under a default ACL).
+    pub umask: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// The device of a device node, else 0.
+    pub rdev: u32,
+}
+
+impl Newborn {
+    fn plain(kind: FileKind, mode: u32, umask: u32, uid: u32, gid: u32) -> Newborn {
+        Newborn {
+            kind,
+            mode,
+            umask,
+            uid,
+            gid,
+            rdev: 0,
+        }
     }
 }
 
@@ -182,54 +192,11 @@ pub(super) fn touch_dir(rec: &mut InodeRecord, now: Timestamp) {
     rec.attr.version += 1;
 }
 
-/// Switches a regular file's contents; version + 1, mtime = ctime = now.
-fn set_contents(
-    w: &mut Writer<'_>,
-    rec: &mut InodeRecord,
-    c: Contents,
-    now: Timestamp,
-    out: &mut NsOutcome,
-) -> Result<(), FsError> {
-    match rec.attr.kind {
-        FileKind::File => {}
-        FileKind::Dir => return Err(FsError::IsDir),
-        _ => return Err(FsError::Invalid("not a regular file".into())),
-    }
-    if let Some(base) = c.base_version {
-        if base != rec.attr.version {
-            return Err(FsError::Busy(format!(
-                "file changed meanwhile (version {} not {base})",
-                rec.attr.version
-            )));
-        }
-    }
-    if c.blob.is_none() && c.size != 0 {
-        return Err(FsError::Invalid("non-empty contents without a blob".into()));
-    }
-    if let Some(new) = &c.blob {
-        w.blob_ref(new)?;
-    }
-    if let Some(old) = rec.attr.blob.take() {
-        if w.blob_unref(&old, now)? {
-            out.unreferenced.push(old);
-        }
-    }
-    rec.attr.blob = c.blob;
-    rec.attr.size = c.size;
-    rec.attr.version += 1;
-    rec.attr.mtime = now;
-    rec.attr.ctime = now;
-    Ok(())
-}
-
-#[allow(clippy::too_many_arguments)]
 fn create(
     w: &mut Writer<'_>,
     parent: Ino,
     name: Vec<u8>,
-    mode: u32,
-    uid: u32,
-    gid: u32,
+    newborn: Newborn,
     exclusive: bool,
     now: Timestamp,
 ) -> Result<NsOutcome, FsError> {
@@ -249,16 +216,15 @@ fn create(
             _ => Err(FsError::Exists),
         };
     }
-    let attr = new_attr(FileKind::File, mode, uid, gid, now);
-    add_new(w, parent, name, attr, None, now)
+    add_new(w, parent, name, newborn, None, now)
 }
 
-/// Adds a new inode under a new name in `parent`.
+/// Adds a new inode under a new name in `parent`, with what it inherits from `parent`.
 fn add_new(
     w: &mut Writer<'_>,
     parent: Ino,
     name: Vec<u8>,
-    mut attr: Attr,
+    newborn: Newborn,
     target: Option<Vec<u8>>,
     now: Timestamp,
 ) -> Result<NsOutcome, FsError> {
@@ -267,8 +233,28 @@ fn add_new(
     if w.entry(parent, &name)?.is_some() {
         return Err(FsError::Exists);
     }
-    attr.ino = w.alloc_ino()?;
-    let is_dir = attr.kind == FileKind::Dir;
+    let kind = newborn.kind;
+    let inherited = inherit::from_dir(w, &dir, kind, newborn.mode, newborn.umask, newborn.gid)?;
+    let is_dir = kind == FileKind::Dir;
+    let attr = Attr {
+        ino: w.alloc_ino()?,
+        kind,
+        mode: inherited.mode,
+        uid: newborn.uid,
+        gid: inherited.gid,
+        nlink: if is_dir { 2 } else { 1 },
+        size: match (&target, is_dir) {
+            (Some(t), _) => t.len() as u64,
+            (None, true) => DIR_SIZE,
+            (None, false) => 0,
+        },
+        atime: now,
+        mtime: now,
+        ctime: now,
+        version: 1,
+        blob: None,
+        rdev: newborn.rdev,
+    };
     let rec = InodeRecord {
         attr,
         parent: if is_dir { parent } else { 0 },
@@ -276,6 +262,7 @@ fn add_new(
     };
     w.put_inode(&rec)?;
     w.put_entry(parent, &name, rec.attr.ino)?;
+    inherited.store_acls(w, rec.attr.ino)?;
     if is_dir {
         dir.attr.nlink += 1;
     }

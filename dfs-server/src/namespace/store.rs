@@ -1,13 +1,14 @@
 //! The redb tables of the namespace and typed access to them inside one write transaction.
 //!
-//! Owns: table definitions, the on-disk inode record, refcount / garbage bookkeeping
-//! primitives. Must not decide POSIX rules (that is `ops` / `rename`).
+//! Owns: table definitions, refcount / garbage bookkeeping primitives, extended attribute
+//! rows. Must not decide POSIX rules (that is `ops`, `rename`, `attrs`, `xattr`), nor the
+//! layout of an inode record (`record`).
 
-use dfs_common::{codec, Attr, BlobId, FsError, Ino, Timestamp};
+pub use super::record::InodeRecord;
+use dfs_common::{BlobId, FsError, Ino, Timestamp};
 use redb::{Database, Durability, ReadableTable, Table, TableDefinition, WriteTransaction};
-use serde::{Deserialize, Serialize};
 
-/// ino -> bincode of `InodeRecord`.
+/// ino -> an `InodeRecord` (`record::encode`).
 pub const INODES: TableDefinition<u64, &[u8]> = TableDefinition::new("inodes");
 /// (parent ino, name) -> child ino.
 pub const DIRENTS: TableDefinition<(u64, &[u8]), u64> = TableDefinition::new("dirents");
@@ -15,21 +16,12 @@ pub const DIRENTS: TableDefinition<(u64, &[u8]), u64> = TableDefinition::new("di
 pub const REFS: TableDefinition<&[u8], u64> = TableDefinition::new("blob_refs");
 /// blob id -> unix seconds when its refcount became 0.
 pub const GARBAGE: TableDefinition<&[u8], u64> = TableDefinition::new("garbage");
+/// (ino, name with its namespace prefix) -> value: extended attributes, POSIX ACLs too.
+pub const XATTRS: TableDefinition<(u64, &[u8]), &[u8]> = TableDefinition::new("xattrs");
 /// counters.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 pub const META_NEXT_INO: &str = "next_ino";
-
-/// One inode as stored.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InodeRecord {
-    pub attr: Attr,
-    /// The directory holding this directory (itself for the root); 0 for non-directories,
-    /// which may have several names.
-    pub parent: Ino,
-    /// The target of a symbolic link.
-    pub target: Option<Vec<u8>>,
-}
 
 /// Maps any redb error to the error users see.
 pub fn db_err<E: Into<redb::Error>>(e: E) -> FsError {
@@ -48,7 +40,7 @@ pub fn load_inode<T: ReadableTable<u64, &'static [u8]>>(
 ) -> Result<Option<InodeRecord>, FsError> {
     match t.get(ino).map_err(db_err)? {
         None => Ok(None),
-        Some(g) => codec::decode(g.value())
+        Some(g) => super::record::decode(g.value())
             .map(Some)
             .map_err(|e| FsError::Io(format!("inode {ino} record unreadable: {e}"))),
     }
@@ -83,6 +75,7 @@ pub struct Writer<'t> {
     refs: Table<'t, &'static [u8], u64>,
     garbage: Table<'t, &'static [u8], u64>,
     meta: Table<'t, &'static str, u64>,
+    xattrs: Table<'t, (u64, &'static [u8]), &'static [u8]>,
 }
 
 impl<'t> Writer<'t> {
@@ -93,6 +86,7 @@ impl<'t> Writer<'t> {
             refs: txn.open_table(REFS).map_err(db_err)?,
             garbage: txn.open_table(GARBAGE).map_err(db_err)?,
             meta: txn.open_table(META).map_err(db_err)?,
+            xattrs: txn.open_table(XATTRS).map_err(db_err)?,
         })
     }
 
@@ -106,16 +100,68 @@ impl<'t> Writer<'t> {
     }
 
     pub fn put_inode(&mut self, rec: &InodeRecord) -> Result<(), FsError> {
-        let bytes = codec::encode(rec);
+        let bytes = super::record::encode(rec);
         self.inodes
             .insert(rec.attr.ino, bytes.as_slice())
             .map_err(db_err)?;
         Ok(())
     }
 
+    /// Removes inode `ino` with everything kept about it (its extended attributes).
     pub fn del_inode(&mut self, ino: Ino) -> Result<(), FsError> {
         self.inodes.remove(ino).map_err(db_err)?;
+        for name in self.xattr_names(ino)? {
+            self.xattrs.remove((ino, name.as_slice())).map_err(db_err)?;
+        }
         Ok(())
+    }
+
+    /// The value of extended attribute `name` of `ino`.
+    pub fn xattr(&self, ino: Ino, name: &[u8]) -> Result<Option<Vec<u8>>, FsError> {
+        Ok(self
+            .xattrs
+            .get((ino, name))
+            .map_err(db_err)?
+            .map(|g| g.value().to_vec()))
+    }
+
+    pub fn put_xattr(&mut self, ino: Ino, name: &[u8], value: &[u8]) -> Result<(), FsError> {
+        self.xattrs.insert((ino, name), value).map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Removes extended attribute `name` of `ino`; false if it had none.
+    pub fn del_xattr(&mut self, ino: Ino, name: &[u8]) -> Result<bool, FsError> {
+        Ok(self.xattrs.remove((ino, name)).map_err(db_err)?.is_some())
+    }
+
+    fn xattr_names(&self, ino: Ino) -> Result<Vec<Vec<u8>>, FsError> {
+        let empty: &[u8] = &[];
+        let mut names = Vec::new();
+        for item in self
+            .xattrs
+            .range((ino, empty)..(ino + 1, empty))
+            .map_err(db_err)?
+        {
+            let (k, _) = item.map_err(db_err)?;
+            names.push(k.value().1.to_vec());
+        }
+        Ok(names)
+    }
+
+    /// Bytes all extended attributes of `ino` take, names and values.
+    pub fn xattr_bytes(&self, ino: Ino) -> Result<usize, FsError> {
+        let empty: &[u8] = &[];
+        let mut total = 0;
+        for item in self
+            .xattrs
+            .range((ino, empty)..(ino + 1, empty))
+            .map_err(db_err)?
+        {
+            let (k, v) = item.map_err(db_err)?;
+            total += k.value().1.len() + v.value().len();
+        }
+        Ok(total)
     }
 
     pub fn entry(&self, dir: Ino, name: &[u8]) -> Result<Option<Ino>, FsError> {

@@ -1,101 +1,8 @@
 //! Unit tests of the namespace rules: one test (at least) per POSIX rule.
 
+use super::testkit::*;
 use super::*;
 use dfs_common::proto::{RENAME_EXCHANGE, RENAME_NOREPLACE};
-
-fn ts(secs: i64) -> Timestamp {
-    Timestamp { secs, nanos: 0 }
-}
-
-struct T {
-    _dir: tempfile::TempDir,
-    ns: Namespace,
-}
-
-fn fresh() -> T {
-    let dir = tempfile::tempdir().unwrap();
-    let ns = Namespace::open(&dir.path().join("meta.redb"), 0o1777, ts(1)).unwrap();
-    T { _dir: dir, ns }
-}
-
-impl T {
-    fn mkdir(&self, parent: Ino, name: &str) -> Result<Attr, FsError> {
-        self.ns
-            .apply(NsCommand::Mkdir {
-                parent,
-                name: name.into(),
-                mode: 0o755,
-                uid: 1,
-                gid: 2,
-                now: ts(10),
-            })
-            .map(|o| o.attr.unwrap())
-    }
-    fn create(&self, parent: Ino, name: &str, exclusive: bool) -> Result<Attr, FsError> {
-        self.ns
-            .apply(NsCommand::Create {
-                parent,
-                name: name.into(),
-                mode: 0o644,
-                uid: 1,
-                gid: 2,
-                exclusive,
-                now: ts(10),
-            })
-            .map(|o| o.attr.unwrap())
-    }
-    fn unlink(&self, parent: Ino, name: &str) -> Result<NsOutcome, FsError> {
-        self.ns.apply(NsCommand::Unlink {
-            parent,
-            name: name.into(),
-            now: ts(20),
-        })
-    }
-    fn rmdir(&self, parent: Ino, name: &str) -> Result<NsOutcome, FsError> {
-        self.ns.apply(NsCommand::Rmdir {
-            parent,
-            name: name.into(),
-            now: ts(20),
-        })
-    }
-    fn rename(&self, p: Ino, n: &str, np: Ino, nn: &str, flags: u32) -> Result<NsOutcome, FsError> {
-        self.ns.apply(NsCommand::Rename {
-            parent: p,
-            name: n.into(),
-            new_parent: np,
-            new_name: nn.into(),
-            flags,
-            now: ts(30),
-        })
-    }
-    fn link(&self, ino: Ino, np: Ino, nn: &str) -> Result<NsOutcome, FsError> {
-        self.ns.apply(NsCommand::Link {
-            ino,
-            new_parent: np,
-            new_name: nn.into(),
-            now: ts(40),
-        })
-    }
-    fn store(&self, ino: Ino, byte: u8, size: u64) -> Result<NsOutcome, FsError> {
-        self.ns.apply(NsCommand::CommitBlob {
-            ino,
-            mtime: None,
-            mode: None,
-            contents: Contents {
-                blob: Some(BlobId([byte; 32])),
-                size,
-                base_version: None,
-            },
-            now: ts(50),
-        })
-    }
-    fn attr(&self, ino: Ino) -> Attr {
-        self.ns.getattr(ino).unwrap()
-    }
-    fn lookup(&self, parent: Ino, name: &str) -> Result<Attr, FsError> {
-        self.ns.lookup(parent, name.as_bytes())
-    }
-}
 
 #[test]
 fn fresh_root_is_a_sticky_world_writable_dir_owned_by_root() {
@@ -272,6 +179,7 @@ fn setattr_changes_mode_owner_times_and_size_zero_empties() {
                 size: 0,
                 base_version: None,
             }),
+            kill_suid: false,
             now: ts(60),
         })
         .unwrap();
@@ -298,6 +206,7 @@ fn setattr_changes_mode_owner_times_and_size_zero_empties() {
             size: 0,
             base_version: Some(1),
         }),
+        kill_suid: false,
         now: ts(61),
     });
     assert!(matches!(stale, Err(FsError::Busy(_))));
@@ -524,6 +433,7 @@ fn inode_numbers_are_never_reused_even_after_reopen() {
                 parent: ROOT_INO,
                 name: b"a".to_vec(),
                 mode: 0o644,
+                umask: 0,
                 uid: 0,
                 gid: 0,
                 exclusive: true,
@@ -546,6 +456,7 @@ fn inode_numbers_are_never_reused_even_after_reopen() {
             parent: ROOT_INO,
             name: b"a".to_vec(),
             mode: 0o755,
+            umask: 0,
             uid: 0,
             gid: 0,
             now: ts(5),
@@ -586,6 +497,7 @@ fn a_durable_commit_is_in_flight_from_before_it_begins_until_it_ends() {
                 parent: d.ino,
                 name: "f".into(),
                 mode: 0o644,
+                umask: 0,
                 uid: 1,
                 gid: 2,
                 exclusive: true,

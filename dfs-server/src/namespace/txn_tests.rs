@@ -103,6 +103,7 @@ impl T {
                 parent: ROOT_INO,
                 name: p(name),
                 mode: 0o644,
+                umask: 0,
                 uid: 0,
                 gid: 0,
                 exclusive: true,
@@ -124,6 +125,7 @@ impl T {
                 },
                 mtime: None,
                 mode: None,
+                kill_suid: false,
                 now: ts(11),
             })
             .unwrap()
