@@ -34,6 +34,7 @@ need mount mount # the WAL test on a small tmpfs (a full disk)
 need umount mount
 need setpriv util-linux
 need iptables iptables
+need setfacl acl # ACLs on the mounts
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "scripts/test.sh: installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive

@@ -65,13 +65,18 @@ impl Dfs {
         Ok((ino, name))
     }
 
+    /// This caller as the creator of an inode with permission bits `mode`.
+    fn creator(&self, mode: u32) -> crate::cache::Creator {
+        crate::cache::Creator::with_mode(mode, self.uid, self.gid)
+    }
+
     /// Opens `path` with open(2) flags; `O_CREAT` creates it with `mode`.
     pub async fn open(&self, path: &str, flags: i32, mode: u32) -> Result<DfsFile, FsError> {
         let fh = if flags & libc::O_CREAT != 0 {
             let (parent, name) = self.parent_of(path).await?;
             let (_, opened) = self
                 .mgr
-                .create(parent, name, mode, self.uid, self.gid, flags)
+                .create(parent, name, self.creator(mode), flags)
                 .await?;
             opened.fh
         } else {
@@ -110,7 +115,7 @@ impl Dfs {
 
     pub async fn mkdir(&self, path: &str, mode: u32) -> Result<Attr, FsError> {
         let (parent, name) = self.parent_of(path).await?;
-        self.mgr.mkdir(parent, name, mode, self.uid, self.gid).await
+        self.mgr.mkdir(parent, name, self.creator(mode)).await
     }
 
     /// Removes a file, or an empty directory.

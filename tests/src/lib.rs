@@ -15,8 +15,10 @@
 //! - `server`: a `dfs-server` process; `mount`: a `dfs-mount` FUSE mount and mountinfo;
 //! - `cluster`: N replicating servers on their own loopback addresses, their status and
 //!   blob stores, iptables partitions;
-//! - `fixture`: one server plus one mount in a temporary directory;
-//! - `fsops`: bounded file-system calls; `shell`: bounded scripts and the `dfs` command;
+//! - `fixture`: one server plus one mount in a temporary directory; `pair`: two mounts of
+//!   one server, and a bounded poll for what the second one sees;
+//! - `fsops`: bounded file-system calls; `sys`: bounded system calls std lacks (mknod,
+//!   xattrs, renameat2, truncate); `shell`: bounded scripts and the `dfs` command;
 //! - `agent`: a python3 process driven line by line (opens, writes, flock, fcntl locks);
 //! - `http`: a raw HTTP/1.1 client; `api`: the server's API through it;
 //! - `measure`: hashes, memory figures, test data, polling;
@@ -33,10 +35,12 @@ pub mod fsops;
 pub mod http;
 pub mod measure;
 pub mod mount;
+pub mod pair;
 pub mod procs;
 pub mod replicas;
 pub mod server;
 pub mod shell;
+pub mod sys;
 pub mod tx;
 
 pub use agent::*;
@@ -47,7 +51,9 @@ pub use fsops::*;
 pub use http::*;
 pub use measure::*;
 pub use mount::*;
+pub use pair::*;
 pub use procs::*;
 pub use replicas::*;
 pub use server::*;
 pub use shell::*;
+pub use sys::*;

@@ -500,16 +500,19 @@ impl CacheManager {
     }
 
     /// Creates `name` in `parent` and opens it (O_CREAT; O_EXCL honoured).
-    #[allow(clippy::too_many_arguments)]
     pub async fn create(
         &self,
         parent: Ino,
         name: &[u8],
-        mode: u32,
-        uid: u32,
-        gid: u32,
+        who: super::Creator,
         flags: i32,
     ) -> Result<(dfs_common::Attr, OpenResult), FsError> {
+        let super::Creator {
+            mode,
+            umask,
+            uid,
+            gid,
+        } = who;
         if name.len() > dfs_common::types::NAME_MAX {
             return Err(FsError::NameTooLong);
         }
@@ -519,8 +522,8 @@ impl CacheManager {
         let req = dfs_common::proto::DirRequest::CreateOpen {
             parent,
             name: name.to_vec(),
-            mode,
-            umask: 0,
+            mode: mode & 0o7777,
+            umask,
             uid,
             gid,
             exclusive: flags & libc::O_EXCL != 0,
@@ -554,6 +557,7 @@ impl CacheManager {
         }
         self.added_entry(parent, name, &attr, t);
         self.remember_attr(&parent_attr, t);
+        self.created_without_xattrs(parent, attr.ino, t);
         if attr.size == 0 && self.disk.get(attr.ino).is_none() {
             // A new empty file needs no fetch: its copy is an empty local file.
             let path = self.disk.path(attr.ino, attr.version);

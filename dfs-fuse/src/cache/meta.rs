@@ -1,6 +1,6 @@
-//! The in-memory metadata cache: attributes, name lookups, directory listings and symlink
-//! targets, each remembered with the callback generation it was validated under (see
-//! `Validity`). Bounded LRUs; it must not do I/O.
+//! The in-memory metadata cache: attributes, name lookups, directory listings, symlink
+//! targets and extended attributes, each remembered with the callback generation it was
+//! validated under (see `Validity`). Bounded LRUs; it must not do I/O.
 
 use dfs_common::{Attr, Ino};
 use lru::LruCache;
@@ -60,6 +60,9 @@ pub struct DirItem {
     pub attr: Attr,
 }
 
+/// Every extended attribute of one inode, `(name, value)` in name order.
+pub type XattrSet = Arc<Vec<(Vec<u8>, Vec<u8>)>>;
+
 /// When a cached fact was learnt: the callback channel generation. A fact is trusted
 /// without asking the server only while the channel that carried its promise is still up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,6 +78,7 @@ pub struct MetaCache {
     names: LruCache<(Ino, Vec<u8>), (Ino, Stamp)>,
     dirs: LruCache<Ino, (Arc<Vec<DirItem>>, Stamp)>,
     links: LruCache<Ino, Vec<u8>>,
+    xattrs: LruCache<Ino, (XattrSet, Stamp)>,
 }
 
 fn cap(n: usize) -> NonZeroUsize {
@@ -88,7 +92,22 @@ impl MetaCache {
             names: LruCache::new(cap(entries)),
             dirs: LruCache::new(cap((entries / 16).max(16))),
             links: LruCache::new(cap((entries / 16).max(16))),
+            xattrs: LruCache::new(cap(entries)),
         }
+    }
+
+    pub fn xattrs(&mut self, ino: Ino) -> Option<(XattrSet, Stamp)> {
+        self.xattrs.get(&ino).cloned()
+    }
+
+    pub fn put_xattrs(&mut self, ino: Ino, set: XattrSet, stamp: Stamp) {
+        self.xattrs.put(ino, (set, stamp));
+    }
+
+    /// Only the extended attributes of `ino` (after our own change of them, when the
+    /// cached set cannot be brought up to date).
+    pub fn forget_xattrs(&mut self, ino: Ino) {
+        self.xattrs.pop(&ino);
     }
 
     pub fn attr(&mut self, ino: Ino) -> Option<(Attr, Stamp)> {
@@ -150,10 +169,12 @@ impl MetaCache {
         self.attrs.pop(&ino);
     }
 
-    /// The attributes (and, for a directory, the listing) of `ino` changed.
+    /// The attributes (and, for a directory, the listing) of `ino` changed; a break does
+    /// not say which, so its extended attributes go too.
     pub fn forget_ino(&mut self, ino: Ino) {
         self.attrs.pop(&ino);
         self.dirs.pop(&ino);
+        self.xattrs.pop(&ino);
     }
 
     /// The entry `name` of `dir` changed: the name, the listing and the directory's own

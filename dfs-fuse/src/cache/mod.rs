@@ -13,8 +13,10 @@ pub mod locks;
 pub mod meta;
 mod namespace;
 mod orphans;
+mod special;
 mod store;
 pub(crate) mod writelock;
+mod xattrs;
 
 use crate::remote::Remote;
 use dfs_common::{Attr, FsError, Ino};
@@ -26,13 +28,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 pub use files::{FileHandle, OpenResult};
-pub use meta::DirItem;
+pub use meta::{DirItem, XattrSet};
+pub use special::{special_kind, Creator};
 
 /// What the kernel must forget after a callback break. The FUSE adapter delivers these.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Invalidation {
     /// Attributes and cached pages of an inode.
     Inode(Ino),
+    /// Only the attributes of an inode (our own store gave it a new ctime and version;
+    /// the pages the kernel holds are of those very contents).
+    Attrs(Ino),
     /// One name in one directory.
     Entry(Ino, Vec<u8>),
 }

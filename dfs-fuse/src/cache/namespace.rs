@@ -237,18 +237,16 @@ impl CacheManager {
         &self,
         parent: Ino,
         name: &[u8],
-        mode: u32,
-        uid: u32,
-        gid: u32,
+        who: super::Creator,
     ) -> Result<Attr, FsError> {
         check_name(name)?;
         let req = DirRequest::Mkdir {
             parent,
             name: name.to_vec(),
-            mode,
-            umask: 0,
-            uid,
-            gid,
+            mode: who.mode & 0o7777,
+            umask: who.umask,
+            uid: who.uid,
+            gid: who.gid,
         };
         let t = self.ticket();
         let (attr, parent_attr) = match self.remote.dir(&req).await? {
@@ -260,11 +258,8 @@ impl CacheManager {
         // The server's answer carries the parent's new times: no GETATTR for them.
         self.remember_attr(&parent_attr, t);
         // We made it: it is empty, and the server gave us a promise on it.
-        let stamp = self.validity.stamp(t);
-        self.meta
-            .lock()
-            .unwrap()
-            .put_dir(attr.ino, Arc::new(Vec::new()), stamp);
+        self.made_empty_dir(attr.ino, t);
+        self.created_without_xattrs(parent, attr.ino, t);
         Ok(attr)
     }
 

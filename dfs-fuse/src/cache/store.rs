@@ -254,6 +254,9 @@ impl CacheManager {
                     _ => attr,
                 };
                 self.remember_attr(&attr, t);
+                // The kernel holds what we answered while the file was changed here (the
+                // copy's times); the store gave it the server's ctime.
+                self.invalidate(super::Invalidation::Attrs(ino));
                 Ok(())
             }
             Err(FsError::NotFound) if node.local.lock().unwrap().unsynced_create => {

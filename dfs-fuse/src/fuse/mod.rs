@@ -1,33 +1,38 @@
 //! The FUSE adapter: maps kernel requests onto the cache manager and `FsError` onto errno.
 //! Requests that may need the network are answered from tokio tasks so the FUSE threads
-//! never wait on the server; local reads and writes are answered in place. Kernel cache
-//! invalidations from callback breaks are delivered by a thread of their own (never from a
-//! FUSE handler). Must not hold policy: what is cached and when to store is the manager's.
+//! never wait on the server; cache hits and local reads and writes are answered in place.
+//! Kernel cache invalidations from callback breaks are delivered by a thread of their own
+//! (never from a FUSE handler). Must not hold policy: what is cached and when to store is
+//! the manager's.
+//!
+//! This file holds the adapter's state, `init` and the `Filesystem` trait, each request
+//! handed to the module of its kind: `entries` (names), `files` (open files), `dirs`
+//! (listings), `xattr` (extended attributes and ACLs), `locks` (flock and fcntl).
 
 mod attrs;
+mod dirs;
+mod entries;
+mod files;
 mod locks;
 mod passthrough;
+mod xattr;
 
-use crate::cache::{CacheManager, DirItem, Invalidation};
+use crate::cache::{CacheManager, Invalidation};
 use attrs::{errno, file_attr, ttl_for};
-use dfs_common::proto::{RENAME_EXCHANGE, RENAME_NOREPLACE};
 use dfs_common::types::SetTime;
-use dfs_common::{FsError, Ino, Timestamp};
+use dfs_common::{Ino, Timestamp};
 use fuser::{
-    Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
-    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request,
-    TimeOrNow, WriteFlags,
+    FileHandle, Filesystem, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags,
+    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty,
+    ReplyEntry, ReplyLock, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
+    WriteFlags,
 };
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
-
-/// A directory listing snapshot taken at opendir, served by offset.
-type OpenDir = (dfs_common::Attr, Arc<Vec<DirItem>>);
 
 pub struct DfsFs {
     mgr: Arc<CacheManager>,
@@ -35,7 +40,7 @@ pub struct DfsFs {
     quiet: Arc<locks::QuietCloses>,
     want_passthrough: bool,
     rt: tokio::runtime::Handle,
-    dirs: Arc<Mutex<HashMap<u64, OpenDir>>>,
+    dirs: Arc<Mutex<HashMap<u64, dirs::OpenDir>>>,
     next_dir: AtomicU64,
 }
 
@@ -64,66 +69,6 @@ impl DfsFs {
     }
 }
 
-/// Answers a request that yields an entry (mkdir, symlink, link).
-fn answer_entry(mgr: &CacheManager, result: Result<dfs_common::Attr, FsError>, reply: ReplyEntry) {
-    match result {
-        Ok(attr) => reply.entry(&ttl_for(mgr, attr.ino), &file_attr(&attr), Generation(0)),
-        Err(e) => reply.error(errno(&e)),
-    }
-}
-
-/// Answers a request that yields nothing but success or an error.
-fn answer_empty(result: Result<(), FsError>, reply: ReplyEmpty) {
-    match result {
-        Ok(()) => reply.ok(),
-        Err(e) => reply.error(errno(&e)),
-    }
-}
-
-/// Answers an open: with a passthrough backing id when the kernel takes one, else plain
-/// handlers with FOPEN_KEEP_CACHE when the kernel's pages are of this copy.
-fn reply_opened(
-    fs: &Opener,
-    ino: Ino,
-    flags: i32,
-    opened: crate::cache::OpenResult,
-    reply: ReplyOpen,
-) {
-    let mut fopen = FopenFlags::empty();
-    if fs.quiet.admit(&fs.mgr, ino, opened.fh, flags) {
-        fopen |= FopenFlags::FOPEN_NOFLUSH;
-    }
-    if opened.direct {
-        fopen |= FopenFlags::FOPEN_DIRECT_IO;
-    }
-    let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
-    let backing = match opened.plain {
-        true => None,
-        false => fs.mgr.handle_file(opened.fh).and_then(|file| {
-            fs.backings
-                .attach(ino, opened.fh, &file, writable, |f| reply.open_backing(f))
-        }),
-    };
-    match backing {
-        Some(id) => reply.opened_passthrough(FileHandle(opened.fh), fopen, &id),
-        None => {
-            fs.mgr.set_passthrough(fs.backings.enabled());
-            if opened.keep_cache {
-                fopen |= FopenFlags::FOPEN_KEEP_CACHE;
-            }
-            reply.opened(FileHandle(opened.fh), fopen)
-        }
-    }
-}
-
-/// What an open's answer needs, shared with the tasks that answer it.
-#[derive(Clone)]
-struct Opener {
-    mgr: Arc<CacheManager>,
-    backings: Arc<passthrough::Backings>,
-    quiet: Arc<locks::QuietCloses>,
-}
-
 /// Starts the thread that hands callback breaks to the kernel.
 pub fn deliver_invalidations(mgr: &CacheManager, notifier: fuser::Notifier) {
     let (tx, rx) = std::sync::mpsc::channel::<Invalidation>();
@@ -137,6 +82,8 @@ pub fn deliver_invalidations(mgr: &CacheManager, notifier: fuser::Notifier) {
                 // ENOENT just means the kernel holds nothing for it.
                 let _ = match inv {
                     Invalidation::Inode(ino) => notifier.inval_inode(INodeNo(ino), 0, 0),
+                    // A negative offset: attributes only, no pages.
+                    Invalidation::Attrs(ino) => notifier.inval_inode(INodeNo(ino), -1, 0),
                     Invalidation::Entry(dir, name) => {
                         notifier.inval_entry(INodeNo(dir), OsStr::from_bytes(&name))
                     }
@@ -163,9 +110,15 @@ impl Filesystem for DfsFs {
             InitFlags::FUSE_EXPORT_SUPPORT,
             InitFlags::FUSE_POSIX_LOCKS,
             InitFlags::FUSE_FLOCK_LOCKS,
-            // We never set suid bits (nosuid mount); without it every write of a file with
-            // such bits would first ask us to clear them.
+            // The file system clears set-id bits and capabilities on write, truncate and
+            // chown itself (the server does): without it the kernel would ask us to before
+            // every write of such a file.
             InitFlags::FUSE_HANDLE_KILLPRIV_V2,
+            // ACLs are extended attributes the kernel caches and enforces; the server
+            // keeps them and the mode in step and inherits default ACLs.
+            InitFlags::FUSE_POSIX_ACL,
+            // Creates carry the umask unapplied: a directory's default ACL overrides it.
+            InitFlags::FUSE_DONT_MASK,
             // A file still being fetched is opened with FOPEN_DIRECT_IO; this lets such a
             // file be mmapped shared too.
             InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP,
@@ -279,33 +232,28 @@ impl Filesystem for DfsFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        let mgr = self.mgr.clone();
-        let name = name.as_bytes().to_vec();
-        let (uid, gid) = (req.uid(), req.gid());
-        self.spawn_as(req, async move {
-            answer_entry(
-                &mgr,
-                mgr.mkdir(parent.0, &name, mode & !umask & 0o7777, uid, gid)
-                    .await,
-                reply,
-            )
-        });
+        entries::mkdir(self, req, parent, name, mode, umask, reply)
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        entries::mknod(self, req, parent, name, mode, umask, rdev, reply)
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let mgr = self.mgr.clone();
-        let name = name.as_bytes().to_vec();
-        self.spawn_as(req, async move {
-            answer_empty(mgr.unlink(parent.0, &name).await, reply)
-        });
+        entries::unlink(self, req, parent, name, reply)
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let mgr = self.mgr.clone();
-        let name = name.as_bytes().to_vec();
-        self.spawn_as(req, async move {
-            answer_empty(mgr.rmdir(parent.0, &name).await, reply)
-        });
+        entries::rmdir(self, req, parent, name, reply)
     }
 
     fn symlink(
@@ -316,17 +264,7 @@ impl Filesystem for DfsFs {
         target: &std::path::Path,
         reply: ReplyEntry,
     ) {
-        let mgr = self.mgr.clone();
-        let name = link_name.as_bytes().to_vec();
-        let target = target.as_os_str().as_bytes().to_vec();
-        let (uid, gid) = (req.uid(), req.gid());
-        self.spawn_as(req, async move {
-            answer_entry(
-                &mgr,
-                mgr.symlink(parent.0, &name, &target, uid, gid).await,
-                reply,
-            )
-        });
+        entries::symlink(self, req, parent, link_name, target, reply)
     }
 
     fn rename(
@@ -339,23 +277,7 @@ impl Filesystem for DfsFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        let mgr = self.mgr.clone();
-        let name = name.as_bytes().to_vec();
-        let newname = newname.as_bytes().to_vec();
-        let mut wire_flags = 0;
-        if flags.contains(RenameFlags::RENAME_NOREPLACE) {
-            wire_flags |= RENAME_NOREPLACE;
-        }
-        if flags.contains(RenameFlags::RENAME_EXCHANGE) {
-            wire_flags |= RENAME_EXCHANGE;
-        }
-        self.spawn_as(req, async move {
-            answer_empty(
-                mgr.rename(parent.0, &name, newparent.0, &newname, wire_flags)
-                    .await,
-                reply,
-            )
-        });
+        entries::rename(self, req, parent, name, newparent, newname, flags, reply)
     }
 
     fn link(
@@ -366,33 +288,11 @@ impl Filesystem for DfsFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        let mgr = self.mgr.clone();
-        let newname = newname.as_bytes().to_vec();
-        self.spawn_as(req, async move {
-            answer_entry(&mgr, mgr.link(ino.0, newparent.0, &newname).await, reply)
-        });
+        entries::link(self, req, ino, newparent, newname, reply)
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let opener = Opener {
-            mgr: self.mgr.clone(),
-            backings: self.backings.clone(),
-            quiet: self.quiet.clone(),
-        };
-        // A read-only open of a current cached copy is answered here, without a hop.
-        if let Some(opened) = self.mgr.try_open_cached(ino.0, flags.0) {
-            return match opened {
-                Ok(opened) => reply_opened(&opener, ino.0, flags.0, opened, reply),
-                Err(e) => reply.error(errno(&e)),
-            };
-        }
-        let uid = req.uid();
-        self.spawn_as(req, async move {
-            match opener.mgr.open(ino.0, flags.0, uid).await {
-                Ok(opened) => reply_opened(&opener, ino.0, flags.0, opened, reply),
-                Err(e) => reply.error(errno(&e)),
-            }
-        });
+        files::open(self, req, ino, flags, reply)
     }
 
     fn read(
@@ -406,25 +306,7 @@ impl Filesystem for DfsFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        if !self.mgr.read_ready(fh.0, offset, size) {
-            // The copy is still being fetched: answer once these bytes are in.
-            let mgr = self.mgr.clone();
-            self.spawn_as(req, async move {
-                let read = match mgr.wait_readable(fh.0, offset, size).await {
-                    Ok(()) => mgr.read(fh.0, offset, size),
-                    Err(e) => Err(e),
-                };
-                match read {
-                    Ok(data) => reply.data(&data),
-                    Err(e) => reply.error(errno(&e)),
-                }
-            });
-            return;
-        }
-        match self.mgr.read(fh.0, offset, size) {
-            Ok(data) => reply.data(&data),
-            Err(e) => reply.error(errno(&e)),
-        }
+        files::read(self, req, fh, offset, size, reply)
     }
 
     fn write(
@@ -439,24 +321,7 @@ impl Filesystem for DfsFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let done = match self.mgr.try_write(fh.0, offset, data) {
-            Some(done) => done,
-            None => {
-                // A store of the file holds it: wait off this thread, which serves every
-                // other request of the mount.
-                let (mgr, data) = (self.mgr.clone(), data.to_vec());
-                self.rt
-                    .spawn_blocking(move || match mgr.write(fh.0, offset, &data) {
-                        Ok(n) => reply.written(n),
-                        Err(e) => reply.error(errno(&e)),
-                    });
-                return;
-            }
-        };
-        match done {
-            Ok(n) => reply.written(n),
-            Err(e) => reply.error(errno(&e)),
-        }
+        files::write(self, fh, offset, data, reply)
     }
 
     fn flush(
@@ -467,18 +332,7 @@ impl Filesystem for DfsFs {
         lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        // Closing a read-only descriptor that holds no locks has nothing to do.
-        if self.mgr.handle_writable(fh.0) == Some(false)
-            && !self.mgr.holds_advisory(ino.0, lock_owner.0)
-        {
-            return reply.ok();
-        }
-        let mgr = self.mgr.clone();
-        self.spawn_as(req, async move {
-            // close(2) drops the caller's fcntl locks on the file (POSIX).
-            locks::release_owner(&mgr, ino.0, lock_owner.0).await;
-            answer_empty(mgr.flush(fh.0).await, reply)
-        });
+        files::flush(self, req, ino, fh, lock_owner, reply)
     }
 
     fn release(
@@ -491,21 +345,7 @@ impl Filesystem for DfsFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.backings.detach(ino.0, fh.0);
-        self.mgr.release(fh.0);
-        reply.ok();
-        // The last close of a flock holder's open file drops its flock; that of a
-        // descriptor closed without flushes, the fcntl locks taken through it.
-        let mut owners = self.quiet.released(fh.0);
-        owners.extend(lock_owner.map(|o| o.0));
-        if !owners.is_empty() {
-            let mgr = self.mgr.clone();
-            self.rt.spawn(async move {
-                for owner in owners {
-                    locks::release_owner(&mgr, ino.0, owner).await;
-                }
-            });
-        }
+        files::release(self, ino, fh, lock_owner, reply)
     }
 
     fn getlk(
@@ -518,20 +358,12 @@ impl Filesystem for DfsFs {
         end: u64,
         typ: i32,
         pid: u32,
-        reply: fuser::ReplyLock,
+        reply: ReplyLock,
     ) {
         let mgr = self.mgr.clone();
+        let (owner, uid) = (lock_owner.0, req.uid());
         locks::getlk(
-            mgr,
-            &self.rt,
-            ino.0,
-            lock_owner.0,
-            start,
-            end,
-            typ,
-            pid,
-            req.uid(),
-            reply,
+            mgr, &self.rt, ino.0, owner, start, end, typ, pid, uid, reply,
         );
     }
 
@@ -550,19 +382,9 @@ impl Filesystem for DfsFs {
     ) {
         self.quiet.locked_through(fh.0, lock_owner.0);
         let mgr = self.mgr.clone();
-        let uid = req.uid();
+        let (owner, uid) = (lock_owner.0, req.uid());
         locks::setlk(
-            mgr,
-            &self.rt,
-            ino.0,
-            lock_owner.0,
-            start,
-            end,
-            typ,
-            pid,
-            uid,
-            sleep,
-            reply,
+            mgr, &self.rt, ino.0, owner, start, end, typ, pid, uid, sleep, reply,
         );
     }
 
@@ -574,27 +396,11 @@ impl Filesystem for DfsFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let mgr = self.mgr.clone();
-        self.spawn_as(
-            req,
-            async move { answer_empty(mgr.fsync(fh.0).await, reply) },
-        );
+        files::fsync(self, req, fh, reply)
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let mgr = self.mgr.clone();
-        let dirs = self.dirs.clone();
-        let fh = self.next_dir.fetch_add(1, Ordering::Relaxed);
-        self.spawn_as(req, async move {
-            let listing = async { Ok((mgr.getattr(ino.0).await?, mgr.readdir(ino.0).await?)) };
-            match listing.await {
-                Ok(open_dir) => {
-                    dirs.lock().unwrap().insert(fh, open_dir);
-                    reply.opened(FileHandle(fh), FopenFlags::empty())
-                }
-                Err(e) => reply.error(errno(&e)),
-            }
-        });
+        dirs::opendir(self, req, ino, reply)
     }
 
     fn readdir(
@@ -603,33 +409,9 @@ impl Filesystem for DfsFs {
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectory,
+        reply: ReplyDirectory,
     ) {
-        let Some((_, items)) = self.dirs.lock().unwrap().get(&fh.0).cloned() else {
-            return reply.error(Errno::EBADF);
-        };
-        let mut next = offset;
-        while next < items.len() as u64 + 2 {
-            let full = match next {
-                0 => reply.add(ino, 1, fuser::FileType::Directory, "."),
-                1 => reply.add(ino, 2, fuser::FileType::Directory, ".."),
-                i => {
-                    let item = &items[(i - 2) as usize];
-                    let kind = file_attr(&item.attr).kind;
-                    reply.add(
-                        INodeNo(item.attr.ino),
-                        i + 1,
-                        kind,
-                        OsStr::from_bytes(&item.name),
-                    )
-                }
-            };
-            if full {
-                break;
-            }
-            next += 1;
-        }
-        reply.ok();
+        dirs::readdir(self, ino, fh, offset, reply)
     }
 
     fn readdirplus(
@@ -638,40 +420,9 @@ impl Filesystem for DfsFs {
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectoryPlus,
+        reply: ReplyDirectoryPlus,
     ) {
-        let Some((dir_attr, items)) = self.dirs.lock().unwrap().get(&fh.0).cloned() else {
-            return reply.error(Errno::EBADF);
-        };
-        let mut next = offset.max(2);
-        if offset < 2 {
-            // The kernel makes no dentries for "." and ".."; their attributes are not cached.
-            let a = file_attr(&dir_attr);
-            let ttl = std::time::Duration::ZERO;
-            if offset == 0 && reply.add(ino, 1, ".", &ttl, &a, Generation(0)) {
-                return reply.ok();
-            }
-            if reply.add(ino, 2, "..", &ttl, &a, Generation(0)) {
-                return reply.ok();
-            }
-        }
-        while next < items.len() as u64 + 2 {
-            let item = &items[(next - 2) as usize];
-            let attr = self.mgr.freshest(&item.attr);
-            let ttl = ttl_for(&self.mgr, attr.ino);
-            if reply.add(
-                INodeNo(attr.ino),
-                next + 1,
-                OsStr::from_bytes(&item.name),
-                &ttl,
-                &file_attr(&attr),
-                Generation(0),
-            ) {
-                break;
-            }
-            next += 1;
-        }
-        reply.ok();
+        dirs::readdirplus(self, ino, fh, offset, reply)
     }
 
     fn releasedir(
@@ -682,8 +433,7 @@ impl Filesystem for DfsFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.dirs.lock().unwrap().remove(&fh.0);
-        reply.ok();
+        dirs::releasedir(self, fh, reply)
     }
 
     fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -708,6 +458,31 @@ impl Filesystem for DfsFs {
         });
     }
 
+    fn setxattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        position: u32,
+        reply: ReplyEmpty,
+    ) {
+        xattr::setxattr(self, req, ino, name, value, flags, position, reply)
+    }
+
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        xattr::getxattr(self, req, ino, name, size, reply)
+    }
+
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        xattr::listxattr(self, req, ino, size, reply)
+    }
+
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        xattr::removexattr(self, req, ino, name, reply)
+    }
+
     fn create(
         &self,
         req: &Request,
@@ -718,47 +493,7 @@ impl Filesystem for DfsFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let mgr = self.mgr.clone();
-        let backings = self.backings.clone();
-        let name = name.as_bytes().to_vec();
-        let (uid, gid) = (req.uid(), req.gid());
-        self.spawn_as(req, async move {
-            match mgr
-                .create(parent.0, &name, mode & !umask & 0o7777, uid, gid, flags)
-                .await
-            {
-                Ok((attr, opened)) => {
-                    let ttl = ttl_for(&mgr, attr.ino);
-                    let fattr = file_attr(&attr);
-                    let backing = match opened.plain {
-                        true => None,
-                        false => mgr.handle_file(opened.fh).and_then(|file| {
-                            backings
-                                .attach(attr.ino, opened.fh, &file, true, |f| reply.open_backing(f))
-                        }),
-                    };
-                    let mut fopen = FopenFlags::empty();
-                    if opened.direct {
-                        fopen |= FopenFlags::FOPEN_DIRECT_IO;
-                    }
-                    match backing {
-                        Some(id) => reply.created_passthrough(
-                            &ttl,
-                            &fattr,
-                            Generation(0),
-                            FileHandle(opened.fh),
-                            fopen,
-                            &id,
-                        ),
-                        None => {
-                            mgr.set_passthrough(backings.enabled());
-                            reply.created(&ttl, &fattr, Generation(0), FileHandle(opened.fh), fopen)
-                        }
-                    }
-                }
-                Err(e) => reply.error(errno(&e)),
-            }
-        });
+        files::create(self, req, parent, name, mode, umask, flags, reply)
     }
 }
 
