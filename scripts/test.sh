@@ -35,6 +35,7 @@ need umount mount
 need setpriv util-linux
 need iptables iptables
 need setfacl acl # ACLs on the mounts
+need setfattr attr # extended attributes on the mounts
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "scripts/test.sh: installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive

@@ -385,13 +385,15 @@ impl Remote {
 
     /// Stores the whole contents of `src` as the new contents of `ino`, fenced by the
     /// token of the writer's lock if it has one, with the permission bits `mode` if given
-    /// (`HDR_MODE`). Returns the new attributes once the server has made them durable.
+    /// (`HDR_MODE`), clearing set-id bits if `kill_suid` (`HDR_KILL_SUID`). Returns the
+    /// new attributes once the server has made them durable.
     pub async fn store(
         &self,
         ino: Ino,
         src: &Path,
         fence: Option<u64>,
         mode: Option<u32>,
+        kill_suid: bool,
     ) -> Result<Attr, FsError> {
         // Signed stores carry the contents' hash, which the signature covers and the
         // server checks.
@@ -431,7 +433,7 @@ impl Remote {
             (body, len, sha)
         };
         let mut builder = self
-            .store_request(ino, fence)
+            .store_request(ino, fence, kill_suid)
             .header(hyper::header::CONTENT_LENGTH, len.to_string());
         if let Some(mtime) = mtime {
             builder = builder.header(proto::HDR_MTIME, codec::to_header(&mtime));
@@ -463,22 +465,32 @@ impl Remote {
         ino: Ino,
         body: Body,
         fence: Option<u64>,
+        kill_suid: bool,
     ) -> Result<Attr, FsError> {
         let http_req = self
-            .store_request(ino, fence)
+            .store_request(ino, fence, kill_suid)
             .body(body)
             .map_err(|e| FsError::Invalid(e.to_string()))?;
         let resp = self.send(http_req).await?;
         Self::stored_attr(resp, None).await
     }
 
-    /// The start of a store of `ino`, fenced by `fence` if the writer holds the lock.
-    fn store_request(&self, ino: Ino, fence: Option<u64>) -> hyper::http::request::Builder {
-        let builder = self.request(Method::PUT, &format!("/v1/files/{ino}"));
-        match fence {
-            Some(token) => builder.header(dfs_common::locks::HDR_FENCE, token.to_string()),
-            None => builder,
+    /// The start of a store of `ino`, fenced by `fence` if the writer holds the lock, and
+    /// clearing the file's set-id bits if `kill_suid`.
+    fn store_request(
+        &self,
+        ino: Ino,
+        fence: Option<u64>,
+        kill_suid: bool,
+    ) -> hyper::http::request::Builder {
+        let mut builder = self.request(Method::PUT, &format!("/v1/files/{ino}"));
+        if let Some(token) = fence {
+            builder = builder.header(dfs_common::locks::HDR_FENCE, token.to_string());
         }
+        if kill_suid {
+            builder = builder.header(proto::HDR_KILL_SUID, "1");
+        }
+        builder
     }
 
     /// The new attributes a store's answer carries, or the error it reports.

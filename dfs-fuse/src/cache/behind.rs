@@ -100,6 +100,7 @@ impl CacheManager {
         len: u64,
     ) {
         let fence = l.fence;
+        let kill_suid = l.kills_suid();
         let Some(behind) = l.behind.as_mut() else {
             return;
         };
@@ -123,9 +124,9 @@ impl CacheManager {
                 let (written, follow) = watch::channel(Written::Upto(behind.next));
                 let body = follow_copy(file.clone(), follow);
                 log::debug!("inode {ino}: write-behind upload starts");
-                let result = self
-                    .rt
-                    .spawn(async move { me.remote.store_streamed(ino, body, fence).await });
+                let result = self.rt.spawn(async move {
+                    me.remote.store_streamed(ino, body, fence, kill_suid).await
+                });
                 behind.upload = Some(Upload { written, result });
             }
             None => {}

@@ -464,14 +464,21 @@ impl CacheManager {
             atime,
             mtime,
             defer_sync: self.unsynced_create(ino),
-            kill_suid: false,
+            // Linux clears set-id bits on a truncate by a process without CAP_FSETID;
+            // under FUSE_HANDLE_KILLPRIV_V2 the kernel leaves that to us.
+            kill_suid: size.is_some() && crate::auth::current_uid().is_some_and(|u| u != 0),
         };
         if change.changes_nothing() {
             let attr = self.getattr(ino).await?;
             return Ok(self.overlay(attr));
         }
         let req = DirRequest::SetAttr { ino, change };
-        let attr = self.attr_call(req, "setattr").await?;
+        let attr = self.attr_call(req, "setattr").await;
+        if mode.is_some() {
+            // A chmod rewrites the access ACL too (the server keeps them in step).
+            self.meta.lock().unwrap().forget_xattrs(ino);
+        }
+        let attr = attr?;
         if size.is_some() {
             // The server made a new version; our copy (if any) is now old.
             self.invalidate(Invalidation::Inode(ino));

@@ -254,6 +254,10 @@ impl CacheManager {
                     _ => attr,
                 };
                 self.remember_attr(&attr, t);
+                if carried.is_some() || held.is_some() {
+                    // A chmod rewrote the access ACL too.
+                    self.meta.lock().unwrap().forget_xattrs(ino);
+                }
                 // The kernel holds what we answered while the file was changed here (the
                 // copy's times); the store gave it the server's ctime.
                 self.invalidate(super::Invalidation::Attrs(ino));
@@ -314,7 +318,10 @@ impl CacheManager {
         if fence.is_none() {
             fence = self.rewin_open_lock(node, version).await?;
         }
-        self.remote.store(node.ino, source, fence, mode).await
+        let kill_suid = node.local.lock().unwrap().kills_suid();
+        self.remote
+            .store(node.ino, source, fence, mode, kill_suid)
+            .await
     }
 
     /// What an upload of `node` reads: its copy at `path`, or, when that has gone missing
@@ -402,6 +409,22 @@ impl CacheManager {
             .values()
             .filter(|n| n.local.lock().unwrap().dirty)
             .count()
+    }
+}
+
+impl super::files::Local {
+    /// Whether a store of this file must clear its set-id bits: Linux clears S_ISUID (and
+    /// S_ISGID with group execute) on a write by a process without CAP_FSETID, which here
+    /// is a writer other than root, and the kernel leaves it to us (FUSE_HANDLE_KILLPRIV_V2;
+    /// under passthrough the writes never reach us). Asked only when the file has such bits
+    /// as far as we know.
+    pub(super) fn kills_suid(&self) -> bool {
+        let unprivileged = self.writer_uid.is_some_and(|uid| uid != 0);
+        let set_id = self
+            .last_attr
+            .as_ref()
+            .is_none_or(|a| a.mode & (libc::S_ISUID | libc::S_ISGID) != 0);
+        unprivileged && set_id
     }
 }
 
