@@ -557,7 +557,7 @@ impl CacheManager {
         }
         self.added_entry(parent, name, &attr, t);
         self.remember_attr(&parent_attr, t);
-        self.created_without_xattrs(parent, attr.ino, t);
+        self.created_without_xattrs(parent, attr.ino, t).await;
         if attr.size == 0 && self.disk.get(attr.ino).is_none() {
             // A new empty file needs no fetch: its copy is an empty local file.
             let path = self.disk.path(attr.ino, attr.version);

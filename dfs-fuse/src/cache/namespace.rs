@@ -259,7 +259,7 @@ impl CacheManager {
         self.remember_attr(&parent_attr, t);
         // We made it: it is empty, and the server gave us a promise on it.
         self.made_empty_dir(attr.ino, t);
-        self.created_without_xattrs(parent, attr.ino, t);
+        self.created_without_xattrs(parent, attr.ino, t).await;
         Ok(attr)
     }
 

@@ -75,7 +75,7 @@ impl CacheManager {
         self.remember_attr(&attr, t);
         self.added_entry(parent, name, &attr, t);
         self.remember_attr(&parent_attr, t);
-        self.created_without_xattrs(parent, attr.ino, t);
+        self.created_without_xattrs(parent, attr.ino, t).await;
         Ok(attr)
     }
 
@@ -102,7 +102,7 @@ impl CacheManager {
         let attr = self.attr_call(req, "create").await?;
         self.added_entry(parent, name, &attr, t);
         self.meta.lock().unwrap().forget_attr(parent);
-        self.created_without_xattrs(parent, attr.ino, t);
+        self.created_without_xattrs(parent, attr.ino, t).await;
         Ok(attr)
     }
 

@@ -148,9 +148,11 @@ impl CacheManager {
 
     /// A file or directory we have just created in `parent`: without a default ACL there
     /// it has no extended attributes, which the cache may then answer at once (the kernel
-    /// asks for "security.capability" before the first write of every new file).
-    pub(super) fn created_without_xattrs(&self, parent: Ino, ino: Ino, t: Ticket) {
-        let Some(parent_set) = self.try_xattrs_cached(parent) else {
+    /// asks for "security.capability" before the first write of every new file by a user
+    /// other than root). The directory's own set is asked for once, if it is not cached,
+    /// and stays cached: our creates in it do not change it.
+    pub(super) async fn created_without_xattrs(&self, parent: Ino, ino: Ino, t: Ticket) {
+        let Ok(parent_set) = self.xattrs(parent).await else {
             return;
         };
         if value_in(&parent_set, XATTR_POSIX_ACL_DEFAULT).is_none() {
