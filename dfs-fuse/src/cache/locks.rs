@@ -9,10 +9,13 @@ use dfs_common::locks::{
     RenewReply, RenewRequest, TestReply,
 };
 use dfs_common::{FsError, Ino};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// A lock held, as a renewal names it: file, class, owner.
+type Held = (Ino, LockClass, u64);
 
 /// Longest single wait asked of the server; longer waits are several asks, so a server that
 /// caps waits lower, or restarts meanwhile, costs nothing.
@@ -124,25 +127,26 @@ impl CacheManager {
             .await
     }
 
-    /// What this client believes it holds, for renewal.
-    fn held_locks(&self) -> Vec<(Ino, LockClass, u64)> {
-        let mut held: Vec<(Ino, LockClass, u64)> = self
+    /// What this client believes it holds, for renewal, and the tokens of its writers'
+    /// locks.
+    fn held_locks(&self) -> (Vec<Held>, HashMap<Ino, u64>) {
+        let mut held: Vec<Held> = self
             .advisory
             .lock()
             .unwrap()
             .iter()
             .map(|(ino, owner)| (*ino, LockClass::Advisory, *owner))
             .collect();
+        let open: HashMap<Ino, u64> = self.open_locks().into_iter().collect();
         held.extend(
-            self.open_locks()
-                .into_iter()
-                .map(|ino| (ino, LockClass::Open, super::files::OPEN_OWNER)),
+            open.keys()
+                .map(|&ino| (ino, LockClass::Open, super::files::OPEN_OWNER)),
         );
-        held
+        (held, open)
     }
 
     async fn renew_once(&self) -> Result<(), FsError> {
-        let held = self.held_locks();
+        let (held, tokens) = self.held_locks();
         if held.is_empty() {
             return Ok(());
         }
@@ -155,15 +159,19 @@ impl CacheManager {
         let lost: HashSet<(Ino, LockClass, u64)> = reply.lost.into_iter().collect();
         for (ino, class, owner) in lost {
             match class {
+                // A lock given back while the renewal was on its way is no news.
                 LockClass::Advisory => {
-                    log::warn!(
-                        "inode {ino}: advisory lock of owner {owner:#x} was lost (lease ran out)"
-                    );
-                    self.advisory.lock().unwrap().remove(&(ino, owner));
+                    if self.advisory.lock().unwrap().remove(&(ino, owner)) {
+                        log::warn!(
+                            "inode {ino}: advisory lock of owner {owner:#x} was lost (another client took it after its lease ran out)"
+                        );
+                    }
                 }
                 LockClass::Open => {
-                    log::warn!("inode {ino}: write lock was lost (lease ran out); the next store must win it back");
-                    self.forget_open_lock(ino);
+                    let token = tokens.get(&ino).copied().unwrap_or_default();
+                    if self.forget_open_lock(ino, token) {
+                        log::warn!("inode {ino}: write lock was lost (another client took it after its lease ran out); the next store must win it back");
+                    }
                 }
             }
         }

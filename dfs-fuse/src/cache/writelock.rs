@@ -126,22 +126,30 @@ impl CacheManager {
         drop(guards);
     }
 
-    /// Inodes whose writers' lock this client holds (for lease renewal).
-    pub(crate) fn open_locks(&self) -> Vec<Ino> {
+    /// Inodes whose writers' lock this client holds, with its fencing token (for lease
+    /// renewal).
+    pub(crate) fn open_locks(&self) -> Vec<(Ino, u64)> {
         self.nodes
             .lock()
             .unwrap()
             .values()
-            .filter(|n| n.local.lock().unwrap().fence.is_some())
-            .map(|n| n.ino)
+            .filter_map(|n| n.local.lock().unwrap().fence.map(|t| (n.ino, t)))
             .collect()
     }
 
-    /// The lock service says our writers' lock of `ino` is gone.
-    pub(crate) fn forget_open_lock(&self, ino: Ino) {
-        if let Some(node) = self.nodes.lock().unwrap().get(&ino) {
-            node.local.lock().unwrap().fence = None;
+    /// The lock service says our writers' lock of `ino`, granted with `token`, is gone.
+    /// Returns false when we no longer held that grant anyway (given back, or taken again,
+    /// while the renewal that reported it was on its way).
+    pub(crate) fn forget_open_lock(&self, ino: Ino, token: u64) -> bool {
+        let Some(node) = self.nodes.lock().unwrap().get(&ino).cloned() else {
+            return false;
+        };
+        let mut l = node.local.lock().unwrap();
+        if l.fence != Some(token) {
+            return false;
         }
+        l.fence = None;
+        true
     }
 }
 
