@@ -55,6 +55,14 @@ pub enum FsError {
     /// more than 255 bytes; a caller's buffer too small for the value).
     #[error("result out of range: {0}")]
     OutOfRange(String),
+    /// The request names a client the server has not registered (its data was lost, or the
+    /// id was never issued): register again.
+    #[error("unknown client: {0}")]
+    UnknownClient(String),
+    /// The request's client proof is of an earlier epoch of the server (it restarted):
+    /// take the epoch from the answer's `x-dfs-epoch` and send again.
+    #[error("stale server epoch: {0}")]
+    StaleEpoch(String),
 }
 
 impl FsError {
@@ -83,6 +91,8 @@ impl FsError {
             FsError::NoXattr => libc::ENODATA,
             FsError::TooBig(_) => libc::E2BIG,
             FsError::OutOfRange(_) => libc::ERANGE,
+            FsError::UnknownClient(_) => libc::EIO,
+            FsError::StaleEpoch(_) => libc::EAGAIN,
         }
     }
 
@@ -106,6 +116,7 @@ impl FsError {
             FsError::NoXattr => 404,
             FsError::TooBig(_) => 413,
             FsError::OutOfRange(_) => 422,
+            FsError::UnknownClient(_) | FsError::StaleEpoch(_) => 401,
         }
     }
 
@@ -134,6 +145,8 @@ impl FsError {
             FsError::NoXattr => "ENODATA",
             FsError::TooBig(_) => "E2BIG",
             FsError::OutOfRange(_) => "ERANGE",
+            FsError::UnknownClient(_) => "ECLIENT",
+            FsError::StaleEpoch(_) => "EEPOCH",
         }
     }
 
@@ -153,7 +166,9 @@ impl FsError {
             | FsError::Io(s)
             | FsError::Unauthenticated(s)
             | FsError::TooBig(s)
-            | FsError::OutOfRange(s) => s.clone(),
+            | FsError::OutOfRange(s)
+            | FsError::UnknownClient(s)
+            | FsError::StaleEpoch(s) => s.clone(),
             _ => String::new(),
         }
     }
@@ -184,6 +199,8 @@ impl FsError {
             "ENODATA" => FsError::NoXattr,
             "E2BIG" => FsError::TooBig(detail),
             "ERANGE" => FsError::OutOfRange(detail),
+            "ECLIENT" => FsError::UnknownClient(detail),
+            "EEPOCH" => FsError::StaleEpoch(detail),
             _ => FsError::Io(format!("{code}: {detail}")),
         }
     }
@@ -238,6 +255,8 @@ mod tests {
             FsError::NoXattr,
             FsError::TooBig("x".into()),
             FsError::OutOfRange("x".into()),
+            FsError::UnknownClient("x".into()),
+            FsError::StaleEpoch("x".into()),
         ];
         for e in all {
             assert_eq!(FsError::from_code(e.code(), e.detail()), e);

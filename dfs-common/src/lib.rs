@@ -9,6 +9,7 @@
 
 pub mod acl;
 pub mod auth;
+pub mod client_id;
 pub mod cluster;
 pub mod codec;
 pub mod error;

@@ -32,7 +32,7 @@ pub async fn run_channel(mgr: Arc<CacheManager>) {
 }
 
 /// Reads frames until the channel fails. Returns whether a `Hello` was seen.
-async fn serve(mgr: &Arc<CacheManager>, mut body: hyper::body::Incoming) -> bool {
+async fn serve(mgr: &Arc<CacheManager>, mut body: crate::remote::Body) -> bool {
     let silence = Duration::from_secs(3 * HEARTBEAT_SECS);
     let mut buf = Vec::new();
     let mut greeted = false;

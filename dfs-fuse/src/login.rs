@@ -151,12 +151,12 @@ async fn realm_info(remote: &Remote) -> Result<RealmInfo, String> {
 
 /// Whether `server` serves a realm (its KDC answers).
 pub async fn has_realm(server: &str) -> bool {
-    realm_info(&Remote::new(server, 0)).await.is_ok()
+    realm_info(&Remote::new(server)).await.is_ok()
 }
 
 /// AS then TGS: credentials for the file service.
 pub async fn get_tickets(server: &str, principal: &str, password: &str) -> Result<CCache, String> {
-    let remote = Remote::new(server, 0);
+    let remote = Remote::new(server);
     let info = realm_info(&remote).await?;
     let key = Key::from_password(password.as_bytes(), &info.realm, principal, info.iterations);
     let now = Timestamp::now().secs;
@@ -208,7 +208,7 @@ pub async fn get_tickets(server: &str, principal: &str, password: &str) -> Resul
 
 async fn admin(req: AdminRequest) -> Result<AdminReply, String> {
     let cc = read_ccache()?;
-    let remote = Remote::new(&cc.server, 0);
+    let remote = Remote::new(&cc.server);
     let uid = my_uid();
     crate::auth::set_credentials(uid, cc.service.clone());
     let sealed = auth::seal_admin(&cc.service.session_key, &req);
@@ -221,7 +221,7 @@ async fn admin(req: AdminRequest) -> Result<AdminReply, String> {
 
 async fn new_key(principal: &str, from_stdin: bool) -> Result<Key, String> {
     let cc = read_ccache()?;
-    let info = realm_info(&Remote::new(&cc.server, 0)).await?;
+    let info = realm_info(&Remote::new(&cc.server)).await?;
     let pw = dfs_common::password::read_password(
         &format!("new password for {principal}: "),
         from_stdin,

@@ -18,6 +18,7 @@
 pub mod auth;
 pub mod blobs;
 pub mod callbacks;
+pub mod clients;
 pub mod cluster;
 pub mod files;
 pub mod http;

@@ -253,7 +253,8 @@ async fn run(args: Args) -> Result<(), String> {
         callbacks.clone(),
         locks.clone(),
         settings,
-    );
+    )
+    .map_err(|e| format!("registered clients: {e}"))?;
     if directory {
         dfs_server::kdc::cli::enable_realm(&svc, &data_dir)?;
     } else {

@@ -58,6 +58,8 @@ pub struct Settings {
 
 pub struct Services {
     pub ns: Arc<Namespace>,
+    /// The registered clients (mounts) and the check of who a request's client is.
+    pub clients: crate::clients::Clients,
     pub blobs: Arc<BlobStore>,
     pub callbacks: Arc<Registry>,
     pub locks: Arc<LockService>,
@@ -76,14 +78,17 @@ fn join_err(e: tokio::task::JoinError) -> FsError {
 }
 
 impl Services {
+    /// The services of a node; fails if the registered clients cannot be read.
     pub fn new(
         ns: Arc<Namespace>,
         blobs: Arc<BlobStore>,
         callbacks: Arc<Registry>,
         locks: Arc<LockService>,
         settings: Settings,
-    ) -> Arc<Services> {
-        Arc::new(Services {
+    ) -> Result<Arc<Services>, FsError> {
+        let clients = crate::clients::Clients::load(&ns, callbacks.epoch())?;
+        Ok(Arc::new(Services {
+            clients,
             ns,
             blobs,
             callbacks,
@@ -93,7 +98,7 @@ impl Services {
             tx: crate::tx::TxState::default(),
             cluster: std::sync::OnceLock::new(),
             gate: Arc::new(RwLock::new(())),
-        })
+        }))
     }
 
     /// Puts this node in a cluster (once, at start, before serving).

@@ -3,6 +3,8 @@
 //! fencing of stores, releases of what is not held, durability across `kill -9`, byte
 //! ranges, all-or-nothing acquire-many, a waiter that hangs up, and many concurrent pairs.
 
+mod harness;
+
 use dfs_common::codec;
 use dfs_common::locks::{
     ListRequest, LockClass, LockInfo, LockMode, LockRange, LockReply, LockRequest, ReleaseReply,
@@ -10,6 +12,7 @@ use dfs_common::locks::{
 };
 use dfs_common::proto::{DirReply, DirRequest};
 use dfs_common::{Attr, ROOT_INO};
+use harness::Resp;
 use serde::{de::DeserializeOwned, Serialize};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -22,59 +25,32 @@ struct Server {
     port: u16,
 }
 
-struct Resp {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Resp {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
+/// A request with `headers`, answered whole (`harness::send`).
 fn request(port: u16, method: &str, path: &str, headers: &[(&str, String)], body: &[u8]) -> Resp {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nhost: t\r\nconnection: close\r\ncontent-length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes()).unwrap();
-    let _ = s.write_all(body);
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("read answer");
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("end of headers");
-    let head = String::from_utf8_lossy(&raw[..end]).to_string();
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
         .collect();
-    Resp {
-        status,
-        headers,
-        body: raw[end + 4..].to_vec(),
-    }
+    harness::send(port, method, path, &headers, body)
+}
+
+/// A request as registered test client `n`, with `extra` headers.
+fn request_as(
+    port: u16,
+    n: u64,
+    method: &str,
+    path: &str,
+    extra: &[(&str, String)],
+    body: &[u8],
+) -> Resp {
+    let headers = |proof: &[(&'static str, String)]| {
+        proof
+            .iter()
+            .chain(extra.iter())
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect::<Vec<_>>()
+    };
+    harness::send_as(port, n, method, path, &headers, body)
 }
 
 impl Server {
@@ -123,16 +99,15 @@ impl Server {
         }
     }
 
-    /// POSTs `body` to `/v1/locks/{op}` as `client`; the raw answer.
+    /// POSTs `body` to `/v1/locks/{op}` as test client `client`; the raw answer.
     fn raw<T: Serialize>(&self, client: u64, op: &str, body: &T) -> Resp {
-        let headers = [("x-dfs-client", client.to_string())];
-        request(
-            self.port,
-            "POST",
-            &format!("/v1/locks/{op}"),
-            &headers,
-            &codec::encode(body),
-        )
+        let path = format!("/v1/locks/{op}");
+        request_as(self.port, client, "POST", &path, &[], &codec::encode(body))
+    }
+
+    /// The id the server issued test client `n`.
+    fn id(&self, n: u64) -> u64 {
+        harness::client(self.port, n).client
     }
 
     fn call<T: Serialize, R: DeserializeOwned>(&self, client: u64, op: &str, body: &T) -> R {
@@ -155,17 +130,12 @@ impl Server {
     }
 
     fn store(&self, client: u64, ino: u64, fence: Option<u64>, data: &[u8]) -> Resp {
-        let mut headers = vec![("x-dfs-client", client.to_string())];
+        let mut headers = Vec::new();
         if let Some(t) = fence {
             headers.push((HDR_FENCE, t.to_string()));
         }
-        request(
-            self.port,
-            "PUT",
-            &format!("/v1/files/{ino}"),
-            &headers,
-            data,
-        )
+        let path = format!("/v1/files/{ino}");
+        request_as(self.port, client, "PUT", &path, &headers, data)
     }
 }
 
@@ -244,7 +214,7 @@ fn shared_exclusive_waiting_ranges_and_acquire_many() {
     granted(server.acquire(a, &whole(100, S)));
     granted(server.acquire(b, &whole(100, S)));
     let holder = conflict(server.acquire(c, &whole(100, X)));
-    assert!([a, b].contains(&holder.client));
+    assert!([server.id(a), server.id(b)].contains(&holder.client));
     assert_eq!((holder.label.as_str(), holder.pid), ("alice@host", 4242));
     let t: TestReply = server.call(c, "test", &whole(100, X));
     assert!(matches!(t, TestReply::Conflict { .. }));
@@ -264,13 +234,7 @@ fn shared_exclusive_waiting_ranges_and_acquire_many() {
         let mut r = whole(100, X);
         r.wait_ms = 20_000;
         let body = codec::encode(&r);
-        let resp = request(
-            port,
-            "POST",
-            "/v1/locks/acquire",
-            &[("x-dfs-client", c.to_string())],
-            &body,
-        );
+        let resp = request_as(port, c, "POST", "/v1/locks/acquire", &[], &body);
         (
             codec::decode::<LockReply>(&resp.body).unwrap(),
             Instant::now(),
@@ -293,7 +257,7 @@ fn shared_exclusive_waiting_ranges_and_acquire_many() {
     assert_eq!(r.status, 404);
     let r = server.raw(c, "release", &release(987_654, LockClass::Advisory));
     assert_eq!(r.status, 404);
-    assert_eq!(server.list(Some(100))[0].client, c);
+    assert_eq!(server.list(Some(100))[0].client, server.id(c));
 
     // Byte ranges: disjoint exclusive ranges coexist, overlapping ones conflict.
     granted(server.acquire(a, &lock(200, LockClass::Advisory, X, 0, 99)));
@@ -302,7 +266,7 @@ fn shared_exclusive_waiting_ranges_and_acquire_many() {
     assert_eq!(
         (h.client, h.range),
         (
-            b,
+            server.id(b),
             LockRange {
                 start: 100,
                 end: 199
@@ -338,7 +302,7 @@ fn shared_exclusive_waiting_ranges_and_acquire_many() {
     let tokens: Vec<u64> = replies.into_iter().map(granted).collect();
     assert_eq!(tokens.len(), 4);
     for ino in [300, 301, 100, 302] {
-        assert_eq!(server.list(Some(ino))[0].client, a);
+        assert_eq!(server.list(Some(ino))[0].client, server.id(a));
     }
 
     // A waiter whose connection goes away stops waiting: it never takes the lock.
@@ -346,10 +310,14 @@ fn shared_exclusive_waiting_ranges_and_acquire_many() {
     r.wait_ms = 20_000;
     let body = codec::encode(&r);
     let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
-    let head = format!(
-        "POST /v1/locks/acquire HTTP/1.1\r\nhost: t\r\nx-dfs-client: {b}\r\ncontent-length: {}\r\n\r\n",
+    let mut head = format!(
+        "POST /v1/locks/acquire HTTP/1.1\r\nhost: t\r\ncontent-length: {}\r\n",
         body.len()
     );
+    for (k, v) in harness::client(server.port, b).headers("POST", "/v1/locks/acquire") {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
     s.write_all(head.as_bytes()).unwrap();
     s.write_all(&body).unwrap();
     std::thread::sleep(Duration::from_millis(300));
@@ -375,13 +343,7 @@ fn create_file(server: &Server, name: &str) -> Attr {
         gid: 0,
         exclusive: true,
     };
-    let r = request(
-        server.port,
-        "POST",
-        "/v1/dir",
-        &[("x-dfs-client", "5".into())],
-        &codec::encode(&req),
-    );
+    let r = request_as(server.port, 5, "POST", "/v1/dir", &[], &codec::encode(&req));
     assert_eq!(r.status, 200);
     match codec::decode(&r.body).unwrap() {
         DirReply::Attr(a) => a,
@@ -465,7 +427,10 @@ fn locks_survive_kill_9_and_concurrent_pairs_all_succeed() {
     let server = Server::start(&data, port, &[]);
     let held = server.list(None);
     assert_eq!(held.len(), 2, "{held:?}");
-    assert_eq!((held[0].ino, held[0].token, held[0].client), (7, ta, a));
+    assert_eq!(
+        (held[0].ino, held[0].token, held[0].client),
+        (7, ta, server.id(a))
+    );
     assert!(held[0].expires_in_ms > 5_000);
     conflict(server.acquire(b, &whole(7, S)));
     conflict(server.acquire(b, &lock(8, LockClass::Advisory, X, 0, 10)));
@@ -481,12 +446,12 @@ fn locks_survive_kill_9_and_concurrent_pairs_all_succeed() {
                 for n in 0..125u64 {
                     let mut r = whole(50 + n % 4, X);
                     r.wait_ms = 20_000;
-                    let h = [("x-dfs-client", client.to_string())];
-                    let resp = request(port, "POST", "/v1/locks/acquire", &h, &codec::encode(&r));
+                    let (acquire, rel_path) = ("/v1/locks/acquire", "/v1/locks/release");
+                    let resp = request_as(port, client, "POST", acquire, &[], &codec::encode(&r));
                     assert_eq!(resp.status, 200);
                     granted(codec::decode(&resp.body).unwrap());
                     let rel = codec::encode(&release(50 + n % 4, LockClass::Advisory));
-                    let resp = request(port, "POST", "/v1/locks/release", &h, &rel);
+                    let resp = request_as(port, client, "POST", rel_path, &[], &rel);
                     assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
                 }
             })

@@ -2,6 +2,8 @@
 //! requests are refused with messages and the server keeps serving, directory requests
 //! work, an 8 MiB store reads back, a store survives `kill -9`, SIGTERM exits 0.
 
+mod harness;
+
 use dfs_common::hash::blob_id_of;
 use dfs_common::proto::{
     CallbackFrame, DirReply, DirRequest, HDR_ATTR, HDR_HAVE_VERSION, HDR_SHA256,
@@ -97,13 +99,46 @@ impl Server {
         self.dir_as(17, req)
     }
 
+    /// A request as registered test client `n` (`harness::client`), sent once more if
+    /// the server restarted since.
+    fn request_as(
+        &self,
+        n: u64,
+        method: &str,
+        path: &str,
+        extra: &[(&str, String)],
+        body: &[u8],
+    ) -> Resp {
+        let prover = harness::client(self.port, n);
+        let send = || {
+            let mut h: Vec<(&str, String)> = prover.headers(method, path).to_vec();
+            h.extend(extra.iter().cloned());
+            self.request(method, path, &h, body)
+        };
+        let r = send();
+        if r.status == 401 && r.header("x-dfs-error") == Some("EEPOCH") {
+            let epoch = r
+                .header(dfs_common::client_id::HDR_EPOCH)
+                .unwrap()
+                .parse()
+                .unwrap();
+            prover.set_epoch(epoch);
+            return send();
+        }
+        r
+    }
+
+    /// The server's epoch, as every answer names it.
+    fn epoch(&self) -> u64 {
+        let r = self.request("GET", "/v1/health", &[], b"");
+        r.header(dfs_common::client_id::HDR_EPOCH)
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
     fn dir_as(&self, client: u64, req: &DirRequest) -> DirReply {
-        let r = self.request(
-            "POST",
-            "/v1/dir",
-            &[("x-dfs-client", client.to_string())],
-            &codec::encode(req),
-        );
+        let r = self.request_as(client, "POST", "/v1/dir", &[], &codec::encode(req));
         assert_eq!(
             r.status,
             200,
@@ -325,75 +360,6 @@ fn real_server_over_raw_http() {
     server.kill9();
 }
 
-/// The callback channel of one client, read incrementally off a raw socket.
-struct Callbacks {
-    sock: TcpStream,
-    raw: Vec<u8>,
-    payload: Vec<u8>,
-}
-
-impl Callbacks {
-    fn open(port: u16, client: u64) -> Callbacks {
-        let mut sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        sock.set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
-        let head =
-            format!("GET /v1/callbacks HTTP/1.1\r\nhost: t\r\nx-dfs-client: {client}\r\n\r\n");
-        sock.write_all(head.as_bytes()).unwrap();
-        let mut cb = Callbacks {
-            sock,
-            raw: Vec::new(),
-            payload: Vec::new(),
-        };
-        while !cb.raw.windows(4).any(|w| w == b"\r\n\r\n") {
-            cb.fill();
-        }
-        let end = cb.raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-        let head = String::from_utf8_lossy(&cb.raw[..end]).to_ascii_lowercase();
-        assert!(head.starts_with("http/1.1 200"), "{head}");
-        assert!(head.contains("transfer-encoding: chunked"), "{head}");
-        cb.raw.drain(..end + 4);
-        cb
-    }
-
-    fn fill(&mut self) {
-        let mut buf = [0u8; 4096];
-        let n = self.sock.read(&mut buf).expect("callback channel read");
-        assert!(n > 0, "callback channel closed");
-        self.raw.extend_from_slice(&buf[..n]);
-    }
-
-    /// Moves every complete chunk from `raw` to `payload`.
-    fn dechunk(&mut self) {
-        loop {
-            let Some(line_end) = self.raw.windows(2).position(|w| w == b"\r\n") else {
-                return;
-            };
-            let size = std::str::from_utf8(&self.raw[..line_end]).unwrap().trim();
-            let n = usize::from_str_radix(size, 16).unwrap();
-            if self.raw.len() < line_end + 2 + n + 2 {
-                return;
-            }
-            let start = line_end + 2;
-            self.payload.extend_from_slice(&self.raw[start..start + n]);
-            self.raw.drain(..start + n + 2);
-        }
-    }
-
-    fn next(&mut self) -> CallbackFrame {
-        loop {
-            self.dechunk();
-            if let Some(f) = codec::take_frame::<CallbackFrame>(&mut self.payload).unwrap() {
-                if f != CallbackFrame::Heartbeat {
-                    return f;
-                }
-                continue;
-            }
-            self.fill();
-        }
-    }
-}
-
 #[test]
 fn callbacks_break_other_clients_over_http() {
     let tmp = tempfile::tempdir().unwrap();
@@ -424,11 +390,8 @@ fn callbacks_break_other_clients_over_http() {
             exclusive: true,
         },
     ));
-    let mut cb = Callbacks::open(port, a);
-    let CallbackFrame::Hello { epoch, client } = cb.next() else {
-        panic!("first frame must be Hello");
-    };
-    assert_eq!(client, a);
+    let mut cb = harness::Callbacks::open(port, a);
+    let epoch = server.epoch();
     // A looks at d and f: promises on both.
     attr(server.dir_as(
         a,
@@ -439,14 +402,9 @@ fn callbacks_break_other_clients_over_http() {
     ));
     // B stores f: A hears Break{f}.
     let path = format!("/v1/files/{}", f.ino);
-    let r = server.request(
-        "PUT",
-        &path,
-        &[("x-dfs-client", b.to_string())],
-        b"new bytes",
-    );
+    let r = server.request_as(b, "PUT", &path, &[], b"new bytes");
     assert_eq!(r.status, 200);
-    assert_eq!(cb.next(), CallbackFrame::Break { ino: f.ino });
+    assert_eq!(cb.next_change(), CallbackFrame::Break { ino: f.ino });
     // B adds a name in d: A hears EntryBreak{d, name} and Break{d}.
     attr(server.dir_as(
         b,
@@ -461,13 +419,13 @@ fn callbacks_break_other_clients_over_http() {
         },
     ));
     assert_eq!(
-        cb.next(),
+        cb.next_change(),
         CallbackFrame::EntryBreak {
             dir: d.ino,
             name: b"g".to_vec()
         }
     );
-    assert_eq!(cb.next(), CallbackFrame::Break { ino: d.ino });
+    assert_eq!(cb.next_change(), CallbackFrame::Break { ino: d.ino });
     // A's own changes send A nothing: the next frame A hears is about B's change.
     attr(server.dir_as(
         a,
@@ -476,7 +434,7 @@ fn callbacks_break_other_clients_over_http() {
             name: b"f".to_vec(),
         },
     ));
-    let r = server.request("PUT", &path, &[("x-dfs-client", a.to_string())], b"mine");
+    let r = server.request_as(a, "PUT", &path, &[], b"mine");
     assert_eq!(r.status, 200);
     attr(server.dir_as(
         b,
@@ -490,23 +448,21 @@ fn callbacks_break_other_clients_over_http() {
         },
     ));
     assert_eq!(
-        cb.next(),
+        cb.next_change(),
         CallbackFrame::EntryBreak {
             dir: d.ino,
             name: b"h".to_vec()
         }
     );
-    assert_eq!(cb.next(), CallbackFrame::Break { ino: d.ino });
-    let r = server.request("PUT", &path, &[("x-dfs-client", b.to_string())], b"theirs");
+    assert_eq!(cb.next_change(), CallbackFrame::Break { ino: d.ino });
+    let r = server.request_as(b, "PUT", &path, &[], b"theirs");
     assert_eq!(r.status, 200);
-    assert_eq!(cb.next(), CallbackFrame::Break { ino: f.ino });
+    assert_eq!(cb.next_change(), CallbackFrame::Break { ino: f.ino });
     drop(cb);
     // A restart is a new epoch.
     drop(server);
-    let _server = Server::start(&data, port);
-    let mut cb = Callbacks::open(port, a);
-    let CallbackFrame::Hello { epoch: epoch2, .. } = cb.next() else {
-        panic!("first frame must be Hello");
-    };
-    assert_ne!(epoch, epoch2);
+    let server = Server::start(&data, port);
+    assert_ne!(epoch, server.epoch());
+    // The client's registration survived the restart: its channel opens again.
+    let _cb = harness::Callbacks::open(port, a);
 }

@@ -1,19 +1,17 @@
 //! The server's own API over the raw HTTP client: directory calls, path lookups and
-//! fetches as a test (client `TEST_CLIENT`) sees them, and the health check.
+//! fetches as an anonymous caller (no client: no promises) sees them, and the health
+//! check.
 
 use crate::http::{http, HttpResponse};
 use dfs_common::codec;
-use dfs_common::proto::{DirReply, DirRequest, HDR_ATTR, HDR_CLIENT};
+use dfs_common::proto::{DirReply, DirRequest, HDR_ATTR};
 use dfs_common::types::{Attr, FileKind, ROOT_INO};
 use std::io;
-
-/// The client id the tests use on direct requests.
-pub const TEST_CLIENT: &str = "4242424242";
 
 /// One `POST /v1/dir` call: `Ok(reply)` on 200, else the response.
 pub fn dir_call(addr: &str, req: &DirRequest) -> Result<DirReply, HttpResponse> {
     let body = codec::encode(req);
-    let r = http(addr, "POST", "/v1/dir", &[(HDR_CLIENT, TEST_CLIENT)], &body)
+    let r = http(addr, "POST", "/v1/dir", &[], &body)
         .unwrap_or_else(|e| panic!("POST /v1/dir {req:?} to {addr}: {e}"));
     if r.status != 200 {
         return Err(r);
@@ -48,13 +46,7 @@ pub fn lookup_path(addr: &str, path: &str) -> Option<Attr> {
 
 /// `GET /v1/files/{ino}`.
 pub fn fetch(addr: &str, ino: u64) -> io::Result<HttpResponse> {
-    http(
-        addr,
-        "GET",
-        &format!("/v1/files/{ino}"),
-        &[(HDR_CLIENT, TEST_CLIENT)],
-        b"",
-    )
+    http(addr, "GET", &format!("/v1/files/{ino}"), &[], b"")
 }
 
 /// The contents of the regular file at `path` as the server holds them, or `None` if it

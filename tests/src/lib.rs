@@ -20,7 +20,8 @@
 //! - `fsops`: bounded file-system calls; `sys`: bounded system calls std lacks (mknod,
 //!   xattrs, renameat2, truncate); `shell`: bounded scripts and the `dfs` command;
 //! - `agent`: a python3 process driven line by line (opens, writes, flock, fcntl locks);
-//! - `http`: a raw HTTP/1.1 client; `api`: the server's API through it;
+//! - `http`: a raw HTTP/1.1 client; `api`: the server's API through it; `clients`: test
+//!   clients registered with a server, whose requests carry their proof;
 //! - `measure`: hashes, memory figures, test data, polling;
 //! - `replicas`: what the replication tests share: files of mixed sizes written through a
 //!   mount of a cluster and read back, the convergence check, their bounds.
@@ -29,6 +30,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod clients;
 pub mod cluster;
 pub mod fixture;
 pub mod fsops;
@@ -45,6 +47,7 @@ pub mod tx;
 
 pub use agent::*;
 pub use api::*;
+pub use clients::*;
 pub use cluster::*;
 pub use fixture::*;
 pub use fsops::*;

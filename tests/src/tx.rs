@@ -4,9 +4,12 @@
 //!
 //! Must not: depend on the server or client crates (wire contract only).
 
-use crate::{bin, connect, dir_call, http, read_response, HttpResponse, SH_TIMEOUT};
+use crate::{
+    bin, connect, dir_call, http_as, proof_headers, read_response, refresh_epoch, HttpResponse,
+    SH_TIMEOUT,
+};
 use dfs_common::codec;
-use dfs_common::proto::{DirReply, DirRequest, HDR_CLIENT};
+use dfs_common::proto::{DirReply, DirRequest};
 use dfs_common::tx::{BeginReply, CommitReply, CommitRequest, Staged, TxId, TxOp, TxStatus};
 use dfs_common::types::{FileKind, ROOT_INO};
 use dfs_common::BlobId;
@@ -62,19 +65,18 @@ fn decode_or_panic<T: serde::de::DeserializeOwned>(what: &str, r: &HttpResponse)
 
 /// `POST /v1/tx/begin` as `client`.
 pub fn tx_begin(addr: &str, client: u64) -> TxId {
-    let c = client.to_string();
-    let r = http(addr, "POST", "/v1/tx/begin", &[(HDR_CLIENT, &c)], b"").expect("begin");
+    let r = http_as(addr, client, "POST", "/v1/tx/begin", &[], b"").expect("begin");
     decode_or_panic::<BeginReply>("begin", &r).tx
 }
 
 /// `PUT /v1/tx/{tx}/blobs` with `data`.
 pub fn tx_stage(addr: &str, client: u64, tx: TxId, data: &[u8]) -> Option<BlobId> {
-    let c = client.to_string();
-    let r = http(
+    let r = http_as(
         addr,
+        client,
         "PUT",
         &format!("/v1/tx/{tx}/blobs"),
-        &[(HDR_CLIENT, &c)],
+        &[],
         data,
     )
     .expect("stage");
@@ -89,12 +91,17 @@ pub fn commit_request_bytes(addr: &str, client: u64, tx: TxId, ops: Vec<TxOp>) -
         gid: 0,
         lock_wait_ms: 10_000,
     });
+    let path = format!("/v1/tx/{tx}/commit");
+    refresh_epoch(addr, client);
     let mut req = format!(
-        "POST /v1/tx/{tx}/commit HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\
-         {HDR_CLIENT}: {client}\r\ncontent-length: {}\r\n\r\n",
+        "POST {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
         body.len()
-    )
-    .into_bytes();
+    );
+    for (k, v) in proof_headers(addr, client, "POST", &path) {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    let mut req = req.into_bytes();
     req.extend_from_slice(&body);
     req
 }
@@ -116,15 +123,7 @@ pub fn tx_commit(addr: &str, client: u64, tx: TxId, ops: Vec<TxOp>) -> CommitRep
 
 /// `GET /v1/tx/{tx}` as `client`: the status, or the error response.
 pub fn tx_status(addr: &str, client: u64, tx: TxId) -> Result<TxStatus, HttpResponse> {
-    let c = client.to_string();
-    let r = http(
-        addr,
-        "GET",
-        &format!("/v1/tx/{tx}"),
-        &[(HDR_CLIENT, &c)],
-        b"",
-    )
-    .expect("status");
+    let r = http_as(addr, client, "GET", &format!("/v1/tx/{tx}"), &[], b"").expect("status");
     if r.status != 200 {
         return Err(r);
     }

@@ -3,11 +3,10 @@
 //! a hang; afterwards the server is healthy and valid requests still work.
 
 use dfs_common::codec;
-use dfs_common::proto::{DirReply, DirRequest, HDR_CLIENT, HDR_ERROR, MAX_DIR_REQUEST};
+use dfs_common::proto::{DirReply, DirRequest, HDR_ERROR, MAX_DIR_REQUEST};
 use dfs_common::types::{FileKind, ROOT_INO};
 use dfs_tests::{
-    attr_of, connect, dir_call, fetch, free_port, http, read_response, sha256, HttpResponse,
-    Server, TEST_CLIENT,
+    attr_of, connect, dir_call, fetch, free_port, http, read_response, sha256, HttpResponse, Server,
 };
 use std::io::Write;
 use std::time::Duration;
@@ -43,36 +42,15 @@ fn assert_error(r: &HttpResponse, status: u16, what: &str) {
 fn garbage_dir_request_is_400_with_a_message() {
     let (s, _tmp) = server();
     let garbage = [0xffu8; 40];
-    let r = http(
-        &s.addr(),
-        "POST",
-        "/v1/dir",
-        &[(HDR_CLIENT, TEST_CLIENT)],
-        &garbage,
-    )
-    .unwrap();
+    let r = http(&s.addr(), "POST", "/v1/dir", &[], &garbage).unwrap();
     assert_error(&r, 400, "garbage body");
     assert_eq!(r.header(HDR_ERROR), Some("EBADMSG"), "{}", r.describe());
     // A valid request followed by trailing bytes is malformed too.
     let mut body = codec::encode(&DirRequest::GetAttr { ino: ROOT_INO });
     body.extend_from_slice(b"junk");
-    let r = http(
-        &s.addr(),
-        "POST",
-        "/v1/dir",
-        &[(HDR_CLIENT, TEST_CLIENT)],
-        &body,
-    )
-    .unwrap();
+    let r = http(&s.addr(), "POST", "/v1/dir", &[], &body).unwrap();
     assert_error(&r, 400, "trailing bytes");
-    let r = http(
-        &s.addr(),
-        "POST",
-        "/v1/dir",
-        &[(HDR_CLIENT, TEST_CLIENT)],
-        b"",
-    )
-    .unwrap();
+    let r = http(&s.addr(), "POST", "/v1/dir", &[], b"").unwrap();
     assert_error(&r, 400, "empty body");
     assert_still_serves(&s);
 }
@@ -84,7 +62,7 @@ fn oversized_dir_request_is_413() {
     assert_eq!(len, 2_097_152);
     let mut conn = connect(&s.addr(), Duration::from_secs(5)).unwrap();
     let head = format!(
-        "POST /v1/dir HTTP/1.1\r\nhost: {}\r\n{HDR_CLIENT}: {TEST_CLIENT}\r\n\
+        "POST /v1/dir HTTP/1.1\r\nhost: {}\r\n\
          content-length: {len}\r\nconnection: close\r\n\r\n",
         s.addr()
     );
@@ -120,7 +98,7 @@ fn store_to_a_directory_is_rejected() {
         &s.addr(),
         "PUT",
         &format!("/v1/files/{ROOT_INO}"),
-        &[(HDR_CLIENT, TEST_CLIENT)],
+        &[],
         b"hello",
     )
     .unwrap();
@@ -174,10 +152,7 @@ fn valid_requests_round_trip_on_the_wire() {
         &addr,
         "PUT",
         &format!("/v1/files/{}", created.ino),
-        &[
-            (HDR_CLIENT, TEST_CLIENT),
-            (dfs_common::proto::HDR_SHA256, &sha256(body)),
-        ],
+        &[(dfs_common::proto::HDR_SHA256, &sha256(body))],
         body,
     )
     .unwrap();
@@ -191,10 +166,7 @@ fn valid_requests_round_trip_on_the_wire() {
         &addr,
         "PUT",
         &format!("/v1/files/{}", created.ino),
-        &[
-            (HDR_CLIENT, TEST_CLIENT),
-            (dfs_common::proto::HDR_SHA256, &sha256(b"something else")),
-        ],
+        &[(dfs_common::proto::HDR_SHA256, &sha256(b"something else"))],
         b"corrupted in transit",
     )
     .unwrap();
@@ -209,10 +181,7 @@ fn valid_requests_round_trip_on_the_wire() {
         &addr,
         "PUT",
         &format!("/v1/files/{}", created.ino),
-        &[
-            (HDR_CLIENT, TEST_CLIENT),
-            (dfs_common::proto::HDR_MODE, &0o4755.to_string()),
-        ],
+        &[(dfs_common::proto::HDR_MODE, &0o4755.to_string())],
         b"with a set-uid mode",
     )
     .unwrap();
@@ -229,13 +198,10 @@ fn valid_requests_round_trip_on_the_wire() {
         &addr,
         "GET",
         &format!("/v1/files/{}", created.ino),
-        &[
-            (HDR_CLIENT, TEST_CLIENT),
-            (
-                dfs_common::proto::HDR_HAVE_VERSION,
-                &stored.version.to_string(),
-            ),
-        ],
+        &[(
+            dfs_common::proto::HDR_HAVE_VERSION,
+            &stored.version.to_string(),
+        )],
         b"",
     )
     .unwrap();

@@ -156,16 +156,15 @@ impl CacheManager {
     /// Call inside a tokio runtime (its handle runs work started from FUSE threads).
     pub fn new(addr: &str, cache_dir: &Path, opts: CacheOptions) -> Result<Arc<Self>, FsError> {
         std::fs::create_dir_all(cache_dir)?;
-        let mut id = [0u8; 8];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id)
-            .map_err(|_| FsError::Io("no randomness for the client id".into()))?;
-        let client_id = u64::from_le_bytes(id) | 1;
+        // The mount's identity is kept beside its cache: a restarted mount is the same
+        // client to the server, and its locks stay its own.
+        let identity = crate::remote::identity::Identity::kept_in(cache_dir.join("client.id"));
         let disk = DiskCache::open(cache_dir, opts.cache_bytes)?;
         let rt = tokio::runtime::Handle::try_current()
             .map_err(|_| FsError::Io("CacheManager::new needs a tokio runtime".into()))?;
         let mgr = Arc::new_cyclic(|me| CacheManager {
             me: me.clone(),
-            remote: Remote::new(addr, client_id),
+            remote: Remote::for_client(addr, identity),
             disk,
             meta: Mutex::new(MetaCache::new(opts.meta_entries)),
             small_files: Mutex::new(meta::SmallFiles::new(opts.small_file_bytes)),

@@ -69,18 +69,13 @@ pub struct TxClient {
     remote: Remote,
 }
 
-fn random_client_id() -> Result<u64, FsError> {
-    let mut id = [0u8; 8];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id)
-        .map_err(|_| FsError::Io("no randomness for the client id".into()))?;
-    Ok(u64::from_le_bytes(id) | 1)
-}
-
 impl TxClient {
     /// A client of the server at `addr` (`HOST:PORT`). Call inside a tokio runtime.
     pub fn new(addr: &str) -> Result<TxClient, FsError> {
+        // A client of its own, registered with the server at its first request.
+        let identity = crate::remote::identity::Identity::in_memory();
         Ok(TxClient {
-            remote: Remote::new(addr, random_client_id()?),
+            remote: Remote::for_client(addr, identity),
         })
     }
 

@@ -28,7 +28,7 @@ use dfs_common::auth::{
     self, denied, ApReply, Authenticator, Identity, Key, Ticket, FILE_SERVICE, HDR_AUTH,
     HDR_AUTH_REPLY, HDR_TICKET,
 };
-use dfs_common::proto::{HDR_CLIENT, HDR_SHA256};
+use dfs_common::proto::HDR_SHA256;
 use dfs_common::{codec, FsError};
 use http_body_util::BodyExt;
 use hyper::header::HeaderValue;
@@ -137,7 +137,16 @@ pub fn authenticate<B>(
     svc: &Services,
     req: &mut Request<B>,
 ) -> Result<(Caller, Option<Session>), FsError> {
-    let client = wire::header_u64(req.headers(), HDR_CLIENT)?.unwrap_or(0);
+    // Which mount: proven by its client key, realm or not (`crate::clients`).
+    let client = {
+        let pq = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        svc.clients
+            .verify(req.headers(), req.method().as_str(), pq)?
+    };
     let Some(sec) = svc.security.get() else {
         return Ok((Caller::open(client), None));
     };

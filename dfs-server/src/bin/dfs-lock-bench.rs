@@ -10,6 +10,7 @@
 
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
+use dfs_common::client_id::Prover;
 use dfs_common::codec;
 use dfs_common::locks::{LockClass, LockMode, LockRange, LockReply, LockRequest, ReleaseRequest};
 use http_body_util::{BodyExt, Full};
@@ -67,15 +68,36 @@ async fn connect(addr: &str) -> Result<Conn, String> {
     Ok(send)
 }
 
+/// A new client of the server (`dfs_common::client_id`), registered over `conn`.
+async fn register(conn: &mut Conn) -> Result<Prover, String> {
+    let exchange = dfs_common::client_id::Exchange::start().map_err(|e| e.to_string())?;
+    let req = hyper::Request::post(dfs_common::client_id::REGISTER_PATH)
+        .header("host", "bench")
+        .body(Full::new(Bytes::from(codec::encode(&exchange.request()))))
+        .map_err(|e| e.to_string())?;
+    let resp = conn.send_request(req).await.map_err(|e| e.to_string())?;
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    let answer = codec::decode(&bytes).map_err(|e| format!("registration: {e}"))?;
+    Prover::new(exchange, &answer).map_err(|e| e.to_string())
+}
+
 async fn post<T: serde::Serialize, R: serde::de::DeserializeOwned>(
     conn: &mut Conn,
-    client: u64,
+    client: &Prover,
     op: &str,
     body: &T,
 ) -> Result<R, String> {
-    let req = hyper::Request::post(format!("/v1/locks/{op}"))
-        .header("host", "bench")
-        .header("x-dfs-client", client.to_string())
+    let path = format!("/v1/locks/{op}");
+    let mut req = hyper::Request::post(&path).header("host", "bench");
+    for (name, value) in client.headers("POST", &path) {
+        req = req.header(name, value);
+    }
+    let req = req
         .body(Full::new(Bytes::from(codec::encode(body))))
         .map_err(|e| e.to_string())?;
     let resp = conn.send_request(req).await.map_err(|e| e.to_string())?;
@@ -116,11 +138,11 @@ async fn pairs(addr: String, clients: u64, secs: u64) -> Result<(), String> {
         let (addr, done) = (addr.clone(), done.clone());
         tasks.push(tokio::spawn(async move {
             let mut conn = connect(&addr).await?;
-            let client = 0x5eed_0000 + i;
+            let client = register(&mut conn).await?;
             let mut n = 0u64;
             while Instant::now() < deadline {
                 let ino = (i << 32) | (n % 1024);
-                match post(&mut conn, client, "acquire", &exclusive(ino)).await? {
+                match post(&mut conn, &client, "acquire", &exclusive(ino)).await? {
                     LockReply::Granted { .. } => {}
                     LockReply::Conflict { holder } => return Err(format!("conflict: {holder:?}")),
                 }
@@ -131,7 +153,7 @@ async fn pairs(addr: String, clients: u64, secs: u64) -> Result<(), String> {
                     range: None,
                 };
                 let _: dfs_common::locks::ReleaseReply =
-                    post(&mut conn, client, "release", &rel).await?;
+                    post(&mut conn, &client, "release", &rel).await?;
                 n += 1;
                 done.fetch_add(1, Ordering::Relaxed);
             }
@@ -164,11 +186,11 @@ async fn load(
     let start = Instant::now();
     let deadline = start + Duration::from_secs(max_secs);
     let mut tasks = Vec::new();
-    for c in 0..conns {
+    for _ in 0..conns {
         let (addr, next, done) = (addr.clone(), next.clone(), done.clone());
         tasks.push(tokio::spawn(async move {
             let mut conn = connect(&addr).await?;
-            let client = 0x10ad_0000 + c;
+            let client = register(&mut conn).await?;
             while Instant::now() < deadline {
                 let first = next.fetch_add(batch, Ordering::Relaxed);
                 if first >= count {
@@ -178,7 +200,7 @@ async fn load(
                     .map(|i| exclusive(from + i))
                     .collect();
                 let replies: Vec<LockReply> =
-                    post(&mut conn, client, "acquire-many", &reqs).await?;
+                    post(&mut conn, &client, "acquire-many", &reqs).await?;
                 if let Some(LockReply::Conflict { holder }) = replies.first() {
                     return Err(format!("conflict: {holder:?}"));
                 }

@@ -11,7 +11,7 @@ use crate::services::{Caller, Services};
 use crate::tx;
 use dfs_common::proto::{HDR_CLIENT, HDR_DETAIL};
 
-use dfs_common::{FsError, Ino};
+use dfs_common::{codec, FsError, Ino};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
@@ -53,10 +53,12 @@ pub async fn handle(
     let resp = match authenticate(&svc, &mut req) {
         Ok((caller, session)) => {
             let req = crate::auth::privacy::open_request(session.as_ref(), req);
-            let resp = match route(&svc, caller, session.as_ref(), req).await {
+            let mut resp = match route(&svc, caller, session.as_ref(), req).await {
                 Ok(r) => r,
                 Err(e) => error_response(&e),
             };
+            // Before the answer is signed: its proof covers every x-dfs-* header.
+            name_epoch(&svc, &mut resp);
             match &session {
                 Some(s) => crate::auth::seal_response(s, &method, &path, resp).await,
                 None => resp,
@@ -64,7 +66,9 @@ pub async fn handle(
         }
         Err(e) => {
             log::info!("{method} {path}: {e}");
-            error_response(&e)
+            let mut resp = error_response(&e);
+            name_epoch(&svc, &mut resp);
+            resp
         }
     };
     let status = resp.status();
@@ -74,6 +78,43 @@ pub async fn handle(
         log::debug!("{method} {path} -> {status} in {:?}", started.elapsed());
     }
     Ok(resp)
+}
+
+/// `GET /v1/callbacks` of a proven `client`: its callback channel, sealed with a key of its
+/// own and this epoch (`dfs_common::client_id`), bound to a fresh nonce: nobody else can
+/// read its breaks (entry breaks carry names) or slip it false ones.
+fn callbacks_channel(svc: &Arc<Services>, client: u64) -> Result<Response<ResBody>, FsError> {
+    let key = svc
+        .clients
+        .key(client)
+        .ok_or_else(|| FsError::UnknownClient(format!("client {client:#x}")))?
+        .channel_key(svc.clients.epoch());
+    let mut nonce = [0u8; 8];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce)
+        .map_err(|_| FsError::Io("no randomness".into()))?;
+    let nonce = u64::from_le_bytes(nonce);
+    let sealer = dfs_common::privacy::Sealer::new(&key, dfs_common::privacy::Dir::Response, nonce);
+    let rx = callbacks::channel::open(svc.callbacks.clone(), client);
+    let body = dfs_common::sealed_body::sealing(wire::channel(rx, None), sealer);
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(CONTENT_TYPE, "application/octet-stream")
+        .header("cache-control", "no-store")
+        .header(
+            dfs_common::client_id::HDR_CHANNEL_NONCE,
+            format!("{nonce:x}"),
+        )
+        .body(body)
+        .expect("valid response"))
+}
+
+/// Every answer tells the server's epoch: a client whose proofs are of an earlier one (this
+/// server restarted) learns the new one from any refusal (`dfs_common::client_id`).
+fn name_epoch(svc: &Services, resp: &mut Response<ResBody>) {
+    resp.headers_mut().insert(
+        dfs_common::client_id::HDR_EPOCH,
+        HeaderValue::from(svc.clients.epoch()),
+    );
 }
 
 fn not_found(path: &str) -> Response<ResBody> {
@@ -126,15 +167,24 @@ async fn route(
                         "the callback channel needs a {HDR_CLIENT} header"
                     )));
                 }
-                let rx = callbacks::channel::open(svc.callbacks.clone(), caller.client);
-                Ok(Response::builder()
-                    .status(StatusCode::OK)
-                    .header(CONTENT_TYPE, "application/octet-stream")
-                    .header("cache-control", "no-store")
-                    .body(wire::channel(rx, None))
-                    .expect("valid response"))
+                callbacks_channel(svc, caller.client)
             }
             _ => Ok(method_not_allowed(&method, &path, "GET")),
+        },
+        dfs_common::client_id::REGISTER_PATH => match method {
+            Method::POST => {
+                let (parts, body) = req.into_parts();
+                let bytes =
+                    wire::read_limited(body, &parts.headers, dfs_common::proto::MAX_DIR_REQUEST)
+                        .await?;
+                let request: dfs_common::client_id::RegisterRequest = codec::decode(&bytes)?;
+                let svc2 = svc.clone();
+                let registered = svc
+                    .blocking(move |ns, _| svc2.clients.register(ns, &request))
+                    .await?;
+                Ok(wire::bincode_response(&registered))
+            }
+            _ => Ok(method_not_allowed(&method, &path, "POST")),
         },
         p if p.starts_with(dfs_common::auth::KDC_PREFIX) => {
             crate::kdc::http::handle(svc, session, req).await

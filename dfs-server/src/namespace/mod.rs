@@ -11,6 +11,7 @@
 //! clock (callers stamp `Timestamp::now()` into commands).
 
 mod attrs;
+mod clients;
 mod durable;
 mod inherit;
 #[cfg(test)]

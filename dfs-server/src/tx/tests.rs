@@ -39,7 +39,7 @@ fn fx() -> Fx {
         gc_grace_secs: 300,
         max_file_size: 1 << 30,
     };
-    let svc = Services::new(ns, blobs, Arc::new(Registry::new(1)), locks, settings);
+    let svc = Services::new(ns, blobs, Arc::new(Registry::new(1)), locks, settings).unwrap();
     Fx { _dir: dir, svc }
 }
 

@@ -1,17 +1,23 @@
 //! A small HTTP client of a real `dfs-server` for the tests of this directory that need
 //! one: start the binary (open cell, or a realm made with `dfs-server init`), send
 //! directory requests and stores as a caller of either (in a realm with tickets minted
-//! from the realm's service key, as its KDC would mint them), and read a client's callback
-//! channel. Owns nothing the server has; must not reach into the server's data dir except
-//! for the realm's service key.
+//! from the realm's service key, as its KDC would mint them), as a registered client
+//! (`dfs_common::client_id`: test client number `n` of a server is registered on first
+//! use), and read a client's (sealed) callback channel. Owns nothing the server has; must
+//! not reach into the server's data dir except for the realm's service key.
+
+#![allow(dead_code)]
 
 use dfs_common::auth::{self, Authenticator, Identity, Key, Ticket};
+use dfs_common::client_id::{Prover, HDR_EPOCH};
 use dfs_common::proto::{CallbackFrame, DirReply, DirRequest, XattrSet};
 use dfs_common::{codec, Attr, FileKind, Ino};
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub struct Server {
@@ -34,11 +40,75 @@ pub struct Resp {
 
 impl Resp {
     pub fn code(&self) -> Option<&str> {
+        self.header("x-dfs-error")
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
-            .find(|(k, _)| k == "x-dfs-error")
+            .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     }
+}
+
+/// Test clients by (server port, number).
+type Registered = HashMap<(u16, u64), Arc<Prover>>;
+
+/// Test client `n` (not 0) of the server on `port`, registered on first use.
+pub fn client(port: u16, n: u64) -> Arc<Prover> {
+    static CLIENTS: OnceLock<Mutex<Registered>> = OnceLock::new();
+    let mut all = CLIENTS.get_or_init(Default::default).lock().unwrap();
+    all.entry((port, n))
+        .or_insert_with(|| {
+            let prover = Prover::register(|body| {
+                let r = send(
+                    port,
+                    "POST",
+                    dfs_common::client_id::REGISTER_PATH,
+                    &[],
+                    &body,
+                );
+                assert_eq!(
+                    r.status,
+                    200,
+                    "registration: {}",
+                    String::from_utf8_lossy(&r.body)
+                );
+                Ok(r.body)
+            })
+            .expect("registration");
+            Arc::new(prover)
+        })
+        .clone()
+}
+
+/// Makes a request's headers from a client's proof headers.
+pub type HeadersWith<'a> = dyn Fn(&[(&'static str, String)]) -> Vec<(String, String)> + 'a;
+
+/// Sends a request as test client `n` (none when 0) with `headers` (made by `headers` for
+/// the proof's headers), once more if the server restarted since (a new epoch).
+pub fn send_as(
+    port: u16,
+    n: u64,
+    method: &str,
+    path: &str,
+    headers: &HeadersWith,
+    body: &[u8],
+) -> Resp {
+    let proof = |n: u64| match n {
+        0 => Vec::new(),
+        n => client(port, n).headers(method, path).to_vec(),
+    };
+    let r = send(port, method, path, &headers(&proof(n)), body);
+    if n != 0 && r.status == 401 && r.code() == Some("EEPOCH") {
+        let epoch = r
+            .header(HDR_EPOCH)
+            .and_then(|v| v.parse().ok())
+            .expect("epoch");
+        client(port, n).set_epoch(epoch);
+        return send(port, method, path, &headers(&proof(n)), body);
+    }
+    r
 }
 
 pub fn free_port() -> u16 {
@@ -160,7 +230,7 @@ impl Server {
     }
 }
 
-/// Who calls: a client id, and in a realm a ticket and its session key.
+/// Who calls: a test client number (0: none), and in a realm a ticket and its session key.
 pub struct As {
     client: u64,
     ticket: Option<(Vec<u8>, Key, String)>,
@@ -199,9 +269,26 @@ impl As {
         }
     }
 
-    /// The request's headers: the client id, `extra`, and in a realm the AP headers. The
-    /// body is covered by `x-dfs-body-sha256`, which this adds, except on a store, whose
-    /// `x-dfs-sha256` (in `extra`) covers it.
+    /// Sends a request as this caller, with `extra` headers.
+    pub fn send(
+        &self,
+        s: &Server,
+        method: &str,
+        path: &str,
+        extra: &[(&str, String)],
+        body: &[u8],
+    ) -> Resp {
+        let headers = |proof: &[(&'static str, String)]| {
+            let mut all = proof.to_vec();
+            all.extend(extra.iter().cloned());
+            self.headers(method, path, &all, body)
+        };
+        send_as(s.port, self.client, method, path, &headers, body)
+    }
+
+    /// The request's headers: `extra` (the client's proof among them), and in a realm the
+    /// AP headers. The body is covered by `x-dfs-body-sha256`, which this adds, except on
+    /// a store, whose `x-dfs-sha256` (in `extra`) covers it.
     pub fn headers(
         &self,
         method: &str,
@@ -209,7 +296,7 @@ impl As {
         extra: &[(&str, String)],
         body: &[u8],
     ) -> Vec<(String, String)> {
-        let mut h = vec![("x-dfs-client".to_string(), self.client.to_string())];
+        let mut h: Vec<(String, String)> = Vec::new();
         h.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
         let Some((ticket, key, principal)) = &self.ticket else {
             return h;
@@ -243,8 +330,7 @@ impl As {
 
     pub fn try_dir(&self, s: &Server, req: &DirRequest) -> Resp {
         let body = codec::encode(req);
-        let h = self.headers("POST", "/v1/dir", &[], &body);
-        send(s.port, "POST", "/v1/dir", &h, &body)
+        self.send(s, "POST", "/v1/dir", &[], &body)
     }
 
     pub fn dir(&self, s: &Server, req: &DirRequest) -> DirReply {
@@ -269,14 +355,12 @@ impl As {
         let path = format!("/v1/files/{ino}");
         let mut extra = extra.to_vec();
         extra.push(("x-dfs-sha256", codec::to_hex(&auth::sha256(data))));
-        let h = self.headers("PUT", &path, &extra, data);
-        send(s.port, "PUT", &path, &h, data)
+        self.send(s, "PUT", &path, &extra, data)
     }
 
     pub fn fetch_status(&self, s: &Server, ino: Ino) -> u16 {
         let path = format!("/v1/files/{ino}");
-        let h = self.headers("GET", &path, &[], b"");
-        send(s.port, "GET", &path, &h, b"").status
+        self.send(s, "GET", &path, &[], b"").status
     }
 
     pub fn create(&self, s: &Server, parent: Ino, name: &str, mode: u32) -> Attr {
@@ -338,30 +422,63 @@ pub fn mknod(parent: Ino, name: &str, kind: FileKind, rdev: u32) -> DirRequest {
     }
 }
 
-/// The callback channel of `client`, read frame by frame.
+/// The callback channel of test client `n`, opened (it is sealed with the client's key)
+/// and read frame by frame.
 pub struct Callbacks {
     stream: TcpStream,
     buf: Vec<u8>,
+    opener: dfs_common::privacy::Opener,
+    plain: Vec<u8>,
 }
 
 impl Callbacks {
-    pub fn open(port: u16, client: u64) -> Callbacks {
+    pub fn open(port: u16, n: u64) -> Callbacks {
+        let prover = client(port, n);
+        let epoch: u64 = send(port, "GET", "/v1/health", &[], b"")
+            .header(HDR_EPOCH)
+            .and_then(|v| v.parse().ok())
+            .expect("the server's epoch");
+        prover.set_epoch(epoch);
         let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
-        let head =
-            format!("GET /v1/callbacks HTTP/1.1\r\nhost: test\r\nx-dfs-client: {client}\r\n\r\n");
+        let mut head = "GET /v1/callbacks HTTP/1.1\r\nhost: test\r\n".to_string();
+        for (k, v) in prover.headers("GET", "/v1/callbacks") {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
         stream.write_all(head.as_bytes()).unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            let got = stream.read(&mut chunk).expect("callback channel read");
+            assert!(got > 0, "callback channel closed");
+            buf.extend_from_slice(&chunk[..got]);
+        }
+        let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        assert!(
+            head.starts_with("http/1.1 200"),
+            "callback channel refused: {head}"
+        );
+        let nonce = head
+            .lines()
+            .find_map(|l| l.strip_prefix("x-dfs-channel-nonce:"))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .expect("channel nonce");
+        buf.drain(..end + 4);
+        let key = prover.channel_key(epoch);
         let mut cb = Callbacks {
             stream,
-            buf: Vec::new(),
+            buf,
+            opener: dfs_common::privacy::Opener::new(
+                &key,
+                dfs_common::privacy::Dir::Response,
+                nonce,
+            ),
+            plain: Vec::new(),
         };
-        while !cb.buf.windows(4).any(|w| w == b"\r\n\r\n") {
-            cb.fill();
-        }
-        let end = cb.buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-        cb.buf.drain(..end + 4);
         assert!(matches!(cb.next(), CallbackFrame::Hello { .. }));
         cb
     }
@@ -373,20 +490,24 @@ impl Callbacks {
         self.buf.extend_from_slice(&chunk[..n]);
     }
 
-    /// The next frame (the channel's body is chunked: one frame may span chunks).
+    /// The next frame (the channel's body is chunked and sealed: one frame may span
+    /// chunks and sealed frames).
     pub fn next(&mut self) -> CallbackFrame {
-        let mut body = Vec::new();
         loop {
+            if let Some(frame) = codec::take_frame::<CallbackFrame>(&mut self.plain).unwrap() {
+                return frame;
+            }
             while let Some(eol) = self.buf.windows(2).position(|w| w == b"\r\n") {
                 let size = std::str::from_utf8(&self.buf[..eol]).unwrap().trim();
                 let n = usize::from_str_radix(size, 16).unwrap();
                 if self.buf.len() < eol + 2 + n + 2 {
                     break;
                 }
-                body.extend_from_slice(&self.buf[eol + 2..eol + 2 + n]);
+                let sealed = self.buf[eol + 2..eol + 2 + n].to_vec();
                 self.buf.drain(..eol + 2 + n + 2);
-                if let Some(frame) = codec::take_frame::<CallbackFrame>(&mut body).unwrap() {
-                    assert!(body.is_empty());
+                let opened = self.opener.push(&sealed).expect("the channel opens");
+                self.plain.extend_from_slice(&opened);
+                if let Some(frame) = codec::take_frame::<CallbackFrame>(&mut self.plain).unwrap() {
                     return frame;
                 }
             }

@@ -1,0 +1,326 @@
+//! Whole-file transfers with the server: fetch into a local file (or from the replicas the
+//! server names), store from a local file (streamed, hashed when signed), store while the
+//! file is still being written (`store_streamed`). Must not know about caches or handles.
+
+use super::{full, unavailable, Body, FetchOutcome, Fetched, Progress, Remote};
+use super::{CHUNK, IDLE_TIMEOUT, INLINE_IO, META_TIMEOUT, SMALL_BODY};
+use crate::auth::Signed;
+use crate::cache::filling::Filling;
+use bytes::Bytes;
+use dfs_common::auth;
+use dfs_common::fileread::read_fresh;
+use dfs_common::privacy;
+use dfs_common::proto;
+use dfs_common::{codec, Attr, FsError, Ino};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use hyper::{Method, Response, StatusCode};
+use std::path::Path;
+
+impl Remote {
+    /// Fetches `ino` into `dest` unless the server still has `have_version`.
+    /// On error `dest` may hold a partial file; the caller removes it.
+    ///
+    /// When the server's node holds no copy of the contents, it names the nodes that do
+    /// and this reads them from there (checked against the signed blob id), trying each
+    /// in turn; if none serves a good copy, the server is asked again to fetch it itself.
+    pub(crate) async fn fetch(
+        &self,
+        ino: Ino,
+        have_version: Option<u64>,
+        dest: &Path,
+        progress: Option<&std::sync::Arc<Filling>>,
+    ) -> Result<Fetched, FsError> {
+        // At the privacy level only the server's sealed answer may carry contents.
+        let replica_ok =
+            !(crate::privacy::enabled() && crate::auth::current_credentials().is_some());
+        let (attr, nodes, token) = match self
+            .with_client(|| self.fetch_from(ino, have_version, dest, replica_ok, progress))
+            .await?
+        {
+            FetchOutcome::Done(f) => return Ok(f),
+            FetchOutcome::Elsewhere { attr, nodes, token } => (attr, nodes, token),
+        };
+        match crate::replica_read::read(&self.http, &attr, &nodes, &token, dest).await {
+            Ok(()) => Ok(Fetched::Fetched(attr)),
+            Err(e) => {
+                log::warn!("inode {ino}: no node named by the server served its contents ({e}); asking the server");
+                match self
+                    .with_client(|| self.fetch_from(ino, have_version, dest, false, progress))
+                    .await?
+                {
+                    FetchOutcome::Done(f) => Ok(f),
+                    FetchOutcome::Elsewhere { .. } => Err(FsError::Io(
+                        "the server sent a fetch elsewhere that asked not to be".into(),
+                    )),
+                }
+            }
+        }
+    }
+
+    async fn fetch_from(
+        &self,
+        ino: Ino,
+        have_version: Option<u64>,
+        dest: &Path,
+        replica_ok: bool,
+        progress: Option<&std::sync::Arc<Filling>>,
+    ) -> Result<FetchOutcome, FsError> {
+        let mut builder = self.request(Method::GET, &format!("/v1/files/{ino}"));
+        if let Some(v) = have_version {
+            builder = builder.header(proto::HDR_HAVE_VERSION, v.to_string());
+        }
+        if replica_ok {
+            builder = builder.header(dfs_common::cluster::HDR_REPLICA_OK, "1");
+        }
+        let http_req = builder
+            .body(full(Vec::new()))
+            .map_err(|e| FsError::Invalid(e.to_string()))?;
+        let (resp, signed) = tokio::time::timeout(
+            META_TIMEOUT,
+            self.send_signed(http_req, auth::sha256(b""), false),
+        )
+        .await
+        .map_err(|_| unavailable("fetch timed out"))??;
+        let status = resp.status();
+        if status != StatusCode::OK {
+            let (status, headers, body) = Self::finish(resp, signed.as_ref()).await?;
+            if status == StatusCode::SEE_OTHER && replica_ok {
+                let get = |name: &str| {
+                    headers
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned)
+                        .ok_or_else(|| FsError::Io(format!("fetch answer without {name}")))
+                };
+                return Ok(FetchOutcome::Elsewhere {
+                    attr: codec::from_header(&get(proto::HDR_ATTR)?)?,
+                    nodes: get(dfs_common::cluster::HDR_REPLICAS)?,
+                    token: get(dfs_common::cluster::HDR_READ_TOKEN)?,
+                });
+            }
+            if status != StatusCode::NOT_MODIFIED {
+                return Err(Self::error_from(status, &headers, &body));
+            }
+            let attr: Attr = headers
+                .get(proto::HDR_ATTR)
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| FsError::Io("fetch answer without attributes".into()))
+                .and_then(codec::from_header)?;
+            return Ok(FetchOutcome::Done(Fetched::NotModified(attr)));
+        }
+        if let Some(s) = &signed {
+            crate::auth::verify(s, status.as_u16(), resp.headers(), &auth::STREAMED)?;
+        }
+        let attr: Attr = resp
+            .headers()
+            .get(proto::HDR_ATTR)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| FsError::Io("fetch answer without attributes".into()))
+            .and_then(codec::from_header)?;
+        if status == StatusCode::NOT_MODIFIED {
+            return Ok(FetchOutcome::Done(Fetched::NotModified(attr)));
+        }
+        let body: Body = match &signed {
+            Some(s) if s.privacy => crate::privacy::opening(
+                resp.into_body(),
+                privacy::Opener::new(&s.key, privacy::Dir::Response, s.nonce),
+            ),
+            _ => resp
+                .into_body()
+                .map_err(|e| std::io::Error::other(e.to_string()))
+                .boxed(),
+        };
+        // Signed fetches check the contents against the (signed) blob id.
+        crate::replica_read::receive(body, &attr, dest, signed.is_some(), IDLE_TIMEOUT, progress)
+            .await?;
+        Ok(FetchOutcome::Done(Fetched::Fetched(attr)))
+    }
+
+    /// Stores the whole contents of `src` as the new contents of `ino`, fenced by the
+    /// token of the writer's lock if it has one, with the permission bits `mode` if given
+    /// (`HDR_MODE`), clearing set-id bits if `kill_suid` (`HDR_KILL_SUID`). Returns the
+    /// new attributes once the server has made them durable.
+    pub async fn store(
+        &self,
+        ino: Ino,
+        src: &Path,
+        fence: Option<u64>,
+        mode: Option<u32>,
+        kill_suid: bool,
+    ) -> Result<Attr, FsError> {
+        self.with_client(|| self.store_once(ino, src, fence, mode, kill_suid))
+            .await
+    }
+
+    /// One attempt of `store`.
+    async fn store_once(
+        &self,
+        ino: Ino,
+        src: &Path,
+        fence: Option<u64>,
+        mode: Option<u32>,
+        kill_suid: bool,
+    ) -> Result<Attr, FsError> {
+        // Signed stores carry the contents' hash, which the signature covers and the
+        // server checks.
+        let signing = crate::auth::current_credentials().is_some();
+        let file = std::fs::File::open(src)?;
+        let meta = file.metadata()?;
+        // The contents' own mtime travels with them (it may have been set by utimens).
+        let mtime = meta.modified().ok().map(dfs_common::Timestamp::from_system);
+        let (body, len, sha) = if meta.len() <= INLINE_IO {
+            // Read and hashed right here: a thread hop would cost more than the work. What
+            // is read is what is sent (a passthrough writer may be growing it; the caller
+            // checks).
+            let mut bytes = Vec::with_capacity(meta.len() as usize);
+            std::io::Read::read_to_end(&mut &file, &mut bytes)?;
+            let sha = signing.then(|| dfs_common::hash::blob_id_of(&bytes).0);
+            let n = bytes.len() as u64;
+            (full(bytes), n, sha)
+        } else {
+            let sha = match signing {
+                false => None,
+                true => Some(Self::hash_file(src).await?),
+            };
+            let (body, len) = if meta.len() <= SMALL_BODY {
+                // One write with the headers: no per-chunk hops.
+                let cap = meta.len() as usize;
+                let bytes = tokio::task::spawn_blocking(move || {
+                    let mut bytes = Vec::with_capacity(cap);
+                    std::io::Read::read_to_end(&mut &file, &mut bytes).map(|_| bytes)
+                })
+                .await
+                .map_err(|e| FsError::Io(e.to_string()))??;
+                let n = bytes.len() as u64;
+                (full(bytes), n)
+            } else {
+                (Self::stream_file(file, meta.len(), None), meta.len())
+            };
+            (body, len, sha)
+        };
+        let mut builder = self
+            .store_request(ino, fence, kill_suid)
+            .header(hyper::header::CONTENT_LENGTH, len.to_string());
+        if let Some(mtime) = mtime {
+            builder = builder.header(proto::HDR_MTIME, codec::to_header(&mtime));
+        }
+        if let Some(mode) = mode {
+            builder = builder.header(proto::HDR_MODE, mode.to_string());
+        }
+        if let Some(sha) = &sha {
+            builder = builder.header(proto::HDR_SHA256, codec::to_hex(sha));
+        }
+        let http_req = builder
+            .body(body)
+            .map_err(|e| FsError::Invalid(e.to_string()))?;
+        let result = async {
+            let (resp, signed) = self
+                .send_signed(http_req, sha.unwrap_or_default(), true)
+                .await?;
+            Self::stored_attr(resp, signed.as_ref()).await
+        }
+        .await;
+        result
+    }
+
+    /// Stores `body`, sent while its file is still being written (see `cache::behind`): no
+    /// length, hash or mtime up front, so unsigned only. Returns the new attributes once
+    /// the server has made them durable.
+    pub async fn store_streamed(
+        &self,
+        ino: Ino,
+        body: Body,
+        fence: Option<u64>,
+        kill_suid: bool,
+    ) -> Result<Attr, FsError> {
+        let http_req = self
+            .store_request(ino, fence, kill_suid)
+            .body(body)
+            .map_err(|e| FsError::Invalid(e.to_string()))?;
+        let resp = self.send(http_req).await?;
+        Self::stored_attr(resp, None).await
+    }
+
+    /// The start of a store of `ino`, fenced by `fence` if the writer holds the lock, and
+    /// clearing the file's set-id bits if `kill_suid`.
+    fn store_request(
+        &self,
+        ino: Ino,
+        fence: Option<u64>,
+        kill_suid: bool,
+    ) -> hyper::http::request::Builder {
+        let mut builder = self.request(Method::PUT, &format!("/v1/files/{ino}"));
+        if let Some(token) = fence {
+            builder = builder.header(dfs_common::locks::HDR_FENCE, token.to_string());
+        }
+        if kill_suid {
+            builder = builder.header(proto::HDR_KILL_SUID, "1");
+        }
+        builder
+    }
+
+    /// The new attributes a store's answer carries, or the error it reports.
+    async fn stored_attr(
+        resp: Response<hyper::body::Incoming>,
+        signed: Option<&Signed>,
+    ) -> Result<Attr, FsError> {
+        let (status, headers, body) = Self::finish(resp, signed).await?;
+        if !status.is_success() {
+            return Err(Self::error_from(status, &headers, &body));
+        }
+        codec::decode::<Attr>(&body)
+    }
+
+    /// The blob hash of the whole of `src`, computed off the async threads.
+    pub(crate) async fn hash_file(src: &Path) -> Result<[u8; 32], FsError> {
+        let src = src.to_path_buf();
+        tokio::task::spawn_blocking(move || -> std::io::Result<[u8; 32]> {
+            let mut f = std::fs::File::open(src)?;
+            let mut h = dfs_common::hash::BlobHasher::new();
+            let mut buf = vec![0u8; CHUNK];
+            loop {
+                let n = std::io::Read::read(&mut f, &mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+            }
+            Ok(h.finish().0)
+        })
+        .await
+        .map_err(|e| FsError::Io(e.to_string()))?
+        .map_err(FsError::from)
+    }
+
+    /// A body that streams `len` bytes of `file` in chunks read ahead on a blocking thread
+    /// into unzeroed buffers; never the whole file in memory. `progress` is told the bytes
+    /// read so far. A file that turns out shorter than `len` fails the body.
+    pub(super) fn stream_file(file: std::fs::File, len: u64, progress: Option<Progress>) -> Body {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
+        tokio::task::spawn_blocking(move || {
+            let mut sent: u64 = 0;
+            while sent < len {
+                let want = CHUNK.min((len - sent) as usize);
+                let item = match read_fresh(&file, want, sent) {
+                    Ok(buf) if buf.len() == want => Ok(Frame::data(Bytes::from(buf))),
+                    Ok(_) => Err(std::io::Error::other("file shrank while being sent")),
+                    Err(e) => Err(e),
+                };
+                let failed = item.is_err();
+                // A send fails once the body is dropped (the request ended): stop reading.
+                if tx.blocking_send(item).is_err() || failed {
+                    return;
+                }
+                sent += want as u64;
+                if let Some(p) = &progress {
+                    p(sent);
+                }
+            }
+        });
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        BodyExt::boxed(StreamBody::new(stream))
+    }
+}
