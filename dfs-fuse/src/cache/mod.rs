@@ -5,10 +5,12 @@
 //! state (`files`), namespace calls (`namespace`). It must not know about FUSE types.
 
 mod behind;
+mod create;
 pub mod disk;
 mod files;
 pub(crate) mod filling;
 mod index_writer;
+mod io;
 pub mod locks;
 pub mod meta;
 mod namespace;
