@@ -152,6 +152,8 @@ fn parse_octal(s: &str) -> Result<u32, String> {
 }
 
 fn main() -> ExitCode {
+    // Before any thread: what libraries create for us (redb's files) is private too.
+    dfs_common::private_files::restrict_umask();
     if std::env::args().nth(1).as_deref() == Some("init") {
         return dfs_server::kdc::cli::init_main();
     }
@@ -188,8 +190,9 @@ fn unix_secs(t: Timestamp) -> u64 {
 
 async fn run(args: Args) -> Result<(), String> {
     let data_dir = args.data_dir.clone();
-    std::fs::create_dir_all(&data_dir)
+    dfs_common::private_files::create_dir_all(&data_dir)
         .map_err(|e| format!("cannot create data dir {}: {e}", data_dir.display()))?;
+    make_private(&data_dir).await?;
     let now = Timestamp::now();
     let db_path = data_dir.join("meta.redb");
     let root_mode = args.root_mode;
@@ -359,6 +362,34 @@ async fn run(args: Args) -> Result<(), String> {
         Err(_) => {
             log::warn!("metadata database still in use at exit; it will close with the process")
         }
+    }
+    Ok(())
+}
+
+/// Makes everything under the data dir private to this server (0700 directories, 0600
+/// files), saying what was not.
+async fn make_private(data_dir: &std::path::Path) -> Result<(), String> {
+    let dir = data_dir.to_path_buf();
+    let done = tokio::task::spawn_blocking(move || dfs_common::private_files::tighten(&dir))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot make the data dir private: {e}"))?;
+    if done.changed_anything() {
+        log::warn!(
+            "{} directories and {} files under {} were open to other local users; they are \
+             now 0700 and 0600",
+            done.dirs,
+            done.files,
+            data_dir.display()
+        );
+    }
+    if !done.others.is_empty() {
+        log::warn!(
+            "the data dir holds {} entries that are neither files nor directories, left as \
+             they are: {:?}",
+            done.others.len(),
+            done.others
+        );
     }
     Ok(())
 }

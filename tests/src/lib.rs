@@ -23,7 +23,9 @@
 //! - `http`: a raw HTTP/1.1 client; `api`: the server's API through it;
 //! - `measure`: hashes, memory figures, test data, polling;
 //! - `replicas`: what the replication tests share: files of mixed sizes written through a
-//!   mount of a cluster and read back, the convergence check, their bounds.
+//!   mount of a cluster and read back, the convergence check, their bounds;
+//! - `realm`: a realm made with `dfs-server init` and requests signed as any of its
+//!   principals (tickets minted with its service key), kept whole to be replayed.
 //!
 //! Needs root (mounts) and release binaries: run `scripts/test.sh`, which builds them first.
 
@@ -37,6 +39,7 @@ pub mod measure;
 pub mod mount;
 pub mod pair;
 pub mod procs;
+pub mod realm;
 pub mod replicas;
 pub mod server;
 pub mod shell;
@@ -53,6 +56,7 @@ pub use measure::*;
 pub use mount::*;
 pub use pair::*;
 pub use procs::*;
+pub use realm::*;
 pub use replicas::*;
 pub use server::*;
 pub use shell::*;

@@ -99,6 +99,9 @@ fn clear_stale_mount(mountpoint: &Path) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
+    // Before any thread: what libraries create in the cache is private too (the cache's
+    // own files are created private, see `dfs_common::private_files`).
+    dfs_common::private_files::restrict_umask();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = Args::parse();
     match run(args) {

@@ -155,7 +155,7 @@ impl CacheManager {
     /// Dirty files left by an earlier run are picked up and stored once the server answers.
     /// Call inside a tokio runtime (its handle runs work started from FUSE threads).
     pub fn new(addr: &str, cache_dir: &Path, opts: CacheOptions) -> Result<Arc<Self>, FsError> {
-        std::fs::create_dir_all(cache_dir)?;
+        dfs_common::private_files::create_dir_all(cache_dir)?;
         let mut id = [0u8; 8];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id)
             .map_err(|_| FsError::Io("no randomness for the client id".into()))?;

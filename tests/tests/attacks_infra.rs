@@ -1,0 +1,171 @@
+//! Attacks on the server's infrastructure (#21), each against real processes: data at
+//! rest under a umask of 000.
+//!
+//! `data_at_rest_is_private_whatever_the_umask` sets this process's umask to 000: no
+//! other test of this file depends on the umask.
+
+use dfs_common::auth;
+use dfs_common::codec;
+use dfs_common::proto::{DirReply, DirRequest, HDR_SHA256};
+use dfs_common::types::{Attr, ROOT_INO};
+use dfs_tests::*;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+const ALICE: u32 = 2101;
+
+fn made(r: &HttpResponse) -> Attr {
+    assert_eq!(r.status, 200, "{}", r.describe());
+    match codec::decode(&r.body).expect("a DirReply") {
+        DirReply::Attr(a) | DirReply::Made { attr: a, .. } => a,
+        other => panic!("expected attributes, got {other:?}"),
+    }
+}
+
+fn create(name: &str, mode: u32) -> DirRequest {
+    DirRequest::Create {
+        parent: ROOT_INO,
+        name: name.into(),
+        mode,
+        umask: 0,
+        uid: 0,
+        gid: 0,
+        exclusive: true,
+    }
+}
+
+/// Stores `data` into `ino` as `who`.
+fn store(who: &Principal, addr: &str, ino: u64, data: &[u8]) -> HttpResponse {
+    let sha = codec::to_hex(&auth::sha256(data));
+    who.sign(
+        "PUT",
+        &format!("/v1/files/{ino}"),
+        &[(HDR_SHA256, sha)],
+        data,
+    )
+    .send(addr)
+}
+
+/// Every directory under `root` that is not 0700 and every file that is not 0600.
+fn not_private(root: &Path) -> Vec<String> {
+    let mut bad = Vec::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(p) = todo.pop() {
+        let meta = std::fs::symlink_metadata(&p).unwrap();
+        let mode = meta.permissions().mode() & 0o7777;
+        if meta.is_dir() {
+            if mode != 0o700 {
+                bad.push(format!("dir {:o} {}", mode, p.display()));
+            }
+            for e in std::fs::read_dir(&p).unwrap() {
+                todo.push(e.unwrap().path());
+            }
+        } else if !meta.is_file() || mode != 0o600 {
+            bad.push(format!("file {:o} {}", mode, p.display()));
+        }
+    }
+    bad
+}
+
+fn assert_private(what: &str, root: &Path) {
+    let bad = not_private(root);
+    assert!(
+        bad.is_empty(),
+        "{what} open to other users:\n{}",
+        bad.join("\n")
+    );
+}
+
+/// Blob files under `data/blobs` (not temporary or spare ones).
+fn blob_files(data: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for fan in std::fs::read_dir(data.join("blobs")).unwrap().flatten() {
+        let name = fan.file_name().to_string_lossy().into_owned();
+        if name == "tmp" || name == "spare" || !fan.path().is_dir() {
+            continue;
+        }
+        out.extend(
+            std::fs::read_dir(fan.path())
+                .unwrap()
+                .flatten()
+                .map(|e| e.path()),
+        );
+    }
+    out
+}
+
+fn set_mode(p: &Path, mode: u32) {
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// #21 item 7: blobs were 0644 in 0755 directories, `meta.redb` 0644, the client's cache
+/// 0755 with 0644 copies: any local user read a 0600 file. Now both daemons keep 0700
+/// directories and 0600 files whatever their umask, and tighten looser modes at start.
+#[test]
+fn data_at_rest_is_private_whatever_the_umask() {
+    // SAFETY: umask(2) cannot fail; see the file's comment for why 000 is harmless here.
+    unsafe { libc::umask(0) };
+    let tmp = tempfile::TempDir::new().unwrap();
+    let realm = tmp.path().join("realm-data");
+    let key = init_realm(&realm);
+    let mut realm_server = Server::start(&realm, free_port(), &[]);
+    let alice = Principal::minted(&key, 31, ALICE, false);
+    let ino = made(
+        &alice
+            .dir(&create("secret", 0o600))
+            .send(&realm_server.addr()),
+    )
+    .ino;
+    assert_eq!(
+        store(&alice, &realm_server.addr(), ino, &[7u8; 300_000]).status,
+        200
+    );
+
+    let mut f = Fixture::new();
+    for (name, len) in [("small", 4096), ("large", 1 << 20)] {
+        write(f.mnt().join(name), pseudo_random(len, len as u64)).unwrap();
+        assert_eq!(read(f.mnt().join(name)).unwrap().len(), len);
+    }
+    let data = f.server.data_dir().to_path_buf();
+    let cache = f.mount.cache_dir().to_path_buf();
+    // A small blob's file is written by the journal's checkpoint, a moment after its store.
+    wait_for("both blobs on disk", Duration::from_secs(10), || {
+        let n = blob_files(&data).len();
+        (n >= 2).then_some(()).ok_or(format!("{n} blob files"))
+    });
+    assert_private("server data", &data);
+    assert_private("client cache", &cache);
+    assert_private("realm data", &realm);
+
+    // Modes left loose (by an older release, or by hand) are tightened at start.
+    f.mount.stop();
+    f.server.stop();
+    realm_server.stop();
+    set_mode(&data, 0o755);
+    set_mode(&data.join("blobs"), 0o755);
+    set_mode(&blob_files(&data)[0], 0o644);
+    set_mode(&data.join("meta.redb"), 0o644);
+    set_mode(&cache, 0o777);
+    set_mode(&cache.join("files"), 0o755);
+    set_mode(&realm.join("realm/principals.redb"), 0o644);
+    f.server.restart();
+    f.mount.restart();
+    realm_server.restart();
+    assert_private("server data after a restart", &data);
+    assert_private("client cache after a restart", &cache);
+    assert_private("realm data after a restart", &realm);
+    for (who, log) in [
+        ("server", f.server.log_path()),
+        ("mount", f.mount.log_path()),
+        ("realm server", realm_server.log_path()),
+    ] {
+        let log = std::fs::read_to_string(log).unwrap();
+        let since_restart = log.rsplit("==== harness: starting").next().unwrap();
+        assert!(
+            since_restart.contains("open to other local users"),
+            "the {who} did not log what it tightened:\n{log}"
+        );
+    }
+    assert_eq!(read(f.mnt().join("small")).unwrap().len(), 4096);
+}
