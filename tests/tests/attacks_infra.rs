@@ -1,12 +1,12 @@
-//! Attacks on the server's infrastructure (#21), each against real processes: data at
-//! rest under a umask of 000.
+//! Attacks on the server's infrastructure (#21), each against real processes: a request
+//! captured before a restart and replayed after it; data at rest under a umask of 000.
 //!
 //! `data_at_rest_is_private_whatever_the_umask` sets this process's umask to 000: no
 //! other test of this file depends on the umask.
 
 use dfs_common::auth;
 use dfs_common::codec;
-use dfs_common::proto::{DirReply, DirRequest, HDR_SHA256};
+use dfs_common::proto::{AttrChange, DirReply, DirRequest, HDR_ERROR, HDR_SHA256};
 use dfs_common::types::{Attr, ROOT_INO};
 use dfs_tests::*;
 use std::os::unix::fs::PermissionsExt;
@@ -35,6 +35,16 @@ fn create(name: &str, mode: u32) -> DirRequest {
     }
 }
 
+fn chmod(ino: u64, mode: u32) -> DirRequest {
+    DirRequest::SetAttr {
+        ino,
+        change: AttrChange {
+            mode: Some(mode),
+            ..AttrChange::default()
+        },
+    }
+}
+
 /// Stores `data` into `ino` as `who`.
 fn store(who: &Principal, addr: &str, ino: u64, data: &[u8]) -> HttpResponse {
     let sha = codec::to_hex(&auth::sha256(data));
@@ -45,6 +55,44 @@ fn store(who: &Principal, addr: &str, ino: u64, data: &[u8]) -> HttpResponse {
         data,
     )
     .send(addr)
+}
+
+fn code(r: &HttpResponse) -> &str {
+    r.header(HDR_ERROR).unwrap_or("none")
+}
+
+/// #21 item 4: the replay cache used to live in memory only, so a request captured up to
+/// 300 s before a restart was accepted once more after it (here: a chmod 644 that opens a
+/// private file again). Both a crash (kill -9) and a clean stop.
+#[test]
+fn a_request_captured_before_a_restart_is_refused_after_it() {
+    let tmp = tempfile::TempDir::new().unwrap();
+    let data = tmp.path().join("data");
+    let key = init_realm(&data);
+    let mut server = Server::start(&data, free_port(), &[]);
+    let addr = server.addr();
+    let alice = Principal::minted(&key, 31, ALICE, false);
+    let file = made(&alice.dir(&create("secret", 0o600)).send(&addr)).ino;
+    for restart in ["kill -9", "clean stop"] {
+        let captured = alice.dir(&chmod(file, 0o644));
+        assert_eq!(captured.send(&addr).status, 200);
+        let again = captured.send(&addr);
+        assert_eq!(again.status, 401, "replay before the {restart}");
+        assert_eq!(alice.dir(&chmod(file, 0o600)).send(&addr).status, 200);
+        if restart == "clean stop" {
+            assert!(server.stop().success());
+        }
+        server.restart();
+        let replayed = captured.send(&addr);
+        assert_eq!(
+            (replayed.status, code(&replayed)),
+            (401, "EAUTH"),
+            "a request captured before a {restart} was accepted after it: {}",
+            replayed.describe()
+        );
+        let attr = made(&alice.dir(&DirRequest::GetAttr { ino: file }).send(&addr));
+        assert_eq!(attr.mode & 0o777, 0o600, "the replayed chmod took effect");
+    }
 }
 
 /// Every directory under `root` that is not 0700 and every file that is not 0600.
