@@ -3,6 +3,7 @@
 
 use clap::Parser;
 use dfs_common::Timestamp;
+use dfs_server::auth::AnonymousAccess;
 use dfs_server::blobs::{gc, journal, BlobStore};
 use dfs_server::callbacks::Registry;
 use dfs_server::cluster::key::ClusterKey;
@@ -124,6 +125,14 @@ struct Args {
     /// Replication: the scrubber re-hashes every local blob once per this many seconds.
     #[arg(long, value_name = "N", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
     scrub_interval_secs: u64,
+
+    /// Realm only: what callers without a ticket may do. `none`: nothing but what a mount
+    /// does on its own (its callback channel, renewing and releasing its locks); `read`:
+    /// also what changes nothing (lookups, listings, attributes, fetches), as the modes
+    /// let `nobody` read; `write`: whatever the modes let `nobody` do. Ignored in an open
+    /// cell, where nothing is authenticated.
+    #[arg(long, value_name = "none|read|write", default_value = "none")]
+    anonymous: AnonymousAccess,
 }
 
 fn parse_roles(s: &str) -> Result<u8, String> {
@@ -258,7 +267,7 @@ async fn run(args: Args) -> Result<(), String> {
         settings,
     );
     if directory {
-        dfs_server::kdc::cli::enable_realm(&svc, &data_dir)?;
+        dfs_server::kdc::cli::enable_realm(&svc, &data_dir, args.anonymous)?;
     } else {
         log::info!("data node: serves blobs to members of its cluster only (cluster key)");
     }

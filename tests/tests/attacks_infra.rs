@@ -1,14 +1,17 @@
 //! Attacks on the server's infrastructure (#21), each against real processes: a request
-//! captured before a restart and replayed after it; data at rest under a umask of 000.
+//! captured before a restart and replayed after it; anonymous callers of a realm; data at
+//! rest under a umask of 000.
 //!
 //! `data_at_rest_is_private_whatever_the_umask` sets this process's umask to 000: no
 //! other test of this file depends on the umask.
 
 use dfs_common::auth;
 use dfs_common::codec;
+use dfs_common::locks::RenewRequest;
 use dfs_common::proto::{AttrChange, DirReply, DirRequest, HDR_ERROR, HDR_SHA256};
 use dfs_common::types::{Attr, ROOT_INO};
 use dfs_tests::*;
+use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
@@ -93,6 +96,99 @@ fn a_request_captured_before_a_restart_is_refused_after_it() {
         let attr = made(&alice.dir(&DirRequest::GetAttr { ino: file }).send(&addr));
         assert_eq!(attr.mode & 0o777, 0o600, "the replayed chmod took effect");
     }
+}
+
+/// Sends the head of a store of `len` bytes (no body) and reads the answer: a server that
+/// refuses the caller answers at once, one that accepts waits for the body.
+fn store_head_only(addr: &str, ino: u64, len: u64) -> std::io::Result<HttpResponse> {
+    let mut s = connect(addr, Duration::from_secs(5))?;
+    let head = format!(
+        "PUT /v1/files/{ino} HTTP/1.1\r\nhost: t\r\nx-dfs-client: 77\r\n\
+         {HDR_SHA256}: {}\r\ncontent-length: {len}\r\n\r\n",
+        "ab".repeat(32)
+    );
+    s.write_all(head.as_bytes())?;
+    read_response(&mut s)
+}
+
+/// The status of the answer to an anonymous `GET /v1/callbacks` of client 77 (the
+/// channel stays open: only its head is read).
+fn callback_channel_status(addr: &str) -> u16 {
+    let mut s = connect(addr, Duration::from_secs(5)).unwrap();
+    s.write_all(b"GET /v1/callbacks HTTP/1.1\r\nhost: t\r\nx-dfs-client: 77\r\n\r\n")
+        .unwrap();
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while !line.ends_with(b"\r\n") && s.read(&mut b).unwrap() == 1 {
+        line.push(b[0]);
+    }
+    let line = String::from_utf8_lossy(&line).into_owned();
+    line.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// #21 item 8: in a realm, anonymous callers could create and store in `/` (mode 1777):
+/// a 20 MiB store without a ticket was accepted. Now they get nothing unless the cell is
+/// started with `--anonymous read` or `--anonymous write`; what a mount does on its own
+/// (its callback channel, renewing its leases) stays open.
+#[test]
+fn anonymous_callers_get_nothing_in_a_realm_unless_the_cell_allows_it() {
+    let tmp = tempfile::TempDir::new().unwrap();
+    let data = tmp.path().join("data");
+    let key = init_realm(&data);
+    let server = Server::start(&data, free_port(), &[]);
+    let addr = server.addr();
+    let alice = Principal::minted(&key, 31, ALICE, false);
+    let shared = made(&alice.dir(&create("shared", 0o666)).send(&addr)).ino;
+    assert_eq!(store(&alice, &addr, shared, b"for all\n").status, 200);
+    let anon = |req: &DirRequest, addr: &str| CapturedRequest::anonymous_dir(77, req).send(addr);
+    let fetch = |addr: &str| {
+        CapturedRequest::anonymous(77, "GET", &format!("/v1/files/{shared}"), b"").send(addr)
+    };
+    let big_store = |addr: &str| {
+        store_head_only(addr, shared, 20 << 20).unwrap_or_else(|e| {
+            panic!("an anonymous 20 MiB store was not answered before its body: {e}")
+        })
+    };
+
+    // Default: nothing.
+    let r = anon(&create("anon-file", 0o666), &addr);
+    assert_eq!((r.status, code(&r)), (401, "EAUTH"), "{}", r.describe());
+    let r = big_store(&addr);
+    assert_eq!((r.status, code(&r)), (401, "EAUTH"), "{}", r.describe());
+    for req in [chmod(shared, 0o777), DirRequest::GetAttr { ino: ROOT_INO }] {
+        let r = anon(&req, &addr);
+        assert_eq!(r.status, 401, "{req:?}: {}", r.describe());
+    }
+    assert_eq!(fetch(&addr).status, 401);
+    // A mount's own upkeep runs anonymous.
+    assert_eq!(callback_channel_status(&addr), 200);
+    let renew = codec::encode(&RenewRequest { held: vec![] });
+    let r = CapturedRequest::anonymous(77, "POST", "/v1/locks/renew", &renew).send(&addr);
+    assert_eq!(r.status, 200, "{}", r.describe());
+    drop(server);
+
+    // --anonymous read: what nobody may read, nothing more.
+    let server = Server::start(&data, free_port(), &["--anonymous", "read"]);
+    let addr = server.addr();
+    assert_eq!(
+        made(&anon(&DirRequest::GetAttr { ino: shared }, &addr)).ino,
+        shared
+    );
+    let r = fetch(&addr);
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"for all\n"[..]));
+    let r = anon(&create("anon-file", 0o666), &addr);
+    assert_eq!((r.status, code(&r)), (401, "EAUTH"), "{}", r.describe());
+    assert_eq!(anon(&chmod(shared, 0o777), &addr).status, 401);
+    assert_eq!(big_store(&addr).status, 401);
+    drop(server);
+
+    // --anonymous write: as before, what the modes let nobody do.
+    let server = Server::start(&data, free_port(), &["--anonymous", "write"]);
+    let addr = server.addr();
+    made(&anon(&create("anon-file", 0o666), &addr));
 }
 
 /// Every directory under `root` that is not 0700 and every file that is not 0600.

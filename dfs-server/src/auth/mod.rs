@@ -1,8 +1,9 @@
 //! The server end of the AP exchange and who a caller is.
 //!
 //! With a realm (`DATA/realm/`), every request except the KDC's own and `/v1/health` is
-//! either anonymous (no `x-dfs-ticket`: the caller is `nobody`, and gets only what is
-//! world-readable or world-writable) or carries a service ticket for `dfs` plus an
+//! either anonymous (no `x-dfs-ticket`: the caller is `nobody`, and gets what the cell's
+//! `--anonymous` level admits, by default nothing, see `anonymous`; within it, only what
+//! is world-readable or world-writable) or carries a service ticket for `dfs` plus an
 //! authenticator sealed with the ticket's session key, whose digest must match the request
 //! as received (method, path, every `x-dfs-*` header, and the body's SHA-256, header
 //! `x-dfs-body-sha256`, which the body reader checks). A bad ticket or authenticator is a
@@ -15,8 +16,10 @@
 //! Without a realm (an "open" cell) `authenticate` is the old pass-through.
 //!
 //! Owns: `Security`, `Session`, `authenticate`, `seal_response`, the replay cache
-//! (`replay`), and the permission rules (`perm`). Must not issue tickets (see `crate::kdc`).
+//! (`replay`), what anonymous callers may do (`anonymous`), and the permission rules
+//! (`perm`). Must not issue tickets (see `crate::kdc`).
 
+pub mod anonymous;
 pub mod perm;
 pub mod privacy;
 pub mod replay;
@@ -24,6 +27,7 @@ pub mod replay;
 use crate::http::wire::{self, full, ResBody};
 use crate::kdc::Kdc;
 use crate::services::{Caller, Services};
+pub use anonymous::AnonymousAccess;
 use bytes::Bytes;
 use dfs_common::auth::{
     self, denied, ApReply, Identity, Key, Ticket, FILE_SERVICE, HDR_AUTH, HDR_AUTH_REPLY,
@@ -46,6 +50,8 @@ pub const NOBODY: u32 = 65534;
 pub struct Security {
     pub kdc: Kdc,
     pub replay: ReplayCache,
+    /// What callers without a ticket may do (`anonymous`).
+    pub anonymous: AnonymousAccess,
 }
 
 impl Security {
@@ -54,6 +60,7 @@ impl Security {
         Security {
             kdc,
             replay: ReplayCache::new(),
+            anonymous: AnonymousAccess::default(),
         }
     }
 }
@@ -92,7 +99,11 @@ pub fn authenticate<B>(
     let ticket = hex_header(req, HDR_TICKET)?;
     let authenticator = hex_header(req, HDR_AUTH)?;
     let (ticket, sealed_auth) = match (ticket, authenticator) {
-        (None, None) => return Ok((Caller::anonymous(client), None)),
+        (None, None) => {
+            let (method, path) = (req.method().clone(), path.to_string());
+            anonymous::admit(sec.anonymous, &method, &path, req.extensions_mut())?;
+            return Ok((Caller::anonymous(client), None));
+        }
         (Some(t), Some(a)) => (t, a),
         _ => {
             return Err(denied(

@@ -1,7 +1,7 @@
 //! `dfs-server init` (creating a realm) and turning the realm on at start.
 
 use super::{InitOptions, Kdc};
-use crate::auth::{ReplayCache, Security};
+use crate::auth::{AnonymousAccess, ReplayCache, Security};
 use crate::services::Services;
 use clap::Parser;
 use dfs_common::auth;
@@ -89,14 +89,22 @@ pub fn init_main() -> ExitCode {
 /// How often the replay cache is flushed to the disk (see `crate::auth::replay`).
 const REPLAY_FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Opens the realm of `data_dir`, if any, and makes `svc` require tickets. Starts the
-/// replay cache's flusher (call inside the runtime).
-pub fn enable_realm(svc: &Arc<Services>, data_dir: &Path) -> Result<(), String> {
+/// Opens the realm of `data_dir`, if any, and makes `svc` require tickets; callers
+/// without one get what `anonymous` admits. Starts the replay cache's flusher (call
+/// inside the runtime).
+pub fn enable_realm(
+    svc: &Arc<Services>,
+    data_dir: &Path,
+    anonymous: AnonymousAccess,
+) -> Result<(), String> {
     let Some(kdc) = Kdc::open(data_dir)? else {
         log::info!(
             "no realm in {}: open cell, requests are not authenticated",
             data_dir.display()
         );
+        if anonymous != AnonymousAccess::None {
+            log::info!("--anonymous {anonymous} has no effect in an open cell");
+        }
         return Ok(());
     };
     let dir = super::realm_dir(data_dir);
@@ -104,13 +112,22 @@ pub fn enable_realm(svc: &Arc<Services>, data_dir: &Path) -> Result<(), String> 
         .map_err(|e| format!("cannot open the replay cache in {}: {e}", dir.display()))?;
     log::info!(
         "realm {}: KDC on, tickets required (lifetime {} s, skew {} s); {} authenticators \
-         of the last run still refused",
+         of the last run still refused; anonymous callers get {}",
         kdc.conf.realm,
         kdc.conf.lifetime_secs,
         kdc.conf.skew_secs,
-        replay.len()
+        replay.len(),
+        match anonymous {
+            AnonymousAccess::None => "nothing (--anonymous read|write to allow)",
+            AnonymousAccess::Read => "read access (--anonymous read)",
+            AnonymousAccess::Write => "what the modes allow (--anonymous write)",
+        }
     );
-    let security = Arc::new(Security { kdc, replay });
+    let security = Arc::new(Security {
+        kdc,
+        replay,
+        anonymous,
+    });
     let flushed = Arc::downgrade(&security);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(REPLAY_FLUSH_EVERY);
