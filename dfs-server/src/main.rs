@@ -9,6 +9,7 @@ use dfs_server::callbacks::Registry;
 use dfs_server::cluster::key::ClusterKey;
 use dfs_server::cluster::{repair, replicate, scrub, Cluster, ClusterSettings};
 use dfs_server::http;
+use dfs_server::http::limits::{self, ConnLimits};
 use dfs_server::lock::{LockConfig, LockService};
 use dfs_server::namespace::Namespace;
 use dfs_server::services::{Services, Settings};
@@ -125,7 +126,6 @@ struct Args {
     /// Replication: the scrubber re-hashes every local blob once per this many seconds.
     #[arg(long, value_name = "N", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
     scrub_interval_secs: u64,
-
     /// Realm only: what callers without a ticket may do. `none`: nothing but what a mount
     /// does on its own (its callback channel, renewing and releasing its locks); `read`:
     /// also what changes nothing (lookups, listings, attributes, fetches), as the modes
@@ -133,6 +133,29 @@ struct Args {
     /// cell, where nothing is authenticated.
     #[arg(long, value_name = "none|read|write", default_value = "none")]
     anonymous: AnonymousAccess,
+
+    /// Connections: most open at once from everyone; more are answered 503 and closed
+    /// (counted in the log). Lowered to fit the process's file descriptor limit.
+    #[arg(long, value_name = "N", default_value_t = limits::DEFAULT_MAX_CONNECTIONS, value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: u64,
+
+    /// Connections: most open at once from one peer (an IPv4 address or an IPv6 /64).
+    #[arg(long, value_name = "N", default_value_t = limits::DEFAULT_MAX_PER_PEER, value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections_per_peer: u64,
+
+    /// Connections: seconds from the first byte of a request to the end of its head.
+    #[arg(long, value_name = "N", default_value_t = limits::DEFAULT_HEADER_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    header_timeout_secs: u64,
+
+    /// Connections: seconds a connection waits for its next request before it is closed.
+    #[arg(long, value_name = "N", default_value_t = limits::DEFAULT_IDLE_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    idle_timeout_secs: u64,
+
+    /// Connections: seconds a request body may go without a byte, and an answer may wait
+    /// for the client to take one (between bytes, never in all: large stores stream for
+    /// as long as they move; lock waits and the callback channel are not cut).
+    #[arg(long, value_name = "N", default_value_t = limits::DEFAULT_BODY_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    body_timeout_secs: u64,
 }
 
 fn parse_roles(s: &str) -> Result<u8, String> {
@@ -350,7 +373,23 @@ async fn run(args: Args) -> Result<(), String> {
         let _ = stop_tx.send(true);
     });
 
-    http::serve(listener, svc, stop_rx).await;
+    let mut conn_limits = ConnLimits {
+        max_connections: args.max_connections,
+        max_per_peer: args.max_connections_per_peer,
+        header_timeout: Duration::from_secs(args.header_timeout_secs),
+        idle_timeout: Duration::from_secs(args.idle_timeout_secs),
+        body_timeout: Duration::from_secs(args.body_timeout_secs),
+    };
+    conn_limits.fit_to_fd_limit();
+    log::info!(
+        "connections: at most {} ({} per peer); timeouts: head {:?}, idle {:?}, body {:?}",
+        conn_limits.max_connections,
+        conn_limits.max_per_peer,
+        conn_limits.header_timeout,
+        conn_limits.idle_timeout,
+        conn_limits.body_timeout
+    );
+    http::serve(listener, svc, conn_limits, stop_rx).await;
 
     sweeper.abort();
     let _ = journal_task.await;

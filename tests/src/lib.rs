@@ -25,13 +25,15 @@
 //! - `replicas`: what the replication tests share: files of mixed sizes written through a
 //!   mount of a cluster and read back, the convergence check, their bounds;
 //! - `realm`: a realm made with `dfs-server init` and requests signed as any of its
-//!   principals (tickets minted with its service key), kept whole to be replayed.
+//!   principals (tickets minted with its service key), kept whole to be replayed;
+//! - `conns`: raw connections from chosen loopback addresses, a process's open files.
 //!
 //! Needs root (mounts) and release binaries: run `scripts/test.sh`, which builds them first.
 
 pub mod agent;
 pub mod api;
 pub mod cluster;
+pub mod conns;
 pub mod fixture;
 pub mod fsops;
 pub mod http;
@@ -49,6 +51,7 @@ pub mod tx;
 pub use agent::*;
 pub use api::*;
 pub use cluster::*;
+pub use conns::*;
 pub use fixture::*;
 pub use fsops::*;
 pub use http::*;
