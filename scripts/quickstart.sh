@@ -26,6 +26,9 @@
 #   DFS_REALM  realm created on first start (default: DFS.LOCAL); DFS_OPEN=1 skips the
 #              realm and runs an open cell (no authentication)
 #   DFS_PRINCIPAL  your principal in it   (default: $USER)
+#   DFS_ANONYMOUS  what users who have not logged in may do in the realm: none (the
+#              server's default), read, or write (as the modes allow); node 0 is
+#              started with --anonymous $DFS_ANONYMOUS when it is set
 #
 # Running it again is safe: a live node or mount is reused; a dead one (stale pid file,
 # "Transport endpoint is not connected") is cleaned up and started again. A node running
@@ -92,6 +95,9 @@ node_roles() {
 node_args() {
     local i=$1 j peers=()
     printf '%s\n' --data-dir "$(node_data "$i")" --listen "$(node_addr "$i")"
+    if [ "$i" -eq 0 ] && [ -n "${DFS_ANONYMOUS:-}" ]; then
+        printf '%s\n' --anonymous "$DFS_ANONYMOUS"
+    fi
     [ "$DFS_NODES" -gt 1 ] || return 0
     for ((j = 0; j < DFS_NODES; j++)); do
         [ "$j" -eq "$i" ] || peers+=("$(node_addr "$j")")
@@ -179,9 +185,12 @@ mount_fstype() {
 }
 
 # Does the mount answer? (stat may answer from cached attributes even when the client is
-# gone; reading the directory always asks it.)
+# gone; reading the directory always asks it.) "Permission denied" is an answer too: a
+# realm gives users who have not logged in nothing by default.
 mount_works() {
-    timeout 5 ls -A -f "$DFS_MOUNT" >/dev/null 2>&1
+    local out
+    out=$(timeout 5 ls -A -f "$DFS_MOUNT" 2>&1 >/dev/null) && return 0
+    [[ $out == *"Permission denied"* ]]
 }
 
 unmount_stale() {
@@ -417,6 +426,13 @@ EOT
   realm:   $(sed -n 's/^realm = //p' "$DATA/realm/realm.conf"); you are $DFS_PRINCIPAL (password in $PASSWORD_FILE)
            log in again: $BIN/dfs login $DFS_PRINCIPAL --server $ADDR
            add a user:   $BIN/dfs user add NAME --uid UID
+           users who have not logged in get $(
+            case "${DFS_ANONYMOUS:-none}" in
+            read) echo "read access (DFS_ANONYMOUS=read)" ;;
+            write) echo "what the modes allow (DFS_ANONYMOUS=write)" ;;
+            *) echo "nothing" ;;
+            esac); to change it: DFS_ANONYMOUS=read $0
+           (or write; restarts node 0 with dfs-server --anonymous read|write)
 EOT
     fi
 }

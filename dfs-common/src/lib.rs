@@ -5,7 +5,8 @@
 //! bincode codec and frame format (`codec`), content hashing of blobs (`hash`), and the
 //! rules of POSIX ACLs in their xattr form (`acl`). It must not own policy: no sockets, no
 //! clocks beyond `Timestamp::now`, and no file I/O beyond `fileread::read_fresh` (reading a
-//! range into an unzeroed buffer, which both data paths need).
+//! range into an unzeroed buffer, which both data paths need) and `private_files` (the one
+//! rule both daemons keep for their files at rest: 0700 directories, 0600 files).
 
 pub mod acl;
 pub mod auth;
@@ -18,6 +19,7 @@ pub mod hash;
 pub mod locks;
 pub mod password;
 pub mod privacy;
+pub mod private_files;
 pub mod proto;
 pub mod sealed_body;
 pub mod tx;

@@ -96,6 +96,14 @@ pub fn serve(
 ) -> Result<PathBuf, FsError> {
     let path = socket_path(mountpoint);
     std::fs::create_dir_all("/run/dfs")?;
+    // Every user reaches the sockets in it (this daemon's umask is 077).
+    let dir = std::fs::metadata("/run/dfs")?;
+    if std::os::unix::fs::PermissionsExt::mode(&dir.permissions()) & 0o005 != 0o005 {
+        std::fs::set_permissions(
+            "/run/dfs",
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )?;
+    }
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path)?;
     // Every user may ask; what they may do is decided by their uid (SO_PEERCRED).

@@ -229,7 +229,7 @@ fn chunk_at(at: u64) -> usize {
 impl FileSink {
     fn create(dest: &Path, progress: Option<Arc<Filling>>) -> std::io::Result<FileSink> {
         Ok(FileSink {
-            file: Arc::new(std::fs::File::create(dest)?),
+            file: Arc::new(dfs_common::private_files::create(dest)?),
             progress,
             pending: BytesMut::new(),
             pending_at: 0,

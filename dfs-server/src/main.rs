@@ -3,11 +3,13 @@
 
 use clap::Parser;
 use dfs_common::Timestamp;
+use dfs_server::auth::AnonymousAccess;
 use dfs_server::blobs::{gc, journal, BlobStore};
 use dfs_server::callbacks::Registry;
 use dfs_server::cluster::key::ClusterKey;
 use dfs_server::cluster::{repair, replicate, scrub, Cluster, ClusterSettings};
 use dfs_server::http;
+use dfs_server::http::limits::{self, ConnLimits};
 use dfs_server::lock::{LockConfig, LockService};
 use dfs_server::namespace::Namespace;
 use dfs_server::services::{Services, Settings};
@@ -124,6 +126,36 @@ struct Args {
     /// Replication: the scrubber re-hashes every local blob once per this many seconds.
     #[arg(long, value_name = "N", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
     scrub_interval_secs: u64,
+    /// Realm only: what callers without a ticket may do. `none`: nothing but what a mount
+    /// does on its own (its callback channel, renewing and releasing its locks); `read`:
+    /// also what changes nothing (lookups, listings, attributes, fetches), as the modes
+    /// let `nobody` read; `write`: whatever the modes let `nobody` do. Ignored in an open
+    /// cell, where nothing is authenticated.
+    #[arg(long, value_name = "none|read|write", default_value = "none")]
+    anonymous: AnonymousAccess,
+
+    /// Connections: most open at once from everyone; more are answered 503 and closed
+    /// (counted in the log). Lowered to fit the process's file descriptor limit.
+    #[arg(long, value_name = "N", default_value_t = limits::DEFAULT_MAX_CONNECTIONS, value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: u64,
+
+    /// Connections: most open at once from one peer (an IPv4 address or an IPv6 /64).
+    #[arg(long, value_name = "N", default_value_t = limits::DEFAULT_MAX_PER_PEER, value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections_per_peer: u64,
+
+    /// Connections: seconds from the first byte of a request to the end of its head.
+    #[arg(long, value_name = "N", default_value_t = limits::DEFAULT_HEADER_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    header_timeout_secs: u64,
+
+    /// Connections: seconds a connection waits for its next request before it is closed.
+    #[arg(long, value_name = "N", default_value_t = limits::DEFAULT_IDLE_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    idle_timeout_secs: u64,
+
+    /// Connections: seconds a request body may go without a byte, and an answer may wait
+    /// for the client to take one (between bytes, never in all: large stores stream for
+    /// as long as they move; lock waits and the callback channel are not cut).
+    #[arg(long, value_name = "N", default_value_t = limits::DEFAULT_BODY_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    body_timeout_secs: u64,
 }
 
 fn parse_roles(s: &str) -> Result<u8, String> {
@@ -152,6 +184,8 @@ fn parse_octal(s: &str) -> Result<u32, String> {
 }
 
 fn main() -> ExitCode {
+    // Before any thread: what libraries create for us (redb's files) is private too.
+    dfs_common::private_files::restrict_umask();
     if std::env::args().nth(1).as_deref() == Some("init") {
         return dfs_server::kdc::cli::init_main();
     }
@@ -188,8 +222,9 @@ fn unix_secs(t: Timestamp) -> u64 {
 
 async fn run(args: Args) -> Result<(), String> {
     let data_dir = args.data_dir.clone();
-    std::fs::create_dir_all(&data_dir)
+    dfs_common::private_files::create_dir_all(&data_dir)
         .map_err(|e| format!("cannot create data dir {}: {e}", data_dir.display()))?;
+    make_private(&data_dir).await?;
     let now = Timestamp::now();
     let db_path = data_dir.join("meta.redb");
     let root_mode = args.root_mode;
@@ -256,7 +291,7 @@ async fn run(args: Args) -> Result<(), String> {
     )
     .map_err(|e| format!("registered clients: {e}"))?;
     if directory {
-        dfs_server::kdc::cli::enable_realm(&svc, &data_dir)?;
+        dfs_server::kdc::cli::enable_realm(&svc, &data_dir, args.anonymous)?;
     } else {
         log::info!("data node: serves blobs to members of its cluster only (cluster key)");
     }
@@ -339,7 +374,23 @@ async fn run(args: Args) -> Result<(), String> {
         let _ = stop_tx.send(true);
     });
 
-    http::serve(listener, svc, stop_rx).await;
+    let mut conn_limits = ConnLimits {
+        max_connections: args.max_connections,
+        max_per_peer: args.max_connections_per_peer,
+        header_timeout: Duration::from_secs(args.header_timeout_secs),
+        idle_timeout: Duration::from_secs(args.idle_timeout_secs),
+        body_timeout: Duration::from_secs(args.body_timeout_secs),
+    };
+    conn_limits.fit_to_fd_limit();
+    log::info!(
+        "connections: at most {} ({} per peer); timeouts: head {:?}, idle {:?}, body {:?}",
+        conn_limits.max_connections,
+        conn_limits.max_per_peer,
+        conn_limits.header_timeout,
+        conn_limits.idle_timeout,
+        conn_limits.body_timeout
+    );
+    http::serve(listener, svc, conn_limits, stop_rx).await;
 
     sweeper.abort();
     let _ = journal_task.await;
@@ -360,6 +411,34 @@ async fn run(args: Args) -> Result<(), String> {
         Err(_) => {
             log::warn!("metadata database still in use at exit; it will close with the process")
         }
+    }
+    Ok(())
+}
+
+/// Makes everything under the data dir private to this server (0700 directories, 0600
+/// files), saying what was not.
+async fn make_private(data_dir: &std::path::Path) -> Result<(), String> {
+    let dir = data_dir.to_path_buf();
+    let done = tokio::task::spawn_blocking(move || dfs_common::private_files::tighten(&dir))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot make the data dir private: {e}"))?;
+    if done.changed_anything() {
+        log::warn!(
+            "{} directories and {} files under {} were open to other local users; they are \
+             now 0700 and 0600",
+            done.dirs,
+            done.files,
+            data_dir.display()
+        );
+    }
+    if !done.others.is_empty() {
+        log::warn!(
+            "the data dir holds {} entries that are neither files nor directories, left as \
+             they are: {:?}",
+            done.others.len(),
+            done.others
+        );
     }
     Ok(())
 }

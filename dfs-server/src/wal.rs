@@ -19,9 +19,10 @@
 //! page cache may). Must not: let a read miss a write, or return from `sync_data` before
 //! its record (or the checkpoint covering it) is on disk.
 
+use dfs_common::private_files;
 use redb::StorageBackend;
 use std::collections::{BTreeSet, HashMap};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
@@ -75,7 +76,7 @@ impl WalFile {
     /// Opens (creating if needed) the database file at `path` and its log, replaying the
     /// log. Refuses a database another process has open.
     pub fn open(path: &Path) -> io::Result<WalFile> {
-        let db = OpenOptions::new()
+        let db = private_files::options()
             .read(true)
             .write(true)
             .create(true)
@@ -91,7 +92,7 @@ impl WalFile {
         }
         let log_path = log_path_of(path);
         let new_log = !log_path.exists();
-        let log = OpenOptions::new()
+        let log = private_files::options()
             .read(true)
             .write(true)
             .create(true)

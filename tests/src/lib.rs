@@ -24,7 +24,10 @@
 //!   clients registered with a server, whose requests carry their proof;
 //! - `measure`: hashes, memory figures, test data, polling;
 //! - `replicas`: what the replication tests share: files of mixed sizes written through a
-//!   mount of a cluster and read back, the convergence check, their bounds.
+//!   mount of a cluster and read back, the convergence check, their bounds;
+//! - `realm`: a realm made with `dfs-server init` and requests signed as any of its
+//!   principals (tickets minted with its service key), kept whole to be replayed;
+//! - `conns`: raw connections from chosen loopback addresses, a process's open files.
 //!
 //! Needs root (mounts) and release binaries: run `scripts/test.sh`, which builds them first.
 
@@ -32,6 +35,7 @@ pub mod agent;
 pub mod api;
 pub mod clients;
 pub mod cluster;
+pub mod conns;
 pub mod fixture;
 pub mod fsops;
 pub mod http;
@@ -39,6 +43,7 @@ pub mod measure;
 pub mod mount;
 pub mod pair;
 pub mod procs;
+pub mod realm;
 pub mod replicas;
 pub mod server;
 pub mod shell;
@@ -49,6 +54,7 @@ pub use agent::*;
 pub use api::*;
 pub use clients::*;
 pub use cluster::*;
+pub use conns::*;
 pub use fixture::*;
 pub use fsops::*;
 pub use http::*;
@@ -56,6 +62,7 @@ pub use measure::*;
 pub use mount::*;
 pub use pair::*;
 pub use procs::*;
+pub use realm::*;
 pub use replicas::*;
 pub use server::*;
 pub use shell::*;

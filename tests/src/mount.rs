@@ -173,9 +173,12 @@ impl Mount {
                 use std::os::unix::fs::MetadataExt;
                 let parent = mp.parent().and_then(|p| fs::metadata(p).ok());
                 // statx may answer from cached attributes even on a dead mount; opening
-                // the directory always asks the daemon.
+                // the directory always asks the daemon. In a realm that admits no
+                // anonymous callers, a live daemon answers EACCES to a user who has not
+                // logged in (a dead mount answers ENOTCONN).
                 match (fs::read_dir(&mp), fs::metadata(&mp), parent) {
                     (Ok(_), Ok(m), Some(p)) => m.dev() != p.dev(),
+                    (Err(e), _, _) => e.kind() == std::io::ErrorKind::PermissionDenied,
                     _ => false,
                 }
             },

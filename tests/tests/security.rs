@@ -344,14 +344,15 @@ fn realm_login_permissions_and_bad_credentials() {
     let o = r.sh_as(BOB, "chmod 666 a.txt");
     assert!(!o.status.success(), "bob chmodded alice's file");
 
-    // Direct HTTP with bob's valid ticket: 403; anonymous: 403.
+    // Direct HTTP with bob's valid ticket: 403; anonymous: 401 (a realm admits no
+    // anonymous callers unless started with --anonymous).
     let file = r.mount.join("a.txt");
     let ino = ino_of(&file);
     let path = format!("/v1/files/{ino}");
     let bob = r.creds(BOB).service;
     let h = signed(&bob, &bob.ticket, "GET", &path, vec![], b"");
     assert_eq!(send(&addr, "GET", &path, &h, b"").status, 403);
-    assert_eq!(send(&addr, "GET", &path, &[], b"").status, 403);
+    assert_eq!(send(&addr, "GET", &path, &[], b"").status, 401);
     let alice = r.creds(ALICE);
     let h = signed(
         &alice.service,

@@ -99,6 +99,9 @@ fn clear_stale_mount(mountpoint: &Path) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
+    // Before any thread: what libraries create in the cache is private too (the cache's
+    // own files are created private, see `dfs_common::private_files`).
+    dfs_common::private_files::restrict_umask();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = Args::parse();
     match run(args) {
@@ -135,7 +138,8 @@ fn run(args: Args) -> Result<(), String> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(args.connect_timeout);
         loop {
             match mgr.getattr(dfs_common::ROOT_INO).await {
-                Ok(_) => return Ok(()),
+                // A realm that admits no anonymous callers answers, too: users log in.
+                Ok(_) | Err(dfs_common::FsError::Unauthenticated(_)) => return Ok(()),
                 Err(e) if tokio::time::Instant::now() >= deadline => {
                     return Err(format!("server {} does not answer: {e}", args.server))
                 }

@@ -7,7 +7,6 @@ use super::disk::CacheEntry;
 use super::files::OpenResult;
 use super::CacheManager;
 use dfs_common::{FsError, Ino};
-use std::fs::File;
 use std::sync::atomic::Ordering;
 
 impl CacheManager {
@@ -73,7 +72,7 @@ impl CacheManager {
         if attr.size == 0 && self.disk.get(attr.ino).is_none() {
             // A new empty file needs no fetch: its copy is an empty local file.
             let path = self.disk.path(attr.ino, attr.version);
-            File::create(&path)?;
+            dfs_common::private_files::create(&path)?;
             self.disk.put(
                 attr.ino,
                 CacheEntry {

@@ -5,7 +5,7 @@
 //! the server.
 
 use super::index_writer::{IndexWriter, INDEX};
-use dfs_common::{FsError, Ino};
+use dfs_common::{private_files, FsError, Ino};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -48,17 +48,49 @@ pub struct DiskCache {
     index: Mutex<Index>,
 }
 
+/// Tightens the modes under the cache dir `dir` (0700 directories, 0600 files), saying
+/// what was open to others.
+fn make_private(dir: &Path) -> Result<(), FsError> {
+    let done = private_files::tighten(dir)?;
+    if done.changed_anything() {
+        log::warn!(
+            "{} directories and {} files of the cache {} were open to other local users; \
+             they are now 0700 and 0600",
+            done.dirs,
+            done.files,
+            dir.display()
+        );
+    }
+    if !done.others.is_empty() {
+        log::warn!(
+            "the cache {} holds entries that are neither files nor directories: {:?}",
+            dir.display(),
+            done.others
+        );
+    }
+    Ok(())
+}
+
 fn io_err(e: impl std::fmt::Display) -> FsError {
     FsError::Io(format!("cache index: {e}"))
 }
 
 impl DiskCache {
     /// Opens (or creates) the cache at `dir`, dropping index entries whose file is gone or
-    /// has the wrong size, and files that no entry claims (leftovers of a crash).
+    /// has the wrong size, and files that no entry claims (leftovers of a crash). Everything
+    /// in it is made private to this user first (it holds copies of other users' files).
     pub fn open(dir: &Path, limit_bytes: u64) -> Result<DiskCache, FsError> {
         let files_dir = dir.join("files");
-        std::fs::create_dir_all(&files_dir)?;
-        let db = Database::create(dir.join("index.redb")).map_err(io_err)?;
+        private_files::create_dir_all(&files_dir)?;
+        make_private(dir)?;
+        let index = dir.join("index.redb");
+        // redb creates its file with the umask's mode; an empty private one it takes as is.
+        private_files::options()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&index)?;
+        let db = Database::create(index).map_err(io_err)?;
         let mut entries = HashMap::new();
         {
             let txn = db.begin_write().map_err(io_err)?;

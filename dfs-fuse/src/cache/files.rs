@@ -10,7 +10,7 @@ use super::disk::CacheEntry;
 use super::filling::{wait_for_plain_release, Filling};
 use super::CacheManager;
 use crate::remote::Fetched;
-use dfs_common::{FsError, Ino, Timestamp};
+use dfs_common::{private_files, FsError, Ino, Timestamp};
 use std::fs::{File, OpenOptions};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -308,7 +308,7 @@ impl CacheManager {
         if attr.kind != dfs_common::FileKind::File {
             return Err(FsError::IsDir);
         }
-        File::create(self.disk.path(node.ino, attr.version))?;
+        private_files::create(&self.disk.path(node.ino, attr.version))?;
         {
             let mut l = node.local.lock().unwrap();
             l.version = attr.version;
@@ -378,7 +378,7 @@ impl CacheManager {
                         Ok(f) => Arc::new(f),
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                             // Created by us and never written: the empty copy is implicit.
-                            let f = OpenOptions::new()
+                            let f = private_files::options()
                                 .read(true)
                                 .write(true)
                                 .create(true)

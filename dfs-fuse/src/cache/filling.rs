@@ -11,8 +11,7 @@
 
 use super::files::{FileHandle, FileNode, OpenResult};
 use super::CacheManager;
-use dfs_common::{FsError, Ino};
-use std::fs::OpenOptions;
+use dfs_common::{private_files, FsError, Ino};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -56,7 +55,7 @@ impl CacheManager {
         // it once renamed into place.
         let part = self.disk.part_path(ino);
         let file = Arc::new(
-            OpenOptions::new()
+            private_files::options()
                 .read(true)
                 .write(true)
                 .create(true)

@@ -157,7 +157,7 @@ impl CacheManager {
     /// Dirty files left by an earlier run are picked up and stored once the server answers.
     /// Call inside a tokio runtime (its handle runs work started from FUSE threads).
     pub fn new(addr: &str, cache_dir: &Path, opts: CacheOptions) -> Result<Arc<Self>, FsError> {
-        std::fs::create_dir_all(cache_dir)?;
+        dfs_common::private_files::create_dir_all(cache_dir)?;
         // The mount's identity is kept beside its cache: a restarted mount is the same
         // client to the server, and its locks stay its own.
         let identity = crate::remote::identity::Identity::kept_in(cache_dir.join("client.id"));

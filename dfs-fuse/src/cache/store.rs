@@ -7,7 +7,7 @@ use super::disk::CacheEntry;
 use super::files::{stamp_of, FileNode, OPEN_OWNER};
 use super::CacheManager;
 use dfs_common::locks::LockClass;
-use dfs_common::{FsError, Timestamp};
+use dfs_common::{private_files, FsError, Timestamp};
 use std::sync::Arc;
 
 impl CacheManager {
@@ -127,7 +127,7 @@ impl CacheManager {
         version: u64,
     ) -> Result<std::path::PathBuf, FsError> {
         let dir = self.cache_dir.join("lost+found");
-        std::fs::create_dir_all(&dir)?;
+        private_files::create_dir_all(&dir)?;
         let secs = Timestamp::now().secs;
         let dest = dir.join(format!("{}-v{version}-{secs}", node.ino));
         std::fs::rename(self.disk.path(node.ino, version), &dest)?;
@@ -437,7 +437,7 @@ fn restore_copy(
 ) -> Result<(), FsError> {
     let temp = dest.with_extension("restoring");
     let mut from = std::fs::File::open(source)?;
-    let mut to = std::fs::File::create(&temp)?;
+    let mut to = private_files::create(&temp)?;
     std::io::copy(&mut from, &mut to)?;
     if let Ok(mtime) = from.metadata().and_then(|m| m.modified()) {
         to.set_modified(mtime)?;

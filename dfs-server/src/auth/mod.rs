@@ -1,40 +1,44 @@
 //! The server end of the AP exchange and who a caller is.
 //!
 //! With a realm (`DATA/realm/`), every request except the KDC's own and `/v1/health` is
-//! either anonymous (no `x-dfs-ticket`: the caller is `nobody`, and gets only what is
-//! world-readable or world-writable) or carries a service ticket for `dfs` plus an
+//! either anonymous (no `x-dfs-ticket`: the caller is `nobody`, and gets what the cell's
+//! `--anonymous` level admits, by default nothing, see `anonymous`; within it, only what
+//! is world-readable or world-writable) or carries a service ticket for `dfs` plus an
 //! authenticator sealed with the ticket's session key, whose digest must match the request
 //! as received (method, path, every `x-dfs-*` header, and the body's SHA-256, header
 //! `x-dfs-body-sha256`, which the body reader checks). A bad ticket or authenticator is a
 //! 401, never a fall-back to anonymous. Authenticators are remembered for the clock-skew
-//! window (`ReplayCache`), so a replay is refused. Every answer to an authenticated request
-//! carries `x-dfs-auth-reply`: the nonce back (mutual authentication) and the digest of the
-//! answer (status, `x-dfs-*` headers, body hash; streamed file contents are covered by
-//! their content hash in `x-dfs-attr` instead).
+//! window, on disk too (`replay`), so a replay is refused, also after a restart. Every
+//! answer to an authenticated request carries `x-dfs-auth-reply`: the nonce back (mutual
+//! authentication) and the digest of the answer (status, `x-dfs-*` headers, body hash;
+//! streamed file contents are covered by their content hash in `x-dfs-attr` instead).
 //!
 //! Without a realm (an "open" cell) `authenticate` is the old pass-through.
 //!
-//! Owns: `Security`, `Session`, the replay cache, `authenticate`, `seal_response`, and the
-//! permission rules (`perm`). Must not issue tickets (see `crate::kdc`).
+//! Owns: `Security`, `Session`, `authenticate`, `seal_response`, the replay cache
+//! (`replay`), what anonymous callers may do (`anonymous`), and the permission rules
+//! (`perm`). Must not issue tickets (see `crate::kdc`).
 
+pub mod anonymous;
 pub mod perm;
 pub mod privacy;
+pub mod replay;
 
 use crate::http::wire::{self, full, ResBody};
 use crate::kdc::Kdc;
 use crate::services::{Caller, Services};
+pub use anonymous::AnonymousAccess;
 use bytes::Bytes;
 use dfs_common::auth::{
-    self, denied, ApReply, Authenticator, Identity, Key, Ticket, FILE_SERVICE, HDR_AUTH,
-    HDR_AUTH_REPLY, HDR_TICKET,
+    self, denied, ApReply, Identity, Key, Ticket, FILE_SERVICE, HDR_AUTH, HDR_AUTH_REPLY,
+    HDR_TICKET,
 };
 use dfs_common::proto::HDR_SHA256;
 use dfs_common::{codec, FsError};
 use http_body_util::BodyExt;
 use hyper::header::HeaderValue;
 use hyper::{Method, Request, Response};
-use std::collections::HashMap;
-use std::sync::Mutex;
+pub use replay::ReplayCache;
 
 /// Header with the hex SHA-256 of a request body; required on authenticated requests
 /// (file stores carry `x-dfs-sha256` instead).
@@ -43,20 +47,20 @@ pub use dfs_common::auth::HDR_BODY_SHA256;
 /// uid and gid of anonymous callers.
 pub const NOBODY: u32 = 65534;
 
-/// Most authenticators remembered at once; beyond it new requests get 503 until old ones
-/// leave the skew window.
-const REPLAY_CAPACITY: usize = 1 << 20;
-
 pub struct Security {
     pub kdc: Kdc,
     pub replay: ReplayCache,
+    /// What callers without a ticket may do (`anonymous`).
+    pub anonymous: AnonymousAccess,
 }
 
 impl Security {
+    /// A realm whose replay cache lives in memory only (tests).
     pub fn new(kdc: Kdc) -> Security {
         Security {
             kdc,
             replay: ReplayCache::new(),
+            anonymous: AnonymousAccess::default(),
         }
     }
 }
@@ -68,59 +72,6 @@ pub struct Session {
     pub nonce: u64,
     /// The request asked for the privacy protection level (`privacy`).
     pub privacy: bool,
-}
-
-/// Authenticators seen within the skew window, by (session key, nonce).
-pub struct ReplayCache {
-    seen: Mutex<HashMap<[u8; 32], i64>>,
-}
-
-impl Default for ReplayCache {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl ReplayCache {
-    pub fn new() -> ReplayCache {
-        ReplayCache {
-            seen: Mutex::new(HashMap::new()),
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.seen.lock().expect("replay cache").len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Accepts `a` once if its time is within `skew` of `now`.
-    pub fn check(&self, key: &Key, a: &Authenticator, now: i64, skew: i64) -> Result<(), FsError> {
-        if (a.time - now).abs() > skew {
-            return Err(denied(format!(
-                "authenticator time is {} s from the server's clock (limit {skew} s)",
-                a.time - now
-            )));
-        }
-        let mut id = key.0.to_vec();
-        id.extend_from_slice(&a.nonce.to_le_bytes());
-        id.extend_from_slice(&a.seq.to_le_bytes());
-        let id = auth::sha256(&id);
-        let mut seen = self.seen.lock().expect("replay cache");
-        if seen.len() >= REPLAY_CAPACITY / 2 {
-            seen.retain(|_, exp| *exp >= now);
-        }
-        if seen.len() >= REPLAY_CAPACITY {
-            return Err(FsError::Unavailable("replay cache full; try again".into()));
-        }
-        if seen.contains_key(&id) {
-            return Err(denied("replayed authenticator"));
-        }
-        seen.insert(id, a.time + skew);
-        Ok(())
-    }
 }
 
 fn hex_header<B>(req: &Request<B>, name: &str) -> Result<Option<Vec<u8>>, FsError> {
@@ -157,7 +108,11 @@ pub fn authenticate<B>(
     let ticket = hex_header(req, HDR_TICKET)?;
     let authenticator = hex_header(req, HDR_AUTH)?;
     let (ticket, sealed_auth) = match (ticket, authenticator) {
-        (None, None) => return Ok((Caller::anonymous(client), None)),
+        (None, None) => {
+            let (method, path) = (req.method().clone(), path.to_string());
+            anonymous::admit(sec.anonymous, &method, &path, req.extensions_mut())?;
+            return Ok((Caller::anonymous(client), None));
+        }
         (Some(t), Some(a)) => (t, a),
         _ => {
             return Err(denied(
@@ -273,34 +228,5 @@ pub async fn seal_response(
         privacy::seal_response(session, resp, whole)
     } else {
         resp
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn a(time: i64, nonce: u64) -> Authenticator {
-        Authenticator {
-            principal: "p".into(),
-            time,
-            nanos: 0,
-            nonce,
-            seq: 0,
-            digest: [0; 32],
-        }
-    }
-
-    #[test]
-    fn replay_cache_refuses_replays_and_stale_authenticators() {
-        let c = ReplayCache::new();
-        let k = Key::random();
-        c.check(&k, &a(1000, 1), 1000, 300).unwrap();
-        assert!(c.check(&k, &a(1000, 1), 1001, 300).is_err());
-        c.check(&k, &a(1000, 2), 1001, 300).unwrap();
-        c.check(&Key::random(), &a(1000, 1), 1001, 300).unwrap();
-        assert!(c.check(&k, &a(600, 3), 1000, 300).is_err());
-        assert!(c.check(&k, &a(1400, 4), 1000, 300).is_err());
-        assert_eq!(c.len(), 3);
     }
 }

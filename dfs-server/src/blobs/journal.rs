@@ -119,7 +119,7 @@ impl BlobStore {
         }
         let dir = dest.parent().expect("blob path has a parent");
         if !dir.is_dir() {
-            match fs::create_dir(dir) {
+            match dfs_common::private_files::create_dir(dir) {
                 Ok(()) => super::fsync_dir(&self.root)?,
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(e.into()),

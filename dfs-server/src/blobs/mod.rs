@@ -197,7 +197,7 @@ impl BlobStore {
     pub fn open(data_dir: &Path) -> io::Result<BlobStore> {
         let root = data_dir.join("blobs");
         let tmp = root.join("tmp");
-        fs::create_dir_all(&tmp)?;
+        dfs_common::private_files::create_dir_all(&tmp)?;
         for entry in fs::read_dir(&tmp)? {
             let entry = entry?;
             if let Err(e) = fs::remove_file(entry.path()) {
@@ -360,7 +360,7 @@ impl BlobStore {
         let dest = self.path(&temp.id);
         let dir = dest.parent().expect("blob path has a parent").to_path_buf();
         if temp.journal.is_none() && !dir.is_dir() {
-            match fs::create_dir(&dir) {
+            match dfs_common::private_files::create_dir(&dir) {
                 Ok(()) => fsync_dir(&self.root)?,
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(e.into()),

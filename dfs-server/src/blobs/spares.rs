@@ -13,6 +13,7 @@
 //! out a file that is not empty, or keep more than its limit (the rest are deleted). The
 //! caller must not retire a file someone may still read: it is emptied, then reused.
 
+use dfs_common::private_files;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -31,7 +32,7 @@ impl SpareFiles {
     /// The spares in `dir` (created if missing), keeping at most `limit`: those a former
     /// run left are reused (emptied again on their way out), any beyond the limit deleted.
     pub fn open(dir: &Path, limit: usize) -> io::Result<SpareFiles> {
-        fs::create_dir_all(dir)?;
+        private_files::create_dir_all(dir)?;
         let (mut free, mut next) = (Vec::new(), 0u64);
         for entry in fs::read_dir(dir)? {
             let entry = entry?;
@@ -108,7 +109,7 @@ impl SpareFiles {
             // The spare is gone or unusable; create instead.
             let _ = fs::remove_file(&spare);
         }
-        OpenOptions::new()
+        private_files::options()
             .read(true)
             .write(true)
             .create(true)

@@ -24,6 +24,7 @@ pub async fn handle(
     let (parts, body) = req.into_parts();
     let bytes = read_limited(body, &parts.headers, MAX_DIR_REQUEST).await?;
     let mut request: DirRequest = codec::decode(&bytes)?;
+    crate::auth::anonymous::check_dir(&parts.extensions, &request)?;
     crate::auth::perm::authorize_dir(svc, &caller, &mut request)?;
     let reply = dispatch(svc, caller, request).await?;
     Ok(bincode_response(&reply))

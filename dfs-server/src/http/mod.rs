@@ -1,4 +1,5 @@
-//! The HTTP/1.1 edge: accepts connections (one task each, keep-alive), hands requests to
+//! The HTTP/1.1 edge: accepts connections within the caps (`limits`), serves each on its
+//! own task (keep-alive) and closes it when it stops moving (`reaper`), hands requests to
 //! the router, and shuts down gracefully: stop accepting, let in-flight requests finish
 //! (bounded), end callback channels.
 //!
@@ -6,16 +7,23 @@
 //! `dir`, `crate::files`).
 
 pub mod dir;
+pub mod limits;
+pub mod reaper;
 pub mod router;
 pub mod wire;
 
 use crate::services::Services;
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
+use hyper::Request;
 use hyper_util::rt::TokioIo;
+use limits::{ConnLimits, Gate, Permit};
+use reaper::{Activity, TimedBody, TimedIo};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -27,35 +35,31 @@ pub async fn raised(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;
 }
 
-/// Serves `listener` until `stop` turns true, then drains.
-pub async fn serve(listener: TcpListener, svc: Arc<Services>, mut stop: watch::Receiver<bool>) {
+/// Serves `listener` within `limits` until `stop` turns true, then drains.
+pub async fn serve(
+    listener: TcpListener,
+    svc: Arc<Services>,
+    limits: ConnLimits,
+    mut stop: watch::Receiver<bool>,
+) {
+    let gate = Gate::new(limits);
+    gate.spawn_reporter(stop.clone());
     let mut conns = JoinSet::new();
     let (drain_tx, drain_rx) = watch::channel(false);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    let svc = svc.clone();
-                    let mut drain = drain_rx.clone();
-                    conns.spawn(async move {
-                        let service = service_fn(move |req| router::handle(svc.clone(), req));
-                        let conn = http1::Builder::new()
-                            .keep_alive(true)
-                            .serve_connection(TokioIo::new(stream), service);
-                        tokio::pin!(conn);
-                        let result = tokio::select! {
-                            r = conn.as_mut() => r,
-                            _ = raised(&mut drain) => {
-                                conn.as_mut().graceful_shutdown();
-                                conn.await
-                            }
-                        };
-                        if let Err(e) = result {
-                            log::debug!("connection from {peer}: {e}");
-                        }
-                    });
-                }
+                Ok((stream, peer)) => match gate.admit(peer.ip()) {
+                    Ok(permit) => {
+                        let _ = stream.set_nodelay(true);
+                        let (svc, gate, drain) = (svc.clone(), gate.clone(), drain_rx.clone());
+                        conns.spawn(serve_connection(stream, peer, permit, svc, gate, drain));
+                    }
+                    Err(why) => {
+                        log::debug!("refusing a connection from {peer}: {why:?} cap");
+                        gate.turn_away(stream);
+                    }
+                },
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
                     log::warn!("accept failed: {e}");
@@ -83,4 +87,60 @@ pub async fn serve(listener: TcpListener, svc: Arc<Services>, mut stop: watch::R
         conns.abort_all();
         while conns.join_next().await.is_some() {}
     }
+}
+
+/// Serves one connection until it ends, is reaped for not moving (`reaper`), or the
+/// server drains; `permit` holds its place in the caps meanwhile.
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    permit: Permit,
+    svc: Arc<Services>,
+    gate: Arc<Gate>,
+    mut drain: watch::Receiver<bool>,
+) {
+    let limits = &gate.limits;
+    let activity = Activity::new();
+    let io = TimedIo::new(stream, activity.clone(), limits, gate.tally.clone());
+    let service = {
+        let (activity, gate) = (activity.clone(), gate.clone());
+        service_fn(move |req: Request<Incoming>| {
+            let in_flight = activity.request_started();
+            let req = req.map(|body| TimedBody::new(body, &gate.limits, gate.tally.clone()));
+            let svc = svc.clone();
+            async move {
+                let resp = router::handle(svc, req).await?;
+                Ok::<_, std::convert::Infallible>(resp.map(|b| reaper::guarded(b, in_flight)))
+            }
+        })
+    };
+    let conn = http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let mut draining = false;
+    let result = loop {
+        let deadline = activity.deadline(limits).filter(|_| !draining);
+        let sleep_until = deadline.map_or_else(tokio::time::Instant::now, |(at, _)| at);
+        tokio::select! {
+            r = conn.as_mut() => break r,
+            _ = activity.changed.notified() => {}
+            _ = raised(&mut drain), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = tokio::time::sleep_until(sleep_until), if deadline.is_some() => {
+                if let Some((at, why)) = activity.deadline(limits) {
+                    if at <= tokio::time::Instant::now() {
+                        gate.tally.reaped(why);
+                        break Ok(());
+                    }
+                }
+            }
+        }
+    };
+    if let Err(e) = result {
+        log::debug!("connection from {peer}: {e}");
+    }
+    drop(permit);
 }

@@ -3,6 +3,7 @@
 //!
 //! Owns: paths, methods, `authenticate`. Must not implement a resource itself.
 
+use super::reaper::TimedBody;
 use super::wire::{self, error_response, full, ResBody};
 use crate::callbacks;
 use crate::files;
@@ -28,16 +29,16 @@ pub fn authenticate<B>(
     crate::auth::authenticate(svc, req)
 }
 
-/// The hyper service function.
+/// The hyper service function (request bodies time out when they stall, see `reaper`).
 pub async fn handle(
     svc: Arc<Services>,
-    req: Request<Incoming>,
+    req: Request<TimedBody<Incoming>>,
 ) -> Result<Response<ResBody>, Infallible> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     if path.starts_with(dfs_common::cluster::PREFIX) {
         // Node-to-node traffic has its own authentication (the cluster key).
-        let req = req.map(|b| b.map_err(std::io::Error::other).boxed());
+        let req = req.map(|b| b.boxed());
         return Ok(crate::cluster::http::handle(&svc, req).await);
     }
     if !svc.cluster().is_directory() && path != "/v1/health" {

@@ -1,7 +1,7 @@
 //! `dfs-server init` (creating a realm) and turning the realm on at start.
 
 use super::{InitOptions, Kdc};
-use crate::auth::Security;
+use crate::auth::{AnonymousAccess, ReplayCache, Security};
 use crate::services::Services;
 use clap::Parser;
 use dfs_common::auth;
@@ -86,22 +86,62 @@ pub fn init_main() -> ExitCode {
     }
 }
 
-/// Opens the realm of `data_dir`, if any, and makes `svc` require tickets.
-pub fn enable_realm(svc: &Arc<Services>, data_dir: &Path) -> Result<(), String> {
-    match Kdc::open(data_dir)? {
-        None => log::info!(
+/// How often the replay cache is flushed to the disk (see `crate::auth::replay`).
+const REPLAY_FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Opens the realm of `data_dir`, if any, and makes `svc` require tickets; callers
+/// without one get what `anonymous` admits. Starts the replay cache's flusher (call
+/// inside the runtime).
+pub fn enable_realm(
+    svc: &Arc<Services>,
+    data_dir: &Path,
+    anonymous: AnonymousAccess,
+) -> Result<(), String> {
+    let Some(kdc) = Kdc::open(data_dir)? else {
+        log::info!(
             "no realm in {}: open cell, requests are not authenticated",
             data_dir.display()
-        ),
-        Some(kdc) => {
-            log::info!(
-                "realm {}: KDC on, tickets required (lifetime {} s, skew {} s)",
-                kdc.conf.realm,
-                kdc.conf.lifetime_secs,
-                kdc.conf.skew_secs
-            );
-            let _ = svc.security.set(Arc::new(Security::new(kdc)));
+        );
+        if anonymous != AnonymousAccess::None {
+            log::info!("--anonymous {anonymous} has no effect in an open cell");
         }
-    }
+        return Ok(());
+    };
+    let dir = super::realm_dir(data_dir);
+    let replay = ReplayCache::open(&dir, Kdc::now(), kdc.conf.skew_secs)
+        .map_err(|e| format!("cannot open the replay cache in {}: {e}", dir.display()))?;
+    log::info!(
+        "realm {}: KDC on, tickets required (lifetime {} s, skew {} s); {} authenticators \
+         of the last run still refused; anonymous callers get {}",
+        kdc.conf.realm,
+        kdc.conf.lifetime_secs,
+        kdc.conf.skew_secs,
+        replay.len(),
+        match anonymous {
+            AnonymousAccess::None => "nothing (--anonymous read|write to allow)",
+            AnonymousAccess::Read => "read access (--anonymous read)",
+            AnonymousAccess::Write => "what the modes allow (--anonymous write)",
+        }
+    );
+    let security = Arc::new(Security {
+        kdc,
+        replay,
+        anonymous,
+    });
+    let flushed = Arc::downgrade(&security);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(REPLAY_FLUSH_EVERY);
+        loop {
+            tick.tick().await;
+            let Some(security) = flushed.upgrade() else {
+                return;
+            };
+            let flush = tokio::task::spawn_blocking(move || security.replay.flush()).await;
+            if let Ok(Err(e)) = flush {
+                log::warn!("cannot flush the replay cache to the disk: {e}");
+            }
+        }
+    });
+    let _ = svc.security.set(security);
     Ok(())
 }
