@@ -11,6 +11,7 @@
 //! - `control`: the mount's local socket, used by the `dfs` command.
 //! - `auth`: whose credentials a request uses; signing and checking (security service).
 //! - `login`: `dfs login | logout | whoami | user`.
+//! - `metrics`: the mount's Prometheus metrics and their endpoint.
 //! - `privacy`: the mount's protection level and sealed bodies.
 //! - `remote` (private): HTTP to the server.
 
@@ -21,6 +22,7 @@ pub mod client;
 pub mod control;
 pub mod fuse;
 pub mod login;
+pub mod metrics;
 pub mod privacy;
 pub mod remote;
 mod replica_read;

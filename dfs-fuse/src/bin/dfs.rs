@@ -110,6 +110,11 @@ fn ino_of(path: &Path) -> Result<u64, String> {
 }
 
 fn main() -> ExitCode {
+    if let Some(done) =
+        dfs_common::cli_docs::generate_if_asked(<Args as clap::CommandFactory>::command)
+    {
+        return done;
+    }
     let args = Args::parse();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -1,13 +1,22 @@
-//! dfs-mount: mounts a dfs server with FUSE, in the foreground, until SIGTERM/SIGINT (which
-//! store unstored files and unmount) or until someone unmounts it.
+//! dfs-mount: mounts a dfs server with FUSE until SIGTERM/SIGINT (which store unstored
+//! files and unmount) or until someone unmounts it. In the foreground from a command
+//! line; detached, reporting the outcome on the terminal first, as a mount helper
+//! (`mount -t fuse.dfs`, an fstab line: see `options`).
+//!
+//! Owns: the process (options, detaching, logging, runtime, signals) and the order of
+//! start-up and shut-down. Must not implement the file system (`dfs_fuse`).
 
-use clap::Parser;
+mod daemon;
+mod mountpoint;
+mod options;
+
+use daemon::StatusPipe;
 use dfs_fuse::fuse::{deliver_invalidations, DfsFs};
 use dfs_fuse::{CacheManager, CacheOptions};
 use fuser::{Config, MountOption, SessionACL};
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use mountpoint::{clear_stale_mount, detach, is_root, user_may_allow_other};
+use options::{Args, Protection};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -16,108 +25,89 @@ use std::time::Duration;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Mount a dfs file system: whole files are fetched on open and stored on close, and kept
-/// in a local cache that the server's callbacks keep valid.
-#[derive(Parser, Debug)]
-#[command(name = "dfs-mount", version)]
-struct Args {
-    /// The dfs server, HOST:PORT (e.g. 127.0.0.1:7070).
-    server: String,
-    /// Empty directory to mount on. A stale mount left there by a killed client is cleared.
-    mountpoint: PathBuf,
-    /// Directory of the on-disk cache. Unstored changes survive here across restarts and
-    /// are stored when the server answers again. Default: /var/cache/dfs/HOST_PORT.
-    #[arg(long)]
-    cache_dir: Option<PathBuf>,
-    /// Most bytes of clean cached files kept on disk; least recently used ones are evicted
-    /// first, open or unstored ones never.
-    #[arg(long, default_value_t = 10 << 30)]
-    cache_size: u64,
-    /// Threads reading kernel requests. They only answer what needs no waiting (anything
-    /// slower goes to the async runtime), and more readers of one /dev/fuse contend in the
-    /// kernel: one thread answered warm opens with a quarter less CPU than four.
-    #[arg(long, default_value_t = 1)]
-    threads: usize,
-    /// Let only the mounting user use the mount (default: every user, like AFS; the kernel
-    /// still checks each file's owner, group and mode).
-    #[arg(long)]
-    owner_only: bool,
-    /// Serve open files through plain read/write handlers instead of FUSE passthrough
-    /// (passthrough lets the kernel use the cached copy directly, at local-disk speed).
-    #[arg(long)]
-    no_passthrough: bool,
-    /// Seconds to wait at start for the server to answer before giving up.
-    #[arg(long, default_value_t = 10)]
-    connect_timeout: u64,
-    /// Protection of signed requests in a realm: `integrity` (authenticated and
-    /// tamper-evident) or `privacy` (also encrypted: file contents and directory bodies).
-    /// Ignored in an open cell.
-    #[arg(long, value_enum, default_value_t = Protection::Integrity)]
-    protection: Protection,
-}
-
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-enum Protection {
-    Integrity,
-    Privacy,
-}
-
-fn is_mounted(mountpoint: &Path) -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    let target = mountpoint.to_string_lossy().replace(' ', "\\040");
-    info.lines()
-        .any(|l| l.split(' ').nth(4).is_some_and(|m| m == target))
-}
-
-fn detach(mountpoint: &Path) -> std::io::Result<()> {
-    let c = CString::new(mountpoint.as_os_str().as_bytes())?;
-    // SAFETY: c is a valid NUL-terminated path.
-    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Clears a mount whose daemon is gone ("Transport endpoint is not connected").
-fn clear_stale_mount(mountpoint: &Path) -> Result<(), String> {
-    if !is_mounted(mountpoint) {
-        return Ok(());
-    }
-    // stat may still answer from cached attributes on a dead mount; reading it cannot.
-    match std::fs::read_dir(mountpoint).and_then(|mut d| d.next().transpose()) {
-        Ok(_) => Err(format!(
-            "{} is already mounted and alive; unmount it first",
-            mountpoint.display()
-        )),
-        Err(e) => {
-            log::warn!("clearing stale mount at {} ({e})", mountpoint.display());
-            detach(mountpoint).map_err(|e| format!("cannot clear stale mount: {e}"))
-        }
-    }
-}
-
 fn main() -> ExitCode {
     // Before any thread: what libraries create in the cache is private too (the cache's
     // own files are created private, see `dfs_common::private_files`).
     dfs_common::private_files::restrict_umask();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let args = Args::parse();
-    match run(args) {
+    if let Some(done) =
+        dfs_common::cli_docs::generate_if_asked(<Args as clap::CommandFactory>::command)
+    {
+        return done;
+    }
+    let parsed = match options::parse(std::env::args_os().collect()) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = e.print();
+            // clap's help and version are not failures; everything else is.
+            return if e.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let args = parsed.args;
+    let cache_dir = args
+        .cache_dir
+        .clone()
+        .unwrap_or_else(|| default_cache_dir(&args.server));
+    let detached = (parsed.as_helper || args.background) && !args.foreground;
+    let log_file = args
+        .log_file
+        .clone()
+        .or_else(|| detached.then(|| cache_dir.join("mount.log")));
+    let mut status = if detached {
+        match daemon::detach() {
+            Ok(pipe) => pipe,
+            Err(e) => {
+                eprintln!("dfs-mount: cannot detach: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        StatusPipe::none()
+    };
+    if let Some(file) = &log_file {
+        if let Some(dir) = file.parent() {
+            let _ = dfs_common::private_files::create_dir_all(dir);
+        }
+    }
+    if let Err(e) = dfs_common::logging::init(args.log_format, log_file.as_deref()) {
+        let why = format!("cannot open the log: {e}");
+        status.failed(&why);
+        eprintln!("dfs-mount: {why}");
+        return ExitCode::FAILURE;
+    }
+    if !parsed.ignored.is_empty() {
+        log::debug!("mount options ignored: {}", parsed.ignored.join(","));
+    }
+    match run(args, cache_dir, &mut status) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            status.failed(&e);
+            log::error!("{e}");
             eprintln!("dfs-mount: {e}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn run(args: Args) -> Result<(), String> {
+/// /var/cache/dfs/HOST_PORT for root, ~/.cache/dfs/HOST_PORT (XDG) for other users.
+fn default_cache_dir(server: &str) -> PathBuf {
+    let name = server.replace([':', '/'], "_");
+    if is_root() {
+        return PathBuf::from("/var/cache/dfs").join(name);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    base.join("dfs").join(name)
+}
+
+fn run(args: Args, cache_dir: PathBuf, status: &mut StatusPipe) -> Result<(), String> {
     let mountpoint = std::path::absolute(&args.mountpoint).map_err(|e| e.to_string())?;
-    let cache_dir = args.cache_dir.clone().unwrap_or_else(|| {
-        PathBuf::from("/var/cache/dfs").join(args.server.replace([':', '/'], "_"))
-    });
     clear_stale_mount(&mountpoint)?;
     if !mountpoint.is_dir() {
         return Err(format!("{} is not a directory", mountpoint.display()));
@@ -158,6 +148,12 @@ fn run(args: Args) -> Result<(), String> {
             );
         }
     }
+    if let Some(addr) = &args.metrics_listen {
+        let bound = rt
+            .block_on(dfs_fuse::metrics::serve(addr, mgr.clone()))
+            .map_err(|e| format!("--metrics-listen {addr}: {e}"))?;
+        log::info!("metrics at http://{bound}/metrics");
+    }
     dfs_fuse::spawn_background(&mgr);
 
     let mut config = Config::default();
@@ -168,7 +164,14 @@ fn run(args: Args) -> Result<(), String> {
         MountOption::NoDev,
         MountOption::NoSuid,
     ];
-    config.acl = if args.owner_only {
+    let owner_only = args.owner_only || (!is_root() && !user_may_allow_other());
+    if owner_only && !args.owner_only {
+        log::info!(
+            "mounting as a user other than root without user_allow_other in /etc/fuse.conf: \
+             only you can use this mount (fusermount3 mounts it for you)"
+        );
+    }
+    config.acl = if owner_only {
         SessionACL::Owner
     } else {
         SessionACL::All
@@ -188,6 +191,7 @@ fn run(args: Args) -> Result<(), String> {
         cache_dir.display(),
         mgr.client_id()
     );
+    status.mounted();
 
     let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<()>();
     let joiner = std::thread::spawn(move || {
