@@ -116,7 +116,7 @@ pub(super) fn stored_acl(w: &Writer<'_>, ino: Ino, name: &[u8]) -> Result<Option
 }
 
 /// A stored ACL: it was checked when it was set, so one that no longer parses is damage.
-fn parse_stored(ino: Ino, bytes: &[u8]) -> Result<Option<Acl>, FsError> {
+pub(super) fn parse_stored(ino: Ino, bytes: &[u8]) -> Result<Option<Acl>, FsError> {
     Acl::from_xattr(bytes).map_err(|e| FsError::Io(format!("stored ACL of inode {ino}: {e}")))
 }
 
