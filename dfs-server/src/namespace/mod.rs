@@ -163,12 +163,15 @@ pub enum NsCommand {
         kill_suid: bool,
         now: Timestamp,
     },
-    /// Sets extended attribute `name` of `ino` (`xattr`; ACLs included).
+    /// Sets extended attribute `name` of `ino` (`xattr`; ACLs included). `drop_sgid`: an
+    /// access ACL set by someone outside the file's group clears S_ISGID, as a chmod
+    /// would (Linux's `posix_acl_update_mode`; `auth::perm` decides).
     SetXattr {
         ino: Ino,
         name: Vec<u8>,
         value: Vec<u8>,
         how: XattrSet,
+        drop_sgid: bool,
         now: Timestamp,
     },
     RemoveXattr {

@@ -223,6 +223,7 @@ impl T {
             name: name.to_vec(),
             value: value.to_vec(),
             how,
+            drop_sgid: false,
             now: ts(LATER),
         })
     }
