@@ -5,8 +5,10 @@
 //! unreferenced blobs, counters) and every POSIX rule about names, kinds, link counts,
 //! times, permission bits and set-id bits. Mutations go through [`Namespace::apply`], one
 //! durable redb write transaction per [`NsCommand`]; every command carries its own
-//! timestamps so that the same command applied to the same state gives the same result (a
-//! consensus log could drive it). Reads use read transactions and never change anything.
+//! timestamps (and a transaction's batch its caller's identity, for the permission rules of
+//! `auth::perm::rules` it applies) so that the same command applied to the same state gives
+//! the same result (a consensus log could drive it). Reads use read transactions and never
+//! change anything.
 //!
 //! Must not touch: blob files (it only counts references to blob ids), HTTP, callbacks, the
 //! clock (callers stamp `Timestamp::now()` into commands).

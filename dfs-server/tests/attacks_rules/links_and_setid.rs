@@ -1,10 +1,12 @@
 //! Hard links to other users' files (#21 item 3) and the set-id bits (item 9), over the
-//! wire.
+//! wire and in a transaction.
 
 use super::harness::attr;
+use super::transactions::{commit, committed};
 use super::*;
 use dfs_common::acl::{Acl, Entry, Tag};
 use dfs_common::proto::{HDR_MODE, XATTR_POSIX_ACL_ACCESS};
+use dfs_common::tx::TxOp;
 use dfs_common::ROOT_INO;
 
 #[test]
@@ -157,4 +159,27 @@ fn set_id_bits_follow_linux_rules_over_the_wire() {
     // A store's chmod cannot carry set-id bits at all.
     let r2 = alice.store(s, g.ino, b"x", &[(HDR_MODE, (0o4755u32).to_string())]);
     assert_eq!(r2.status, 400);
+
+    // The same rules in a transaction: a set-mode as alone, a put as a store.
+    let suid = alice.create(s, ROOT_INO, "suid", 0o4755);
+    let tx = alice.tx_begin(s);
+    let blob = alice.tx_stage(s, tx, b"new contents").blob;
+    let ops = vec![
+        TxOp::SetMode {
+            path: b"/acl".to_vec(),
+            mode: 0o6755,
+        },
+        TxOp::Put {
+            path: b"/suid".to_vec(),
+            blob,
+            mode: None,
+        },
+    ];
+    let done = committed(alice.tx_commit(s, tx, &commit(ops)));
+    assert_eq!(
+        done.results[0].as_ref().unwrap().mode,
+        0o4755,
+        "not in the group"
+    );
+    assert_eq!(alice.getattr(s, suid.ino).mode, 0o755, "a put clears them");
 }

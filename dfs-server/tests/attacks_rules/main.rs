@@ -10,13 +10,16 @@
 //! - hard links: only to one's own files, or to files one may read and write (Linux's
 //!   protected_hardlinks);
 //! - set-id bits: set by the owner (S_ISGID only in the file's group), cleared by writes,
-//!   chown and chgrp, and by an ACL set outside the file's group.
+//!   chown and chgrp, and by an ACL set outside the file's group;
+//! - transactions: any user may run one, each operation checked as it would be alone,
+//!   and a batch touching anything the user may not change fails whole, naming it.
 
 #[allow(dead_code)]
 #[path = "../harness/mod.rs"]
 mod harness;
 mod links_and_setid;
 mod reading;
+mod transactions;
 
 use dfs_common::proto::{AttrChange, DirReply, DirRequest};
 use dfs_common::{codec, Attr, Ino};

@@ -15,7 +15,8 @@
 //! every check, as root does. Callers of an open cell (no realm) are not checked at all.
 //!
 //! The checks read the attributes just before the command runs; a chmod racing with a
-//! request may let that one request pass on the old mode, as with NFS.
+//! request may let that one request pass on the old mode, as with NFS. A transaction's
+//! batch applies the same `rules` inside its commit, operation by operation.
 //!
 //! Owns: the checks of single requests (`authorize_*`), what extended attributes a caller
 //! sees. Must not change the namespace.

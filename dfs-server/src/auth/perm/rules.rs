@@ -1,6 +1,8 @@
 //! The permission rules themselves, as pure functions of who asks (`Caller`) and what the
-//! namespace holds (`Target`: an inode's attributes and access ACL), so that every check
-//! of a request (`super`) reads the same rule, whatever state it was read from.
+//! namespace holds (`Target`: an inode's attributes and access ACL), so that a request on
+//! its own (`super`) and each operation of a transaction's batch (`namespace::txn`, against
+//! the state the batch has made so far) are judged by the same code, and the batch stays a
+//! deterministic function of its command.
 //!
 //! Linux's rules: search (x) on every directory on the way; create and remove need write
 //! and search on the directory, and in a sticky one removing needs to own the directory or
@@ -94,7 +96,7 @@ pub fn remove_from(caller: &Caller, dir: &Target, victim: Option<&Attr>) -> Resu
     }
 }
 
-/// New contents for `file` (a store, a truncate).
+/// New contents for `file` (a store, a truncate, a transaction's put).
 pub fn write(caller: &Caller, file: &Target) -> Result<(), FsError> {
     require(caller, file, W, "write")
 }
