@@ -1,19 +1,18 @@
 //! The client's side of the wire: one HTTP/1.1 keep-alive connection pool to one server,
 //! the `/v1/dir` calls, and streaming fetch/store of whole files between the server and a
-//! local file. Owns request timeouts and the mapping of transport failures to
-//! `FsError::Unavailable`. It must not know about caches, handles or FUSE.
+//! local file (reading local files to send them is `upload`'s). Owns request timeouts and
+//! the mapping of transport failures to `FsError::Unavailable`. It must not know about
+//! caches, handles or FUSE.
 
 use crate::auth::Signed;
 use crate::cache::filling::Filling;
 use bytes::Bytes;
 use dfs_common::auth;
 use dfs_common::codec;
-use dfs_common::fileread::read_fresh;
 use dfs_common::privacy::{self, HDR_PROTECTION as PRIVACY_HDR};
 use dfs_common::proto::{self, DirReply, DirRequest};
 use dfs_common::{Attr, FsError, Ino};
-use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
-use hyper::body::Frame;
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::header::HeaderValue;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
@@ -21,6 +20,8 @@ use hyper_util::rt::TokioExecutor;
 use serde::{de::DeserializeOwned, Serialize};
 use std::path::Path;
 use std::time::Duration;
+
+mod upload;
 
 pub(crate) type Body = BoxBody<Bytes, std::io::Error>;
 
@@ -505,58 +506,6 @@ impl Remote {
         codec::decode::<Attr>(&body)
     }
 
-    /// The blob hash of the whole of `src`, computed off the async threads.
-    pub(crate) async fn hash_file(src: &Path) -> Result<[u8; 32], FsError> {
-        let src = src.to_path_buf();
-        tokio::task::spawn_blocking(move || -> std::io::Result<[u8; 32]> {
-            let mut f = std::fs::File::open(src)?;
-            let mut h = dfs_common::hash::BlobHasher::new();
-            let mut buf = vec![0u8; CHUNK];
-            loop {
-                let n = std::io::Read::read(&mut f, &mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                h.update(&buf[..n]);
-            }
-            Ok(h.finish().0)
-        })
-        .await
-        .map_err(|e| FsError::Io(e.to_string()))?
-        .map_err(FsError::from)
-    }
-
-    /// A body that streams `len` bytes of `file` in chunks read ahead on a blocking thread
-    /// into unzeroed buffers; never the whole file in memory. `progress` is told the bytes
-    /// read so far. A file that turns out shorter than `len` fails the body.
-    fn stream_file(file: std::fs::File, len: u64, progress: Option<Progress>) -> Body {
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
-        tokio::task::spawn_blocking(move || {
-            let mut sent: u64 = 0;
-            while sent < len {
-                let want = CHUNK.min((len - sent) as usize);
-                let item = match read_fresh(&file, want, sent) {
-                    Ok(buf) if buf.len() == want => Ok(Frame::data(Bytes::from(buf))),
-                    Ok(_) => Err(std::io::Error::other("file shrank while being sent")),
-                    Err(e) => Err(e),
-                };
-                let failed = item.is_err();
-                // A send fails once the body is dropped (the request ended): stop reading.
-                if tx.blocking_send(item).is_err() || failed {
-                    return;
-                }
-                sent += want as u64;
-                if let Some(p) = &progress {
-                    p(sent);
-                }
-            }
-        });
-        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        });
-        BodyExt::boxed(StreamBody::new(stream))
-    }
-
     /// A bincode `GET` of `path`.
     pub async fn get<Resp: DeserializeOwned>(&self, path: &str) -> Result<Resp, FsError> {
         let http_req = self
@@ -574,52 +523,6 @@ impl Remote {
         tokio::time::timeout(META_TIMEOUT, call)
             .await
             .map_err(|_| unavailable(format!("{path} timed out")))?
-    }
-
-    /// `PUT`s the whole contents of local file `src` (streamed, never all in memory) to
-    /// `path` and decodes the bincode answer. `progress` is told the bytes sent so far.
-    pub async fn put_file<Resp: DeserializeOwned>(
-        &self,
-        path: &str,
-        src: &Path,
-        progress: Option<Progress>,
-    ) -> Result<Resp, FsError> {
-        let file = std::fs::File::open(src)?;
-        let len = file.metadata()?.len();
-        self.put_body(path, len, Self::stream_file(file, len, progress))
-            .await
-    }
-
-    /// `PUT`s `bytes` to `path` and decodes the bincode answer.
-    pub async fn put_bytes<Resp: DeserializeOwned>(
-        &self,
-        path: &str,
-        bytes: Vec<u8>,
-    ) -> Result<Resp, FsError> {
-        let len = bytes.len() as u64;
-        self.put_body(path, len, full(bytes)).await
-    }
-
-    async fn put_body<Resp: DeserializeOwned>(
-        &self,
-        path: &str,
-        len: u64,
-        body: Body,
-    ) -> Result<Resp, FsError> {
-        let http_req = self
-            .request(Method::PUT, path)
-            .header(hyper::header::CONTENT_LENGTH, len.to_string())
-            .body(body)
-            .map_err(|e| FsError::Invalid(e.to_string()))?;
-        let resp = self.send(http_req).await?;
-        if !resp.status().is_success() {
-            return Err(Self::error_of(resp).await);
-        }
-        let body = tokio::time::timeout(META_TIMEOUT, resp.into_body().collect())
-            .await
-            .map_err(|_| unavailable(format!("{path}: answer timed out")))?
-            .map_err(unavailable)?;
-        codec::decode::<Resp>(&body.to_bytes())
     }
 
     /// Opens the callback channel; returns the streaming body.

@@ -398,7 +398,9 @@ point is taken relative to it); LOCAL paths are local files, relative to the cur
 directory. Preconditions refer to the state before the batch, wherever they stand.
 
 All of the batch is committed, or none of it: every other client sees either none or all
-of it, also if the server crashes. Files are uploaded (staged) first, with progress for
+of it, also if the server crashes. In a realm the batch runs with the rights of whoever
+logged in with `dfs login` (anonymous without), each operation checked as it would be
+alone: one the user may not do fails the whole batch. Files are uploaded (staged) first, with progress for
 large ones; the commit waits up to --wait seconds for clients that have a replaced file
 open for writing. Exit status: 0 committed; 3 a precondition, an operation or a lock wait
 failed and nothing changed (the message names the line, the file, the expected and the
@@ -441,7 +443,10 @@ pub async fn cli_apply(
         lock_wait: Duration::from_secs(wait_secs as u64),
         confirm,
     };
-    apply(&client, &batch, &opts).await.map(|_| ())
+    let applied = apply(&client, &batch, &opts);
+    crate::login::with_own_tickets(&addr, applied)
+        .await
+        .map(|_| ())
 }
 
 /// `dfs tx stat`: kind, version, size and inode of dfs paths.
@@ -454,28 +459,31 @@ pub async fn cli_stat(paths: &[String], server: Option<String>) -> Result<(), (u
         }
     };
     let client = TxClient::new(&addr).map_err(|e| (1, e.to_string()))?;
-    let mut missing = false;
-    for p in paths {
-        let remote = String::from_utf8_lossy(&remote_path(p, mount.as_deref())).into_owned();
-        match client
-            .stat(&remote)
-            .await
-            .map_err(|e| (1, format!("{remote}: {e}")))?
-        {
-            Some(a) => println!(
-                "{remote}: {:?}, version {}, {} bytes, inode {}, mode {:o}",
-                a.kind, a.version, a.size, a.ino, a.mode
-            ),
-            None => {
-                println!("{remote}: does not exist");
-                missing = true;
+    let stat_all = async {
+        let mut missing = false;
+        for p in paths {
+            let remote = String::from_utf8_lossy(&remote_path(p, mount.as_deref())).into_owned();
+            match client
+                .stat(&remote)
+                .await
+                .map_err(|e| (1, format!("{remote}: {e}")))?
+            {
+                Some(a) => println!(
+                    "{remote}: {:?}, version {}, {} bytes, inode {}, mode {:o}",
+                    a.kind, a.version, a.size, a.ino, a.mode
+                ),
+                None => {
+                    println!("{remote}: does not exist");
+                    missing = true;
+                }
             }
         }
-    }
-    if missing {
-        return Err((1, "some paths do not exist".into()));
-    }
-    Ok(())
+        if missing {
+            return Err((1, "some paths do not exist".into()));
+        }
+        Ok(())
+    };
+    crate::login::with_own_tickets(&addr, stat_all).await
 }
 
 /// The dfs mount that holds `path` and its server (`HOST:PORT`, from the mount's source
