@@ -22,6 +22,7 @@
 //! - `agent`: a python3 process driven line by line (opens, writes, flock, fcntl locks);
 //! - `http`: a raw HTTP/1.1 client; `api`: the server's API through it;
 //! - `measure`: hashes, memory figures, test data, polling;
+//! - `realm`: a realm made with `dfs-server init`, with a mount, users and `dfs login`;
 //! - `replicas`: what the replication tests share: files of mixed sizes written through a
 //!   mount of a cluster and read back, the convergence check, their bounds.
 //!
@@ -37,6 +38,7 @@ pub mod measure;
 pub mod mount;
 pub mod pair;
 pub mod procs;
+pub mod realm;
 pub mod replicas;
 pub mod server;
 pub mod shell;
