@@ -27,6 +27,7 @@
 //! tells the manager what changed).
 
 pub mod batch;
+pub mod cli;
 
 use crate::cache::CacheManager;
 use crate::remote::Remote;
