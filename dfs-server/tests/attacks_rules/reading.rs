@@ -191,3 +191,53 @@ fn attributes_carry_no_content_hash_to_callers_who_may_not_read() {
         assert!(caller.getattr(s, readme.ino).blob.is_some(), "{who}");
     }
 }
+
+/// `dfs locks` (the lock list) named every holder of every file, so anyone learnt which
+/// private files were in use, and by which mount: another client's locks now show only on
+/// files the caller may read.
+#[test]
+fn lock_listings_show_others_locks_only_on_files_the_caller_may_see() {
+    use dfs_common::locks::{ListRequest, LockInfo, LockReply, LockRequest};
+    let Realm {
+        s,
+        admin,
+        alice,
+        bob,
+        ..
+    } = &realm();
+    let home = alice.mkdir(s, ROOT_INO, "alice", 0o700);
+    let secret = alice.create(s, home.ino, "secret", 0o644);
+    let shared = alice.create(s, ROOT_INO, "shared", 0o644);
+    for ino in [secret.ino, shared.ino] {
+        let req = LockRequest::writers_turn(ino, "alice".into());
+        let r = alice.post(s, "/v1/locks/acquire", &codec::encode(&req));
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let granted: LockReply = codec::decode(&r.body).unwrap();
+        assert!(matches!(granted, LockReply::Granted { .. }));
+    }
+    let listed = |who: &As| -> Vec<u64> {
+        let all = ListRequest {
+            ino: None,
+            after: None,
+            limit: 0,
+        };
+        let r = who.post(s, "/v1/locks/list", &codec::encode(&all));
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let mut inos: Vec<u64> = codec::decode::<Vec<LockInfo>>(&r.body)
+            .unwrap()
+            .iter()
+            .map(|l| l.ino)
+            .collect();
+        inos.sort_unstable();
+        inos
+    };
+    let mut both = vec![secret.ino, shared.ino];
+    both.sort_unstable();
+    assert_eq!(listed(alice), both, "alice sees her own");
+    assert_eq!(listed(admin), both, "an admin sees all");
+    assert_eq!(
+        listed(bob),
+        vec![shared.ino],
+        "bob sees the lock on what he may see"
+    );
+}
