@@ -31,6 +31,15 @@ pub async fn as_uid<F: Future>(uid: u32, f: F) -> F::Output {
     UID.scope(uid, f).await
 }
 
+/// Runs `f` on behalf of `uid` if there is one: a task spawned for the current user (see
+/// `current_uid`) keeps acting for them.
+pub async fn as_uid_if<F: Future>(uid: Option<u32>, f: F) -> F::Output {
+    match uid {
+        Some(uid) => as_uid(uid, f).await,
+        None => f.await,
+    }
+}
+
 /// The local user the current task acts for, if any.
 pub fn current_uid() -> Option<u32> {
     UID.try_with(|u| *u).ok()

@@ -142,6 +142,21 @@ pub fn read_ccache() -> Result<CCache, String> {
     codec::decode(&b).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// Runs `f` with the tickets of whoever runs this command (`dfs login`'s credential
+/// cache), if they are for `server`, so that its requests to it are signed as theirs;
+/// anonymous otherwise. In a realm the server checks what a command does (a
+/// transaction's every operation) against the rights of the principal that signed it.
+pub async fn with_own_tickets<F: std::future::Future>(server: &str, f: F) -> F::Output {
+    match read_ccache() {
+        Ok(cc) if cc.server == server => {
+            let uid = my_uid();
+            crate::auth::set_credentials(uid, cc.service);
+            crate::auth::as_uid(uid, f).await
+        }
+        _ => f.await,
+    }
+}
+
 async fn realm_info(remote: &Remote) -> Result<RealmInfo, String> {
     remote
         .call(auth::KDC_INFO, &(), Duration::ZERO)

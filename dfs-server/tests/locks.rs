@@ -3,6 +3,7 @@
 //! fencing of stores, releases of what is not held, durability across `kill -9`, byte
 //! ranges, all-or-nothing acquire-many, a waiter that hangs up, and many concurrent pairs.
 
+#[allow(dead_code)]
 mod harness;
 
 use dfs_common::codec;

@@ -2,6 +2,7 @@
 //! requests are refused with messages and the server keeps serving, directory requests
 //! work, an 8 MiB store reads back, a store survives `kill -9`, SIGTERM exits 0.
 
+#[allow(dead_code)]
 mod harness;
 
 use dfs_common::hash::blob_id_of;

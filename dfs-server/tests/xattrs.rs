@@ -10,6 +10,7 @@
 //! both, only the owner sets ACLs, device nodes are for admins, and a store by a non-admin
 //! clears set-id bits whatever the header says.
 
+#[allow(dead_code)]
 mod harness;
 
 use dfs_common::acl::{Acl, Entry, Tag};

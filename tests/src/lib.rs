@@ -23,6 +23,7 @@
 //! - `http`: a raw HTTP/1.1 client; `api`: the server's API through it; `clients`: test
 //!   clients registered with a server, whose requests carry their proof;
 //! - `measure`: hashes, memory figures, test data, polling;
+//! - `realm_mount`: a realm made with `dfs-server init`, with a mount, users and `dfs login`;
 //! - `replicas`: what the replication tests share: files of mixed sizes written through a
 //!   mount of a cluster and read back, the convergence check, their bounds;
 //! - `realm`: a realm made with `dfs-server init` and requests signed as any of its
@@ -47,6 +48,7 @@ pub mod ops;
 pub mod pair;
 pub mod procs;
 pub mod realm;
+pub mod realm_mount;
 pub mod replicas;
 pub mod server;
 pub mod shell;
@@ -67,6 +69,7 @@ pub use ops::*;
 pub use pair::*;
 pub use procs::*;
 pub use realm::*;
+pub use realm_mount::*;
 pub use replicas::*;
 pub use server::*;
 pub use shell::*;

@@ -41,7 +41,7 @@ enum Command {
     #[command(flatten)]
     Auth(dfs_fuse::login::AuthCommand),
     /// Transactions: run a batch of file operations as one atomic unit.
-    #[command(after_help = dfs_fuse::tx::batch::FORMAT_HELP)]
+    #[command(after_help = dfs_fuse::tx::cli::FORMAT_HELP)]
     Tx {
         #[command(subcommand)]
         command: TxCommand,
@@ -52,7 +52,7 @@ enum Command {
 enum TxCommand {
     /// Run the operations of BATCHFILE (`-` = stdin) as one transaction, print what it
     /// committed, or which line failed (then nothing changed).
-    #[command(after_help = dfs_fuse::tx::batch::FORMAT_HELP)]
+    #[command(after_help = dfs_fuse::tx::cli::FORMAT_HELP)]
     Apply {
         batch: PathBuf,
         /// The server (HOST:PORT); default: the server of the dfs mount holding the
@@ -134,9 +134,9 @@ fn main() -> ExitCode {
                     server,
                     wait,
                     confirm,
-                } => dfs_fuse::tx::batch::cli_apply(&batch, server, wait, confirm).await,
+                } => dfs_fuse::tx::cli::cli_apply(&batch, server, wait, confirm).await,
                 TxCommand::Stat { paths, server } => {
-                    dfs_fuse::tx::batch::cli_stat(&paths, server).await
+                    dfs_fuse::tx::cli::cli_stat(&paths, server).await
                 }
             }
         }),

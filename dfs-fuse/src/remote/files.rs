@@ -2,18 +2,15 @@
 //! server names), store from a local file (streamed, hashed when signed), store while the
 //! file is still being written (`store_streamed`). Must not know about caches or handles.
 
-use super::{full, unavailable, Body, FetchOutcome, Fetched, Progress, Remote};
-use super::{CHUNK, IDLE_TIMEOUT, INLINE_IO, META_TIMEOUT, SMALL_BODY};
+use super::{full, unavailable, Body, FetchOutcome, Fetched, Remote};
+use super::{IDLE_TIMEOUT, INLINE_IO, META_TIMEOUT, SMALL_BODY};
 use crate::auth::Signed;
 use crate::cache::filling::Filling;
-use bytes::Bytes;
 use dfs_common::auth;
-use dfs_common::fileread::read_fresh;
 use dfs_common::privacy;
 use dfs_common::proto;
 use dfs_common::{codec, Attr, FsError, Ino};
-use http_body_util::{BodyExt, StreamBody};
-use hyper::body::Frame;
+use http_body_util::BodyExt;
 use hyper::{Method, Response, StatusCode};
 use std::path::Path;
 
@@ -278,57 +275,5 @@ impl Remote {
             return Err(Self::error_from(status, &headers, &body));
         }
         codec::decode::<Attr>(&body)
-    }
-
-    /// The blob hash of the whole of `src`, computed off the async threads.
-    pub(crate) async fn hash_file(src: &Path) -> Result<[u8; 32], FsError> {
-        let src = src.to_path_buf();
-        tokio::task::spawn_blocking(move || -> std::io::Result<[u8; 32]> {
-            let mut f = std::fs::File::open(src)?;
-            let mut h = dfs_common::hash::BlobHasher::new();
-            let mut buf = vec![0u8; CHUNK];
-            loop {
-                let n = std::io::Read::read(&mut f, &mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                h.update(&buf[..n]);
-            }
-            Ok(h.finish().0)
-        })
-        .await
-        .map_err(|e| FsError::Io(e.to_string()))?
-        .map_err(FsError::from)
-    }
-
-    /// A body that streams `len` bytes of `file` in chunks read ahead on a blocking thread
-    /// into unzeroed buffers; never the whole file in memory. `progress` is told the bytes
-    /// read so far. A file that turns out shorter than `len` fails the body.
-    pub(super) fn stream_file(file: std::fs::File, len: u64, progress: Option<Progress>) -> Body {
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
-        tokio::task::spawn_blocking(move || {
-            let mut sent: u64 = 0;
-            while sent < len {
-                let want = CHUNK.min((len - sent) as usize);
-                let item = match read_fresh(&file, want, sent) {
-                    Ok(buf) if buf.len() == want => Ok(Frame::data(Bytes::from(buf))),
-                    Ok(_) => Err(std::io::Error::other("file shrank while being sent")),
-                    Err(e) => Err(e),
-                };
-                let failed = item.is_err();
-                // A send fails once the body is dropped (the request ended): stop reading.
-                if tx.blocking_send(item).is_err() || failed {
-                    return;
-                }
-                sent += want as u64;
-                if let Some(p) = &progress {
-                    p(sent);
-                }
-            }
-        });
-        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        });
-        BodyExt::boxed(StreamBody::new(stream))
     }
 }

@@ -8,6 +8,7 @@
 
 mod files;
 pub mod identity;
+mod upload;
 
 use crate::auth::Signed;
 use bytes::Bytes;
@@ -23,7 +24,6 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use serde::{de::DeserializeOwned, Serialize};
-use std::path::Path;
 use std::time::Duration;
 
 pub(crate) type Body = BoxBody<Bytes, std::io::Error>;
@@ -431,56 +431,6 @@ impl Remote {
         tokio::time::timeout(META_TIMEOUT, call)
             .await
             .map_err(|_| unavailable(format!("{path} timed out")))?
-    }
-
-    /// `PUT`s the whole contents of local file `src` (streamed, never all in memory) to
-    /// `path` and decodes the bincode answer. `progress` is told the bytes sent so far.
-    pub async fn put_file<Resp: DeserializeOwned>(
-        &self,
-        path: &str,
-        src: &Path,
-        progress: Option<Progress>,
-    ) -> Result<Resp, FsError> {
-        self.with_client(|| async {
-            let file = std::fs::File::open(src)?;
-            let len = file.metadata()?.len();
-            self.put_body(path, len, Self::stream_file(file, len, progress.clone()))
-                .await
-        })
-        .await
-    }
-
-    /// `PUT`s `bytes` to `path` and decodes the bincode answer.
-    pub async fn put_bytes<Resp: DeserializeOwned>(
-        &self,
-        path: &str,
-        bytes: Vec<u8>,
-    ) -> Result<Resp, FsError> {
-        let len = bytes.len() as u64;
-        self.with_client(|| self.put_body(path, len, full(bytes.clone())))
-            .await
-    }
-
-    async fn put_body<Resp: DeserializeOwned>(
-        &self,
-        path: &str,
-        len: u64,
-        body: Body,
-    ) -> Result<Resp, FsError> {
-        let http_req = self
-            .request(Method::PUT, path)
-            .header(hyper::header::CONTENT_LENGTH, len.to_string())
-            .body(body)
-            .map_err(|e| FsError::Invalid(e.to_string()))?;
-        let resp = self.send(http_req).await?;
-        if !resp.status().is_success() {
-            return Err(Self::error_of(resp).await);
-        }
-        let body = tokio::time::timeout(META_TIMEOUT, resp.into_body().collect())
-            .await
-            .map_err(|_| unavailable(format!("{path}: answer timed out")))?
-            .map_err(unavailable)?;
-        codec::decode::<Resp>(&body.to_bytes())
     }
 
     /// Opens this client's callback channel; returns its streaming body, opened as it

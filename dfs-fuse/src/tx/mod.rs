@@ -27,6 +27,7 @@
 //! tells the manager what changed).
 
 pub mod batch;
+pub mod cli;
 
 use crate::cache::CacheManager;
 use crate::remote::Remote;
@@ -153,6 +154,8 @@ pub struct Transaction {
     ops: Vec<TxOp>,
     finished: bool,
     renewer: tokio::task::JoinHandle<()>,
+    /// The local user the transaction was begun for (its requests sign as them).
+    acting: Option<u32>,
     progress: Option<ProgressFn>,
     uid: u32,
     gid: u32,
@@ -172,10 +175,13 @@ impl Transaction {
         };
         let reply: BeginReply = remote.call("/v1/tx/begin", &req, Duration::ZERO).await?;
         let id = reply.tx;
+        // A transaction is its principal's: renewals and the abort at drop, which run on
+        // tasks of their own, sign as the user who began it.
+        let acting = crate::auth::current_uid();
         let renewer = {
             let remote = remote.clone();
             let every = Duration::from_millis((reply.lease_ms / 3).max(100));
-            tokio::spawn(async move {
+            tokio::spawn(crate::auth::as_uid_if(acting, async move {
                 let path = format!("/v1/tx/{id}/renew");
                 loop {
                     tokio::time::sleep(every).await;
@@ -188,11 +194,12 @@ impl Transaction {
                         Err(e) => log::debug!("transaction {id}: renewal failed: {e}"),
                     }
                 }
-            })
+            }))
         };
         Ok(Transaction {
             remote,
             mgr,
+            acting,
             id,
             ops: Vec::new(),
             finished: false,
@@ -437,11 +444,11 @@ impl Drop for Transaction {
         }
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let (remote, id) = (self.remote.clone(), self.id);
-            rt.spawn(async move {
+            rt.spawn(crate::auth::as_uid_if(self.acting, async move {
                 let _ = remote
                     .call::<_, TxStatus>(&format!("/v1/tx/{id}/abort"), &(), Duration::ZERO)
                     .await;
-            });
+            }));
         }
     }
 }

@@ -313,10 +313,12 @@ pub async fn store(
         (Some(pin), Some(journal)) => svc.mutate_journalled(caller, cmd, pin, journal).await?,
         (pin, _) => svc.mutate(caller, cmd, Vec::new(), pin).await?,
     };
-    let attr = out
+    let mut attr = out
         .attr
         .ok_or_else(|| FsError::Io("store returned no attributes".into()))?;
     crate::metrics::BLOB_BYTES_IN.add(attr.size);
+    // A writer who may not read the file is not told its contents' hash.
+    svc.read_now(|ns| crate::auth::perm::hide_hashes(ns, &caller, vec![&mut attr]))?;
     Ok(wire::bincode_response(&attr))
 }
 

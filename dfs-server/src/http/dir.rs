@@ -1,18 +1,20 @@
-//! `POST /v1/dir`: decodes a `DirRequest`, runs it against the directory service, and
-//! answers a `DirReply`, registering promises for what the caller was shown and breaking
+//! `POST /v1/dir`: decodes a `DirRequest`, has it checked (`auth::perm`), runs it against
+//! the directory service, and answers a `DirReply` (content hashes hidden from callers who
+//! may not read the file), registering promises for what the caller was shown and breaking
 //! other clients' promises on what changed (through `Services::observe` / `mutate`).
 //!
 //! Owns: the mapping of wire requests to namespace reads and commands. Must not contain
-//! POSIX rules (namespace) or blob handling (files).
+//! POSIX or permission rules (namespace, `auth::perm`) or blob handling (files).
 
 use super::wire::{bincode_response, read_limited, ResBody};
+use crate::auth::perm;
 use crate::files;
 use crate::http::wire::ReqBody;
 use crate::namespace::NsCommand;
 use crate::services::{Caller, Services};
 use dfs_common::locks::{LockReply, LockRequest};
 use dfs_common::proto::{CreatedLock, DirReply, DirRequest, StatFs, MAX_DIR_REQUEST};
-use dfs_common::{codec, FsError, Timestamp};
+use dfs_common::{codec, Attr, FsError, Timestamp};
 use hyper::{Request, Response};
 use std::sync::Arc;
 
@@ -31,9 +33,27 @@ pub async fn handle(
         "directory request"
     );
     crate::auth::anonymous::check_dir(&parts.extensions, &request)?;
-    crate::auth::perm::authorize_dir(svc, &caller, &mut request)?;
-    let reply = dispatch(svc, caller, request).await?;
+    perm::authorize_dir(svc, &caller, &mut request)?;
+    let mut reply = dispatch(svc, caller, request).await?;
+    svc.read_now(|ns| perm::hide_hashes(ns, &caller, attrs_in(&mut reply)))?;
     Ok(bincode_response(&reply))
+}
+
+/// Every attribute set in `reply`.
+fn attrs_in(reply: &mut DirReply) -> Vec<&mut Attr> {
+    match reply {
+        DirReply::Attr(a) | DirReply::Removed { parent: a } => vec![a],
+        DirReply::Created { attr, parent, .. } | DirReply::Made { attr, parent } => {
+            vec![attr, parent]
+        }
+        DirReply::Entries { entries, .. } => entries.iter_mut().map(|(_, a)| a).collect(),
+        DirReply::Validated { current } => {
+            current.iter_mut().filter_map(|(_, a)| a.as_mut()).collect()
+        }
+        DirReply::Empty | DirReply::Target(_) | DirReply::StatFs(_) | DirReply::Xattrs(_) => {
+            Vec::new()
+        }
+    }
 }
 
 /// Runs one directory request.
@@ -71,7 +91,15 @@ pub async fn dispatch(
         }
         DirRequest::Validate { held } => {
             svc.observe(caller, move |ns, _| {
-                let (current, alive) = ns.validate(&held)?;
+                let (mut current, mut alive) = ns.validate(&held)?;
+                // An inode the caller cannot reach is, to it, gone.
+                let inos: Vec<_> = current.iter().map(|(ino, _)| *ino).collect();
+                let reached = perm::reachable(ns, &caller, &inos)?;
+                for ((ino, attr), reached) in current.iter_mut().zip(reached) {
+                    if reached != Some(true) && attr.take().is_some() {
+                        alive.retain(|a| a != ino);
+                    }
+                }
                 Ok((DirReply::Validated { current }, alive))
             })
             .await
@@ -136,24 +164,26 @@ pub async fn dispatch(
             let created = out
                 .attr
                 .ok_or_else(|| FsError::Io("create returned no attributes".into()))?;
-            let lock = if caller.client == 0 {
-                None
-            } else {
-                let req = LockRequest::writers_turn(created.ino, label);
-                match svc.locks.acquire(caller.client, req).await {
-                    Ok(LockReply::Granted { token, lease_ms }) => {
-                        Some(CreatedLock { token, lease_ms })
-                    }
-                    Ok(LockReply::Conflict { .. }) => None,
-                    Err(e) => {
-                        // The create stands: make it durable before reporting the error.
-                        svc.sync_through(seq).await?;
-                        return Err(e);
-                    }
-                }
-            };
-            // The caller's store at close makes a new file durable with its own commit.
             let made = !out.changed_entries.is_empty();
+            // An existing file's writers' turn only for one who may write it.
+            let lock =
+                if caller.client == 0 || (!made && !perm::may_write(svc, &caller, created.ino)?) {
+                    None
+                } else {
+                    let req = LockRequest::writers_turn(created.ino, label);
+                    match svc.locks.acquire(caller.client, req).await {
+                        Ok(LockReply::Granted { token, lease_ms }) => {
+                            Some(CreatedLock { token, lease_ms })
+                        }
+                        Ok(LockReply::Conflict { .. }) => None,
+                        Err(e) => {
+                            // The create stands: make it durable before reporting the error.
+                            svc.sync_through(seq).await?;
+                            return Err(e);
+                        }
+                    }
+                };
+            // The caller's store at close makes a new file durable with its own commit.
             let durable = !(store_at_close && made && lock.is_some());
             if durable {
                 svc.sync_through(seq).await?;
@@ -266,7 +296,7 @@ pub async fn dispatch(
             svc.observe_now(caller, move |ns| {
                 let (attr, acl) = ns.attr_and_acl(ino)?;
                 let all = ns.xattrs(ino)?;
-                let shown = crate::auth::perm::readable_xattrs(&caller, &attr, acl.as_ref(), all);
+                let shown = perm::readable_xattrs(&caller, &attr, acl.as_ref(), all);
                 Ok((DirReply::Xattrs(shown), vec![ino]))
             })
             .await
@@ -277,11 +307,13 @@ pub async fn dispatch(
             value,
             how,
         } => {
+            let drop_sgid = perm::xattr_set_drops_sgid(svc, &caller, ino, &name)?;
             let cmd = NsCommand::SetXattr {
                 ino,
                 name,
                 value,
                 how,
+                drop_sgid,
                 now,
             };
             attr_of(svc.mutate(caller, cmd, Vec::new(), None).await?)

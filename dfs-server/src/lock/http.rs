@@ -34,6 +34,12 @@ async fn body<T: DeserializeOwned>(req: Request<ReqBody>) -> Result<T, FsError> 
     codec::decode(&bytes)
 }
 
+/// Whether `caller` may learn that `ino` is locked, and by whom: in a realm, if it may
+/// read the file (`auth::perm`).
+fn visible(svc: &Arc<Services>, caller: &Caller, ino: dfs_common::Ino) -> bool {
+    crate::auth::perm::authorize_file(svc, caller, ino, false).is_ok()
+}
+
 /// Handles `POST {PREFIX}{name}`; `name` must satisfy `is_resource`.
 /// In a realm, locking a file takes the right to use it: read permission for advisory
 /// locks (flock, fcntl, `dfs lock`), write permission for the writers' `Open` lock, and
@@ -92,9 +98,10 @@ pub async fn handle(
         }
         "list" => {
             let r: ListRequest = body(req).await?;
-            Ok(bincode_response(
-                &locks.list(r.ino, r.after, r.limit).await?,
-            ))
+            let mut held = locks.list(r.ino, r.after, r.limit).await?;
+            // Another client's locks show only on files the caller may see (its own always).
+            held.retain(|l| l.client == client || visible(svc, &caller, l.ino));
+            Ok(bincode_response(&held))
         }
         other => Err(FsError::Invalid(format!("no lock resource {other:?}"))),
     }

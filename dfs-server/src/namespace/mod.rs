@@ -1,11 +1,14 @@
 //! The directory service: the namespace as a deterministic state machine over redb.
 //!
-//! Owns: the metadata database (inodes, directory entries, extended attributes and ACLs,
-//! blob reference counts, the garbage list of unreferenced blobs, counters) and every POSIX
-//! rule about names, kinds, link counts, times, permission bits and set-id bits. Mutations go through [`Namespace::apply`], one durable redb write
-//! transaction per [`NsCommand`]; every command carries its own timestamps so that the same
-//! command applied to the same state gives the same result (a consensus log could drive it).
-//! Reads use read transactions and never change anything.
+//! Owns: the metadata database (inodes, directory entries and the index of each inode's
+//! names, extended attributes and ACLs, blob reference counts, the garbage list of
+//! unreferenced blobs, counters) and every POSIX rule about names, kinds, link counts,
+//! times, permission bits and set-id bits. Mutations go through [`Namespace::apply`], one
+//! durable redb write transaction per [`NsCommand`]; every command carries its own
+//! timestamps (and a transaction's batch its caller's identity, for the permission rules of
+//! `auth::perm::rules` it applies) so that the same command applied to the same state gives
+//! the same result (a consensus log could drive it). Reads use read transactions and never
+//! change anything.
 //!
 //! Must not touch: blob files (it only counts references to blob ids), HTTP, callbacks, the
 //! clock (callers stamp `Timestamp::now()` into commands).
@@ -17,6 +20,9 @@ mod inherit;
 #[cfg(test)]
 mod mode_tests;
 mod ops;
+mod reach;
+#[cfg(test)]
+mod reach_tests;
 mod record;
 mod rename;
 mod special;
@@ -41,6 +47,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use std::path::Path;
 
 pub use durable::CommitSeq;
+pub use reach::Searchable;
 pub use record::InodeRecord;
 use store::{db_err, load_inode, DIRENTS, GARBAGE, INODES, REFS};
 pub use xattr::{xattr_class, XattrClass, Xattrs};
@@ -159,12 +166,15 @@ pub enum NsCommand {
         kill_suid: bool,
         now: Timestamp,
     },
-    /// Sets extended attribute `name` of `ino` (`xattr`; ACLs included).
+    /// Sets extended attribute `name` of `ino` (`xattr`; ACLs included). `drop_sgid`: an
+    /// access ACL set by someone outside the file's group clears S_ISGID, as a chmod
+    /// would (Linux's `posix_acl_update_mode`; `auth::perm` decides).
     SetXattr {
         ino: Ino,
         name: Vec<u8>,
         value: Vec<u8>,
         how: XattrSet,
+        drop_sgid: bool,
         now: Timestamp,
     },
     RemoveXattr {
@@ -246,6 +256,9 @@ impl Namespace {
                 // numbers clients still hold: never hand those numbers out again.
                 let next = w.meta(store::META_NEXT_INO)?.unwrap_or(ROOT_INO + 1);
                 w.set_meta(store::META_NEXT_INO, next.saturating_add(INO_GAP))?;
+                if w.index_names()? {
+                    log::info!("namespace: built the index of names of every inode");
+                }
                 drop(w);
                 return txn.commit().map_err(db_err);
             }
@@ -270,6 +283,7 @@ impl Namespace {
             };
             w.put_inode(&root)?;
             w.set_meta(store::META_NEXT_INO, ROOT_INO + 1)?;
+            w.index_names()?;
         }
         txn.commit().map_err(db_err)
     }

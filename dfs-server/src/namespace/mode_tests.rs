@@ -141,7 +141,7 @@ fn a_transaction_batch_creates_with_its_modes_and_the_directory_rules() {
     let tx = match t
         .ns
         .apply_tx(TxCommand::Begin {
-            client: 9,
+            owner: crate::namespace::txn::TxOwner { client: 9, uid: 0 },
             label: "t".into(),
             expires_ms: u64::MAX,
         })
@@ -153,6 +153,7 @@ fn a_transaction_batch_creates_with_its_modes_and_the_directory_rules() {
     let batch = TxBatch {
         tx,
         client: 9,
+        caller: crate::services::Caller::open(9),
         ops: vec![
             TxOp::Mkdir {
                 path: b"/d/sub".to_vec(),

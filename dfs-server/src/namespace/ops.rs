@@ -131,8 +131,9 @@ pub(super) fn apply(w: &mut Writer<'_>, cmd: NsCommand) -> Result<NsOutcome, FsE
             name,
             value,
             how,
+            drop_sgid,
             now,
-        } => super::xattr::set(w, ino, name, value, how, now),
+        } => super::xattr::set(w, ino, name, value, how, drop_sgid, now),
         NsCommand::RemoveXattr { ino, name, now } => super::xattr::remove(w, ino, name, now),
         NsCommand::AdoptBlobs { blobs } => {
             for (blob, since) in &blobs {

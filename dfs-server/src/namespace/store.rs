@@ -1,8 +1,9 @@
 //! The redb tables of the namespace and typed access to them inside one write transaction.
 //!
 //! Owns: table definitions, refcount / garbage bookkeeping primitives, extended attribute
-//! rows. Must not decide POSIX rules (that is `ops`, `rename`, `attrs`, `xattr`), nor the
-//! layout of an inode record (`record`).
+//! rows, and the reverse index of names (`NAMES`), which every change of an entry keeps in
+//! step here so that no command can forget it. Must not decide POSIX rules (that is `ops`,
+//! `rename`, `attrs`, `xattr`), nor the layout of an inode record (`record`).
 
 pub use super::record::InodeRecord;
 use dfs_common::{BlobId, FsError, Ino, Timestamp};
@@ -18,10 +19,17 @@ pub const REFS: TableDefinition<&[u8], u64> = TableDefinition::new("blob_refs");
 pub const GARBAGE: TableDefinition<&[u8], u64> = TableDefinition::new("garbage");
 /// (ino, name with its namespace prefix) -> value: extended attributes, POSIX ACLs too.
 pub const XATTRS: TableDefinition<(u64, &[u8]), &[u8]> = TableDefinition::new("xattrs");
+/// (child ino, parent ino, name) -> (): every entry of `DIRENTS` seen from the inode it
+/// names, so the names of an inode (a non-directory may have several) are found without a
+/// scan (`reach`: search permission along an inode's paths).
+pub const NAMES: TableDefinition<(u64, u64, &[u8]), ()> = TableDefinition::new("inode_names");
 /// counters.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 pub const META_NEXT_INO: &str = "next_ino";
+/// Set (to 1) once `NAMES` holds every entry: a namespace made before the index gets it
+/// built at its next open.
+pub const META_NAMES_INDEXED: &str = "names_indexed";
 
 /// Maps any redb error to the error users see.
 pub fn db_err<E: Into<redb::Error>>(e: E) -> FsError {
@@ -76,6 +84,7 @@ pub struct Writer<'t> {
     garbage: Table<'t, &'static [u8], u64>,
     meta: Table<'t, &'static str, u64>,
     xattrs: Table<'t, (u64, &'static [u8]), &'static [u8]>,
+    names: Table<'t, (u64, u64, &'static [u8]), ()>,
 }
 
 impl<'t> Writer<'t> {
@@ -87,6 +96,7 @@ impl<'t> Writer<'t> {
             garbage: txn.open_table(GARBAGE).map_err(db_err)?,
             meta: txn.open_table(META).map_err(db_err)?,
             xattrs: txn.open_table(XATTRS).map_err(db_err)?,
+            names: txn.open_table(NAMES).map_err(db_err)?,
         })
     }
 
@@ -107,13 +117,55 @@ impl<'t> Writer<'t> {
         Ok(())
     }
 
-    /// Removes inode `ino` with everything kept about it (its extended attributes).
+    /// Removes inode `ino` with everything kept about it (its extended attributes, and any
+    /// name still indexed for it, though its entries are gone by now).
     pub fn del_inode(&mut self, ino: Ino) -> Result<(), FsError> {
         self.inodes.remove(ino).map_err(db_err)?;
         for name in self.xattr_names(ino)? {
             self.xattrs.remove((ino, name.as_slice())).map_err(db_err)?;
         }
+        for (parent, name) in self.names_of(ino)? {
+            self.names
+                .remove((ino, parent, name.as_slice()))
+                .map_err(db_err)?;
+        }
         Ok(())
+    }
+
+    /// The names of `ino` as `(parent, name)`, in parent order.
+    pub fn names_of(&self, ino: Ino) -> Result<Vec<(Ino, Vec<u8>)>, FsError> {
+        let empty: &[u8] = &[];
+        let mut out = Vec::new();
+        for item in self
+            .names
+            .range((ino, 0, empty)..(ino + 1, 0, empty))
+            .map_err(db_err)?
+        {
+            let (k, _) = item.map_err(db_err)?;
+            let (_, parent, name) = k.value();
+            out.push((parent, name.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Builds `NAMES` from `DIRENTS` if this namespace predates it; true if it did.
+    pub fn index_names(&mut self) -> Result<bool, FsError> {
+        if self.meta(META_NAMES_INDEXED)?.is_some() {
+            return Ok(false);
+        }
+        let mut rows = Vec::new();
+        for item in self.dirents.iter().map_err(db_err)? {
+            let (k, v) = item.map_err(db_err)?;
+            let (dir, name) = k.value();
+            rows.push((v.value(), dir, name.to_vec()));
+        }
+        for (ino, dir, name) in &rows {
+            self.names
+                .insert((*ino, *dir, name.as_slice()), ())
+                .map_err(db_err)?;
+        }
+        self.set_meta(META_NAMES_INDEXED, 1)?;
+        Ok(true)
     }
 
     /// The value of extended attribute `name` of `ino`.
@@ -172,13 +224,29 @@ impl<'t> Writer<'t> {
             .map(|g| g.value()))
     }
 
+    /// Makes `name` in `dir` name `ino`, replacing what it named before.
     pub fn put_entry(&mut self, dir: Ino, name: &[u8], ino: Ino) -> Result<(), FsError> {
-        self.dirents.insert((dir, name), ino).map_err(db_err)?;
+        let old = self
+            .dirents
+            .insert((dir, name), ino)
+            .map_err(db_err)?
+            .map(|g| g.value());
+        if let Some(old) = old.filter(|o| *o != ino) {
+            self.names.remove((old, dir, name)).map_err(db_err)?;
+        }
+        self.names.insert((ino, dir, name), ()).map_err(db_err)?;
         Ok(())
     }
 
     pub fn del_entry(&mut self, dir: Ino, name: &[u8]) -> Result<(), FsError> {
-        self.dirents.remove((dir, name)).map_err(db_err)?;
+        let old = self
+            .dirents
+            .remove((dir, name))
+            .map_err(db_err)?
+            .map(|g| g.value());
+        if let Some(old) = old {
+            self.names.remove((old, dir, name)).map_err(db_err)?;
+        }
         Ok(())
     }
 

@@ -21,6 +21,16 @@ pub fn fresh() -> T {
 }
 
 impl T {
+    /// The helpers over a namespace opened elsewhere (its directory is the caller's).
+    pub fn wrap(ns: Namespace) -> T {
+        T {
+            _dir: tempfile::tempdir().unwrap(),
+            ns,
+        }
+    }
+}
+
+impl T {
     pub fn mkdir(&self, parent: Ino, name: &str) -> Result<Attr, FsError> {
         self.ns
             .apply(NsCommand::Mkdir {
@@ -213,6 +223,7 @@ impl T {
             name: name.to_vec(),
             value: value.to_vec(),
             how,
+            drop_sgid: false,
             now: ts(LATER),
         })
     }

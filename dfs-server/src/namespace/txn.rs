@@ -9,7 +9,7 @@
 //! file took becomes garbage like any other unreferenced blob.
 //!
 //! Commands (`TxCommand`) are deterministic like `NsCommand`: every time and expiry is in
-//! the command. Owns: the `tx_open` / `tx_done` tables, the transaction commands, and the
+//! the command. Owns: the `tx_open` / `tx_done` / `tx_owner` tables, the transaction commands, and the
 //! one write transaction of a commit; the batch inside it (path resolution,
 //! preconditions, operations in order, all or nothing) is `batch`'s. Must not touch: blob
 //! files, locks, HTTP, callbacks, the clock.
@@ -18,6 +18,7 @@ mod batch;
 
 use super::store::{self, db_err, Writer, DIRENTS, INODES};
 use super::{Namespace, NsOutcome};
+use crate::services::Caller;
 pub use batch::components;
 use batch::{batch, walk};
 use dfs_common::tx::{AbortReason, Committed, TxFailure, TxId, TxOp, TxStatus};
@@ -29,6 +30,10 @@ use serde::{Deserialize, Serialize};
 pub const TX_OPEN: TableDefinition<u64, &[u8]> = TableDefinition::new("tx_open");
 /// tx id -> bincode `DoneTx` (outcomes of finished transactions, pruned after a while).
 pub const TX_DONE: TableDefinition<u64, &[u8]> = TableDefinition::new("tx_done");
+/// tx id -> uid of the principal that began it (`TxOwner`), kept as long as the
+/// transaction's record or outcome. A table of its own so that the records keep their
+/// layout; a transaction begun before it has no row and belongs to its client alone.
+pub const TX_OWNER: TableDefinition<u64, u32> = TableDefinition::new("tx_owner");
 const META_NEXT_TX: &str = "next_tx";
 
 /// An open transaction as stored.
@@ -59,12 +64,26 @@ pub fn ms_of(t: Timestamp) -> u64 {
         .saturating_add(t.nanos as u64 / 1_000_000)
 }
 
+/// Who a transaction belongs to: the client (mount) that began it and the principal (uid)
+/// it acted for. To anyone else the transaction does not exist, so another user cannot
+/// commit, abort or read a transaction (nor put its staged contents into a file of theirs)
+/// even with its client id and number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TxOwner {
+    pub client: u64,
+    pub uid: u32,
+}
+
 /// A batch to commit.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TxBatch {
     pub tx: TxId,
     pub client: u64,
     pub ops: Vec<TxOp>,
+    /// Who commits (the transaction must be theirs: `client` and `caller.uid`): each
+    /// operation is checked against these rights (`batch`).
+    pub caller: Caller,
+    /// Owner of what the batch creates.
     pub uid: u32,
     pub gid: u32,
     /// Inodes whose writers' lock the caller holds for this batch. Replacing the contents
@@ -73,32 +92,42 @@ pub struct TxBatch {
     pub now: Timestamp,
 }
 
+impl TxBatch {
+    /// Whose transaction the batch must be.
+    pub fn owner(&self) -> TxOwner {
+        TxOwner {
+            client: self.client,
+            uid: self.caller.uid,
+        }
+    }
+}
+
 /// One mutation of the transaction records (and, for `Commit`, of the namespace).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TxCommand {
     Begin {
-        client: u64,
+        owner: TxOwner,
         label: String,
         expires_ms: u64,
     },
     /// `blob` (installed and pinned by the caller) is held by `tx` from now on.
     Stage {
         tx: TxId,
-        client: u64,
+        owner: TxOwner,
         blob: BlobId,
         size: u64,
         expires_ms: u64,
     },
     Renew {
         tx: TxId,
-        client: u64,
+        owner: TxOwner,
         expires_ms: u64,
     },
     Commit(TxBatch),
-    /// Ends an open transaction without committing (`client: None` = the server itself).
+    /// Ends an open transaction without committing (`by: None` = the server itself).
     Abort {
         tx: TxId,
-        client: Option<u64>,
+        by: Option<TxOwner>,
         reason: AbortReason,
         now: Timestamp,
     },
@@ -149,6 +178,13 @@ impl From<FsError> for Stop {
 struct Tables<'t> {
     open: Table<'t, u64, &'static [u8]>,
     done: Table<'t, u64, &'static [u8]>,
+    owner: Table<'t, u64, u32>,
+}
+
+/// Whether transaction `tx`, begun by `client` (its record says) with `uid` recorded (if
+/// any), is `who`'s.
+fn belongs(client: u64, uid: Option<u32>, who: TxOwner) -> bool {
+    client == who.client && uid.is_none_or(|u| u == who.uid)
 }
 
 impl<'t> Tables<'t> {
@@ -156,7 +192,12 @@ impl<'t> Tables<'t> {
         Ok(Tables {
             open: txn.open_table(TX_OPEN).map_err(db_err)?,
             done: txn.open_table(TX_DONE).map_err(db_err)?,
+            owner: txn.open_table(TX_OWNER).map_err(db_err)?,
         })
+    }
+
+    fn uid_of(&self, tx: TxId) -> Result<Option<u32>, FsError> {
+        Ok(self.owner.get(tx).map_err(db_err)?.map(|g| g.value()))
     }
 
     fn get_open(&self, tx: TxId) -> Result<Option<OpenTx>, FsError> {
@@ -224,9 +265,9 @@ fn decode_row<T: serde::de::DeserializeOwned>(
     }
 }
 
-fn not_open(tx: TxId, done: Option<DoneTx>, client: u64) -> FsError {
+fn not_open(tx: TxId, done: Option<DoneTx>, uid: Option<u32>, who: TxOwner) -> FsError {
     match done {
-        Some(d) if d.client == client => match d.status {
+        Some(d) if belongs(d.client, uid, who) => match d.status {
             TxStatus::Committed(_) => {
                 FsError::Stale(format!("transaction {tx} is already committed"))
             }
@@ -237,12 +278,13 @@ fn not_open(tx: TxId, done: Option<DoneTx>, client: u64) -> FsError {
     }
 }
 
-/// The open transaction `tx` of `client`, or the error that says why there is none.
-fn owned(t: &Tables<'_>, tx: TxId, client: u64) -> Result<OpenTx, FsError> {
+/// The open transaction `tx` of `who`, or the error that says why there is none.
+fn owned(t: &Tables<'_>, tx: TxId, who: TxOwner) -> Result<OpenTx, FsError> {
+    let uid = t.uid_of(tx)?;
     match t.get_open(tx)? {
-        Some(rec) if rec.client == client => Ok(rec),
+        Some(rec) if belongs(rec.client, uid, who) => Ok(rec),
         Some(_) => Err(FsError::NotFound),
-        None => Err(not_open(tx, t.get_done(tx)?, client)),
+        None => Err(not_open(tx, t.get_done(tx)?, uid, who)),
     }
 }
 
@@ -250,29 +292,30 @@ fn owned(t: &Tables<'_>, tx: TxId, client: u64) -> Result<OpenTx, FsError> {
 fn simple(w: &mut Writer<'_>, t: &mut Tables<'_>, cmd: TxCommand) -> Result<TxApplied, FsError> {
     match cmd {
         TxCommand::Begin {
-            client,
+            owner,
             label,
             expires_ms,
         } => {
             let tx = w.meta(META_NEXT_TX)?.unwrap_or(1).max(1);
             w.set_meta(META_NEXT_TX, tx + 1)?;
             let rec = OpenTx {
-                client,
+                client: owner.client,
                 label,
                 expires_ms,
                 staged: Vec::new(),
             };
             t.put_open(tx, &rec)?;
+            t.owner.insert(tx, owner.uid).map_err(db_err)?;
             Ok(TxApplied::Begun(tx))
         }
         TxCommand::Stage {
             tx,
-            client,
+            owner,
             blob,
             size,
             expires_ms,
         } => {
-            let mut rec = owned(t, tx, client)?;
+            let mut rec = owned(t, tx, owner)?;
             if !rec.staged.iter().any(|(b, _)| *b == blob) {
                 w.blob_ref(&blob)?;
                 rec.staged.push((blob, size));
@@ -283,31 +326,35 @@ fn simple(w: &mut Writer<'_>, t: &mut Tables<'_>, cmd: TxCommand) -> Result<TxAp
         }
         TxCommand::Renew {
             tx,
-            client,
+            owner,
             expires_ms,
         } => {
-            let mut rec = owned(t, tx, client)?;
+            let mut rec = owned(t, tx, owner)?;
             rec.expires_ms = rec.expires_ms.max(expires_ms);
             t.put_open(tx, &rec)?;
             Ok(TxApplied::Done)
         }
         TxCommand::Abort {
             tx,
-            client,
+            by,
             reason,
             now,
-        } => match t.get_open(tx)? {
-            Some(rec) if client.is_none_or(|c| c == rec.client) => {
-                let status = TxStatus::Aborted(reason);
-                t.end(w, tx, &rec, status.clone(), now, &mut Vec::new())?;
-                Ok(TxApplied::Ended(status))
+        } => {
+            let uid = t.uid_of(tx)?;
+            let allowed = |client| by.is_none_or(|who| belongs(client, uid, who));
+            match t.get_open(tx)? {
+                Some(rec) if allowed(rec.client) => {
+                    let status = TxStatus::Aborted(reason);
+                    t.end(w, tx, &rec, status.clone(), now, &mut Vec::new())?;
+                    Ok(TxApplied::Ended(status))
+                }
+                Some(_) => Err(FsError::NotFound),
+                None => match t.get_done(tx)? {
+                    Some(d) if allowed(d.client) => Ok(TxApplied::Ended(d.status)),
+                    _ => Err(FsError::NotFound),
+                },
             }
-            Some(_) => Err(FsError::NotFound),
-            None => match t.get_done(tx)? {
-                Some(d) if client.is_none_or(|c| c == d.client) => Ok(TxApplied::Ended(d.status)),
-                _ => Err(FsError::NotFound),
-            },
-        },
+        }
         TxCommand::Expire { txs, now } => {
             let now_ms = ms_of(now);
             let mut ended = Vec::new();
@@ -334,6 +381,7 @@ fn simple(w: &mut Writer<'_>, t: &mut Tables<'_>, cmd: TxCommand) -> Result<TxAp
             }
             for tx in old {
                 t.done.remove(tx).map_err(db_err)?;
+                t.owner.remove(tx).map_err(db_err)?;
             }
             Ok(TxApplied::Done)
         }
@@ -389,7 +437,7 @@ impl Namespace {
                     Stop::Failed(f) => {
                         let end = TxCommand::Abort {
                             tx: batch_cmd.tx,
-                            client: Some(batch_cmd.client),
+                            by: Some(batch_cmd.owner()),
                             reason: AbortReason::Failed(f.clone()),
                             now: batch_cmd.now,
                         };
@@ -436,9 +484,10 @@ impl Namespace {
         )
     }
 
-    /// What transaction `tx` of `client` is or came to; `NotFound` if unknown (or another
-    /// client's).
-    pub fn tx_status(&self, tx: TxId, client: u64, now_ms: u64) -> Result<TxStatus, FsError> {
+    /// What transaction `tx` of `who` is or came to; `NotFound` if unknown (or someone
+    /// else's).
+    pub fn tx_status(&self, tx: TxId, who: TxOwner, now_ms: u64) -> Result<TxStatus, FsError> {
+        let uid = self.tx_uid(tx)?;
         self.tx_read(
             |open, done| {
                 let o: Option<OpenTx> = decode_row(
@@ -446,7 +495,7 @@ impl Namespace {
                     tx,
                 )?;
                 if let Some(o) = o {
-                    if o.client != client {
+                    if !belongs(o.client, uid, who) {
                         return Err(FsError::NotFound);
                     }
                     return Ok(TxStatus::Open {
@@ -459,12 +508,22 @@ impl Namespace {
                     tx,
                 )?;
                 match d {
-                    Some(d) if d.client == client => Ok(d.status),
+                    Some(d) if belongs(d.client, uid, who) => Ok(d.status),
                     _ => Err(FsError::NotFound),
                 }
             },
             || Err(FsError::NotFound),
         )
+    }
+
+    /// The uid recorded as the owner of `tx`, if any.
+    fn tx_uid(&self, tx: TxId) -> Result<Option<u32>, FsError> {
+        let read = self.read()?;
+        match read.open_table(TX_OWNER) {
+            Ok(t) => Ok(t.get(tx).map_err(db_err)?.map(|g| g.value())),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+            Err(e) => Err(db_err(e)),
+        }
     }
 
     /// Open transactions whose lease ended by `now_ms`.
@@ -488,7 +547,8 @@ impl Namespace {
 
     /// The existing regular files whose contents `ops` replace, as the namespace is now
     /// (with the index of the first operation that does), in inode order: the writers'
-    /// locks a commit takes first. The commit itself checks again (`NeedLocks`).
+    /// locks a commit takes first (of those its caller may write, which the caller picks
+    /// out: see `tx`). The commit itself checks again (`NeedLocks`).
     pub fn tx_lock_targets(&self, ops: &[TxOp]) -> Result<Vec<(Ino, u32)>, FsError> {
         let tx = self.read()?;
         let inodes = tx.open_table(INODES).map_err(db_err)?;
@@ -503,6 +563,7 @@ impl Namespace {
                 &comps,
                 |d, n| Ok(dirents.get((d, n)).map_err(db_err)?.map(|g| g.value())),
                 |i| Ok(store::load_inode(&inodes, i)?.map(|r| r.attr.kind)),
+                |_| Ok(()),
             )?;
             if let Some(ino) = found {
                 let is_file =

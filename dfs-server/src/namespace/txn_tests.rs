@@ -2,11 +2,20 @@
 //! operation or precondition fails; preconditions see the state before the batch; staged
 //! blobs are held until the transaction ends; a transaction commits at most once.
 
-use super::txn::{TxApplied, TxBatch, TxCommand};
+use super::txn::{TxApplied, TxBatch, TxCommand, TxOwner};
 use super::*;
 use dfs_common::tx::{AbortReason, Actual, Expected, TxFailure, TxId, TxOp, TxStatus};
 
 const C: u64 = 7;
+/// The transactions' owner: client `C`, acting for uid 0 (an open cell's caller).
+const OWNER: TxOwner = TxOwner { client: C, uid: 0 };
+
+fn other_client() -> TxOwner {
+    TxOwner {
+        client: C + 1,
+        uid: 0,
+    }
+}
 
 fn ts(secs: i64) -> Timestamp {
     Timestamp { secs, nanos: 0 }
@@ -32,7 +41,7 @@ impl T {
         match self
             .ns
             .apply_tx(TxCommand::Begin {
-                client: C,
+                owner: OWNER,
                 label: "test".into(),
                 expires_ms: u64::MAX,
             })
@@ -48,7 +57,7 @@ impl T {
         self.ns
             .apply_tx(TxCommand::Stage {
                 tx,
-                client: C,
+                owner: OWNER,
                 blob,
                 size,
                 expires_ms: 0,
@@ -61,6 +70,7 @@ impl T {
         self.ns.apply_tx(TxCommand::Commit(TxBatch {
             tx,
             client: C,
+            caller: crate::services::Caller::open(C),
             ops,
             uid: 5,
             gid: 6,
@@ -134,7 +144,7 @@ impl T {
     }
 
     fn status(&self, tx: TxId) -> TxStatus {
-        self.ns.tx_status(tx, C, 0).unwrap()
+        self.ns.tx_status(tx, OWNER, 0).unwrap()
     }
 }
 
@@ -398,6 +408,7 @@ fn a_transaction_commits_at_most_once_and_only_for_its_client() {
     let other = TxCommand::Commit(TxBatch {
         tx,
         client: C + 1,
+        caller: crate::services::Caller::open(C + 1),
         ops: ops.clone(),
         uid: 0,
         gid: 0,
@@ -405,7 +416,10 @@ fn a_transaction_commits_at_most_once_and_only_for_its_client() {
         now: ts(1),
     });
     assert_eq!(t.ns.apply_tx(other), Err(FsError::NotFound));
-    assert_eq!(t.ns.tx_status(tx, C + 1, 0), Err(FsError::NotFound));
+    assert_eq!(
+        t.ns.tx_status(tx, other_client(), 0),
+        Err(FsError::NotFound)
+    );
     assert!(matches!(
         t.commit(tx, ops.clone(), vec![]).unwrap(),
         TxApplied::Committed { .. }
@@ -417,14 +431,14 @@ fn a_transaction_commits_at_most_once_and_only_for_its_client() {
     assert!(matches!(
         t.ns.apply_tx(TxCommand::Stage {
             tx,
-            client: C,
+            owner: OWNER,
             blob: BlobId([1; 32]),
             size: 1,
             expires_ms: 0
         }),
         Err(FsError::Stale(_))
     ));
-    assert_eq!(t.ns.tx_status(999, C, 0), Err(FsError::NotFound));
+    assert_eq!(t.ns.tx_status(999, OWNER, 0), Err(FsError::NotFound));
     // Each of those durable transactions, refused or committed, is over: a create may
     // commit on an async thread again (`Services::mutate_in_place`).
     assert!(!t.ns.durable_commit_in_flight());
@@ -441,7 +455,7 @@ fn abort_and_expiry_release_staged_blobs() {
     let r =
         t.ns.apply_tx(TxCommand::Abort {
             tx,
-            client: Some(C),
+            by: Some(OWNER),
             reason: AbortReason::Client,
             now: ts(50),
         })
@@ -455,7 +469,7 @@ fn abort_and_expiry_release_staged_blobs() {
     let dying = match t
         .ns
         .apply_tx(TxCommand::Begin {
-            client: C,
+            owner: OWNER,
             label: String::new(),
             expires_ms: 1_500,
         })
@@ -480,7 +494,7 @@ fn abort_and_expiry_release_staged_blobs() {
     // Outcomes are forgotten after a while.
     t.ns.apply_tx(TxCommand::PruneDone { before_ms: 60_000 })
         .unwrap();
-    assert_eq!(t.ns.tx_status(dying, C, 0), Err(FsError::NotFound));
+    assert_eq!(t.ns.tx_status(dying, OWNER, 0), Err(FsError::NotFound));
 }
 
 #[test]
@@ -519,4 +533,63 @@ fn bad_paths_and_unstaged_blobs_fail_the_batch() {
         );
     }
     assert!(t.dump().is_empty());
+}
+
+/// A transaction is its beginner's: the same client acting for another principal finds no
+/// such transaction, whatever it tries, and the owner's commit still works after.
+#[test]
+fn a_transaction_is_unknown_to_another_principal_of_its_client() {
+    let t = fresh();
+    let tx = t.begin();
+    let blob = t.stage(tx, 3, 5);
+    let mallory = TxOwner {
+        client: C,
+        uid: 1234,
+    };
+    let mut caller = crate::services::Caller::open(C);
+    caller.uid = mallory.uid;
+    let ops = vec![TxOp::Put {
+        path: p("/stolen"),
+        blob: Some(blob),
+        mode: None,
+    }];
+    let theft = TxCommand::Commit(TxBatch {
+        tx,
+        client: C,
+        caller,
+        ops: ops.clone(),
+        uid: mallory.uid,
+        gid: mallory.uid,
+        locked: vec![],
+        now: ts(1),
+    });
+    assert_eq!(t.ns.apply_tx(theft), Err(FsError::NotFound));
+    let stage = TxCommand::Stage {
+        tx,
+        owner: mallory,
+        blob: BlobId([4; 32]),
+        size: 1,
+        expires_ms: 0,
+    };
+    assert_eq!(t.ns.apply_tx(stage), Err(FsError::NotFound));
+    let renew = TxCommand::Renew {
+        tx,
+        owner: mallory,
+        expires_ms: 0,
+    };
+    assert_eq!(t.ns.apply_tx(renew), Err(FsError::NotFound));
+    let abort = TxCommand::Abort {
+        tx,
+        by: Some(mallory),
+        reason: AbortReason::Client,
+        now: ts(2),
+    };
+    assert_eq!(t.ns.apply_tx(abort), Err(FsError::NotFound));
+    assert_eq!(t.ns.tx_status(tx, mallory, 0), Err(FsError::NotFound));
+    assert!(matches!(t.status(tx), TxStatus::Open { staged: 1, .. }));
+    assert!(matches!(
+        t.commit(tx, ops, vec![]).unwrap(),
+        TxApplied::Committed { .. }
+    ));
+    assert_eq!(t.ns.tx_status(tx, mallory, 0), Err(FsError::NotFound));
 }

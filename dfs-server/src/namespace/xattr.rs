@@ -13,8 +13,9 @@
 //!
 //! ACLs: a set value is checked (`dfs_common::acl`) and stored in canonical order; a
 //! header without entries removes the ACL. An access ACL and the permission bits say the
-//! same thing: setting one sets the bits from it, and one that says no more than the bits
-//! is not stored; a chmod rewrites a stored one (`chmod`).
+//! same thing: setting one sets the bits from it (and clears S_ISGID when the command says
+//! the setter is outside the file's group), and one that says no more than the bits is not
+//! stored; a chmod rewrites a stored one (`chmod`).
 //!
 //! Owns: those rules and the reads of attributes and ACLs. Must not decide who may (that is
 //! `auth::perm`), open write transactions or read clocks.
@@ -116,7 +117,7 @@ pub(super) fn stored_acl(w: &Writer<'_>, ino: Ino, name: &[u8]) -> Result<Option
 }
 
 /// A stored ACL: it was checked when it was set, so one that no longer parses is damage.
-fn parse_stored(ino: Ino, bytes: &[u8]) -> Result<Option<Acl>, FsError> {
+pub(super) fn parse_stored(ino: Ino, bytes: &[u8]) -> Result<Option<Acl>, FsError> {
     Acl::from_xattr(bytes).map_err(|e| FsError::Io(format!("stored ACL of inode {ino}: {e}")))
 }
 
@@ -139,6 +140,7 @@ pub(super) fn set(
     name: Vec<u8>,
     value: Vec<u8>,
     how: XattrSet,
+    drop_sgid: bool,
     now: Timestamp,
 ) -> Result<NsOutcome, FsError> {
     let class = xattr_class(&name)?;
@@ -156,6 +158,9 @@ pub(super) fn set(
             None => None,
             Some(acl) => {
                 rec.attr.mode = (rec.attr.mode & !0o777) | acl.permission_bits();
+                if drop_sgid {
+                    rec.attr.mode &= !super::attrs::S_ISGID;
+                }
                 (!acl.is_equivalent_to_mode()).then(|| acl.to_xattr())
             }
         },

@@ -271,7 +271,7 @@ fn attributes_go_with_inodes_a_transaction_removes() {
     t.set_xattr(f.ino, b"user.x", b"1", EITHER).unwrap();
     let TxApplied::Begun(tx) =
         t.ns.apply_tx(TxCommand::Begin {
-            client: 9,
+            owner: crate::namespace::txn::TxOwner { client: 9, uid: 0 },
             label: "t".into(),
             expires_ms: u64::MAX,
         })
@@ -282,6 +282,7 @@ fn attributes_go_with_inodes_a_transaction_removes() {
     let batch = TxBatch {
         tx,
         client: 9,
+        caller: crate::services::Caller::open(9),
         ops: vec![TxOp::Remove {
             path: b"/f".to_vec(),
         }],

@@ -76,15 +76,6 @@ pub async fn handle(
     route: Route,
     req: Request<ReqBody>,
 ) -> Result<Response<ResBody>, FsError> {
-    // Batches are not yet checked operation by operation against the caller's rights, so
-    // in a realm only an admin may run them (an open cell checks nothing anyway).
-    if caller.enforce && !caller.admin {
-        return Err(FsError::PermissionDenied(format!(
-            "uid {}: transactions in a realm are admin-only until per-operation permission \
-             checks exist",
-            caller.uid
-        )));
-    }
     match route {
         Route::Begin => {
             let (parts, body) = req.into_parts();

@@ -21,6 +21,12 @@
 //!   commit retries with the larger set.
 //! - Callbacks: after the commit every other client's promise on what changed is broken
 //!   once, all of one client's breaks in one grouped frame.
+//! - Rights: every user may run a batch. Each operation is checked inside the commit
+//!   against the caller's rights exactly as the same request alone would be (the batch
+//!   carries the caller; `namespace::txn`), and the first one refused fails the batch
+//!   whole, naming it. In a realm new files are the caller's whatever the request says;
+//!   writers' locks are taken only on files the caller may write; results and statuses
+//!   carry no content hash of a file the caller may not read.
 //!
 //! Owns: the order of those steps, leases of open transactions (in the namespace
 //! database; requests in flight keep a transaction from being swept), the sweep. Must not
@@ -30,12 +36,13 @@ pub mod http;
 #[cfg(test)]
 mod tests;
 
-use crate::namespace::txn::{ms_of, TxApplied, TxBatch, TxCommand};
+use crate::auth::perm;
+use crate::namespace::txn::{ms_of, TxApplied, TxBatch, TxCommand, TxOwner};
 use crate::services::{Caller, Services};
 use dfs_common::locks::{LockClass, LockMode, LockRange, LockReply, LockRequest, ReleaseRequest};
 use dfs_common::tx::{
-    AbortReason, BeginReply, BeginRequest, CommitReply, CommitRequest, RenewReply, Staged,
-    TxFailure, TxId, TxOp, TxStatus, MAX_OPS,
+    AbortReason, BeginReply, BeginRequest, CommitReply, CommitRequest, Committed, RenewReply,
+    Staged, TxFailure, TxId, TxOp, TxStatus, MAX_OPS,
 };
 use dfs_common::{BlobId, FsError, Ino, Timestamp};
 use std::collections::HashMap;
@@ -127,19 +134,23 @@ fn now_ms() -> u64 {
     ms_of(Timestamp::now())
 }
 
-fn need_client(caller: Caller) -> Result<u64, FsError> {
+/// Whose transactions `caller` may use: its client's, begun by the same principal.
+fn owner_of(caller: Caller) -> Result<TxOwner, FsError> {
     if caller.client == 0 {
         return Err(FsError::BadRequest(format!(
             "transactions need a client id ({})",
             dfs_common::proto::HDR_CLIENT
         )));
     }
-    Ok(caller.client)
+    Ok(TxOwner {
+        client: caller.client,
+        uid: caller.uid,
+    })
 }
 
-/// `Ok` if `tx` is an open transaction of `client`; otherwise the error that says why not.
-fn check_open(ns: &crate::namespace::Namespace, tx: TxId, client: u64) -> Result<(), FsError> {
-    match ns.tx_status(tx, client, now_ms())? {
+/// `Ok` if `tx` is an open transaction of `owner`; otherwise the error that says why not.
+fn check_open(ns: &crate::namespace::Namespace, tx: TxId, owner: TxOwner) -> Result<(), FsError> {
+    match ns.tx_status(tx, owner, now_ms())? {
         TxStatus::Open { .. } => Ok(()),
         TxStatus::Committed(_) => Err(FsError::Stale(format!(
             "transaction {tx} is already committed"
@@ -154,14 +165,14 @@ pub async fn begin(
     caller: Caller,
     req: BeginRequest,
 ) -> Result<BeginReply, FsError> {
-    let client = need_client(caller)?;
+    let owner = owner_of(caller)?;
     let lease_ms = svc.tx.lease_ms();
     let label: String = req.label.chars().take(200).collect();
     let expires_ms = now_ms() + lease_ms;
     let applied = svc
         .blocking(move |ns, _| {
             ns.apply_tx(TxCommand::Begin {
-                client,
+                owner,
                 label,
                 expires_ms,
             })
@@ -170,7 +181,7 @@ pub async fn begin(
     match applied {
         TxApplied::Begun(tx) => {
             crate::metrics::TX_BEGUN.inc();
-            log::debug!("transaction {tx} begun by client {client:#x}");
+            log::debug!("transaction {tx} begun by client {:#x}", owner.client);
             Ok(BeginReply { tx, lease_ms })
         }
         other => Err(FsError::Io(format!("begin came to {other:?}"))),
@@ -190,7 +201,7 @@ where
     B: hyper::body::Body<Data = bytes::Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
-    let client = need_client(caller)?;
+    let owner = owner_of(caller)?;
     let _busy = busy(svc, tx);
     if len > svc.settings.max_file_size {
         return Err(FsError::TooLarge(format!(
@@ -199,8 +210,7 @@ where
         )));
     }
     // Refuse before reading a byte when the transaction is not open.
-    svc.blocking(move |ns, _| check_open(ns, tx, client))
-        .await?;
+    svc.blocking(move |ns, _| check_open(ns, tx, owner)).await?;
     let temp = svc
         .blobs
         .receive(body, crate::blobs::BodyLen::Exactly(len), expected)
@@ -218,7 +228,7 @@ where
     svc.blocking(move |ns, blobs| {
         let cmd = TxCommand::Stage {
             tx,
-            client,
+            owner,
             blob,
             size,
             expires_ms,
@@ -243,13 +253,13 @@ where
 
 /// `POST /v1/tx/{id}/renew`.
 pub async fn renew(svc: &Arc<Services>, caller: Caller, tx: TxId) -> Result<RenewReply, FsError> {
-    let client = need_client(caller)?;
+    let owner = owner_of(caller)?;
     let lease_ms = svc.tx.lease_ms();
     let expires_ms = now_ms() + lease_ms;
     svc.blocking(move |ns, _| {
         ns.apply_tx(TxCommand::Renew {
             tx,
-            client,
+            owner,
             expires_ms,
         })
     })
@@ -259,21 +269,21 @@ pub async fn renew(svc: &Arc<Services>, caller: Caller, tx: TxId) -> Result<Rene
 
 /// `POST /v1/tx/{id}/abort`: what the transaction came to.
 pub async fn abort(svc: &Arc<Services>, caller: Caller, tx: TxId) -> Result<TxStatus, FsError> {
-    let client = need_client(caller)?;
-    end(svc, tx, Some(client), AbortReason::Client).await
+    let owner = owner_of(caller)?;
+    end(svc, tx, Some(owner), AbortReason::Client).await
 }
 
 async fn end(
     svc: &Arc<Services>,
     tx: TxId,
-    client: Option<u64>,
+    by: Option<TxOwner>,
     reason: AbortReason,
 ) -> Result<TxStatus, FsError> {
     let applied = svc
         .blocking(move |ns, _| {
             ns.apply_tx(TxCommand::Abort {
                 tx,
-                client,
+                by,
                 reason,
                 now: Timestamp::now(),
             })
@@ -290,9 +300,21 @@ async fn end(
 
 /// `GET /v1/tx/{id}`.
 pub async fn status(svc: &Arc<Services>, caller: Caller, tx: TxId) -> Result<TxStatus, FsError> {
-    let client = need_client(caller)?;
-    svc.blocking(move |ns, _| ns.tx_status(tx, client, now_ms()))
-        .await
+    let owner = owner_of(caller)?;
+    let mut status = svc
+        .blocking(move |ns, _| ns.tx_status(tx, owner, now_ms()))
+        .await?;
+    if let TxStatus::Committed(c) = &mut status {
+        hide_hashes(svc, &caller, c)?;
+    }
+    Ok(status)
+}
+
+/// The results of a committed batch as `caller` may see them: no content hash of a file
+/// it may not read (`auth::perm::reach`).
+fn hide_hashes(svc: &Arc<Services>, caller: &Caller, c: &mut Committed) -> Result<(), FsError> {
+    let attrs = c.results.iter_mut().filter_map(|a| a.as_mut()).collect();
+    svc.read_now(|ns| perm::hide_hashes(ns, caller, attrs))
 }
 
 /// `POST /v1/tx/{id}/commit`. Runs to the end even if the client goes away (the locks it
@@ -303,7 +325,7 @@ pub async fn commit(
     tx: TxId,
     req: CommitRequest,
 ) -> Result<CommitReply, FsError> {
-    let client = need_client(caller)?;
+    let owner = owner_of(caller)?;
     if req.ops.len() > MAX_OPS {
         return Err(FsError::TooLarge(format!(
             "{} operations in one transaction, at most {MAX_OPS}",
@@ -311,9 +333,13 @@ pub async fn commit(
         )));
     }
     let svc2 = svc.clone();
-    tokio::spawn(async move { commit_inner(&svc2, caller, client, tx, req).await })
+    let mut reply = tokio::spawn(async move { commit_inner(&svc2, caller, owner, tx, req).await })
         .await
-        .map_err(|e| FsError::Io(format!("internal task failed: {e}")))?
+        .map_err(|e| FsError::Io(format!("internal task failed: {e}")))??;
+    if let CommitReply::Committed(c) = &mut reply {
+        hide_hashes(svc, &caller, c)?;
+    }
+    Ok(reply)
 }
 
 async fn release_all(svc: &Arc<Services>, tx: TxId, held: &[Ino]) {
@@ -334,33 +360,49 @@ async fn release_all(svc: &Arc<Services>, tx: TxId, held: &[Ino]) {
 async fn fail(
     svc: &Arc<Services>,
     tx: TxId,
-    client: u64,
+    owner: TxOwner,
     f: TxFailure,
 ) -> Result<CommitReply, FsError> {
-    end(svc, tx, Some(client), AbortReason::Failed(f.clone())).await?;
+    end(svc, tx, Some(owner), AbortReason::Failed(f.clone())).await?;
     Ok(CommitReply::Failed(f))
 }
 
 async fn commit_inner(
     svc: &Arc<Services>,
     caller: Caller,
-    client: u64,
+    owner: TxOwner,
     tx: TxId,
     req: CommitRequest,
 ) -> Result<CommitReply, FsError> {
     let _busy = busy(svc, tx);
-    let label = match svc.blocking(move |ns, _| ns.tx_open(tx)).await? {
-        Some(rec) if rec.client == client => rec.label,
-        _ => {
-            svc.blocking(move |ns, _| check_open(ns, tx, client))
-                .await?;
-            return Err(FsError::NotFound);
-        }
-    };
+    let client = owner.client;
+    let label = svc
+        .blocking(move |ns, _| {
+            check_open(ns, tx, owner)?;
+            ns.tx_open(tx)?
+                .map(|rec| rec.label)
+                .ok_or(FsError::NotFound)
+        })
+        .await?;
     let ops: Arc<Vec<TxOp>> = Arc::new(req.ops);
-    let mut targets = {
+    let targets = {
         let ops = ops.clone();
         svc.blocking(move |ns, _| ns.tx_lock_targets(&ops)).await?
+    };
+    // No writers' lock on a file the caller may not write: its batch fails on it anyway,
+    // and must not make that file's writers wait first.
+    let mut writable = Vec::with_capacity(targets.len());
+    for t in targets {
+        if perm::may_write(svc, &caller, t.0)? {
+            writable.push(t);
+        }
+    }
+    let mut targets = writable;
+    // In a realm what the batch creates is the caller's, whatever the request says.
+    let (uid, gid) = if caller.enforce {
+        (caller.uid, caller.gid)
+    } else {
+        (req.uid, req.gid)
     };
     for round in 1..=LOCK_ROUNDS {
         targets.sort_unstable_by_key(|(ino, _)| *ino);
@@ -396,7 +438,7 @@ async fn commit_inner(
                     .unwrap_or_default();
                 let f = TxFailure::Locked { op, path, holder };
                 log::info!("transaction {tx} of client {client:#x} failed: {f}");
-                return fail(svc, tx, client, f).await;
+                return fail(svc, tx, owner, f).await;
             }
             held = targets.iter().map(|(ino, _)| *ino).collect();
         }
@@ -404,8 +446,9 @@ async fn commit_inner(
             tx,
             client,
             ops: ops.as_ref().clone(),
-            uid: req.uid,
-            gid: req.gid,
+            caller,
+            uid,
+            gid,
             locked: held.clone(),
             now: Timestamp::now(),
         };
@@ -436,6 +479,7 @@ async fn commit_inner(
                 return Ok(CommitReply::Failed(f));
             }
             Err(TxApplied::NeedLocks(more)) if round < LOCK_ROUNDS => {
+                // The batch checked the caller may write each of these.
                 targets.extend(more);
             }
             Err(TxApplied::NeedLocks(more)) => {
@@ -447,7 +491,7 @@ async fn commit_inner(
                         "the files this batch writes kept changing under it; try again".into(),
                     ),
                 };
-                return fail(svc, tx, client, f).await;
+                return fail(svc, tx, owner, f).await;
             }
             Err(other) => return Err(FsError::Io(format!("commit came to {other:?}"))),
         }

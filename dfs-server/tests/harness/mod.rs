@@ -1,16 +1,16 @@
 //! A small HTTP client of a real `dfs-server` for the tests of this directory that need
 //! one: start the binary (open cell, or a realm made with `dfs-server init`), send
-//! directory requests and stores as a caller of either (in a realm with tickets minted
-//! from the realm's service key, as its KDC would mint them), as a registered client
-//! (`dfs_common::client_id`: test client number `n` of a server is registered on first
-//! use), and read a client's (sealed) callback channel. Owns nothing the server has; must
-//! not reach into the server's data dir except for the realm's service key.
-
-#![allow(dead_code)]
+//! directory requests, fetches, stores and transactions as a caller of either (in a realm
+//! with tickets minted from the realm's service key, as its KDC would mint them; without a
+//! ticket a caller of a realm is anonymous), as a registered client (`dfs_common::client_id`:
+//! test client number `n` of a server is registered on first use), and read a client's
+//! (sealed) callback channel. Owns nothing the server has; must not reach into the server's
+//! data dir except for the realm's service key.
 
 use dfs_common::auth::{self, Authenticator, Identity, Key, Ticket};
 use dfs_common::client_id::{Prover, HDR_EPOCH};
 use dfs_common::proto::{CallbackFrame, DirReply, DirRequest, XattrSet};
+use dfs_common::tx::{BeginReply, CommitReply, CommitRequest, Staged, TxId, TxStatus};
 use dfs_common::{codec, Attr, FileKind, Ino};
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -206,6 +206,11 @@ pub fn init_realm(data: &Path) -> Key {
 
 impl Server {
     pub fn start(data: &Path) -> Server {
+        Server::start_with(data, &[])
+    }
+
+    /// `start` with extra options (`--anonymous write`, …).
+    pub fn start_with(data: &Path, extra: &[&str]) -> Server {
         let port = free_port();
         let log = std::fs::File::create(data.with_extension("log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_dfs-server"))
@@ -213,6 +218,7 @@ impl Server {
             .arg(data)
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -244,8 +250,20 @@ impl As {
         }
     }
 
-    /// A caller of the realm whose service key is `service_key`.
+    /// A caller of the realm whose service key is `service_key`: uid `uid`, its own group
+    /// (gid = uid) and no other.
     pub fn realm(service_key: &Key, client: u64, uid: u32, admin: bool) -> As {
+        As::realm_in_groups(service_key, client, uid, &[], admin)
+    }
+
+    /// `realm`, also a member of `groups`.
+    pub fn realm_in_groups(
+        service_key: &Key,
+        client: u64,
+        uid: u32,
+        groups: &[u32],
+        admin: bool,
+    ) -> As {
         let now = dfs_common::Timestamp::now().secs;
         let principal = format!("u{uid}");
         let session_key = Key::random();
@@ -255,7 +273,7 @@ impl As {
                 realm: "TEST.DFS".into(),
                 uid,
                 gid: uid,
-                groups: Vec::new(),
+                groups: groups.to_vec(),
                 admin,
             },
             service: auth::FILE_SERVICE.into(),
@@ -359,8 +377,66 @@ impl As {
     }
 
     pub fn fetch_status(&self, s: &Server, ino: Ino) -> u16 {
+        self.fetch(s, ino).status
+    }
+
+    /// `GET /v1/files/{ino}`: the whole answer.
+    pub fn fetch(&self, s: &Server, ino: Ino) -> Resp {
         let path = format!("/v1/files/{ino}");
-        self.send(s, "GET", &path, &[], b"").status
+        self.send(s, "GET", &path, &[], b"")
+    }
+
+    /// A `POST` of `body` to `path`, signed in a realm.
+    pub fn post(&self, s: &Server, path: &str, body: &[u8]) -> Resp {
+        self.send(s, "POST", path, &[], body)
+    }
+
+    /// `POST /v1/tx/begin`: the whole answer (a refusal is a test's business).
+    pub fn try_tx_begin(&self, s: &Server) -> Resp {
+        self.post(s, "/v1/tx/begin", b"")
+    }
+
+    pub fn tx_begin(&self, s: &Server) -> TxId {
+        let r = self.try_tx_begin(s);
+        assert_eq!(
+            r.status,
+            200,
+            "tx begin: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        codec::decode::<BeginReply>(&r.body).unwrap().tx
+    }
+
+    /// Stages `data` in transaction `tx`.
+    pub fn tx_stage(&self, s: &Server, tx: TxId, data: &[u8]) -> Staged {
+        let path = format!("/v1/tx/{tx}/blobs");
+        let extra = [("x-dfs-sha256", codec::to_hex(&auth::sha256(data)))];
+        let r = self.send(s, "PUT", &path, &extra, data);
+        assert_eq!(r.status, 200, "stage: {}", String::from_utf8_lossy(&r.body));
+        codec::decode(&r.body).unwrap()
+    }
+
+    pub fn tx_commit(&self, s: &Server, tx: TxId, req: &CommitRequest) -> CommitReply {
+        let r = self.post(s, &format!("/v1/tx/{tx}/commit"), &codec::encode(req));
+        assert_eq!(
+            r.status,
+            200,
+            "commit: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        codec::decode(&r.body).unwrap()
+    }
+
+    pub fn tx_status(&self, s: &Server, tx: TxId) -> TxStatus {
+        let path = format!("/v1/tx/{tx}");
+        let r = self.send(s, "GET", &path, &[], b"");
+        assert_eq!(
+            r.status,
+            200,
+            "status: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        codec::decode(&r.body).unwrap()
     }
 
     pub fn create(&self, s: &Server, parent: Ino, name: &str, mode: u32) -> Attr {
@@ -376,6 +452,29 @@ impl As {
                 exclusive: true,
             },
         ))
+    }
+
+    pub fn mkdir(&self, s: &Server, parent: Ino, name: &str, mode: u32) -> Attr {
+        attr(self.dir(
+            s,
+            &DirRequest::Mkdir {
+                parent,
+                name: name.into(),
+                mode,
+                umask: 0,
+                uid: 0,
+                gid: 0,
+            },
+        ))
+    }
+
+    pub fn getattr(&self, s: &Server, ino: Ino) -> Attr {
+        attr(self.dir(s, &DirRequest::GetAttr { ino }))
+    }
+
+    pub fn lookup(&self, s: &Server, parent: Ino, name: &str) -> Attr {
+        let name = name.into();
+        attr(self.dir(s, &DirRequest::Lookup { parent, name }))
     }
 
     pub fn set_xattr(&self, s: &Server, ino: Ino, name: &[u8], value: &[u8]) -> Resp {

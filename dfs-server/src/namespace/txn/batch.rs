@@ -4,12 +4,25 @@
 //! namespace command it stands for, all or nothing. Creates pass their modes with no umask
 //! (a directory's default ACL and set-gid bit still apply).
 //!
+//! Each operation is checked against the caller's rights as the same request alone would
+//! be (`auth::perm::rules`, against the state the batch has made so far, so the outcome
+//! is a function of the command): search permission on every directory a path goes
+//! through (preconditions too: a path the caller may not search is a failure, never
+//! "absent"), write and search on a directory to create or remove in it (and the sticky
+//! bit), write permission to put into an existing file, ownership to chmod (S_ISGID kept
+//! only inside the file's group); new files are the caller's, and a put by a non-admin
+//! clears set-id bits as a store does. The first operation refused fails the batch.
+//!
 //! Owns: path resolution and the batch rules. Must not commit, end the transaction
 //! otherwise than through `Tables::end`, or touch blob files, locks or the clock.
 
 use super::{owned, Stop, Tables, TxApplied, TxBatch};
+use crate::auth::perm::rules::{self, checked, Target};
 use crate::namespace::store::{InodeRecord, Writer};
+use crate::namespace::xattr::stored_acl;
 use crate::namespace::{check_name, ops, Contents, NsCommand, NsOutcome};
+use crate::services::Caller;
+use dfs_common::proto::XATTR_POSIX_ACL_ACCESS;
 use dfs_common::tx::{
     Actual, Committed, Expected, TxFailure, TxOp, TxStatus, DEFAULT_FILE_MODE, MAX_OPS,
 };
@@ -36,17 +49,20 @@ pub fn components(path: &[u8]) -> Result<Vec<&[u8]>, FsError> {
 }
 
 /// Walks `comps` from the root: `Ok(None)` if a component is missing or a directory on
-/// the way is not one.
+/// the way is not one; `search` is asked about each directory before a name is looked up
+/// in it, and its error stops the walk.
 pub(super) fn walk(
     comps: &[&[u8]],
     mut entry: impl FnMut(Ino, &[u8]) -> Result<Option<Ino>, FsError>,
     mut kind: impl FnMut(Ino) -> Result<Option<FileKind>, FsError>,
+    mut search: impl FnMut(Ino) -> Result<(), FsError>,
 ) -> Result<Option<Ino>, FsError> {
     let mut ino = ROOT_INO;
     for c in comps {
         if kind(ino)? != Some(FileKind::Dir) {
             return Ok(None);
         }
+        search(ino)?;
         match entry(ino, c)? {
             Some(child) => ino = child,
             None => return Ok(None),
@@ -55,12 +71,35 @@ pub(super) fn walk(
     Ok(Some(ino))
 }
 
-fn lookup(w: &Writer<'_>, path: &[u8]) -> Result<Option<InodeRecord>, FsError> {
+/// What a permission rule looks at for inode `ino`, as the batch has left it so far.
+fn target(w: &Writer<'_>, ino: Ino) -> Result<Target, FsError> {
+    let attr = w.must(ino)?.attr;
+    let acl = stored_acl(w, ino, XATTR_POSIX_ACL_ACCESS)?;
+    Ok(Target { attr, acl })
+}
+
+/// Applies `rule` to inode `ino` for `caller`; reads nothing for a caller not checked.
+fn check(
+    w: &Writer<'_>,
+    caller: &Caller,
+    ino: Ino,
+    rule: impl FnOnce(&Caller, &Target) -> Result<(), FsError>,
+) -> Result<(), FsError> {
+    if !checked(caller) {
+        return Ok(());
+    }
+    rule(caller, &target(w, ino)?)
+}
+
+/// The inode at `path` as `caller` walks to it (`PermissionDenied` on a directory it may
+/// not search), `None` if absent.
+fn lookup(w: &Writer<'_>, caller: &Caller, path: &[u8]) -> Result<Option<InodeRecord>, FsError> {
     let comps = components(path)?;
     let found = walk(
         &comps,
         |d, n| w.entry(d, n),
         |i| Ok(w.inode(i)?.map(|r| r.attr.kind)),
+        |d| check(w, caller, d, rules::search),
     )?;
     match found {
         Some(ino) => w.inode(ino),
@@ -68,9 +107,10 @@ fn lookup(w: &Writer<'_>, path: &[u8]) -> Result<Option<InodeRecord>, FsError> {
     }
 }
 
-/// The directory that holds `path` and the last name: `NotFound` / `NotDir` if the
+/// The directory that holds `path` and the last name, as `caller` walks to it (search
+/// permission on every directory, that one included): `NotFound` / `NotDir` if the
 /// directory is missing or is not one.
-fn parent_of(w: &Writer<'_>, path: &[u8]) -> Result<(Ino, Vec<u8>), FsError> {
+fn parent_of(w: &Writer<'_>, caller: &Caller, path: &[u8]) -> Result<(Ino, Vec<u8>), FsError> {
     let comps = components(path)?;
     let Some((name, dirs)) = comps.split_last() else {
         return Err(FsError::Invalid(
@@ -78,13 +118,35 @@ fn parent_of(w: &Writer<'_>, path: &[u8]) -> Result<(Ino, Vec<u8>), FsError> {
         ));
     };
     let mut ino = ROOT_INO;
+    check(w, caller, ino, rules::search)?;
     for d in dirs {
         ino = w.entry(ino, d)?.ok_or(FsError::NotFound)?;
         if w.must(ino)?.attr.kind != FileKind::Dir {
             return Err(FsError::NotDir);
         }
+        check(w, caller, ino, rules::search)?;
     }
     Ok((ino, name.to_vec()))
+}
+
+/// The mode of a new non-directory in `parent` as `caller` asks for it (`rules`).
+fn new_file_mode(w: &Writer<'_>, caller: &Caller, parent: Ino, mode: u32) -> Result<u32, FsError> {
+    if !checked(caller) {
+        return Ok(mode);
+    }
+    Ok(rules::new_file_mode(caller, &w.must(parent)?.attr, mode))
+}
+
+/// Checks the removal (or renaming away, or replacing) of `name` in `parent`.
+fn removable(w: &Writer<'_>, caller: &Caller, parent: Ino, name: &[u8]) -> Result<(), FsError> {
+    if !checked(caller) {
+        return Ok(());
+    }
+    let victim = match w.entry(parent, name)? {
+        Some(ino) => Some(w.must(ino)?.attr),
+        None => None,
+    };
+    rules::remove_from(caller, &target(w, parent)?, victim.as_ref())
 }
 
 fn merge(out: &mut NsOutcome, o: NsOutcome) -> Option<Attr> {
@@ -97,6 +159,7 @@ fn merge(out: &mut NsOutcome, o: NsOutcome) -> Option<Attr> {
 struct Ctx<'a> {
     staged: &'a [(BlobId, u64)],
     locked: &'a [Ino],
+    caller: Caller,
     uid: u32,
     gid: u32,
     now: Timestamp,
@@ -112,9 +175,10 @@ fn apply_op(
     op: &TxOp,
 ) -> Result<Option<Attr>, FsError> {
     let now = cx.now;
+    let caller = &cx.caller;
     match op {
         TxOp::Put { path, blob, mode } => {
-            let (parent, name) = parent_of(w, path)?;
+            let (parent, name) = parent_of(w, caller, path)?;
             let size = match blob {
                 None => 0,
                 Some(b) => cx
@@ -133,6 +197,7 @@ fn apply_op(
                         FileKind::Dir => return Err(FsError::IsDir),
                         _ => return Err(FsError::Invalid("not a regular file".into())),
                     }
+                    check(w, caller, ino, rules::write)?;
                     if !cx.created.contains(&ino)
                         && !cx.locked.contains(&ino)
                         && !cx.need.iter().any(|(n, _)| *n == ino)
@@ -142,10 +207,12 @@ fn apply_op(
                     ino
                 }
                 None => {
+                    check(w, caller, parent, rules::create_in)?;
+                    let mode = mode.unwrap_or(DEFAULT_FILE_MODE);
                     let cmd = NsCommand::Create {
                         parent,
                         name,
-                        mode: mode.unwrap_or(DEFAULT_FILE_MODE),
+                        mode: new_file_mode(w, caller, parent, mode)?,
                         umask: NO_UMASK,
                         uid: cx.uid,
                         gid: cx.gid,
@@ -170,18 +237,20 @@ fn apply_op(
                 },
                 mtime: None,
                 mode: None,
-                kill_suid: false,
+                // A put is a store: by a non-admin it clears the set-id bits.
+                kill_suid: rules::writes_clear_setid(caller),
                 now,
             };
             Ok(merge(&mut cx.out, ops::apply(w, cmd)?))
         }
         TxOp::Create { path, mode } | TxOp::Mkdir { path, mode } => {
-            let (parent, name) = parent_of(w, path)?;
+            let (parent, name) = parent_of(w, caller, path)?;
+            check(w, caller, parent, rules::create_in)?;
             let cmd = if matches!(op, TxOp::Create { .. }) {
                 NsCommand::Create {
                     parent,
                     name,
-                    mode: *mode,
+                    mode: new_file_mode(w, caller, parent, *mode)?,
                     umask: NO_UMASK,
                     uid: cx.uid,
                     gid: cx.gid,
@@ -206,7 +275,8 @@ fn apply_op(
             Ok(attr)
         }
         TxOp::Remove { path } => {
-            let (parent, name) = parent_of(w, path)?;
+            let (parent, name) = parent_of(w, caller, path)?;
+            removable(w, caller, parent, &name)?;
             let child = w.entry(parent, &name)?.ok_or(FsError::NotFound)?;
             let cmd = if w.must(child)?.attr.kind == FileKind::Dir {
                 NsCommand::Rmdir { parent, name, now }
@@ -217,8 +287,10 @@ fn apply_op(
             Ok(None)
         }
         TxOp::Rename { from, to } => {
-            let (parent, name) = parent_of(w, from)?;
-            let (new_parent, new_name) = parent_of(w, to)?;
+            let (parent, name) = parent_of(w, caller, from)?;
+            let (new_parent, new_name) = parent_of(w, caller, to)?;
+            removable(w, caller, parent, &name)?;
+            removable(w, caller, new_parent, &new_name)?;
             let cmd = NsCommand::Rename {
                 parent,
                 name,
@@ -231,10 +303,11 @@ fn apply_op(
             Ok(None)
         }
         TxOp::SetMode { path, mode } => {
-            let ino = lookup(w, path)?.ok_or(FsError::NotFound)?.attr.ino;
+            let attr = lookup(w, caller, path)?.ok_or(FsError::NotFound)?.attr;
+            let mode = rules::chmod(caller, &attr, attr.gid, *mode)?;
             let cmd = NsCommand::SetAttr {
-                ino,
-                mode: Some(*mode),
+                ino: attr.ino,
+                mode: Some(mode),
                 uid: None,
                 gid: None,
                 atime: None,
@@ -250,14 +323,14 @@ fn apply_op(
 }
 
 /// Checks every precondition against the state before the batch.
-fn check_preconditions(w: &Writer<'_>, ops: &[TxOp]) -> Result<(), Stop> {
+fn check_preconditions(w: &Writer<'_>, caller: &Caller, ops: &[TxOp]) -> Result<(), Stop> {
     for (i, op) in ops.iter().enumerate() {
         let (path, expected) = match op {
             TxOp::ExpectVersion { path, version } => (path, Expected::Version(*version)),
             TxOp::ExpectAbsent { path } => (path, Expected::Absent),
             _ => continue,
         };
-        let found = lookup(w, path).map_err(|error| {
+        let found = lookup(w, caller, path).map_err(|error| {
             Stop::Failed(TxFailure::Op {
                 op: i as u32,
                 what: op.describe(),
@@ -298,17 +371,18 @@ pub(super) fn batch(
     t: &mut Tables<'_>,
     b: &TxBatch,
 ) -> Result<TxApplied, Stop> {
-    let rec = owned(t, b.tx, b.client)?;
+    let rec = owned(t, b.tx, b.owner())?;
     if b.ops.len() > MAX_OPS {
         return Err(Stop::Fatal(FsError::TooLarge(format!(
             "{} operations in one transaction, at most {MAX_OPS}",
             b.ops.len()
         ))));
     }
-    check_preconditions(w, &b.ops)?;
+    check_preconditions(w, &b.caller, &b.ops)?;
     let mut cx = Ctx {
         staged: &rec.staged,
         locked: &b.locked,
+        caller: b.caller,
         uid: b.uid,
         gid: b.gid,
         now: b.now,

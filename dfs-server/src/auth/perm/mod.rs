@@ -1,36 +1,40 @@
-//! Permission rules the server enforces itself (so a modified client gains nothing): owner,
-//! group and mode bits, or the access ACL when the inode has one (`dfs_common::acl`);
-//! create, mknod, link, unlink, rmdir and rename need write and search permission on the
-//! directory (and the sticky bit is honoured); device nodes only by an admin; chmod and
-//! explicit times only by the owner; chown only by an admin; chgrp by the owner to one of
-//! their groups; a chmod or create by someone outside the file's group drops S_ISGID.
-//! Extended attributes: `user.*` need read (to be seen) and write permission (to be
-//! changed; on a sticky directory only its owner), `trusted.*` and `security.capability`
-//! are for admins (others do not see `trusted.*`), other `security.*` need write
-//! permission, ACLs are set by the owner. A store or truncate by a non-admin clears the
-//! set-id bits. Admin principals pass every check, as root does. Callers of an open cell
-//! (no realm) are not checked at all.
+//! Permission checks of requests, which the server enforces itself (so a modified client
+//! gains nothing): owner, group and mode bits, or the access ACL when the inode has one
+//! (`dfs_common::acl`). Every inode a request names by number must be reachable by the
+//! caller through directories it may search (`reach`), and no answer carries a content hash
+//! to a caller who may not read the file. Create, mknod, link, unlink, rmdir and rename
+//! need write and search permission on the directory (and the sticky bit is honoured); a
+//! hard link to another user's file needs read and write permission on it (`rules`);
+//! device nodes only by an admin; chmod and explicit times only by the owner; chown only
+//! by an admin; chgrp by the owner to one of their groups; a chmod, an access ACL or a
+//! create by someone outside the file's group drops S_ISGID. Extended attributes:
+//! `user.*` need read (to be seen) and write permission (to be changed; on a sticky
+//! directory only its owner), `trusted.*` and `security.capability` are for admins (others
+//! do not see `trusted.*`), other `security.*` need write permission, ACLs are set by the
+//! owner. A store or truncate by a non-admin clears the set-id bits. Admin principals pass
+//! every check, as root does. Callers of an open cell (no realm) are not checked at all.
 //!
 //! The checks read the attributes just before the command runs; a chmod racing with a
-//! request may let that one request pass on the old mode, as with NFS.
+//! request may let that one request pass on the old mode, as with NFS. A transaction's
+//! batch applies the same `rules` inside its commit, operation by operation.
+//!
+//! Owns: the checks of single requests (`authorize_*`), what extended attributes a caller
+//! sees. Must not change the namespace.
+
+pub mod reach;
+pub mod rules;
 
 use crate::namespace::{xattr_class, XattrClass, Xattrs};
 use crate::services::{Caller, Services};
 use dfs_common::acl::Acl;
 use dfs_common::auth::Identity;
-use dfs_common::proto::{AttrChange, DirRequest};
+use dfs_common::proto::{AttrChange, DirRequest, XATTR_POSIX_ACL_ACCESS};
 use dfs_common::types::SetTime;
 use dfs_common::{Attr, FileKind, FsError, Ino};
+pub use reach::{hide_hashes, reachable, require_reachable};
+pub use rules::writes_clear_setid;
+use rules::{may, require, Target, NO_GROUP, R, S_ISVTX, W, X};
 use std::sync::Arc;
-
-pub const R: u32 = 4;
-pub const W: u32 = 2;
-pub const X: u32 = 1;
-
-const NO_GROUP: u32 = u32::MAX;
-const S_ISGID: u32 = 0o2000;
-const S_ISVTX: u32 = 0o1000;
-const S_IXGRP: u32 = 0o010;
 
 impl Caller {
     /// A caller of an open cell: not checked.
@@ -77,44 +81,12 @@ impl Caller {
     }
 }
 
-/// What a permission check looks at: an inode's attributes and its access ACL.
-pub struct Target {
-    pub attr: Attr,
-    pub acl: Option<Acl>,
-}
-
-/// Whether `caller` has all of `want` (a set of `R`, `W`, `X`) on an inode with `attr`
-/// and access ACL `acl`.
-pub fn may(caller: &Caller, attr: &Attr, acl: Option<&Acl>, want: u32) -> bool {
-    if !caller.enforce || caller.admin {
-        return true;
-    }
-    if let Some(acl) = acl {
-        return acl.permits(caller.uid, |g| caller.in_group(g), attr.uid, attr.gid, want);
-    }
-    let bits = if caller.uid == attr.uid {
-        (attr.mode >> 6) & 7
-    } else if caller.in_group(attr.gid) {
-        (attr.mode >> 3) & 7
-    } else {
-        attr.mode & 7
-    };
-    bits & want == want
-}
-
-/// Whether a store or truncate by `caller` clears the file's set-id bits whatever the
-/// writer says: in a realm, for everyone but admins (the server cannot know the
-/// writer's CAP_FSETID, only its principal).
-pub fn writes_clear_setid(caller: &Caller) -> bool {
-    caller.enforce && !caller.admin
-}
-
 /// The extended attributes `all` of an inode (`attr`, `acl`) that `caller` may read:
 /// everything in an open cell or for an admin; others do not see `trusted.*` (Linux
 /// hides them from the unprivileged), nor `user.*` without read permission (reading
 /// one needs it).
 pub fn readable_xattrs(caller: &Caller, attr: &Attr, acl: Option<&Acl>, all: Xattrs) -> Xattrs {
-    if !caller.enforce || caller.admin {
+    if !rules::checked(caller) {
         return all;
     }
     let may_read = may(caller, attr, acl, R);
@@ -125,22 +97,6 @@ pub fn readable_xattrs(caller: &Caller, attr: &Attr, acl: Option<&Acl>, all: Xat
             _ => true,
         })
         .collect()
-}
-
-fn denied(caller: &Caller, what: &str, ino: Ino) -> FsError {
-    FsError::PermissionDenied(format!("uid {} may not {what} inode {ino}", caller.uid))
-}
-
-fn require(caller: &Caller, t: &Target, want: u32, what: &str) -> Result<(), FsError> {
-    if may(caller, &t.attr, t.acl.as_ref(), want) {
-        Ok(())
-    } else {
-        Err(denied(caller, what, t.attr.ino))
-    }
-}
-
-fn sticky_ok(caller: &Caller, dir: &Attr, victim: &Attr) -> bool {
-    dir.mode & 0o1000 == 0 || caller.admin || caller.uid == dir.uid || caller.uid == victim.uid
 }
 
 fn getattr(svc: &Arc<Services>, ino: Ino) -> Result<Attr, FsError> {
@@ -178,13 +134,38 @@ fn removable(
     parent: Ino,
     name: &[u8],
 ) -> Result<(), FsError> {
-    let dir = need(svc, caller, parent, W | X, "remove an entry of")?;
-    if let Some(victim) = lookup(svc, parent, name.to_vec())? {
-        if !sticky_ok(caller, &dir.attr, &victim) {
-            return Err(denied(caller, "remove (sticky directory)", victim.ino));
-        }
+    let dir = target(svc, parent)?;
+    let victim = lookup(svc, parent, name.to_vec())?;
+    rules::remove_from(caller, &dir, victim.as_ref())
+}
+
+/// The inodes a directory request names by number rather than by a name in a directory
+/// (`reach`). Validate is answered inode by inode instead (`http::dir`).
+fn named_inos(req: &DirRequest) -> Vec<Ino> {
+    match req {
+        DirRequest::GetAttr { ino }
+        | DirRequest::ReadLink { ino }
+        | DirRequest::Xattrs { ino }
+        | DirRequest::SetAttr { ino, .. }
+        | DirRequest::SetXattr { ino, .. }
+        | DirRequest::RemoveXattr { ino, .. } => vec![*ino],
+        DirRequest::Lookup { parent, .. }
+        | DirRequest::Create { parent, .. }
+        | DirRequest::CreateOpen { parent, .. }
+        | DirRequest::Mkdir { parent, .. }
+        | DirRequest::Symlink { parent, .. }
+        | DirRequest::Mknod { parent, .. }
+        | DirRequest::Unlink { parent, .. }
+        | DirRequest::Rmdir { parent, .. } => vec![*parent],
+        DirRequest::ReadDir { dir, .. } => vec![*dir],
+        DirRequest::Link {
+            ino, new_parent, ..
+        } => vec![*ino, *new_parent],
+        DirRequest::Rename {
+            parent, new_parent, ..
+        } => vec![*parent, *new_parent],
+        DirRequest::Validate { .. } | DirRequest::StatFs => Vec::new(),
     }
-    Ok(())
 }
 
 /// Checks a directory request, and makes new inodes belong to the caller.
@@ -196,6 +177,7 @@ pub fn authorize_dir(
     if !caller.enforce {
         return Ok(());
     }
+    svc.read_now(|ns| require_reachable(ns, caller, &named_inos(req)))?;
     match req {
         DirRequest::GetAttr { .. }
         | DirRequest::ReadLink { .. }
@@ -219,7 +201,7 @@ pub fn authorize_dir(
             ..
         } => {
             let dir = creatable(svc, caller, *parent, uid, gid)?;
-            *mode = new_file_mode(caller, &dir.attr, *mode);
+            *mode = rules::new_file_mode(caller, &dir.attr, *mode);
             Ok(())
         }
         DirRequest::Mkdir {
@@ -243,14 +225,17 @@ pub fn authorize_dir(
                     caller.uid
                 )));
             }
-            *mode = new_file_mode(caller, &dir.attr, *mode);
+            *mode = rules::new_file_mode(caller, &dir.attr, *mode);
             Ok(())
         }
         DirRequest::SetXattr { ino, name, .. } | DirRequest::RemoveXattr { ino, name } => {
             authorize_xattr_change(svc, caller, *ino, name)
         }
-        DirRequest::Link { new_parent, .. } => {
-            need(svc, caller, *new_parent, W | X, "link into").map(drop)
+        DirRequest::Link {
+            ino, new_parent, ..
+        } => {
+            need(svc, caller, *new_parent, W | X, "link into")?;
+            rules::hard_link(caller, &target(svc, *ino)?)
         }
         DirRequest::Unlink { parent, name } | DirRequest::Rmdir { parent, name } => {
             removable(svc, caller, *parent, name)
@@ -265,57 +250,59 @@ pub fn authorize_dir(
             removable(svc, caller, *parent, name)?;
             removable(svc, caller, *new_parent, new_name)
         }
-        DirRequest::SetAttr { ino, change } => {
-            let AttrChange {
-                mode,
-                uid,
-                gid,
-                size,
-                atime,
-                mtime,
-                defer_sync: _,
-                kill_suid: _,
-            } = change;
-            let t = target(svc, *ino)?;
-            let a = &t.attr;
-            let owner = caller.admin || caller.uid == a.uid;
-            if uid.is_some_and(|u| u != a.uid) && !caller.admin {
-                return Err(FsError::NotPermitted(
-                    "only an admin may change a file's owner".into(),
-                ));
-            }
-            if let Some(g) = *gid {
-                if g != a.gid && !caller.admin && !(owner && caller.in_group(g)) {
-                    return Err(FsError::NotPermitted(format!(
-                        "uid {} may not give inode {} to group {g}",
-                        caller.uid, a.ino
-                    )));
-                }
-            }
-            if let Some(m) = mode.as_mut() {
-                owner_chmod(caller, a)?;
-                // Linux's setattr_prepare: S_ISGID only for members of the file's group.
-                if !caller.admin && !caller.in_group(gid.unwrap_or(a.gid)) {
-                    *m &= !S_ISGID;
-                }
-            }
-            if size.is_some() {
-                require(caller, &t, W, "truncate")?;
-            }
-            let explicit =
-                matches!(atime, Some(SetTime::At(_))) || matches!(mtime, Some(SetTime::At(_)));
-            if explicit && !owner {
-                return Err(FsError::NotPermitted(format!(
-                    "only the owner may set the times of inode {}",
-                    a.ino
-                )));
-            }
-            if (atime.is_some() || mtime.is_some()) && !owner {
-                require(caller, &t, W, "touch")?;
-            }
-            Ok(())
+        DirRequest::SetAttr { ino, change } => authorize_setattr(svc, caller, *ino, change),
+    }
+}
+
+fn authorize_setattr(
+    svc: &Arc<Services>,
+    caller: &Caller,
+    ino: Ino,
+    change: &mut AttrChange,
+) -> Result<(), FsError> {
+    let AttrChange {
+        mode,
+        uid,
+        gid,
+        size,
+        atime,
+        mtime,
+        defer_sync: _,
+        kill_suid: _,
+    } = change;
+    let t = target(svc, ino)?;
+    let a = &t.attr;
+    let owner = rules::owns(caller, a);
+    if uid.is_some_and(|u| u != a.uid) && !caller.admin {
+        return Err(FsError::NotPermitted(
+            "only an admin may change a file's owner".into(),
+        ));
+    }
+    if let Some(g) = *gid {
+        if g != a.gid && !caller.admin && !(owner && caller.in_group(g)) {
+            return Err(FsError::NotPermitted(format!(
+                "uid {} may not give inode {} to group {g}",
+                caller.uid, a.ino
+            )));
         }
     }
+    if let Some(m) = mode.as_mut() {
+        *m = rules::chmod(caller, a, gid.unwrap_or(a.gid), *m)?;
+    }
+    if size.is_some() {
+        rules::write(caller, &t)?;
+    }
+    let explicit = matches!(atime, Some(SetTime::At(_))) || matches!(mtime, Some(SetTime::At(_)));
+    if explicit && !owner {
+        return Err(FsError::NotPermitted(format!(
+            "only the owner may set the times of inode {}",
+            a.ino
+        )));
+    }
+    if (atime.is_some() || mtime.is_some()) && !owner {
+        require(caller, &t, W, "touch")?;
+    }
+    Ok(())
 }
 
 /// A create in a directory needs write and search permission on it; the new inode is the
@@ -327,24 +314,11 @@ fn creatable(
     uid: &mut u32,
     gid: &mut u32,
 ) -> Result<Target, FsError> {
-    let dir = need(svc, caller, parent, W | X, "create in")?;
+    let dir = target(svc, parent)?;
+    rules::create_in(caller, &dir)?;
     *uid = caller.uid;
     *gid = caller.gid;
     Ok(dir)
-}
-
-/// The mode argument of a new non-directory in `dir`, without S_ISGID when it would give
-/// the file a group the caller is not in (Linux's `mode_strip_sgid`): in a set-gid
-/// directory the file takes the directory's group.
-fn new_file_mode(caller: &Caller, dir: &Attr, mode: u32) -> u32 {
-    let exec_sgid = S_ISGID | S_IXGRP;
-    if dir.mode & S_ISGID == 0 || mode & exec_sgid != exec_sgid {
-        return mode;
-    }
-    if caller.admin || caller.in_group(dir.gid) {
-        return mode;
-    }
-    mode & !S_ISGID
 }
 
 /// Checks a set or remove of extended attribute `name` of `ino`.
@@ -356,7 +330,7 @@ fn authorize_xattr_change(
 ) -> Result<(), FsError> {
     let class = xattr_class(name)?;
     let t = target(svc, ino)?;
-    let owner = caller.admin || caller.uid == t.attr.uid;
+    let owner = rules::owns(caller, &t.attr);
     let admins_only = || {
         if caller.admin {
             Ok(())
@@ -395,17 +369,23 @@ fn authorize_xattr_change(
     }
 }
 
-fn owner_chmod(caller: &Caller, a: &Attr) -> Result<(), FsError> {
-    if caller.admin || caller.uid == a.uid {
-        return Ok(());
+/// Whether a set of extended attribute `name` of `ino` by `caller` drops the file's
+/// S_ISGID: an access ACL (which sets the permission bits, as a chmod does) set by someone
+/// outside the file's group (Linux's `posix_acl_update_mode`).
+pub fn xattr_set_drops_sgid(
+    svc: &Arc<Services>,
+    caller: &Caller,
+    ino: Ino,
+    name: &[u8],
+) -> Result<bool, FsError> {
+    if name != XATTR_POSIX_ACL_ACCESS || !rules::checked(caller) {
+        return Ok(false);
     }
-    Err(FsError::NotPermitted(format!(
-        "only the owner may chmod inode {}",
-        a.ino
-    )))
+    Ok(!rules::keeps_sgid(caller, getattr(svc, ino)?.gid))
 }
 
-/// Checks a chmod that comes with a store of `ino` (`HDR_MODE`): as a setattr's.
+/// Checks a chmod that comes with a store of `ino` (`HDR_MODE`, no set-id bits): as a
+/// setattr's.
 pub fn authorize_store_chmod(
     svc: &Arc<Services>,
     caller: &Caller,
@@ -414,10 +394,12 @@ pub fn authorize_store_chmod(
     if !caller.enforce {
         return Ok(());
     }
-    owner_chmod(caller, &getattr(svc, ino)?)
+    let a = getattr(svc, ino)?;
+    rules::chmod(caller, &a, a.gid, a.mode).map(drop)
 }
 
-/// Checks a fetch (`write == false`) or a store of `ino`.
+/// Checks a fetch (`write == false`) or a store of `ino`: reachable, and read or write
+/// permission on it.
 pub fn authorize_file(
     svc: &Arc<Services>,
     caller: &Caller,
@@ -427,9 +409,21 @@ pub fn authorize_file(
     if !caller.enforce {
         return Ok(());
     }
+    svc.read_now(|ns| require_reachable(ns, caller, &[ino]))?;
+    let t = target(svc, ino)?;
     if write {
-        need(svc, caller, ino, W, "write").map(drop)
+        rules::write(caller, &t)
     } else {
-        need(svc, caller, ino, R, "read").map(drop)
+        require(caller, &t, R, "read")
+    }
+}
+
+/// Whether `caller` may write `ino` (and so have its writers' turn, as the lock service
+/// would grant it): `authorize_file`'s answer, refusals as `false`.
+pub fn may_write(svc: &Arc<Services>, caller: &Caller, ino: Ino) -> Result<bool, FsError> {
+    match authorize_file(svc, caller, ino, true) {
+        Ok(()) => Ok(true),
+        Err(FsError::PermissionDenied(_) | FsError::NotPermitted(_)) => Ok(false),
+        Err(e) => Err(e),
     }
 }

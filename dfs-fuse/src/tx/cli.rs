@@ -1,0 +1,187 @@
+//! The `dfs tx` commands: `apply` (read a batch file, find the server, run it) and
+//! `stat`, acting with the tickets of whoever runs them (`dfs login`) when those are for
+//! that server, and the help text of the batch format.
+//!
+//! Owns: finding the server of a mount, whose credentials a command uses, exit statuses.
+//! Must not parse batch files or run transactions itself (`super::batch`, `super`).
+
+use super::batch::{apply, parse, remote_path, ApplyOptions, EXIT_SYNTAX};
+use super::TxClient;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The batch file format, for `dfs tx --help`.
+pub const FORMAT_HELP: &str = "\
+BATCH FILE: one operation per line; blank lines and # comments are ignored. Words are
+separated by blanks; quote a word with blanks in it: '...' is literal, \"...\" understands
+\\\" \\\\ and \\n, and outside quotes a backslash escapes the next character.
+
+  put LOCAL REMOTE [MODE]     REMOTE's whole contents become those of local file LOCAL
+                              (created with octal MODE, default 644, if missing)
+  create REMOTE [MODE]        a new empty file (fails if REMOTE exists)
+  mkdir REMOTE [MODE]         a new directory (default 755; fails if REMOTE exists)
+  rm REMOTE                   remove a file or an empty directory
+  mv FROM TO                  rename (replaces TO if it is a file or an empty directory)
+  chmod MODE REMOTE           set the permission bits (octal)
+  expect-version REMOTE N     precondition: REMOTE is at version N (see `dfs tx stat`)
+  expect-absent REMOTE        precondition: REMOTE does not exist
+
+REMOTE paths are from the root of the dfs file system (an absolute path under the mount
+point is taken relative to it); LOCAL paths are local files, relative to the current
+directory. Preconditions refer to the state before the batch, wherever they stand.
+
+All of the batch is committed, or none of it: every other client sees either none or all
+of it, also if the server crashes. In a realm the batch runs with the rights of whoever
+logged in with `dfs login` (anonymous without), each operation checked as it would be
+alone: one the user may not do fails the whole batch. Files are uploaded (staged) first,
+with progress for large ones; the commit waits up to --wait seconds for clients that have
+a replaced file open for writing. Exit status: 0 committed; 3 a precondition, an
+operation or a lock wait failed and nothing changed (the message names the line, the
+file, the expected and the actual version); 2 the batch file is malformed; 1 any other
+error.";
+
+/// `dfs tx apply`: reads BATCHFILE (`-` = stdin), finds the server (`server`, or the mount
+/// holding the current directory) and runs it.
+pub async fn cli_apply(
+    file: &Path,
+    server: Option<String>,
+    wait_secs: u32,
+    confirm: bool,
+) -> Result<(), (u8, String)> {
+    let text = if file == Path::new("-") {
+        if confirm {
+            return Err((
+                EXIT_SYNTAX,
+                "--confirm reads the answer from stdin; the batch cannot come from stdin too"
+                    .into(),
+            ));
+        }
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+            .map_err(|e| (1, format!("stdin: {e}")))?;
+        s
+    } else {
+        std::fs::read_to_string(file).map_err(|e| (1, format!("{}: {e}", file.display())))?
+    };
+    let (mount, addr) = match server {
+        Some(s) => (None, s),
+        None => {
+            let (m, s) = mount_and_server(Path::new(".")).map_err(|e| (1, e))?;
+            (Some(m), s)
+        }
+    };
+    let batch = parse(&text, mount.as_deref())
+        .map_err(|e| (EXIT_SYNTAX, format!("{}: {e}", file.display())))?;
+    let client = TxClient::new(&addr).map_err(|e| (1, e.to_string()))?;
+    let opts = ApplyOptions {
+        lock_wait: Duration::from_secs(wait_secs as u64),
+        confirm,
+    };
+    let applied = apply(&client, &batch, &opts);
+    crate::login::with_own_tickets(&addr, applied)
+        .await
+        .map(|_| ())
+}
+
+/// `dfs tx stat`: kind, version, size and inode of dfs paths.
+pub async fn cli_stat(paths: &[String], server: Option<String>) -> Result<(), (u8, String)> {
+    let (mount, addr) = match server {
+        Some(s) => (None, s),
+        None => {
+            let (m, s) = mount_and_server(Path::new(".")).map_err(|e| (1, e))?;
+            (Some(m), s)
+        }
+    };
+    let client = TxClient::new(&addr).map_err(|e| (1, e.to_string()))?;
+    let stat_all = async {
+        let mut missing = false;
+        for p in paths {
+            let remote = String::from_utf8_lossy(&remote_path(p, mount.as_deref())).into_owned();
+            match client
+                .stat(&remote)
+                .await
+                .map_err(|e| (1, format!("{remote}: {e}")))?
+            {
+                Some(a) => println!(
+                    "{remote}: {:?}, version {}, {} bytes, inode {}, mode {:o}",
+                    a.kind, a.version, a.size, a.ino, a.mode
+                ),
+                None => {
+                    println!("{remote}: does not exist");
+                    missing = true;
+                }
+            }
+        }
+        if missing {
+            return Err((1, "some paths do not exist".into()));
+        }
+        Ok(())
+    };
+    crate::login::with_own_tickets(&addr, stat_all).await
+}
+
+/// The dfs mount that holds `path` and its server (`HOST:PORT`, from the mount's source
+/// `dfs:HOST:PORT` in /proc/self/mountinfo).
+pub fn mount_and_server(path: &Path) -> Result<(PathBuf, String), String> {
+    let abs = std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let info = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| e.to_string())?;
+    let mut best: Option<(PathBuf, String)> = None;
+    for line in info.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(sep) = fields.iter().position(|f| *f == "-") else {
+            continue;
+        };
+        let fstype = fields.get(sep + 1).copied().unwrap_or_default();
+        let source = fields.get(sep + 2).copied().unwrap_or_default();
+        let Some(server) = source.strip_prefix("dfs:") else {
+            continue;
+        };
+        if !fstype.starts_with("fuse") || fields.len() < 5 {
+            continue;
+        }
+        let mnt = PathBuf::from(unescape(fields[4]));
+        if abs.starts_with(&mnt)
+            && best
+                .as_ref()
+                .is_none_or(|(b, _)| mnt.as_os_str().len() > b.as_os_str().len())
+        {
+            best = Some((mnt, unescape(server)));
+        }
+    }
+    best.ok_or_else(|| {
+        format!(
+            "{} is not on a dfs mount; give the server with --server HOST:PORT",
+            abs.display()
+        )
+    })
+}
+
+/// Undoes the octal escapes of /proc/self/mountinfo fields.
+fn unescape(field: &str) -> String {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes_are_undone() {
+        assert_eq!(unescape("/mnt/a\\040b"), "/mnt/a b");
+    }
+}
