@@ -34,7 +34,7 @@ pub fn authenticate<B>(
 /// counts each request by route and status with its latency (`crate::metrics`), and at
 /// debug level logs it with the id its client gave it (`HDR_REQUEST_ID`), inside a span
 /// that names that id, so what the request logs on its way can be found from the mount's
-/// log.
+/// log. The answer carries the same id back (`HDR_REQUEST_ID`).
 pub async fn handle(
     svc: Arc<Services>,
     req: Request<TimedBody<Incoming>>,
@@ -93,6 +93,13 @@ async fn handle_request(
     }
     let mut req = req;
     let started = std::time::Instant::now();
+    let request_id = req.headers().get(HDR_REQUEST_ID).cloned();
+    let answer_names = |resp: &mut Response<ResBody>| {
+        name_epoch(&svc, resp);
+        if let Some(id) = &request_id {
+            resp.headers_mut().insert(HDR_REQUEST_ID, id.clone());
+        }
+    };
     let resp = match authenticate(&svc, &mut req) {
         Ok((caller, session)) => {
             let req = crate::auth::privacy::open_request(session.as_ref(), req);
@@ -101,7 +108,7 @@ async fn handle_request(
                 Err(e) => error_response(&e),
             };
             // Before the answer is signed: its proof covers every x-dfs-* header.
-            name_epoch(&svc, &mut resp);
+            answer_names(&mut resp);
             match &session {
                 Some(s) => crate::auth::seal_response(s, &method, &path, resp).await,
                 None => resp,
@@ -110,7 +117,7 @@ async fn handle_request(
         Err(e) => {
             log::info!("{method} {path}: {e}");
             let mut resp = error_response(&e);
-            name_epoch(&svc, &mut resp);
+            answer_names(&mut resp);
             resp
         }
     };
