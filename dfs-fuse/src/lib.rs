@@ -13,6 +13,8 @@
 //! - `login`: `dfs login | logout | whoami | user`.
 //! - `metrics`: the mount's Prometheus metrics and their endpoint.
 //! - `privacy`: the mount's protection level and sealed bodies.
+//! - `show`: how the `dfs` command shows times and sizes, or JSON.
+//! - `progress`: progress bars on a terminal, plain lines elsewhere.
 //! - `remote` (private): HTTP to the server.
 
 pub mod auth;
@@ -24,8 +26,10 @@ pub mod fuse;
 pub mod login;
 pub mod metrics;
 pub mod privacy;
+pub mod progress;
 pub mod remote;
 mod replica_read;
+pub mod show;
 pub mod tx;
 
 pub use cache::{CacheManager, CacheOptions};

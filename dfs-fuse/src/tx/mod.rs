@@ -28,6 +28,7 @@
 
 pub mod batch;
 pub mod cli;
+mod show;
 
 use crate::cache::CacheManager;
 use crate::remote::Remote;
