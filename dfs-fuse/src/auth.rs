@@ -52,10 +52,10 @@ static SEQ: AtomicU64 = AtomicU64::new(1);
 /// Makes `creds` the credentials of local user `uid` in this process.
 pub fn set_credentials(uid: u32, creds: Credentials) {
     log::info!(
-        "uid {uid} now acts as {}@{} (until unix time {})",
+        "uid {uid} now acts as {}@{} (until {})",
         creds.identity.principal,
         creds.identity.realm,
-        creds.expires
+        crate::show::when(creds.expires, dfs_common::Timestamp::now().secs)
     );
     CREDS.lock().expect("creds").insert(uid, creds);
 }
