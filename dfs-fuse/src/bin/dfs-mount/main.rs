@@ -16,7 +16,7 @@ use dfs_fuse::{CacheManager, CacheOptions};
 use fuser::{Config, MountOption, SessionACL};
 use mountpoint::{clear_stale_mount, detach, is_root, user_may_allow_other};
 use options::{Args, Protection};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -89,6 +89,51 @@ fn main() -> ExitCode {
             eprintln!("dfs-mount: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// How long the daemon keeps storing unstored files when it ends.
+const DRAIN_LIMIT: Duration = Duration::from_secs(30);
+
+/// Stores the files whose changes the server has not acknowledged yet (their store at
+/// close failed), showing progress, for at most `DRAIN_LIMIT`; what is left stays in the
+/// cache and is stored by the next mount.
+fn drain(rt: &tokio::runtime::Runtime, mgr: &std::sync::Arc<CacheManager>, cache_dir: &Path) {
+    use dfs_fuse::progress::{Progress, Unit};
+    let total = mgr.dirty_count();
+    if total == 0 {
+        return;
+    }
+    log::info!("storing {total} unstored file(s) before exiting");
+    let progress = Progress::new(
+        "dfs-mount: storing unstored files",
+        Unit::Items,
+        total as u64,
+    );
+    let left = rt.block_on(async {
+        let store = mgr.store_dirty();
+        tokio::pin!(store);
+        let limit = tokio::time::sleep(DRAIN_LIMIT);
+        tokio::pin!(limit);
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tokio::select! {
+                left = &mut store => break left,
+                _ = &mut limit => break mgr.dirty_count(),
+                _ = tick.tick() => progress.set(total.saturating_sub(mgr.dirty_count()) as u64),
+            }
+        }
+    });
+    let stored = total.saturating_sub(left) as u64;
+    if left > 0 {
+        progress.finish(stored, &format!("{left} left"));
+        log::warn!(
+            "{left} file(s) could not be stored; they stay in {} and are stored on the next mount",
+            cache_dir.display()
+        );
+    } else {
+        progress.finish(stored, "all stored");
+        log::info!("stored {total} unstored file(s)");
     }
 }
 
@@ -211,20 +256,14 @@ fn run(args: Args, cache_dir: PathBuf, status: &mut StatusPipe) -> Result<(), St
     })?;
     if signalled {
         log::info!("signal received: storing unstored files, then unmounting");
-        let left = rt.block_on(async {
-            match tokio::time::timeout(Duration::from_secs(30), mgr.store_dirty()).await {
-                Ok(left) => left,
-                Err(_) => mgr.dirty_count(),
-            }
-        });
-        if left > 0 {
-            log::warn!("{left} file(s) could not be stored; they stay in {} and are stored on the next mount", cache_dir.display());
-        }
+        drain(&rt, &mgr, &cache_dir);
         if let Err(e) = detach(&mountpoint) {
             log::warn!("unmount of {}: {e}", mountpoint.display());
         }
     } else {
         log::info!("{} was unmounted", mountpoint.display());
+        // Files whose store failed at close are still ours to store, mount or not.
+        drain(&rt, &mgr, &cache_dir);
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while !joiner.is_finished() && std::time::Instant::now() < deadline {
