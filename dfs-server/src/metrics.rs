@@ -1,7 +1,8 @@
 //! The server's metrics and their exposition: requests by route and status with their
 //! latency, directory requests by kind, namespace commits, fsyncs and group-commit sizes,
 //! blob bytes in and out, callback breaks queued, delivered and dropped, connections,
-//! locks granted, refused and waited for, and transactions. Every update on a request's
+//! locks granted, refused and waited for, transactions, and replication (members by
+//! state, under-replicated blobs, repair and scrub progress). Every update on a request's
 //! path is a relaxed atomic add (`dfs_common::metrics`); counts other structures keep
 //! already (open connections, queued breaks) are read when scraped.
 //!
@@ -236,7 +237,80 @@ pub fn registry(
         &TX_COMMITTED,
     );
     m::register(&mut r, "tx_aborted", "Transactions aborted", &TX_ABORTED);
+    register_replication(&mut r, svc);
     r
+}
+
+/// Replication as this node sees it, read from the cluster's status when scraped: members
+/// by state; and, on the directory node (zero elsewhere), blobs under-replicated and
+/// without a live copy and the repair copies made, failed and pending; this node's scrub.
+fn register_replication(r: &mut prometheus_client::registry::Registry, svc: &Arc<Services>) {
+    use dfs_common::cluster::{ClusterStatus, MemberState};
+    type Read = fn(&ClusterStatus) -> u64;
+    let states = [
+        ("alive", MemberState::Alive),
+        ("suspect", MemberState::Suspect),
+        ("dead", MemberState::Dead),
+        ("departed", MemberState::Departed),
+    ];
+    for (name, state) in states {
+        let s = svc.clone();
+        m::register_gauge(
+            r,
+            &format!("cluster_members_{name}"),
+            &format!("Cluster members this node sees as {name}"),
+            move || {
+                let st = s.cluster().status();
+                st.members.iter().filter(|m| m.state == state).count() as i64
+            },
+        );
+    }
+    let figures: [(&str, &str, Read); 8] = [
+        (
+            "cluster_replicas_effective",
+            "Copies kept of each blob (R, capped at the members)",
+            |st| st.effective_replicas as u64,
+        ),
+        (
+            "cluster_blobs_under_replicated",
+            "Referenced blobs with fewer copies than R on live nodes",
+            |st| st.under_replicated,
+        ),
+        (
+            "cluster_blobs_missing",
+            "Referenced blobs with no copy on any live node",
+            |st| st.missing,
+        ),
+        (
+            "cluster_repairs_done",
+            "Repair copies made since start",
+            |st| st.repairs_done,
+        ),
+        (
+            "cluster_repairs_failed",
+            "Repair copies that failed since start",
+            |st| st.repairs_failed,
+        ),
+        (
+            "cluster_repairs_pending",
+            "Repair copies waiting in the members' queues",
+            |st| st.repairs_pending,
+        ),
+        (
+            "scrub_checked",
+            "Blobs this node's scrubber checked since start",
+            |st| st.scrubbed,
+        ),
+        (
+            "scrub_bad",
+            "Bad copies this node's scrubber found since start",
+            |st| st.scrub_bad,
+        ),
+    ];
+    for (name, help, read) in figures {
+        let s = svc.clone();
+        m::register_gauge(r, name, help, move || read(&s.cluster().status()) as i64);
+    }
 }
 
 /// Serves `GET /metrics` to anyone on `listener` until `stop`.

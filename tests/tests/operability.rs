@@ -217,6 +217,26 @@ fn metrics_of_a_node_and_a_mount_move_with_a_known_workload() {
     );
     assert!(delta_s("dfs_server_commits_total", &[]) >= 2.0 * FILES as f64);
     assert!(metric(&s1, "dfs_server_connections", &[]) >= 1.0);
+    // Replication, read when scraped: one node, one copy of each blob, nothing to repair.
+    for name in [
+        "dfs_server_cluster_members_alive",
+        "dfs_server_cluster_blobs_under_replicated",
+        "dfs_server_cluster_repairs_pending",
+        "dfs_server_scrub_checked",
+    ] {
+        assert!(
+            s1.samples.iter().any(|x| x.metric == name),
+            "{name} is not exposed"
+        );
+    }
+    assert_eq!(
+        metric(&s1, "dfs_server_cluster_replicas_effective", &[]),
+        1.0
+    );
+    assert_eq!(
+        metric(&s1, "dfs_server_cluster_blobs_under_replicated", &[]),
+        0.0
+    );
 
     assert_eq!(
         delta_m("dfs_mount_fuse_requests_total", &[("op", "create")]),
