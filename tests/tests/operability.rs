@@ -277,6 +277,44 @@ fn metrics_of_a_node_and_a_mount_move_with_a_known_workload() {
         "nothing fetched"
     );
 
+    // Every series the shipped Grafana dashboard plots is one the node or mount exposes.
+    let base = |n: &str| {
+        ["_bucket", "_count", "_sum"]
+            .iter()
+            .fold(n.to_string(), |n, s| {
+                n.strip_suffix(s).map(str::to_string).unwrap_or(n)
+            })
+    };
+    let exposed: std::collections::HashSet<String> = s1
+        .samples
+        .iter()
+        .chain(&m2.samples)
+        .map(|x| base(&x.metric))
+        .collect();
+    let dashboard =
+        fs::read_to_string(workspace_dir().join("docs/grafana-dashboard.json")).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&dashboard).expect("dashboard JSON");
+    let exprs = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["targets"].as_array())
+        .flatten()
+        .filter_map(|t| t["expr"].as_str());
+    let mut plotted = 0;
+    for expr in exprs {
+        for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if word.starts_with("dfs_server_") || word.starts_with("dfs_mount_") {
+                plotted += 1;
+                assert!(
+                    exposed.contains(&base(word)),
+                    "the dashboard plots {word}, which nothing exposes ({expr})"
+                );
+            }
+        }
+    }
+    assert!(plotted > 20, "the dashboard plots {plotted} series");
+
     // The node's own port: an open cell serves /metrics to anyone.
     let own = scrape(&server.addr());
     assert!(metric(&own, "dfs_server_requests_total", &[("route", "metrics")]) >= 0.0);
