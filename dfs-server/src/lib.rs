@@ -12,6 +12,7 @@
 //! - `http`: the hyper server, routing, authentication hook, error answers.
 //! - `kdc`, `auth`: the security service: the realm's KDC, ticket checks, permissions.
 //! - `services`: the services wired together and the promise/break ordering rule.
+//! - `storage_failure`: a database whose storage failed an I/O, which the server stops on.
 //!
 //! The binary (`main.rs`) owns the command line, the runtime and signals.
 
@@ -26,5 +27,6 @@ pub mod kdc;
 pub mod lock;
 pub mod namespace;
 pub mod services;
+pub mod storage_failure;
 pub mod tx;
 pub mod wal;
