@@ -6,10 +6,10 @@
 //! Needs the release binary `dfs-server` (scripts/test.sh builds it first; `DFS_BIN_DIR`
 //! points elsewhere).
 
+use dfs_client::tx::{TxClient, TxError};
+use dfs_client::{CacheOptions, Dfs};
 use dfs_common::tx::{Actual, Expected, TxFailure, TxStatus};
 use dfs_common::FsError;
-use dfs_fuse::tx::{TxClient, TxError};
-use dfs_fuse::{CacheOptions, Dfs};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;

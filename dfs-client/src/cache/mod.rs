@@ -119,6 +119,17 @@ impl Default for CacheOptions {
     }
 }
 
+/// What a mount reports to `dfs status` (over its control socket).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct MountStatus {
+    pub server: String,
+    pub client_id: u64,
+    pub callback_channel_up: bool,
+    pub cached_files: usize,
+    pub cached_bytes: u64,
+    pub unstored_files: usize,
+}
+
 pub struct CacheManager {
     pub(crate) remote: Remote,
     pub(crate) disk: DiskCache,
@@ -201,9 +212,9 @@ impl CacheManager {
     }
 
     /// What the mount reports to `dfs status`.
-    pub fn status(&self, server: &str) -> crate::control::MountStatus {
+    pub fn status(&self, server: &str) -> MountStatus {
         let all = self.disk.all();
-        crate::control::MountStatus {
+        MountStatus {
             server: server.to_string(),
             client_id: self.client_id(),
             callback_channel_up: self.validity.channel_up.load(Ordering::SeqCst),
