@@ -7,7 +7,10 @@
 //! - `tx`: transactions: several file operations committed as one atomic unit.
 //! - `auth`: whose credentials a request uses; signing and checking (security service).
 //! - `privacy`: the protection level and sealed bodies.
-//! - `remote`: HTTP to the server; `replica_read`: reads from the nodes it names.
+//! - `port`: what the cache asks of a server (`Server`), the only way out of the cache.
+//! - `remote`: the port over HTTP; `replica_read`: reads from the nodes a server names.
+//! - `connect`: a cache manager wired to a server over HTTP.
+//! - `testing` (feature `testing`): an in-memory server and a fault-injecting port.
 //!
 //! Owns: everything a client does short of the kernel. Must not know FUSE or parse a
 //! command line (the `dfs-fuse` crate does both).
@@ -16,9 +19,14 @@ pub mod auth;
 pub mod cache;
 pub mod callbacks;
 pub mod client;
+mod connect;
+mod file_hash;
+pub mod port;
 pub mod privacy;
 pub mod remote;
 mod replica_read;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod tx;
 
 pub use cache::{CacheManager, CacheOptions, MountStatus};

@@ -2,8 +2,8 @@
 //! contract: `dfs_common::tx`).
 //!
 //! ```no_run
-//! # async fn demo(mgr: std::sync::Arc<dfs_client::CacheManager>) -> Result<(), dfs_client::tx::TxError> {
-//! let mut tx = mgr.begin_tx().await?;
+//! # async fn demo(dfs: dfs_client::Dfs) -> Result<(), dfs_client::tx::TxError> {
+//! let mut tx = dfs.begin_tx().await?;
 //! tx.expect_version("/site/index.html", 3);
 //! tx.put_bytes("/site/index.html", b"<h1>new</h1>".to_vec()).await?;
 //! tx.put_file("/site/big.bin", std::path::Path::new("/tmp/big.bin"), None).await?;
@@ -62,7 +62,7 @@ pub enum TxError {
 }
 
 /// A client of the transaction service of one server, with its own client id (no cache,
-/// no mount). `CacheManager::begin_tx` is the way for a program that also uses a cache.
+/// no mount). `Dfs::begin_tx` is the way for a program that also uses a cache.
 pub struct TxClient {
     remote: Remote,
 }
@@ -117,12 +117,6 @@ impl TxClient {
 }
 
 impl CacheManager {
-    /// Begins a transaction on this manager's server, as this client. After its commit the
-    /// manager forgets its cached attributes, names and listings of what the batch changed.
-    pub async fn begin_tx(self: &Arc<Self>) -> Result<Transaction, TxError> {
-        Transaction::begin(self.remote.clone(), Some(self.clone())).await
-    }
-
     /// Our own commit changed these: forget them like a callback break would.
     fn forget_committed(&self, c: &Committed) {
         let mut frames: Vec<CallbackFrame> = c
@@ -164,7 +158,10 @@ fn path_bytes(p: impl AsRef<[u8]>) -> Vec<u8> {
 }
 
 impl Transaction {
-    async fn begin(remote: Remote, mgr: Option<Arc<CacheManager>>) -> Result<Transaction, TxError> {
+    pub(crate) async fn begin(
+        remote: Remote,
+        mgr: Option<Arc<CacheManager>>,
+    ) -> Result<Transaction, TxError> {
         // SAFETY: getuid/getgid cannot fail.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         let req = BeginRequest {

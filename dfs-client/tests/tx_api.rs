@@ -99,7 +99,7 @@ async fn a_commit_is_seen_at_once_by_its_own_cache_and_failures_are_typed() {
     let root = dfs.stat("/").await.unwrap();
     assert!(dfs.manager().holds_promise(a.ino) && dfs.manager().holds_promise(root.ino));
 
-    let mut tx = dfs.manager().begin_tx().await.unwrap();
+    let mut tx = dfs.begin_tx().await.unwrap();
     tx.expect_version("/a", v);
     tx.expect_absent("/d");
     tx.put_bytes("/a", b"two".to_vec()).await.unwrap();
@@ -126,7 +126,7 @@ async fn a_commit_is_seen_at_once_by_its_own_cache_and_failures_are_typed() {
 
     // A failed precondition: nothing changes, and the error names file and versions.
     let now = dfs.stat("/d/a").await.unwrap().version;
-    let mut tx = dfs.manager().begin_tx().await.unwrap();
+    let mut tx = dfs.begin_tx().await.unwrap();
     tx.put_bytes("/d/a", b"three".to_vec()).await.unwrap();
     tx.remove("/d/empty");
     tx.expect_version("/d/a", now + 5);
