@@ -113,6 +113,7 @@ pub struct FileHandle {
     pub(super) plain: bool,
 }
 
+#[derive(Debug)]
 pub struct OpenResult {
     pub fh: u64,
     /// The kernel may keep the pages it has: the contents did not change since.

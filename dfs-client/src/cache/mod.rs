@@ -17,6 +17,8 @@ mod namespace;
 mod orphans;
 mod special;
 mod store;
+#[cfg(all(test, feature = "testing"))]
+mod tests;
 pub(crate) mod writelock;
 mod xattrs;
 
