@@ -9,6 +9,7 @@
 
 mod files;
 mod http_port;
+#[cfg(feature = "testing")]
 pub(crate) use http_port::frames_of;
 pub mod identity;
 mod upload;
