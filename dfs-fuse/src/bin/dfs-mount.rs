@@ -2,8 +2,8 @@
 //! store unstored files and unmount) or until someone unmounts it.
 
 use clap::Parser;
+use dfs_client::{CacheManager, CacheOptions};
 use dfs_fuse::fuse::{deliver_invalidations, DfsFs};
-use dfs_fuse::{CacheManager, CacheOptions};
 use fuser::{Config, MountOption, SessionACL};
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -149,7 +149,7 @@ fn run(args: Args) -> Result<(), String> {
     })?;
     if args.protection == Protection::Privacy {
         if rt.block_on(dfs_fuse::login::has_realm(&args.server)) {
-            dfs_fuse::privacy::set_privacy(true);
+            dfs_client::privacy::set_privacy(true);
             log::info!("protection level: privacy (bodies encrypted with the session key)");
         } else {
             log::info!(
@@ -158,7 +158,7 @@ fn run(args: Args) -> Result<(), String> {
             );
         }
     }
-    dfs_fuse::spawn_background(&mgr);
+    dfs_client::spawn_background(&mgr);
 
     let mut config = Config::default();
     config.mount_options = vec![

@@ -254,7 +254,7 @@ async fn run(cmd: Command) -> Result<(), (u8, String)> {
 /// The cluster behind the mount's server: members, copies, repair (`/v1/cluster/status`).
 async fn print_cluster(server: &str) {
     use dfs_common::cluster::{ClusterStatus, STATUS_PATH};
-    let remote = dfs_fuse::remote::Remote::new(server);
+    let remote = dfs_client::remote::Remote::new(server);
     let st: ClusterStatus = match remote.get(STATUS_PATH).await {
         Ok(st) => st,
         Err(e) => {

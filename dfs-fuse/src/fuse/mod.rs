@@ -17,8 +17,8 @@ mod locks;
 mod passthrough;
 mod xattr;
 
-use crate::cache::{CacheManager, Invalidation};
 use attrs::{errno, file_attr, ttl_for};
+use dfs_client::cache::{CacheManager, Invalidation};
 use dfs_common::types::SetTime;
 use dfs_common::{Ino, Timestamp};
 use fuser::{
@@ -65,7 +65,7 @@ impl DfsFs {
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
-        self.rt.spawn(crate::auth::as_uid(req.uid(), f));
+        self.rt.spawn(dfs_client::auth::as_uid(req.uid(), f));
     }
 }
 

@@ -25,7 +25,7 @@
 //! Owns: the format and the command's output. Must not talk to the server except through
 //! `Transaction`.
 
-use super::{Transaction, TxClient, TxError};
+use dfs_client::tx::{Transaction, TxClient, TxError};
 use dfs_common::tx::{show_path, Committed, TxFailure, TxOp, DEFAULT_DIR_MODE, DEFAULT_FILE_MODE};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -238,7 +238,7 @@ fn human(n: u64) -> String {
 }
 
 /// Upload progress on stderr for large files: at most one line a second, and one at the end.
-fn progress_printer() -> super::ProgressFn {
+fn progress_printer() -> dfs_client::tx::ProgressFn {
     let last: Mutex<Option<(String, Instant)>> = Mutex::new(None);
     Arc::new(move |path: &str, sent: u64, total: u64| {
         if total < PROGRESS_FROM {
@@ -364,7 +364,7 @@ pub async fn apply(
 }
 
 fn push(tx: &mut Transaction, op: TxOp) {
-    tx.ops.push(op);
+    tx.push(op);
 }
 
 /// "line N: why", for a failure of a batch read from a file.

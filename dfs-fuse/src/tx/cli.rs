@@ -6,7 +6,7 @@
 //! Must not parse batch files or run transactions itself (`super::batch`, `super`).
 
 use super::batch::{apply, parse, remote_path, ApplyOptions, EXIT_SYNTAX};
-use super::TxClient;
+use dfs_client::tx::TxClient;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

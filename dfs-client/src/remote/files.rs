@@ -1,11 +1,12 @@
 //! Whole-file transfers with the server: fetch into a local file (or from the replicas the
 //! server names), store from a local file (streamed, hashed when signed), store while the
-//! file is still being written (`store_streamed`). Must not know about caches or handles.
+//! file is still being written (`store_streamed`). Must not know about caches or handles
+//! (a fetch reports how far it wrote through the port's `FetchProgress`).
 
 use super::{full, unavailable, Body, FetchOutcome, Fetched, Remote};
 use super::{IDLE_TIMEOUT, INLINE_IO, META_TIMEOUT, SMALL_BODY};
 use crate::auth::Signed;
-use crate::cache::filling::Filling;
+use crate::port::{FetchProgress, PortError};
 use dfs_common::auth;
 use dfs_common::privacy;
 use dfs_common::proto;
@@ -13,6 +14,7 @@ use dfs_common::{codec, Attr, FsError, Ino};
 use http_body_util::BodyExt;
 use hyper::{Method, Response, StatusCode};
 use std::path::Path;
+use std::sync::Arc;
 
 impl Remote {
     /// Fetches `ino` into `dest` unless the server still has `have_version`.
@@ -26,13 +28,13 @@ impl Remote {
         ino: Ino,
         have_version: Option<u64>,
         dest: &Path,
-        progress: Option<&std::sync::Arc<Filling>>,
-    ) -> Result<Fetched, FsError> {
+        progress: Option<Arc<dyn FetchProgress>>,
+    ) -> Result<Fetched, PortError> {
         // At the privacy level only the server's sealed answer may carry contents.
         let replica_ok =
             !(crate::privacy::enabled() && crate::auth::current_credentials().is_some());
         let (attr, nodes, token) = match self
-            .with_client(|| self.fetch_from(ino, have_version, dest, replica_ok, progress))
+            .with_client(|| self.fetch_from(ino, have_version, dest, replica_ok, progress.clone()))
             .await?
         {
             FetchOutcome::Done(f) => return Ok(f),
@@ -43,13 +45,16 @@ impl Remote {
             Err(e) => {
                 log::warn!("inode {ino}: no node named by the server served its contents ({e}); asking the server");
                 match self
-                    .with_client(|| self.fetch_from(ino, have_version, dest, false, progress))
+                    .with_client(|| {
+                        self.fetch_from(ino, have_version, dest, false, progress.clone())
+                    })
                     .await?
                 {
                     FetchOutcome::Done(f) => Ok(f),
                     FetchOutcome::Elsewhere { .. } => Err(FsError::Io(
                         "the server sent a fetch elsewhere that asked not to be".into(),
-                    )),
+                    )
+                    .into()),
                 }
             }
         }
@@ -61,8 +66,8 @@ impl Remote {
         have_version: Option<u64>,
         dest: &Path,
         replica_ok: bool,
-        progress: Option<&std::sync::Arc<Filling>>,
-    ) -> Result<FetchOutcome, FsError> {
+        progress: Option<Arc<dyn FetchProgress>>,
+    ) -> Result<FetchOutcome, PortError> {
         let mut builder = self.request(Method::GET, &format!("/v1/files/{ino}"));
         if let Some(v) = have_version {
             builder = builder.header(proto::HDR_HAVE_VERSION, v.to_string());
@@ -97,7 +102,7 @@ impl Remote {
                 });
             }
             if status != StatusCode::NOT_MODIFIED {
-                return Err(Self::error_from(status, &headers, &body));
+                return Err(Self::error_from(status, &headers, &body).into());
             }
             let attr: Attr = headers
                 .get(proto::HDR_ATTR)
@@ -178,7 +183,7 @@ impl Remote {
         } else {
             let sha = match signing {
                 false => None,
-                true => Some(Self::hash_file(src).await?),
+                true => Some(crate::file_hash::of_file(src).await?),
             };
             let (body, len) = if meta.len() <= SMALL_BODY {
                 // One write with the headers: no per-chunk hops.

@@ -116,7 +116,7 @@ impl CacheManager {
         }
         let Some(me) = self.me.upgrade() else { return };
         self.rt.spawn(async move {
-            match me.remote.dir(&DirRequest::GetAttr { ino }).await {
+            match me.dir_call(&DirRequest::GetAttr { ino }).await {
                 Err(FsError::NotFound) if !me.in_use(ino) => {
                     me.meta.lock().unwrap().forget_ino(ino);
                     if let Err(e) = me.disk.remove(ino) {

@@ -5,9 +5,9 @@
 //! Also runs the periodic retry of unstored files. Must not decide what is cached.
 
 use crate::cache::CacheManager;
-use dfs_common::codec;
+use crate::port::CallbackStream;
 use dfs_common::proto::{CallbackFrame, HEARTBEAT_SECS};
-use http_body_util::BodyExt;
+use futures_util::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,9 +15,9 @@ use std::time::Duration;
 pub async fn run_channel(mgr: Arc<CacheManager>) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match mgr.remote.callbacks().await {
-            Ok(body) => {
-                let served = serve(&mgr, body).await;
+        match mgr.server.callbacks().await {
+            Ok(frames) => {
+                let served = serve(&mgr, frames).await;
                 mgr.channel_lost();
                 if served {
                     backoff = Duration::from_millis(100);
@@ -32,40 +32,28 @@ pub async fn run_channel(mgr: Arc<CacheManager>) {
 }
 
 /// Reads frames until the channel fails. Returns whether a `Hello` was seen.
-async fn serve(mgr: &Arc<CacheManager>, mut body: crate::remote::Body) -> bool {
+async fn serve(mgr: &Arc<CacheManager>, mut frames: CallbackStream) -> bool {
     let silence = Duration::from_secs(3 * HEARTBEAT_SECS);
-    let mut buf = Vec::new();
     let mut greeted = false;
     loop {
-        let frame = match tokio::time::timeout(silence, body.frame()).await {
+        let frame = match tokio::time::timeout(silence, frames.next()).await {
             Err(_) => {
                 log::warn!("callback channel silent for {silence:?}");
                 return greeted;
             }
-            Ok(None) | Ok(Some(Err(_))) => return greeted,
+            Ok(None) => return greeted,
+            Ok(Some(Err(e))) => {
+                log::debug!("callback channel: {e}");
+                return greeted;
+            }
             Ok(Some(Ok(f))) => f,
         };
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        buf.extend_from_slice(&data);
-        loop {
-            match codec::take_frame::<CallbackFrame>(&mut buf) {
-                Ok(None) => break,
-                Err(e) => {
-                    log::error!("callback channel: {e}");
-                    return greeted;
-                }
-                Ok(Some(frame)) => {
-                    if !greeted && !matches!(frame, CallbackFrame::Hello { .. }) {
-                        log::error!("callback channel did not start with Hello");
-                        return false;
-                    }
-                    apply(mgr, frame);
-                    greeted = true;
-                }
-            }
+        if !greeted && !matches!(frame, CallbackFrame::Hello { .. }) {
+            log::error!("callback channel did not start with Hello");
+            return false;
         }
+        apply(mgr, frame);
+        greeted = true;
     }
 }
 

@@ -27,7 +27,7 @@ impl Remote {
         progress: Option<Progress>,
     ) -> Result<Resp, FsError> {
         let sha = match crate::auth::current_credentials() {
-            Some(_) => Some(Self::hash_file(src).await?),
+            Some(_) => Some(crate::file_hash::of_file(src).await?),
             None => None,
         };
         self.with_client(|| async {
@@ -79,27 +79,6 @@ impl Remote {
             return Err(Self::error_from(status, &headers, &body));
         }
         codec::decode::<Resp>(&body)
-    }
-
-    /// The blob hash of the whole of `src`, computed off the async threads.
-    pub(crate) async fn hash_file(src: &Path) -> Result<[u8; 32], FsError> {
-        let src = src.to_path_buf();
-        tokio::task::spawn_blocking(move || -> std::io::Result<[u8; 32]> {
-            let mut f = std::fs::File::open(src)?;
-            let mut h = dfs_common::hash::BlobHasher::new();
-            let mut buf = vec![0u8; CHUNK];
-            loop {
-                let n = std::io::Read::read(&mut f, &mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                h.update(&buf[..n]);
-            }
-            Ok(h.finish().0)
-        })
-        .await
-        .map_err(|e| FsError::Io(e.to_string()))?
-        .map_err(FsError::from)
     }
 
     /// A body that streams `len` bytes of `file` in chunks read ahead on a blocking thread

@@ -52,8 +52,7 @@ impl CacheManager {
             Err(e) => return Err(e),
         };
         let current = self
-            .remote
-            .dir(&dfs_common::proto::DirRequest::GetAttr { ino: node.ino })
+            .dir_call(&dfs_common::proto::DirRequest::GetAttr { ino: node.ino })
             .await?;
         let dfs_common::proto::DirReply::Attr(attr) = current else {
             return Err(FsError::Io("unexpected answer to getattr".into()));
@@ -102,7 +101,7 @@ impl CacheManager {
         if meta.len() != attr.size {
             return false;
         }
-        let ours = match crate::remote::Remote::hash_file(&path).await {
+        let ours = match crate::file_hash::of_file(&path).await {
             Ok(h) => h,
             Err(_) => return false,
         };
@@ -319,9 +318,10 @@ impl CacheManager {
             fence = self.rewin_open_lock(node, version).await?;
         }
         let kill_suid = node.local.lock().unwrap().kills_suid();
-        self.remote
+        Ok(self
+            .server
             .store(node.ino, source, fence, mode, kill_suid)
-            .await
+            .await?)
     }
 
     /// What an upload of `node` reads: its copy at `path`, or, when that has gone missing

@@ -56,7 +56,7 @@ impl CacheManager {
             let left = deadline.saturating_duration_since(Instant::now());
             let slice = left.min(WAIT_SLICE);
             req.wait_ms = slice.as_millis() as u32;
-            let reply: LockReply = self.remote.call("/v1/locks/acquire", &req, slice).await?;
+            let reply: LockReply = self.server.lock_acquire(&req, slice).await?;
             match reply {
                 LockReply::Granted { token, lease_ms } => {
                     self.lease_ms.store(lease_ms.max(1000), Ordering::Relaxed);
@@ -96,19 +96,13 @@ impl CacheManager {
         if req.class == LockClass::Advisory && req.range.is_none() {
             self.advisory.lock().unwrap().remove(&(req.ino, req.owner));
         }
-        let reply: ReleaseReply = self
-            .remote
-            .call("/v1/locks/release", &req, Duration::ZERO)
-            .await?;
+        let reply: ReleaseReply = self.server.lock_release(&req).await?;
         Ok(reply.released)
     }
 
     /// Who would conflict with `req` (F_GETLK).
     pub async fn lock_test(&self, req: LockRequest) -> Result<Option<LockInfo>, FsError> {
-        let reply: TestReply = self
-            .remote
-            .call("/v1/locks/test", &req, Duration::ZERO)
-            .await?;
+        let reply: TestReply = self.server.lock_test(&req).await?;
         Ok(match reply {
             TestReply::Free => None,
             TestReply::Conflict { holder } => Some(holder),
@@ -122,9 +116,7 @@ impl CacheManager {
             after: None,
             limit,
         };
-        self.remote
-            .call("/v1/locks/list", &req, Duration::ZERO)
-            .await
+        Ok(self.server.lock_list(&req).await?)
     }
 
     /// What this client believes it holds, for renewal, and the tokens of its writers'
@@ -150,10 +142,7 @@ impl CacheManager {
         if held.is_empty() {
             return Ok(());
         }
-        let reply: RenewReply = self
-            .remote
-            .call("/v1/locks/renew", &RenewRequest { held }, Duration::ZERO)
-            .await?;
+        let reply: RenewReply = self.server.lock_renew(&RenewRequest { held }).await?;
         self.lease_ms
             .store(reply.lease_ms.max(1000), Ordering::Relaxed);
         let lost: HashSet<(Ino, LockClass, u64)> = reply.lost.into_iter().collect();

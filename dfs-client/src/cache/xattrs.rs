@@ -45,7 +45,7 @@ impl CacheManager {
             return Ok(set);
         }
         let t = self.ticket();
-        let set: XattrSet = match self.remote.dir(&DirRequest::Xattrs { ino }).await {
+        let set: XattrSet = match self.dir_call(&DirRequest::Xattrs { ino }).await {
             Ok(DirReply::Xattrs(list)) => Arc::new(list),
             Ok(_) => return Err(FsError::Io("unexpected answer to xattrs".into())),
             // Unlinked while open here: its descriptors see no attributes.

@@ -17,10 +17,12 @@ mod namespace;
 mod orphans;
 mod special;
 mod store;
+#[cfg(all(test, feature = "testing"))]
+mod tests;
 pub(crate) mod writelock;
 mod xattrs;
 
-use crate::remote::Remote;
+use crate::port::Server;
 use dfs_common::{Attr, FsError, Ino};
 use disk::DiskCache;
 use meta::{MetaCache, Stamp};
@@ -119,8 +121,20 @@ impl Default for CacheOptions {
     }
 }
 
+/// What a mount reports to `dfs status` (over its control socket).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct MountStatus {
+    pub server: String,
+    pub client_id: u64,
+    pub callback_channel_up: bool,
+    pub cached_files: usize,
+    pub cached_bytes: u64,
+    pub unstored_files: usize,
+}
+
 pub struct CacheManager {
-    pub(crate) remote: Remote,
+    /// The server, through the port (`crate::port`): the only way out of the cache.
+    pub(crate) server: Arc<dyn Server>,
     pub(crate) disk: DiskCache,
     pub(crate) meta: Mutex<MetaCache>,
     pub(crate) small_files: Mutex<meta::SmallFiles>,
@@ -153,20 +167,21 @@ pub struct CacheManager {
 }
 
 impl CacheManager {
-    /// A manager for the server at `addr` (`HOST:PORT`) with its cache in `cache_dir`.
+    /// A manager that reaches its server through `server`, with its cache in `cache_dir`.
     /// Dirty files left by an earlier run are picked up and stored once the server answers.
     /// Call inside a tokio runtime (its handle runs work started from FUSE threads).
-    pub fn new(addr: &str, cache_dir: &Path, opts: CacheOptions) -> Result<Arc<Self>, FsError> {
+    pub fn with_server(
+        server: Arc<dyn Server>,
+        cache_dir: &Path,
+        opts: CacheOptions,
+    ) -> Result<Arc<Self>, FsError> {
         dfs_common::private_files::create_dir_all(cache_dir)?;
-        // The mount's identity is kept beside its cache: a restarted mount is the same
-        // client to the server, and its locks stay its own.
-        let identity = crate::remote::identity::Identity::kept_in(cache_dir.join("client.id"));
         let disk = DiskCache::open(cache_dir, opts.cache_bytes)?;
         let rt = tokio::runtime::Handle::try_current()
             .map_err(|_| FsError::Io("CacheManager::new needs a tokio runtime".into()))?;
         let mgr = Arc::new_cyclic(|me| CacheManager {
             me: me.clone(),
-            remote: Remote::for_client(addr, identity),
+            server,
             disk,
             meta: Mutex::new(MetaCache::new(opts.meta_entries)),
             small_files: Mutex::new(meta::SmallFiles::new(opts.small_file_bytes)),
@@ -197,13 +212,21 @@ impl CacheManager {
     }
 
     pub fn client_id(&self) -> u64 {
-        self.remote.client_id()
+        self.server.client_id()
+    }
+
+    /// One directory-service call, its error as the cache reports it.
+    pub(crate) async fn dir_call(
+        &self,
+        req: &dfs_common::proto::DirRequest,
+    ) -> Result<dfs_common::proto::DirReply, FsError> {
+        Ok(self.server.dir(req).await?)
     }
 
     /// What the mount reports to `dfs status`.
-    pub fn status(&self, server: &str) -> crate::control::MountStatus {
+    pub fn status(&self, server: &str) -> MountStatus {
         let all = self.disk.all();
-        crate::control::MountStatus {
+        MountStatus {
             server: server.to_string(),
             client_id: self.client_id(),
             callback_channel_up: self.validity.channel_up.load(Ordering::SeqCst),
@@ -345,8 +368,7 @@ impl CacheManager {
         for batch in held.chunks(2000) {
             let t = self.ticket();
             let reply = self
-                .remote
-                .dir(&DirRequest::Validate {
+                .dir_call(&DirRequest::Validate {
                     held: batch.to_vec(),
                 })
                 .await?;

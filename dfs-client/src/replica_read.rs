@@ -4,10 +4,11 @@
 //! blob or sends bytes that do not hash to the (signed) blob id is skipped.
 //!
 //! Owns: that failover loop, and `receive`, the one loop that writes a fetched body into
-//! the cache (used by `Remote::fetch` too). Must not: trust any byte it has not checked
+//! a local file (used by `Remote::fetch` too), reporting progress through the port's
+//! `FetchProgress`. Must not: trust any byte it has not checked
 //! against the blob id, or keep a partial file (the caller removes `dest` on error).
 
-use crate::cache::filling::Filling;
+use crate::port::{FetchProgress, PortError};
 use bytes::{Bytes, BytesMut};
 use dfs_common::cluster::READ_PREFIX;
 use dfs_common::hash::BlobHasher;
@@ -34,11 +35,11 @@ pub(crate) async fn read(
     nodes: &str,
     token: &str,
     dest: &Path,
-) -> Result<(), FsError> {
+) -> Result<(), PortError> {
     let id = attr
         .blob
         .ok_or_else(|| FsError::Io("a redirected fetch without a blob id".into()))?;
-    let mut last = FsError::Unavailable("the server named no node".into());
+    let mut last = PortError::from(FsError::Unavailable("the server named no node".into()));
     for node in nodes.split(',').map(str::trim).filter(|n| !n.is_empty()) {
         let uri = format!("http://{node}{READ_PREFIX}{}?token={token}", id.to_hex());
         match read_one(http, &uri, attr, dest).await {
@@ -63,7 +64,7 @@ async fn read_one(
     uri: &str,
     attr: &Attr,
     dest: &Path,
-) -> Result<(), FsError> {
+) -> Result<(), PortError> {
     let req = Request::builder()
         .method(Method::GET)
         .uri(uri)
@@ -78,7 +79,7 @@ async fn read_one(
         .map_err(|_| FsError::Unavailable("no answer".into()))?
         .map_err(|e| FsError::Unavailable(e.to_string()))?;
     if resp.status() != StatusCode::OK {
-        return Err(FsError::Unavailable(format!("answered {}", resp.status())));
+        return Err(FsError::Unavailable(format!("answered {}", resp.status())).into());
     }
     let body = resp
         .into_body()
@@ -89,8 +90,8 @@ async fn read_one(
 
 /// Writes a fetched body into `dest`: exactly `attr.size` bytes and, if `check`, bytes
 /// that hash to `attr.blob`; at most `idle` between two frames. The one receiving loop of
-/// a fetch, from the server or from a node it names. A body that stalls, ends early or is
-/// cut reports `Unavailable` ("fetch interrupted", "ended after": worth a retry); one that
+/// a fetch, from the server or from a node it names. A body that stalls reports
+/// `Unavailable`; one that breaks off or ends early, `CutShort` (worth a retry); one that
 /// fails a check, `Corrupt`. An unchecked body written to a file tells `progress` how far
 /// the file is written as it goes, so a reader can have its first bytes before the end.
 pub(crate) async fn receive(
@@ -99,12 +100,12 @@ pub(crate) async fn receive(
     dest: &Path,
     check: bool,
     idle: Duration,
-    progress: Option<&Arc<Filling>>,
-) -> Result<(), FsError> {
+    progress: Option<Arc<dyn FetchProgress>>,
+) -> Result<(), PortError> {
     // A small file is gathered in memory and written with one call on this thread; a
     // large one is written as it arrives, through the blocking pool. Bytes checked only at
     // the end are not shown to readers before.
-    let progress = progress.filter(|_| !check).cloned();
+    let progress = progress.filter(|_| !check);
     let mut sink = if attr.size <= crate::remote::INLINE_IO {
         Sink::Memory(Vec::with_capacity(attr.size as usize))
     } else {
@@ -128,10 +129,12 @@ pub(crate) async fn receive(
     let received = received?;
     let ino = attr.ino;
     if received != attr.size {
-        return Err(FsError::Unavailable(format!(
-            "fetch of {ino} ended after {received} of {} bytes",
-            attr.size
-        )));
+        return Err(PortError::CutShort {
+            ino,
+            received,
+            expected: attr.size,
+            cause: None,
+        });
     }
     Ok(())
 }
@@ -144,30 +147,39 @@ async fn receive_into(
     sink: &mut Sink,
     check: bool,
     idle: Duration,
-) -> Result<u64, FsError> {
+) -> Result<u64, PortError> {
     let ino = attr.ino;
     let mut hasher = check.then(BlobHasher::new);
     let mut received = 0u64;
     loop {
         let frame = tokio::time::timeout(idle, body.frame())
             .await
-            .map_err(|_| FsError::Unavailable("fetch stalled".into()))?;
+            .map_err(|_| FsError::Unavailable(format!("fetch of inode {ino} stalled")))?;
         match frame {
             None => break,
             Some(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
                 log::warn!("contents of inode {ino} failed their integrity check: {e}");
-                return Err(FsError::Corrupt(format!(
-                    "contents of inode {ino} failed their integrity check"
-                )));
+                return Err(PortError::Corrupt {
+                    ino,
+                    why: "integrity check of the sealed body",
+                });
             }
-            Some(Err(e)) => return Err(FsError::Unavailable(format!("fetch interrupted: {e}"))),
+            Some(Err(e)) => {
+                return Err(PortError::CutShort {
+                    ino,
+                    received,
+                    expected: attr.size,
+                    cause: Some(e),
+                })
+            }
             Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
                     received += data.len() as u64;
                     if received > attr.size {
-                        return Err(FsError::Corrupt(format!(
-                            "contents of inode {ino} longer than the file"
-                        )));
+                        return Err(PortError::Corrupt {
+                            ino,
+                            why: "longer than the file",
+                        });
                     }
                     if let Some(h) = hasher.as_mut() {
                         h.update(&data);
@@ -183,9 +195,10 @@ async fn receive_into(
     if let (Some(h), Some(want)) = (hasher, attr.blob) {
         if h.finish() != want {
             log::warn!("contents of inode {ino} do not match their signed hash");
-            return Err(FsError::Corrupt(format!(
-                "contents of inode {ino} do not match their hash"
-            )));
+            return Err(PortError::Corrupt {
+                ino,
+                why: "hash differs from the blob id",
+            });
         }
     }
     Ok(received)
@@ -203,7 +216,7 @@ enum Sink {
 struct FileSink {
     file: Arc<std::fs::File>,
     /// Told how far the file is written after each write, if readers may see the bytes.
-    progress: Option<Arc<Filling>>,
+    progress: Option<Arc<dyn FetchProgress>>,
     /// Bytes received and not yet handed to a write: less than one chunk.
     pending: BytesMut,
     /// Where `pending` starts in the file.
@@ -227,7 +240,7 @@ fn chunk_at(at: u64) -> usize {
 }
 
 impl FileSink {
-    fn create(dest: &Path, progress: Option<Arc<Filling>>) -> std::io::Result<FileSink> {
+    fn create(dest: &Path, progress: Option<Arc<dyn FetchProgress>>) -> std::io::Result<FileSink> {
         Ok(FileSink {
             file: Arc::new(dfs_common::private_files::create(dest)?),
             progress,
@@ -299,6 +312,17 @@ mod tests {
     use futures_util::stream;
     use http_body_util::StreamBody;
     use hyper::body::Frame;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// How far a fetch said its file is written.
+    #[derive(Default)]
+    struct Shown(AtomicU64);
+
+    impl FetchProgress for Shown {
+        fn advance(&self, upto: u64) {
+            self.0.fetch_max(upto, Ordering::SeqCst);
+        }
+    }
 
     #[test]
     fn every_chunk_starts_at_a_multiple_of_its_size() {
@@ -348,11 +372,11 @@ mod tests {
         };
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("copy");
-        let filling = Filling::new();
-        receive(body, &attr, &dest, false, NODE_TIMEOUT, Some(&filling))
+        let shown = Arc::new(Shown::default());
+        receive(body, &attr, &dest, false, NODE_TIMEOUT, Some(shown.clone()))
             .await
             .unwrap();
         assert!(std::fs::read(&dest).unwrap() == contents, "contents differ");
-        assert_eq!(filling.readable(), contents.len() as u64);
+        assert_eq!(shown.0.load(Ordering::SeqCst), contents.len() as u64);
     }
 }

@@ -11,6 +11,7 @@
 
 use super::files::{FileHandle, FileNode, OpenResult};
 use super::CacheManager;
+use crate::port::FetchProgress;
 use dfs_common::{private_files, FsError, Ino};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -156,15 +157,9 @@ pub(crate) struct Filling {
     state: watch::Sender<Fill>,
 }
 
-impl Filling {
-    pub(crate) fn new() -> Arc<Filling> {
-        Arc::new(Filling {
-            state: watch::Sender::new(Fill::Upto(0)),
-        })
-    }
-
+impl FetchProgress for Filling {
     /// The first `upto` bytes are in the copy's file and may be read.
-    pub(crate) fn advance(&self, upto: u64) {
+    fn advance(&self, upto: u64) {
         self.state.send_if_modified(|s| match s {
             Fill::Upto(n) if *n < upto => {
                 *n = upto;
@@ -172,6 +167,14 @@ impl Filling {
             }
             _ => false,
         });
+    }
+}
+
+impl Filling {
+    pub(crate) fn new() -> Arc<Filling> {
+        Arc::new(Filling {
+            state: watch::Sender::new(Fill::Upto(0)),
+        })
     }
 
     /// Bytes readable so far (0 once the fetch has failed).

@@ -25,7 +25,7 @@ fn check_name(name: &[u8]) -> Result<(), FsError> {
 impl CacheManager {
     pub(super) async fn attr_call(&self, req: DirRequest, what: &str) -> Result<Attr, FsError> {
         let t = self.ticket();
-        match self.remote.dir(&req).await? {
+        match self.dir_call(&req).await? {
             DirReply::Attr(attr) => {
                 self.remember_attr(&attr, t);
                 Ok(attr)
@@ -169,8 +169,7 @@ impl CacheManager {
         let mut after = None;
         loop {
             let reply = self
-                .remote
-                .dir(&DirRequest::ReadDir {
+                .dir_call(&DirRequest::ReadDir {
                     dir,
                     after: after.take(),
                     limit: READDIR_PAGE,
@@ -249,7 +248,7 @@ impl CacheManager {
             gid: who.gid,
         };
         let t = self.ticket();
-        let (attr, parent_attr) = match self.remote.dir(&req).await? {
+        let (attr, parent_attr) = match self.dir_call(&req).await? {
             DirReply::Made { attr, parent } => (attr, parent),
             _ => return Err(unexpected("mkdir")),
         };
@@ -302,7 +301,7 @@ impl CacheManager {
         if let Some(target) = self.meta.lock().unwrap().link(ino) {
             return Ok(target);
         }
-        match self.remote.dir(&DirRequest::ReadLink { ino }).await? {
+        match self.dir_call(&DirRequest::ReadLink { ino }).await? {
             DirReply::Target(target) => {
                 // A symlink's target never changes, so it needs no promise.
                 self.meta.lock().unwrap().put_link(ino, target.clone());
@@ -314,7 +313,7 @@ impl CacheManager {
 
     async fn entry_call(&self, req: DirRequest, dir: Ino, name: &[u8]) -> Result<(), FsError> {
         let t = self.ticket();
-        let result = self.remote.dir(&req).await;
+        let result = self.dir_call(&req).await;
         if result.is_ok() {
             self.removed_entry(dir, name);
         } else {
@@ -372,7 +371,7 @@ impl CacheManager {
         };
         let t = self.ticket();
         let victim = self.named(new_parent, new_name);
-        let result = self.remote.dir(&req).await;
+        let result = self.dir_call(&req).await;
         if result.is_ok() && flags & dfs_common::proto::RENAME_EXCHANGE == 0 {
             let moved = self.named(parent, name).map(|(ino, _)| ino);
             if let Some(victim) = victim.filter(|v| Some(v.0) != moved) {
@@ -443,10 +442,7 @@ impl CacheManager {
         // whose rules the server applies.
         if let Some(m) = mode {
             let plain = uid.is_none() && gid.is_none() && size.is_none() && m & !0o777 == 0;
-            if plain
-                && crate::auth::current_credentials().is_none()
-                && self.hold_mode_for_store(ino, m)
-            {
+            if plain && !self.server.signs() && self.hold_mode_for_store(ino, m) {
                 mode = None;
             }
         }
@@ -487,7 +483,7 @@ impl CacheManager {
     }
 
     pub async fn statfs(&self) -> Result<StatFs, FsError> {
-        match self.remote.dir(&DirRequest::StatFs).await? {
+        match self.dir_call(&DirRequest::StatFs).await? {
             DirReply::StatFs(s) => Ok(s),
             _ => Err(unexpected("statfs")),
         }

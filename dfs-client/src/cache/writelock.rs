@@ -97,10 +97,11 @@ impl CacheManager {
             }
         }
         for batch in reqs.chunks(RELEASE_BATCH_MAX) {
-            let sent: Result<ReleaseReply, _> = self
-                .remote
-                .call("/v1/locks/release-many", &batch, Duration::ZERO)
-                .await;
+            let sent: Result<ReleaseReply, FsError> = self
+                .server
+                .lock_release_many(batch)
+                .await
+                .map_err(FsError::from);
             match sent {
                 Ok(_) => {}
                 // A server from before `release-many` has no such resource (ENOENT; this
@@ -108,10 +109,7 @@ impl CacheManager {
                 // request each.
                 Err(FsError::NotFound) => {
                     for req in batch {
-                        let one: Result<ReleaseReply, _> = self
-                            .remote
-                            .call("/v1/locks/release", req, Duration::ZERO)
-                            .await;
+                        let one = self.server.lock_release(req).await;
                         if let Err(e) = one {
                             log::debug!("inode {}: write lock release: {e}", req.ino);
                         }

@@ -4,13 +4,19 @@
 //! its client identity (`identity`), and one refused because the server restarted (a new
 //! epoch) or forgot the mount (unknown id) is sent once more after mending that. Owns
 //! request timeouts and the mapping of transport failures to `FsError::Unavailable`. It
-//! must not know about caches, handles or FUSE.
+//! must not know about caches, handles or FUSE (it implements the cache's port,
+//! `crate::port::Server`, in `http_port`).
 
 mod files;
+mod http_port;
+#[cfg(feature = "testing")]
+pub(crate) use http_port::frames_of;
 pub mod identity;
 mod upload;
 
 use crate::auth::Signed;
+pub use crate::port::Fetched;
+use crate::port::PortError;
 use bytes::Bytes;
 use dfs_common::auth;
 use dfs_common::client_id;
@@ -18,7 +24,7 @@ use dfs_common::codec;
 use dfs_common::privacy::{self, HDR_PROTECTION as PRIVACY_HDR};
 use dfs_common::proto::{self, DirReply, DirRequest};
 use dfs_common::{Attr, FsError};
-use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use http_body_util::{BodyExt, Full};
 use hyper::header::HeaderValue;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
@@ -26,7 +32,7 @@ use hyper_util::rt::TokioExecutor;
 use serde::{de::DeserializeOwned, Serialize};
 use std::time::Duration;
 
-pub(crate) type Body = BoxBody<Bytes, std::io::Error>;
+pub(crate) use crate::port::Body;
 
 /// How long a metadata call may take before it fails (the server may be gone).
 const META_TIMEOUT: Duration = Duration::from_secs(30);
@@ -42,14 +48,6 @@ const CHUNK: usize = 1 << 20;
 
 /// Told how many bytes of a file have been read for sending so far.
 pub type Progress = std::sync::Arc<dyn Fn(u64) + Send + Sync>;
-
-/// What a fetch found.
-pub enum Fetched {
-    /// The caller's version is current; nothing was transferred.
-    NotModified(Attr),
-    /// The contents were written to the destination file.
-    Fetched(Attr),
-}
 
 /// What one fetch request got: an answer, or the nodes to read the contents from.
 enum FetchOutcome {
@@ -67,6 +65,23 @@ pub struct Remote {
     /// Who this client is to the server; `None`: anonymous (a command-line tool).
     identity: Option<std::sync::Arc<identity::Identity>>,
     http: Client<HttpConnector, Body>,
+}
+
+/// An error that may be the server's answer (which `Remote::with_client` looks at).
+pub(crate) trait ServerAnswer {
+    fn answer(&self) -> Option<&FsError>;
+}
+
+impl ServerAnswer for FsError {
+    fn answer(&self) -> Option<&FsError> {
+        Some(self)
+    }
+}
+
+impl ServerAnswer for PortError {
+    fn answer(&self) -> Option<&FsError> {
+        PortError::answer(self)
+    }
 }
 
 fn unavailable(e: impl std::fmt::Display) -> FsError {
@@ -148,10 +163,11 @@ impl Remote {
     /// is not yet; and once more if the server refused the client's proof for a reason
     /// that can be mended: a new epoch (it restarted; its answer told the new one) or an
     /// id it does not know (this client registers again).
-    pub(crate) async fn with_client<T, F, Fut>(&self, attempt: F) -> Result<T, FsError>
+    pub(crate) async fn with_client<T, E, F, Fut>(&self, attempt: F) -> Result<T, E>
     where
+        E: ServerAnswer + From<FsError>,
         F: Fn() -> Fut,
-        Fut: std::future::Future<Output = Result<T, FsError>>,
+        Fut: std::future::Future<Output = Result<T, E>>,
     {
         let Some(identity) = &self.identity else {
             return attempt().await;
@@ -160,12 +176,15 @@ impl Remote {
             self.register(identity, 0).await?;
         }
         match attempt().await {
-            Err(FsError::StaleEpoch(_)) => attempt().await,
-            Err(FsError::UnknownClient(why)) => {
-                log::warn!("the server does not know this client ({why}); registering again");
-                self.register(identity, identity.client()).await?;
-                attempt().await
-            }
+            Err(e) => match e.answer() {
+                Some(FsError::StaleEpoch(_)) => attempt().await,
+                Some(FsError::UnknownClient(why)) => {
+                    log::warn!("the server does not know this client ({why}); registering again");
+                    self.register(identity, identity.client()).await?;
+                    attempt().await
+                }
+                _ => Err(e),
+            },
             r => r,
         }
     }

@@ -68,7 +68,7 @@ impl CacheManager {
             gid: who.gid,
         };
         let t = self.ticket();
-        let (attr, parent_attr) = match self.remote.dir(&req).await? {
+        let (attr, parent_attr) = match self.dir_call(&req).await? {
             DirReply::Made { attr, parent } => (attr, parent),
             _ => return Err(FsError::Io("unexpected answer to mknod".into())),
         };

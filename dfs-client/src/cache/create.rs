@@ -41,7 +41,7 @@ impl CacheManager {
             label: super::locks::label_for(uid),
             store_at_close: writable,
         };
-        let (attr, lock, durable, parent_attr) = match self.remote.dir(&req).await? {
+        let (attr, lock, durable, parent_attr) = match self.dir_call(&req).await? {
             dfs_common::proto::DirReply::Created {
                 attr,
                 lock,

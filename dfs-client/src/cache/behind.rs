@@ -17,7 +17,7 @@
 
 use super::files::{FileNode, Local};
 use super::CacheManager;
-use crate::remote::Body;
+use crate::port::Body;
 use bytes::Bytes;
 use dfs_common::fileread::read_fresh;
 use dfs_common::proto::{AttrChange, DirReply, DirRequest};
@@ -85,7 +85,7 @@ impl Local {
 impl CacheManager {
     /// Whether an open for writing of a copy that is now empty should write behind.
     pub(super) fn writes_behind(&self) -> bool {
-        crate::auth::current_credentials().is_none()
+        !self.server.signs()
     }
 
     /// Notes a write of `len` bytes at `offset`, already in the copy `file` of inode
@@ -125,7 +125,10 @@ impl CacheManager {
                 let body = follow_copy(file.clone(), follow);
                 log::debug!("inode {ino}: write-behind upload starts");
                 let result = self.rt.spawn(async move {
-                    me.remote.store_streamed(ino, body, fence, kill_suid).await
+                    me.server
+                        .store_streamed(ino, body, fence, kill_suid)
+                        .await
+                        .map_err(FsError::from)
                 });
                 behind.upload = Some(Upload { written, result });
             }
@@ -196,7 +199,7 @@ impl CacheManager {
             ino: attr.ino,
             change,
         };
-        match self.remote.dir(&req).await {
+        match self.dir_call(&req).await {
             Ok(DirReply::Attr(set)) => set,
             Ok(other) => {
                 log::warn!(

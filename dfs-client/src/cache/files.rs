@@ -9,7 +9,7 @@
 use super::disk::CacheEntry;
 use super::filling::{wait_for_plain_release, Filling};
 use super::CacheManager;
-use crate::remote::Fetched;
+use crate::port::{FetchProgress, Fetched, PortError};
 use dfs_common::{private_files, FsError, Ino, Timestamp};
 use std::fs::{File, OpenOptions};
 use std::sync::atomic::Ordering;
@@ -113,6 +113,7 @@ pub struct FileHandle {
     pub(super) plain: bool,
 }
 
+#[derive(Debug)]
 pub struct OpenResult {
     pub fh: u64,
     /// The kernel may keep the pages it has: the contents did not change since.
@@ -223,7 +224,7 @@ impl CacheManager {
             }
         }
         let t = self.ticket();
-        let (progress, part) = match filling {
+        let (filling, part) = match filling {
             Some((f, part)) => (Some(f), part.to_path_buf()),
             None => (None, self.disk.part_path(ino)),
         };
@@ -232,24 +233,21 @@ impl CacheManager {
         let mut tries = 0;
         let fetched = loop {
             tries += 1;
+            let progress = filling.map(|f| f.clone() as Arc<dyn FetchProgress>);
             let r = self
-                .remote
+                .server
                 .fetch(ino, entry.as_ref().map(|e| e.version), &part, progress)
                 .await;
             // A retry rewrites the part file from its start: not under a reader's feet.
-            let shown = progress.is_some_and(|p| p.readable() > 0);
+            let shown = filling.is_some_and(|p| p.readable() > 0);
             match r {
-                Err(FsError::Corrupt(why)) if tries < 3 && !shown => {
-                    log::info!(
-                        "inode {ino}: fetched contents failed their check ({why}); trying again"
-                    );
+                Err(e @ (PortError::Corrupt { .. } | PortError::CutShort { .. }))
+                    if tries < 3 && !shown =>
+                {
+                    log::info!("inode {ino}: {e}; trying again");
                     let _ = std::fs::remove_file(&part);
                 }
-                Err(FsError::Unavailable(why)) if tries < 3 && !shown && cut_short(&why) => {
-                    log::info!("inode {ino}: fetch failed ({why}); trying again");
-                    let _ = std::fs::remove_file(&part);
-                }
-                r => break r,
+                r => break r.map_err(FsError::from),
             }
         };
         match fetched {
@@ -600,11 +598,4 @@ impl CacheManager {
             }
         }
     }
-}
-
-/// Whether an unavailable fetch was a body that ended early (the server drops a copy
-/// that fails its hash mid-stream; worth a retry), as opposed to a server that cannot be
-/// reached (see `Remote::fetch`'s messages).
-fn cut_short(why: &str) -> bool {
-    why.starts_with("fetch interrupted") || why.contains("ended after")
 }

@@ -11,6 +11,8 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct Dfs {
     mgr: Arc<CacheManager>,
+    /// The manager's server over HTTP, for transactions (which go past the cache).
+    remote: crate::remote::Remote,
     uid: u32,
     gid: u32,
 }
@@ -33,11 +35,22 @@ fn split(path: &str) -> Vec<&[u8]> {
 impl Dfs {
     /// Connects to `addr` (`HOST:PORT`) with its cache in `cache_dir`.
     pub fn connect(addr: &str, cache_dir: &Path, opts: CacheOptions) -> Result<Dfs, FsError> {
-        let mgr = CacheManager::new(addr, cache_dir, opts)?;
+        let (mgr, remote) = crate::connect::over_http(addr, cache_dir, opts)?;
         crate::spawn_background(&mgr);
         // SAFETY: getuid/getgid cannot fail.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-        Ok(Dfs { mgr, uid, gid })
+        Ok(Dfs {
+            mgr,
+            remote,
+            uid,
+            gid,
+        })
+    }
+
+    /// Begins a transaction on this client's server, as this client. After its commit the
+    /// manager forgets its cached attributes, names and listings of what the batch changed.
+    pub async fn begin_tx(&self) -> Result<crate::tx::Transaction, crate::tx::TxError> {
+        crate::tx::Transaction::begin(self.remote.clone(), Some(self.mgr.clone())).await
     }
 
     pub fn manager(&self) -> &Arc<CacheManager> {

@@ -6,10 +6,10 @@
 //! Needs the release binary `dfs-server` (scripts/test.sh builds it first; `DFS_BIN_DIR`
 //! points elsewhere).
 
+use dfs_client::tx::{TxClient, TxError};
+use dfs_client::{CacheOptions, Dfs};
 use dfs_common::tx::{Actual, Expected, TxFailure, TxStatus};
 use dfs_common::FsError;
-use dfs_fuse::tx::{TxClient, TxError};
-use dfs_fuse::{CacheOptions, Dfs};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -99,7 +99,7 @@ async fn a_commit_is_seen_at_once_by_its_own_cache_and_failures_are_typed() {
     let root = dfs.stat("/").await.unwrap();
     assert!(dfs.manager().holds_promise(a.ino) && dfs.manager().holds_promise(root.ino));
 
-    let mut tx = dfs.manager().begin_tx().await.unwrap();
+    let mut tx = dfs.begin_tx().await.unwrap();
     tx.expect_version("/a", v);
     tx.expect_absent("/d");
     tx.put_bytes("/a", b"two".to_vec()).await.unwrap();
@@ -126,7 +126,7 @@ async fn a_commit_is_seen_at_once_by_its_own_cache_and_failures_are_typed() {
 
     // A failed precondition: nothing changes, and the error names file and versions.
     let now = dfs.stat("/d/a").await.unwrap().version;
-    let mut tx = dfs.manager().begin_tx().await.unwrap();
+    let mut tx = dfs.begin_tx().await.unwrap();
     tx.put_bytes("/d/a", b"three".to_vec()).await.unwrap();
     tx.remove("/d/empty");
     tx.expect_version("/d/a", now + 5);
