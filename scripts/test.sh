@@ -48,4 +48,6 @@ fi
 start=$(date +%s)
 cargo build --release --workspace --bins
 cargo test --release --workspace --no-fail-fast "$@"
+# The cache's unit tests on the in-memory server (feature `testing`).
+cargo test --release -p dfs-client --features testing --lib "$@"
 echo "scripts/test.sh: all tests passed in $(( $(date +%s) - start )) s"

@@ -5,7 +5,8 @@
 //! bincode message, and the caller's uid comes from the kernel (SO_PEERCRED), never from
 //! the message. Must not hold policy: it forwards to the cache manager.
 
-use crate::cache::CacheManager;
+use dfs_client::CacheManager;
+pub use dfs_client::MountStatus;
 use dfs_common::locks::{LockClass, LockInfo, LockMode, LockRange, LockRequest, ReleaseRequest};
 use dfs_common::{codec, FsError, Ino};
 use serde::{Deserialize, Serialize};
@@ -34,16 +35,6 @@ pub enum ControlRequest {
     Login(dfs_common::auth::Credentials),
     /// Forget the calling uid's credentials.
     Logout,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct MountStatus {
-    pub server: String,
-    pub client_id: u64,
-    pub callback_channel_up: bool,
-    pub cached_files: usize,
-    pub cached_bytes: u64,
-    pub unstored_files: usize,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -150,7 +141,7 @@ pub fn serve(
                 };
                 let reply = match read_msg::<ControlRequest>(&mut stream).await {
                     // The mount acts for the caller, with their credentials (SO_PEERCRED uid).
-                    Ok(req) => crate::auth::as_uid(uid, handle(&mgr, &server, uid, req)).await,
+                    Ok(req) => dfs_client::auth::as_uid(uid, handle(&mgr, &server, uid, req)).await,
                     Err(e) => ControlReply::Error(e),
                 };
                 let _ = write_msg(&mut stream, &reply).await;
@@ -178,7 +169,7 @@ async fn handle(mgr: &CacheManager, server: &str, uid: u32, req: ControlRequest)
                 range: LockRange::WHOLE,
                 owner: cli_owner(uid),
                 pid: 0,
-                label: crate::cache::locks::label_for(uid),
+                label: dfs_client::cache::locks::label_for(uid),
                 wait_ms: 0,
             };
             let wait = Duration::from_secs(wait_secs as u64);
@@ -198,11 +189,11 @@ async fn handle(mgr: &CacheManager, server: &str, uid: u32, req: ControlRequest)
         ControlRequest::Locks { ino } => mgr.lock_list(ino, 10_000).await.map(ControlReply::Locks),
         ControlRequest::Status => Ok(ControlReply::Status(mgr.status(server))),
         ControlRequest::Login(creds) => {
-            crate::auth::set_credentials(uid, creds);
+            dfs_client::auth::set_credentials(uid, creds);
             Ok(ControlReply::Done)
         }
         ControlRequest::Logout => {
-            crate::auth::drop_credentials(uid);
+            dfs_client::auth::drop_credentials(uid);
             Ok(ControlReply::Done)
         }
     };

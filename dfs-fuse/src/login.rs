@@ -6,8 +6,8 @@
 //! over its control socket (the mount files them under the caller's uid).
 
 use crate::control::{ask, ControlReply, ControlRequest};
-use crate::remote::Remote;
 use clap::Subcommand;
+use dfs_client::remote::Remote;
 use dfs_common::auth::{
     self, AdminReply, AdminRequest, AsReq, Credentials, KdcRep, Key, PaTimestamp, RealmInfo, TgsReq,
 };
@@ -150,8 +150,8 @@ pub async fn with_own_tickets<F: std::future::Future>(server: &str, f: F) -> F::
     match read_ccache() {
         Ok(cc) if cc.server == server => {
             let uid = my_uid();
-            crate::auth::set_credentials(uid, cc.service);
-            crate::auth::as_uid(uid, f).await
+            dfs_client::auth::set_credentials(uid, cc.service);
+            dfs_client::auth::as_uid(uid, f).await
         }
         _ => f.await,
     }
@@ -225,10 +225,10 @@ async fn admin(req: AdminRequest) -> Result<AdminReply, String> {
     let cc = read_ccache()?;
     let remote = Remote::new(&cc.server);
     let uid = my_uid();
-    crate::auth::set_credentials(uid, cc.service.clone());
+    dfs_client::auth::set_credentials(uid, cc.service.clone());
     let sealed = auth::seal_admin(&cc.service.session_key, &req);
     let reply: Vec<u8> =
-        crate::auth::as_uid(uid, remote.call(auth::KDC_ADMIN, &sealed, Duration::ZERO))
+        dfs_client::auth::as_uid(uid, remote.call(auth::KDC_ADMIN, &sealed, Duration::ZERO))
             .await
             .map_err(|e| e.to_string())?;
     auth::open_admin(&cc.service.session_key, &reply).map_err(|e| e.to_string())

@@ -1,14 +1,22 @@
 //! The mount's metrics and their Prometheus endpoint (`dfs-mount --metrics-listen`): FUSE
 //! operations by kind with their latency (from the kernel's request to our answer, also
-//! for answers given from a task), cache hits and misses, bytes fetched and stored, the
-//! requests sent to the server, cache fill, unstored files and the callback channel.
-//! Every update is a relaxed atomic add (`dfs_common::metrics`).
+//! for answers given from a task), and the library's counts (`dfs_client::metrics`: cache
+//! hits and misses, bytes fetched and stored, requests sent to the server, the callback
+//! channel), cache fill and unstored files read when scraped. Every update is a relaxed
+//! atomic add (`dfs_common::metrics`).
 //!
-//! Owns: the statics, `OpTimer` (the timing of one FUSE request across a hop to the
-//! runtime) and the HTTP listener. Must not decide anything.
+//! Owns: the FUSE statics, `OpTimer` (the timing of one FUSE request across a hop to the
+//! runtime), the registry and the HTTP listener. Must not decide anything.
 
-use crate::cache::CacheManager;
-use dfs_common::metrics::{self as m, Counter, Counters, Grid, Latencies};
+use dfs_client::cache::CacheManager;
+use dfs_client::metrics::{
+    BREAKS_RECEIVED, BYTES_FETCHED, BYTES_STORED, CHANNEL_CONNECTS, CHANNEL_LOSSES, SERVER_ERRORS,
+    SERVER_LATENCY, SERVER_REQUESTS,
+};
+pub use dfs_client::metrics::{
+    CACHE, HIT, KIND_GETATTR, KIND_LOOKUP, KIND_OPEN, MISS, REVALIDATED,
+};
+use dfs_common::metrics::{self as m, Counters, Latencies};
 use std::cell::Cell;
 use std::sync::{Arc, LazyLock};
 use std::time::Instant;
@@ -87,43 +95,8 @@ impl FuseOp {
     }
 }
 
-/// What the cache answered from itself (`hit`), after asking the server whether its copy
-/// is current (`revalidated`), or by fetching (`miss`).
-pub const CACHE_RESULTS: &[&str] = &["hit", "revalidated", "miss"];
-pub const CACHE_KINDS: &[&str] = &["open", "lookup", "getattr"];
-pub const HIT: usize = 0;
-pub const REVALIDATED: usize = 1;
-pub const MISS: usize = 2;
-pub const KIND_OPEN: usize = 0;
-pub const KIND_LOOKUP: usize = 1;
-pub const KIND_GETATTR: usize = 2;
-
 pub static FUSE_REQUESTS: LazyLock<Counters> = LazyLock::new(|| Counters::new("op", FUSE_OPS));
 pub static FUSE_LATENCY: LazyLock<Latencies> = LazyLock::new(|| Latencies::new("op", FUSE_OPS));
-pub static CACHE: LazyLock<Grid> =
-    LazyLock::new(|| Grid::new(("kind", "result"), CACHE_KINDS, CACHE_RESULTS));
-/// File contents received from and sent to the servers (bodies, before sealing).
-pub static BYTES_FETCHED: Counter = Counter::new();
-pub static BYTES_STORED: Counter = Counter::new();
-/// Requests sent to the server, by method, and their latency to the answer's head.
-pub const METHODS: &[&str] = &["GET", "POST", "PUT", "other"];
-pub static SERVER_REQUESTS: LazyLock<Counters> = LazyLock::new(|| Counters::new("method", METHODS));
-pub static SERVER_LATENCY: LazyLock<Latencies> =
-    LazyLock::new(|| Latencies::new("method", METHODS));
-pub static SERVER_ERRORS: Counter = Counter::new();
-/// Times the callback channel was (re)connected and lost.
-pub static CHANNEL_CONNECTS: Counter = Counter::new();
-pub static CHANNEL_LOSSES: Counter = Counter::new();
-pub static BREAKS_RECEIVED: Counter = Counter::new();
-
-pub fn method_index(m: &hyper::Method) -> usize {
-    match *m {
-        hyper::Method::GET => 0,
-        hyper::Method::POST => 1,
-        hyper::Method::PUT => 2,
-        _ => 3,
-    }
-}
 
 /// The timing of one FUSE request: started when the adapter gets it, recorded when the
 /// request is answered (dropped at the end of the handler, or at the end of the task the

@@ -14,6 +14,7 @@
 //! - `metrics`: the node's Prometheus metrics and who may read them.
 //! - `config`: every option of a node, from the command line and a TOML file.
 //! - `services`: the services wired together and the promise/break ordering rule.
+//! - `storage_failure`: a database whose storage failed an I/O, which the server stops on.
 //!
 //! The binary (`main.rs`) owns the command line, the runtime and signals.
 
@@ -30,5 +31,6 @@ pub mod lock;
 pub mod metrics;
 pub mod namespace;
 pub mod services;
+pub mod storage_failure;
 pub mod tx;
 pub mod wal;

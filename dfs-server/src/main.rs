@@ -237,6 +237,13 @@ async fn run(args: Args) -> Result<(), String> {
         wait_for_signal().await;
         let _ = stop_tx.send(true);
     });
+    // A database whose storage failed takes no more commits, and a clean shutdown would
+    // write to it: exit at once, and let the restart recover from the log.
+    tokio::spawn(async {
+        let failure = dfs_server::storage_failure::wait().await;
+        log::error!("{failure}; stopping so that a restart recovers from the log");
+        std::process::exit(EXIT_STORAGE_FAILED);
+    });
 
     let mut conn_limits = ConnLimits {
         max_connections: args.max_connections,
@@ -334,6 +341,9 @@ async fn make_private(data_dir: &std::path::Path) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// The exit status after a database's storage failed (sysexits' EX_IOERR).
+const EXIT_STORAGE_FAILED: i32 = 74;
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};

@@ -249,12 +249,23 @@ impl Services {
                 .as_ref()
                 .zip(pin.as_ref())
                 .map(|(b, p)| (&p.id, &b[..]));
-            let result = ns.apply_unsynced(cmd, journal).and_then(|(out, seq)| {
-                if sync {
-                    ns.sync_through(seq)?;
-                }
-                Ok((out, seq))
-            });
+            // Fail point: a store's blob is written and installed, its commit not begun.
+            let injected = (|| {
+                fail::fail_point!("commit::before_apply", |_| Err(FsError::Io(
+                    "fail point commit::before_apply".into()
+                )));
+                Ok(())
+            })();
+            let result = injected
+                .and_then(|()| ns.apply_unsynced(cmd, journal))
+                .and_then(|(out, seq)| {
+                    if sync {
+                        ns.sync_through(seq)?;
+                    }
+                    Ok((out, seq))
+                });
+            // Fail point: the commit is durable, no other client has been told.
+            fail::fail_point!("commit::before_breaks");
             match (&result, pin) {
                 (Ok((out, _)), pin) => {
                     svc.promise_outcome(caller, promise, out);

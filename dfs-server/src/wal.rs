@@ -320,6 +320,10 @@ impl State {
         record.extend_from_slice(sum.as_ref());
         self.grow_log(self.cursor + size)?;
         self.log.write_all_at(&record, self.cursor)?;
+        // Fail point: the record is written, its fdatasync fails (an I/O error, a full disk).
+        fail::fail_point!("wal::fsync", |_| Err(io::Error::other(
+            "fail point wal::fsync"
+        )));
         self.log.sync_data()?;
         self.cursor += size;
         self.seq += 1;

@@ -1,7 +1,7 @@
 //! Conversions at the FUSE edge: dfs attributes to `fuser::FileAttr`, `FsError` to errno,
 //! and how long the kernel may cache an answer.
 
-use crate::cache::CacheManager;
+use dfs_client::cache::CacheManager;
 use dfs_common::{Attr, FileKind, FsError, Ino};
 use fuser::{Errno, FileAttr, FileType, INodeNo};
 use std::time::Duration;

@@ -4,7 +4,7 @@
 
 use super::attrs::{errno, file_attr, ttl_for};
 use super::DfsFs;
-use crate::cache::DirItem;
+use dfs_client::cache::DirItem;
 use fuser::{
     Errno, FileHandle, FopenFlags, Generation, INodeNo, ReplyDirectory, ReplyDirectoryPlus,
     ReplyEmpty, ReplyOpen, Request,

@@ -3,7 +3,7 @@
 
 use super::attrs::{errno, file_attr, ttl_for};
 use super::DfsFs;
-use crate::cache::{special_kind, CacheManager, Creator};
+use dfs_client::cache::{special_kind, CacheManager, Creator};
 use dfs_common::proto::{RENAME_EXCHANGE, RENAME_NOREPLACE};
 use dfs_common::{Attr, FsError};
 use fuser::{Errno, Generation, INodeNo, RenameFlags, ReplyEmpty, ReplyEntry, Request};

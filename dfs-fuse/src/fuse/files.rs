@@ -6,7 +6,7 @@
 use super::attrs::{errno, file_attr, ttl_for};
 use super::entries::{answer_empty, creator};
 use super::{locks, passthrough, DfsFs};
-use crate::cache::{CacheManager, OpenResult};
+use dfs_client::cache::{CacheManager, OpenResult};
 use dfs_common::Ino;
 use fuser::{
     FileHandle, FopenFlags, Generation, INodeNo, LockOwner, OpenFlags, ReplyCreate, ReplyData,

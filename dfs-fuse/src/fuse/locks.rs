@@ -4,7 +4,7 @@
 //! cannot interrupt a held request, so the wait must end by itself).
 
 use super::attrs::errno;
-use crate::cache::CacheManager;
+use dfs_client::cache::CacheManager;
 use dfs_common::locks::{LockClass, LockMode, LockRange, LockRequest, ReleaseRequest};
 use dfs_common::{FsError, Ino};
 use fuser::{ReplyEmpty, ReplyLock};
@@ -49,7 +49,7 @@ pub fn setlk(
     reply: ReplyEmpty,
 ) {
     // Locks are taken for, and checked against, the caller (their credentials in a realm).
-    rt.spawn(super::answered_in_task(crate::auth::as_uid(
+    rt.spawn(super::answered_in_task(dfs_client::auth::as_uid(
         uid,
         async move {
             let result = match mode_of(typ) {
@@ -74,7 +74,7 @@ pub fn setlk(
                         range: range(start, end),
                         owner,
                         pid,
-                        label: crate::cache::locks::label_for(uid),
+                        label: dfs_client::cache::locks::label_for(uid),
                         wait_ms: 0,
                     };
                     let wait = if sleep {
@@ -106,7 +106,7 @@ pub fn getlk(
     uid: u32,
     reply: ReplyLock,
 ) {
-    rt.spawn(super::answered_in_task(crate::auth::as_uid(
+    rt.spawn(super::answered_in_task(dfs_client::auth::as_uid(
         uid,
         async move {
             let Some(mode) = mode_of(typ) else {

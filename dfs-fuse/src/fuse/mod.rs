@@ -17,9 +17,9 @@ mod locks;
 mod passthrough;
 mod xattr;
 
-use crate::cache::{CacheManager, Invalidation};
 use crate::metrics;
 use attrs::{errno, file_attr, ttl_for};
+use dfs_client::cache::{CacheManager, Invalidation};
 use dfs_common::types::SetTime;
 use dfs_common::{Ino, Timestamp};
 use fuser::{
@@ -61,7 +61,7 @@ impl DfsFs {
     }
 
     /// Runs a request's work on the runtime on behalf of the user who made it, so that
-    /// it uses that user's credentials (`crate::auth`). The request's timing goes with it
+    /// it uses that user's credentials (`dfs_client::auth`). The request's timing goes with it
     /// (`crate::metrics`), and so does a debug span naming the request's kind, so that
     /// the requests it sends to the server (each with its request id) are logged under it.
     fn spawn_as<F>(&self, req: &Request, f: F)
@@ -69,7 +69,7 @@ impl DfsFs {
         F: std::future::Future<Output = ()> + Send + 'static,
     {
         self.rt
-            .spawn(answered_in_task(crate::auth::as_uid(req.uid(), f)));
+            .spawn(answered_in_task(dfs_client::auth::as_uid(req.uid(), f)));
     }
 }
 

@@ -25,7 +25,7 @@
 //! Owns: the format and running a batch. Must not talk to the server except through
 //! `Transaction`, or print (`super::cli` shows what happened).
 
-use super::{Transaction, TxClient, TxError};
+use dfs_client::tx::{Transaction, TxClient, TxError};
 use dfs_common::tx::{Committed, TxFailure, TxOp, DEFAULT_DIR_MODE, DEFAULT_FILE_MODE};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -223,7 +223,7 @@ pub struct ApplyOptions {
     /// Stage everything, then ask on stdin before committing.
     pub confirm: bool,
     /// Told of each upload's progress.
-    pub progress: Option<super::ProgressFn>,
+    pub progress: Option<dfs_client::tx::ProgressFn>,
 }
 
 /// What `apply` committed: the transaction, its operations (one per line of the batch)
@@ -319,7 +319,7 @@ pub async fn apply(
 }
 
 fn push(tx: &mut Transaction, op: TxOp) {
-    tx.ops.push(op);
+    tx.push(op);
 }
 
 /// "line N: why", for a failure of a batch read from a file.

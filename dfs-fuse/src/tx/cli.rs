@@ -8,7 +8,7 @@
 
 use super::batch::{apply, parse, remote_path, ApplyOptions, EXIT_SYNTAX};
 use super::show;
-use super::TxClient;
+use dfs_client::tx::TxClient;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

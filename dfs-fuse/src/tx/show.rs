@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 pub const PROGRESS_FROM: u64 = 8 << 20;
 
 /// Progress of the staged uploads of large files, one at a time.
-pub fn upload_progress() -> super::ProgressFn {
+pub fn upload_progress() -> dfs_client::tx::ProgressFn {
     let current: Mutex<Option<(String, Progress)>> = Mutex::new(None);
     Arc::new(move |path: &str, sent: u64, total: u64| {
         if total < PROGRESS_FROM {

@@ -69,6 +69,7 @@ const MAX_BATCHES_PER_COMMIT: usize = 4096;
 
 pub fn db_err<E: Into<redb::Error>>(e: E) -> FsError {
     let e: redb::Error = e.into();
+    crate::storage_failure::note("lock database", &e);
     if let redb::Error::Io(io) = &e {
         if matches!(io.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) {
             return FsError::NoSpace;

@@ -34,6 +34,7 @@ pub const META_NAMES_INDEXED: &str = "names_indexed";
 /// Maps any redb error to the error users see.
 pub fn db_err<E: Into<redb::Error>>(e: E) -> FsError {
     let e: redb::Error = e.into();
+    crate::storage_failure::note("metadata database", &e);
     if let redb::Error::Io(io) = &e {
         if matches!(io.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) {
             return FsError::NoSpace;

@@ -11,8 +11,8 @@ mod mountpoint;
 mod options;
 
 use daemon::StatusPipe;
+use dfs_client::{CacheManager, CacheOptions};
 use dfs_fuse::fuse::{deliver_invalidations, DfsFs};
-use dfs_fuse::{CacheManager, CacheOptions};
 use fuser::{Config, MountOption, SessionACL};
 use mountpoint::{clear_stale_mount, detach, is_root, user_may_allow_other};
 use options::{Args, Protection};
@@ -184,7 +184,7 @@ fn run(args: Args, cache_dir: PathBuf, status: &mut StatusPipe) -> Result<(), St
     })?;
     if args.protection == Protection::Privacy {
         if rt.block_on(dfs_fuse::login::has_realm(&args.server)) {
-            dfs_fuse::privacy::set_privacy(true);
+            dfs_client::privacy::set_privacy(true);
             log::info!("protection level: privacy (bodies encrypted with the session key)");
         } else {
             log::info!(
@@ -199,7 +199,7 @@ fn run(args: Args, cache_dir: PathBuf, status: &mut StatusPipe) -> Result<(), St
             .map_err(|e| format!("--metrics-listen {addr}: {e}"))?;
         log::info!("metrics at http://{bound}/metrics");
     }
-    dfs_fuse::spawn_background(&mgr);
+    dfs_client::spawn_background(&mgr);
 
     let mut config = Config::default();
     config.mount_options = vec![

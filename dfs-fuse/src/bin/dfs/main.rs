@@ -231,7 +231,7 @@ async fn run(cmd: Command, json: bool) -> Result<(), (u8, String)> {
 /// The cluster behind the mount's server: members, copies, repair (`/v1/cluster/status`),
 /// or why it is unknown.
 async fn cluster_of(server: &str) -> Result<dfs_common::cluster::ClusterStatus, String> {
-    let remote = dfs_fuse::remote::Remote::new(server);
+    let remote = dfs_client::remote::Remote::new(server);
     remote
         .get(dfs_common::cluster::STATUS_PATH)
         .await
