@@ -28,7 +28,10 @@ fn requests_in(log: &Path) -> Vec<(String, String, Value)> {
 fn a_request_id_logged_by_the_mount_is_in_the_servers_log() {
     // SAFETY of the test: this binary has this one test, so no other thread reads the
     // environment while it changes; the daemons inherit it.
-    std::env::set_var("RUST_LOG", "info,dfs_fuse=debug,dfs_server=debug");
+    std::env::set_var(
+        "RUST_LOG",
+        "info,dfs_fuse=debug,dfs_client=debug,dfs_server=debug",
+    );
     let tmp = tempfile::TempDir::new().unwrap();
     let json = ["--log-format", "json"];
     let server = Server::start(&tmp.path().join("data"), free_port(), &json);
