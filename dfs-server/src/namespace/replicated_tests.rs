@@ -65,6 +65,14 @@ fn records(ns: &Namespace, id: u64) -> Option<(u64, bool)> {
     .unwrap()
 }
 
+/// Applies a recorded mkdir that must succeed.
+fn recorded(ns: &Namespace, name: &str, id: u64) -> NsOutcome {
+    ns.apply_recorded(mkdir(name), &Rec(id))
+        .unwrap()
+        .outcome
+        .unwrap()
+}
+
 fn replica(dir: &tempfile::TempDir, name: &str) -> Namespace {
     Namespace::open_replicated(&dir.path().join(name), 0o755).unwrap()
 }
@@ -89,10 +97,7 @@ fn a_command_and_its_record_commit_together_and_a_retry_is_not_applied() {
 fn a_failed_command_is_recorded_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let ns = replica(&dir, "a.redb");
-    ns.apply_recorded(mkdir("d"), &Rec(1))
-        .unwrap()
-        .outcome
-        .unwrap();
+    recorded(&ns, "d", 1);
     let count = ns.inode_count().unwrap();
     let failed = ns.apply_recorded(mkdir("d"), &Rec(2)).unwrap();
     assert_eq!(failed.outcome, Err(FsError::Exists));
@@ -120,18 +125,12 @@ fn replicas_hand_out_the_same_numbers_across_restarts() {
 fn a_copy_carries_every_table_and_replaces_the_target_whole() {
     let dir = tempfile::tempdir().unwrap();
     let a = replica(&dir, "a.redb");
-    a.apply_recorded(mkdir("kept"), &Rec(1))
-        .unwrap()
-        .outcome
-        .unwrap();
+    recorded(&a, "kept", 1);
     let copy = redb::Database::create(dir.path().join("copy.redb")).unwrap();
     a.export(&[&RECORDS], &copy).unwrap();
 
     let b = replica(&dir, "b.redb");
-    b.apply_recorded(mkdir("dropped"), &Rec(9))
-        .unwrap()
-        .outcome
-        .unwrap();
+    recorded(&b, "dropped", 9);
     b.import(&[&RECORDS], &copy).unwrap();
     assert_eq!(b.lookup(ROOT_INO, b"kept"), a.lookup(ROOT_INO, b"kept"));
     assert_eq!(b.lookup(ROOT_INO, b"dropped"), Err(FsError::NotFound));
@@ -147,10 +146,7 @@ fn a_copy_carries_every_table_and_replaces_the_target_whole() {
 fn a_copy_refuses_a_table_nobody_named() {
     let dir = tempfile::tempdir().unwrap();
     let a = replica(&dir, "a.redb");
-    a.apply_recorded(mkdir("d"), &Rec(1))
-        .unwrap()
-        .outcome
-        .unwrap();
+    recorded(&a, "d", 1);
     let copy = redb::Database::create(dir.path().join("copy.redb")).unwrap();
     assert!(matches!(a.export(&[], &copy), Err(FsError::Io(_))));
 }

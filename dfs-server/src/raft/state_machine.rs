@@ -246,11 +246,10 @@ impl RaftStateMachine<TypeConfig> for NsStateMachine {
 
     async fn applied_state(&mut self) -> Result<(Option<LogId<NodeId>>, Membership), StorageError> {
         let ns = self.ns.clone();
+        // The outer error is the namespace's (opening the read), the inner one ours.
         blocking(move || {
-            let got = ns
-                .read_beside(|txn| Ok(applied_in(txn)))
-                .map_err(read_failed)?;
-            got
+            ns.read_beside(|txn| Ok(applied_in(txn)))
+                .map_err(read_failed)?
         })
         .await
     }
