@@ -12,6 +12,8 @@
 //! - `http`: the hyper server, routing, authentication hook, error answers.
 //! - `kdc`, `auth`: the security service: the realm's KDC, ticket checks, permissions.
 //! - `services`: the services wired together and the promise/break ordering rule.
+//! - `raft`: the directory service on a Raft log (openraft): log storage, the namespace as
+//!   its state machine, snapshots; not yet wired into the server.
 //! - `storage_failure`: a database whose storage failed an I/O, which the server stops on.
 //!
 //! The binary (`main.rs`) owns the command line, the runtime and signals.
@@ -26,6 +28,7 @@ pub mod http;
 pub mod kdc;
 pub mod lock;
 pub mod namespace;
+pub mod raft;
 pub mod services;
 pub mod storage_failure;
 pub mod tx;
