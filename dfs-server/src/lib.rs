@@ -14,6 +14,8 @@
 //! - `metrics`: the node's Prometheus metrics and who may read them.
 //! - `config`: every option of a node, from the command line and a TOML file.
 //! - `services`: the services wired together and the promise/break ordering rule.
+//! - `raft`: the directory service on a Raft log (openraft): log storage, the namespace as
+//!   its state machine, snapshots; not yet wired into the server.
 //! - `storage_failure`: a database whose storage failed an I/O, which the server stops on.
 //!
 //! The binary (`main.rs`) owns the command line, the runtime and signals.
@@ -30,6 +32,7 @@ pub mod kdc;
 pub mod lock;
 pub mod metrics;
 pub mod namespace;
+pub mod raft;
 pub mod services;
 pub mod storage_failure;
 pub mod tx;

@@ -12,7 +12,7 @@ use dfs_common::FsError;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
 /// client id -> its 32-byte key.
-const CLIENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("clients");
+pub(super) const CLIENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("clients");
 
 impl Namespace {
     /// Records a new client, durably; `Exists` if the id is taken.

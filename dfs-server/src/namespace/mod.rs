@@ -25,6 +25,9 @@ mod reach;
 mod reach_tests;
 mod record;
 mod rename;
+mod replicated;
+#[cfg(test)]
+mod replicated_tests;
 mod special;
 #[cfg(test)]
 mod special_tests;
@@ -44,11 +47,13 @@ use dfs_common::proto::{XattrSet, READDIR_PAGE};
 use dfs_common::types::NAME_MAX;
 use dfs_common::{Attr, BlobId, FileKind, FsError, Ino, Timestamp, ROOT_INO};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 pub use durable::CommitSeq;
 pub use reach::Searchable;
 pub use record::InodeRecord;
+pub use replicated::{ApplyRecord, Recorded, TableCopy};
 use store::{db_err, load_inode, DIRENTS, GARBAGE, INODES, REFS};
 pub use xattr::{xattr_class, XattrClass, Xattrs};
 
@@ -63,7 +68,7 @@ const INO_GAP: u64 = 1 << 32;
 pub const DIR_SIZE: u64 = 4096;
 
 /// A change of a file's contents: the blob that now holds them and their size.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Contents {
     /// `None` for empty contents.
     pub blob: Option<BlobId>,
@@ -73,7 +78,8 @@ pub struct Contents {
 }
 
 /// One mutation of the namespace. Every field the result depends on is in the command.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Serializable: it is the payload of a Raft log entry (`crate::raft`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum NsCommand {
     /// `mode` is the caller's mode argument and `umask` its umask, not yet applied (the
     /// same for `Mkdir` and `Mknod`): the directory's default ACL, if it has one, stands
@@ -190,7 +196,7 @@ pub enum NsCommand {
 }
 
 /// What a command changed, so the caller can break callbacks and collect blobs.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NsOutcome {
     /// The attributes of the inode the command created or changed, if it has one.
     pub attr: Option<Attr>,
@@ -234,6 +240,17 @@ impl Namespace {
     /// Opens (or creates) the database at `path`. A fresh namespace gets its root directory
     /// (ino 1, owned by 0:0, permission bits `root_mode`, times `now`).
     pub fn open(path: &Path, root_mode: u32, now: Timestamp) -> Result<Namespace, FsError> {
+        Namespace::open_with(path, root_mode, now, true)
+    }
+
+    /// `open`, and `ino_gap`: whether this start moves the inode counter past its durable
+    /// value (a replica of a replicated namespace must not: see `open_replicated`).
+    fn open_with(
+        path: &Path,
+        root_mode: u32,
+        now: Timestamp,
+        ino_gap: bool,
+    ) -> Result<Namespace, FsError> {
         // Commits are made durable by one append to a log beside the file (crate::wal).
         let backend = crate::wal::WalFile::open(path).map_err(|e| db_err(redb::Error::Io(e)))?;
         let db = redb::Builder::new()
@@ -243,19 +260,21 @@ impl Namespace {
             db,
             group: durable::GroupCommit::default(),
         };
-        ns.init(root_mode, now)?;
+        ns.init(root_mode, now, ino_gap)?;
         Ok(ns)
     }
 
-    fn init(&self, root_mode: u32, now: Timestamp) -> Result<(), FsError> {
+    fn init(&self, root_mode: u32, now: Timestamp, ino_gap: bool) -> Result<(), FsError> {
         let txn = store::begin(&self.db)?;
         {
             let mut w = store::Writer::open(&txn)?;
             if w.inode(ROOT_INO)?.is_some() {
                 // A crash may have forgotten creates that were not durable yet, whose inode
                 // numbers clients still hold: never hand those numbers out again.
-                let next = w.meta(store::META_NEXT_INO)?.unwrap_or(ROOT_INO + 1);
-                w.set_meta(store::META_NEXT_INO, next.saturating_add(INO_GAP))?;
+                if ino_gap {
+                    let next = w.meta(store::META_NEXT_INO)?.unwrap_or(ROOT_INO + 1);
+                    w.set_meta(store::META_NEXT_INO, next.saturating_add(INO_GAP))?;
+                }
                 if w.index_names()? {
                     log::info!("namespace: built the index of names of every inode");
                 }
