@@ -36,6 +36,8 @@ need setpriv util-linux
 need iptables iptables
 need setfacl acl # ACLs on the mounts
 need setfattr attr # extended attributes on the mounts
+need systemd-analyze systemd # checks the shipped units (systemd need not run)
+need install coreutils # scripts/install.sh into a temporary prefix
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "scripts/test.sh: installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive

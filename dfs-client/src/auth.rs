@@ -52,10 +52,10 @@ static SEQ: AtomicU64 = AtomicU64::new(1);
 /// Makes `creds` the credentials of local user `uid` in this process.
 pub fn set_credentials(uid: u32, creds: Credentials) {
     log::info!(
-        "uid {uid} now acts as {}@{} (until unix time {})",
+        "uid {uid} now acts as {}@{} (for {} min)",
         creds.identity.principal,
         creds.identity.realm,
-        creds.expires
+        (creds.expires - dfs_common::Timestamp::now().secs).max(0) / 60
     );
     CREDS.lock().expect("creds").insert(uid, creds);
 }

@@ -7,6 +7,7 @@
 //! - `tx`: transactions: several file operations committed as one atomic unit.
 //! - `auth`: whose credentials a request uses; signing and checking (security service).
 //! - `privacy`: the protection level and sealed bodies.
+//! - `metrics`: the library's counts (cache answers, bytes, server requests, callbacks).
 //! - `port`: what the cache asks of a server (`Server`), the only way out of the cache.
 //! - `remote`: the port over HTTP; `replica_read`: reads from the nodes a server names.
 //! - `connect`: a cache manager wired to a server over HTTP.
@@ -21,6 +22,7 @@ pub mod callbacks;
 pub mod client;
 mod connect;
 mod file_hash;
+pub mod metrics;
 pub mod port;
 pub mod privacy;
 pub mod remote;

@@ -85,7 +85,9 @@ async fn read_one(
         .into_body()
         .map_err(|e| std::io::Error::other(e.to_string()))
         .boxed();
-    receive(body, attr, dest, true, NODE_TIMEOUT, None).await
+    receive(body, attr, dest, true, NODE_TIMEOUT, None).await?;
+    crate::metrics::BYTES_FETCHED.add(attr.size);
+    Ok(())
 }
 
 /// Writes a fetched body into `dest`: exactly `attr.size` bytes and, if `check`, bytes

@@ -6,10 +6,13 @@
 //! rules of POSIX ACLs in their xattr form (`acl`). It must not own policy: no sockets, no
 //! clocks beyond `Timestamp::now`, and no file I/O beyond `fileread::read_fresh` (reading a
 //! range into an unzeroed buffer, which both data paths need) and `private_files` (the one
-//! rule both daemons keep for their files at rest: 0700 directories, 0600 files).
+//! rule both daemons keep for their files at rest: 0700 directories, 0600 files). What
+//! every binary shares for operators: log set-up (`logging`), lock-free metric types
+//! (`metrics`) and man pages and completions from the command lines (`cli_docs`).
 
 pub mod acl;
 pub mod auth;
+pub mod cli_docs;
 pub mod client_id;
 pub mod cluster;
 pub mod codec;
@@ -17,6 +20,8 @@ pub mod error;
 pub mod fileread;
 pub mod hash;
 pub mod locks;
+pub mod logging;
+pub mod metrics;
 pub mod password;
 pub mod privacy;
 pub mod private_files;

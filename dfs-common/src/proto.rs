@@ -25,6 +25,61 @@ use serde::{Deserialize, Serialize};
 pub const HDR_CLIENT: &str = "x-dfs-client";
 /// Header with the error code of a failed request (see `FsError::code`).
 pub const HDR_ERROR: &str = "x-dfs-error";
+/// The kinds of `DirRequest`, in `DirRequest::kind_index` order (metrics, logs).
+pub const DIR_REQUEST_KINDS: &[&str] = &[
+    "lookup",
+    "getattr",
+    "readdir",
+    "create",
+    "create_open",
+    "mkdir",
+    "mknod",
+    "symlink",
+    "link",
+    "unlink",
+    "rmdir",
+    "rename",
+    "setattr",
+    "readlink",
+    "xattrs",
+    "setxattr",
+    "removexattr",
+    "validate",
+    "statfs",
+];
+
+impl DirRequest {
+    /// This request's kind: an index into `DIR_REQUEST_KINDS`.
+    pub fn kind_index(&self) -> usize {
+        match self {
+            DirRequest::Lookup { .. } => 0,
+            DirRequest::GetAttr { .. } => 1,
+            DirRequest::ReadDir { .. } => 2,
+            DirRequest::Create { .. } => 3,
+            DirRequest::CreateOpen { .. } => 4,
+            DirRequest::Mkdir { .. } => 5,
+            DirRequest::Mknod { .. } => 6,
+            DirRequest::Symlink { .. } => 7,
+            DirRequest::Link { .. } => 8,
+            DirRequest::Unlink { .. } => 9,
+            DirRequest::Rmdir { .. } => 10,
+            DirRequest::Rename { .. } => 11,
+            DirRequest::SetAttr { .. } => 12,
+            DirRequest::ReadLink { .. } => 13,
+            DirRequest::Xattrs { .. } => 14,
+            DirRequest::SetXattr { .. } => 15,
+            DirRequest::RemoveXattr { .. } => 16,
+            DirRequest::Validate { .. } => 17,
+            DirRequest::StatFs => 18,
+        }
+    }
+}
+
+/// A request's id, made by the client (16 hex digits) and logged by both sides at debug
+/// level, so one request can be followed from the mount's log to the server's. In a realm
+/// it is covered by the request's authenticator like every `x-dfs-*` header (the client
+/// adds it before signing); nothing but the logs reads it.
+pub const HDR_REQUEST_ID: &str = "x-dfs-request-id";
 /// Header with the error detail of a failed request.
 pub const HDR_DETAIL: &str = "x-dfs-detail";
 /// Header with hex-encoded bincode `Attr` on fetch answers.

@@ -1,6 +1,7 @@
 //! The mount's local control socket: how the `dfs` command talks to a running `dfs-mount`
 //! (take and drop locks the mount then keeps renewing, show status). One Unix socket per
-//! mount at `/run/dfs/<mountpoint with / as _>.sock`; each request is one length-prefixed
+//! mount at `/run/dfs/<mountpoint with / as _>.sock` (a mount of a user other than root:
+//! in `$XDG_RUNTIME_DIR/dfs/`, else `/tmp/dfs-UID/`); each request is one length-prefixed
 //! bincode message, and the caller's uid comes from the kernel (SO_PEERCRED), never from
 //! the message. Must not hold policy: it forwards to the cache manager.
 
@@ -46,14 +47,40 @@ pub enum ControlReply {
     Done,
 }
 
-/// Where the control socket of the mount at `mountpoint` lives.
-pub fn socket_path(mountpoint: &Path) -> PathBuf {
+/// Where root's mounts put their control sockets.
+const SYSTEM_SOCKET_DIR: &str = "/run/dfs";
+
+/// Where the mounts of the calling user put their control sockets: root's in `/run/dfs`
+/// (reachable by every user), another user's in their own runtime directory.
+fn own_socket_dir() -> PathBuf {
+    // SAFETY: geteuid cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    if uid == 0 {
+        return PathBuf::from(SYSTEM_SOCKET_DIR);
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d).join("dfs"),
+        _ => PathBuf::from(format!("/tmp/dfs-{uid}")),
+    }
+}
+
+fn socket_name(mountpoint: &Path) -> String {
     let name: String = mountpoint
         .to_string_lossy()
         .chars()
         .map(|c| if c == '/' { '_' } else { c })
         .collect();
-    PathBuf::from("/run/dfs").join(format!("{name}.sock"))
+    format!("{name}.sock")
+}
+
+/// Where the control socket of the mount at `mountpoint` lives: root's mount's socket if
+/// there is one, else the calling user's own.
+pub fn socket_path(mountpoint: &Path) -> PathBuf {
+    let system = Path::new(SYSTEM_SOCKET_DIR).join(socket_name(mountpoint));
+    if system.exists() {
+        return system;
+    }
+    own_socket_dir().join(socket_name(mountpoint))
 }
 
 /// The lock owner of locks taken with the `dfs` command by `uid`: one per user per client,
@@ -85,15 +112,16 @@ pub fn serve(
     mountpoint: &Path,
     server: String,
 ) -> Result<PathBuf, FsError> {
-    let path = socket_path(mountpoint);
-    std::fs::create_dir_all("/run/dfs")?;
-    // Every user reaches the sockets in it (this daemon's umask is 077).
-    let dir = std::fs::metadata("/run/dfs")?;
-    if std::os::unix::fs::PermissionsExt::mode(&dir.permissions()) & 0o005 != 0o005 {
-        std::fs::set_permissions(
-            "/run/dfs",
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )?;
+    let dir = own_socket_dir();
+    let path = dir.join(socket_name(mountpoint));
+    std::fs::create_dir_all(&dir)?;
+    // Every user reaches root's sockets (this daemon's umask is 077); a user's mount is
+    // that user's alone (fusermount3 mounts it for its owner only).
+    let mode = std::fs::metadata(&dir)?.permissions();
+    if dir == Path::new(SYSTEM_SOCKET_DIR)
+        && std::os::unix::fs::PermissionsExt::mode(&mode) & 0o005 != 0o005
+    {
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
     }
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path)?;

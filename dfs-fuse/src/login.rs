@@ -249,7 +249,22 @@ async fn new_key(principal: &str, from_stdin: bool) -> Result<Key, String> {
     ))
 }
 
-pub async fn run(cmd: AuthCommand) -> Result<(), String> {
+/// `dfs whoami --json`.
+#[derive(Serialize)]
+struct WhoamiView<'a> {
+    principal: &'a str,
+    realm: &'a str,
+    uid: u32,
+    gid: u32,
+    admin: bool,
+    /// Unix seconds; `expires_local` is the same instant in local time.
+    expires: i64,
+    expires_local: String,
+    expired: bool,
+}
+
+/// `run`, with what it shows as JSON when `json`.
+pub async fn run(cmd: AuthCommand, json: bool) -> Result<(), String> {
     match cmd {
         AuthCommand::Login {
             principal,
@@ -282,11 +297,11 @@ pub async fn run(cmd: AuthCommand) -> Result<(), String> {
                 }
             }
             println!(
-                "logged in as {}@{} (uid {}) until unix time {}; credential cache {}; {handed} mount(s) now act for you",
+                "logged in as {}@{} (uid {}) until {}; credential cache {}; {handed} mount(s) now act for you",
                 cc.tgt.identity.principal,
                 cc.tgt.identity.realm,
                 cc.tgt.identity.uid,
-                cc.tgt.expires,
+                crate::show::when(cc.tgt.expires, Timestamp::now().secs),
                 path.display()
             );
             Ok(())
@@ -302,23 +317,31 @@ pub async fn run(cmd: AuthCommand) -> Result<(), String> {
         AuthCommand::Whoami => {
             let cc = read_ccache()?;
             let now = Timestamp::now().secs;
-            let left = cc.tgt.expires - now;
+            let (id, expires) = (&cc.tgt.identity, cc.tgt.expires);
+            if json {
+                return crate::show::json(&WhoamiView {
+                    principal: &id.principal,
+                    realm: &id.realm,
+                    uid: id.uid,
+                    gid: id.gid,
+                    admin: id.admin,
+                    expires,
+                    expires_local: crate::show::local_date(expires),
+                    expired: expires <= now,
+                });
+            }
             println!(
-                "principal: {}\nrealm: {}\nuid: {} gid: {}{}\nexpires: unix time {} ({})",
-                cc.tgt.identity.principal,
-                cc.tgt.identity.realm,
-                cc.tgt.identity.uid,
-                cc.tgt.identity.gid,
-                if cc.tgt.identity.admin {
-                    " (admin)"
+                "principal: {}\nrealm: {}\nuid: {} gid: {}{}\nexpires: {}{}",
+                id.principal,
+                id.realm,
+                id.uid,
+                id.gid,
+                if id.admin { " (admin)" } else { "" },
+                crate::show::when(expires, now),
+                if expires <= now {
+                    ": EXPIRED, run dfs login"
                 } else {
                     ""
-                },
-                cc.tgt.expires,
-                if left > 0 {
-                    format!("in {} min", left / 60)
-                } else {
-                    "EXPIRED: run dfs login".into()
                 }
             );
             Ok(())

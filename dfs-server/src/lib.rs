@@ -11,6 +11,8 @@
 //! - `tx`: the transaction service: staged blobs and atomic batches of file operations.
 //! - `http`: the hyper server, routing, authentication hook, error answers.
 //! - `kdc`, `auth`: the security service: the realm's KDC, ticket checks, permissions.
+//! - `metrics`: the node's Prometheus metrics and who may read them.
+//! - `config`: every option of a node, from the command line and a TOML file.
 //! - `services`: the services wired together and the promise/break ordering rule.
 //! - `raft`: the directory service on a Raft log (openraft): log storage, the namespace as
 //!   its state machine, snapshots; not yet wired into the server.
@@ -23,10 +25,12 @@ pub mod blobs;
 pub mod callbacks;
 pub mod clients;
 pub mod cluster;
+pub mod config;
 pub mod files;
 pub mod http;
 pub mod kdc;
 pub mod lock;
+pub mod metrics;
 pub mod namespace;
 pub mod raft;
 pub mod services;

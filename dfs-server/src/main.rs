@@ -1,20 +1,18 @@
-//! The `dfs-server` binary: command line, tokio runtime, signals, and wiring of the
-//! services. Must not implement any service itself.
+//! The `dfs-server` binary: settings (`dfs_server::config`), logging, tokio runtime,
+//! signals, readiness for the service manager, and wiring of the services. Must not
+//! implement any service itself.
 
-use clap::Parser;
 use dfs_common::Timestamp;
-use dfs_server::auth::AnonymousAccess;
 use dfs_server::blobs::{gc, journal, BlobStore};
 use dfs_server::callbacks::Registry;
 use dfs_server::cluster::key::ClusterKey;
 use dfs_server::cluster::{repair, replicate, scrub, Cluster, ClusterSettings};
+use dfs_server::config::Args;
 use dfs_server::http;
-use dfs_server::http::limits::{self, ConnLimits};
+use dfs_server::http::limits::{ConnLimits, Gate};
 use dfs_server::lock::{LockConfig, LockService};
 use dfs_server::namespace::Namespace;
 use dfs_server::services::{Services, Settings};
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,171 +24,37 @@ use tokio::sync::watch;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// dfs server node: runs the directory, file and callback services of dfs (an AFS-style
-/// distributed file system) in the foreground, serving HTTP/1.1 on one address.
-///
-/// SIGTERM or SIGINT stops it cleanly: no new connections, in-flight requests get about
-/// five seconds to finish, the metadata database is closed, exit status 0.
-/// Logging goes to stderr; set RUST_LOG (default: info).
-///
-/// `dfs-server init --realm NAME --data-dir DIR` creates a realm first (see
-/// `dfs-server init --help`); a data dir with a realm requires tickets.
-#[derive(Parser, Debug)]
-#[command(name = "dfs-server", version)]
-struct Args {
-    /// Directory holding this node's data: the metadata database (meta.redb), the lock
-    /// table (locks.redb) and the blob store (blobs/). Created if missing.
-    #[arg(long, value_name = "DIR")]
-    data_dir: PathBuf,
-
-    /// Address to listen on (HOST:PORT; port 0 picks a free one, logged at start).
-    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7070")]
-    listen: String,
-
-    /// Seconds an unreferenced blob (old contents of an overwritten or deleted file) is
-    /// kept before the garbage collector deletes it.
-    #[arg(long, value_name = "N", default_value_t = 300)]
-    gc_grace_secs: u64,
-
-    /// Largest file a store accepts, in bytes; a larger body is refused with 413.
-    #[arg(long, value_name = "BYTES", default_value_t = 1u64 << 40)]
-    max_file_size: u64,
-
-    /// Permission bits, in octal, of the root directory when a fresh namespace is
-    /// created (owned by uid 0, gid 0). An existing namespace keeps its root as it is.
-    #[arg(long, value_name = "OCTAL", default_value = "1777", value_parser = parse_octal)]
-    root_mode: u32,
-
-    /// Lock service: number of mutexes in the striped pool. A file id is hashed to one of
-    /// them, so lock operations on different ids run in parallel; memory is O(N), not
-    /// O(number of locks) (the lock table itself is on disk, DIR/locks.redb).
-    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
-    lock_pool_size: u64,
-
-    /// Lock service: seconds a lock is held after its grant or its holder's last renewal.
-    /// A client that crashes or is cut off loses its locks this long after its last renewal.
-    #[arg(long, value_name = "N", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
-    lock_lease_secs: u64,
-
-    /// Lock service: longest time, in seconds, one acquire request waits for conflicting
-    /// locks to go (a longer `wait_ms` is cut to this; clients ask again).
-    #[arg(long, value_name = "N", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=86_400))]
-    lock_max_wait_secs: u64,
-
-    /// Transactions: seconds an open transaction lives after its client last renewed or
-    /// used it. A client that disappears between staging and commit has its transaction
-    /// aborted and its staged blobs released this long after it went.
-    #[arg(long, value_name = "N", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
-    tx_lease_secs: u64,
-
-    /// Replication: other nodes of the cluster to join through (HOST:PORT, comma
-    /// separated). Gossip runs over UDP on the same port as HTTP. Needs --cluster-key-file.
-    #[arg(long, value_name = "HOST:PORT,...", value_delimiter = ',')]
-    peers: Vec<String>,
-
-    /// Replication: file with the cluster's shared secret (at least 32 bytes, mode 0600,
-    /// e.g. `head -c 32 /dev/urandom > cluster.key`). Gossip packets and node-to-node
-    /// requests without it are refused. Setting it makes this node a cluster member.
-    #[arg(long, value_name = "FILE")]
-    cluster_key_file: Option<PathBuf>,
-
-    /// Replication: this node's roles, comma separated: `directory,data` (the one node
-    /// holding the namespace, locks and callbacks; it stores blobs too) or `data` (a node
-    /// that only stores blobs).
-    #[arg(long, value_name = "ROLES", default_value = "directory,data", value_parser = parse_roles)]
-    roles: u8,
-
-    /// Replication: the address other nodes reach this one at (default: the listen
-    /// address; needed when listening on 0.0.0.0).
-    #[arg(long, value_name = "HOST:PORT")]
-    advertise: Option<SocketAddr>,
-
-    /// Replication: copies kept of every blob (capped at the number of data nodes).
-    #[arg(long, value_name = "R", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=16))]
-    replicas: u32,
-
-    /// Replication: copies that must be durable before a store is acknowledged (default:
-    /// a majority of R).
-    #[arg(long, value_name = "W", value_parser = clap::value_parser!(u32).range(1..=16))]
-    write_quorum: Option<u32>,
-
-    /// Replication: seconds a node declared dead keeps its place before its blobs are
-    /// copied to other nodes (a node that restarts sooner just catches up).
-    #[arg(long, value_name = "N", default_value_t = 60)]
-    dead_grace_secs: u64,
-
-    /// Replication: seconds between repair rounds (anti-entropy) on the directory node.
-    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=86_400))]
-    repair_interval_secs: u64,
-
-    /// Replication: the scrubber re-hashes every local blob once per this many seconds.
-    #[arg(long, value_name = "N", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
-    scrub_interval_secs: u64,
-    /// Realm only: what callers without a ticket may do. `none`: nothing but what a mount
-    /// does on its own (its callback channel, renewing and releasing its locks); `read`:
-    /// also what changes nothing (lookups, listings, attributes, fetches), as the modes
-    /// let `nobody` read; `write`: whatever the modes let `nobody` do. Ignored in an open
-    /// cell, where nothing is authenticated.
-    #[arg(long, value_name = "none|read|write", default_value = "none")]
-    anonymous: AnonymousAccess,
-
-    /// Connections: most open at once from everyone; more are answered 503 and closed
-    /// (counted in the log). Lowered to fit the process's file descriptor limit.
-    #[arg(long, value_name = "N", default_value_t = limits::DEFAULT_MAX_CONNECTIONS, value_parser = clap::value_parser!(u64).range(1..))]
-    max_connections: u64,
-
-    /// Connections: most open at once from one peer (an IPv4 address or an IPv6 /64).
-    #[arg(long, value_name = "N", default_value_t = limits::DEFAULT_MAX_PER_PEER, value_parser = clap::value_parser!(u64).range(1..))]
-    max_connections_per_peer: u64,
-
-    /// Connections: seconds from the first byte of a request to the end of its head.
-    #[arg(long, value_name = "N", default_value_t = limits::DEFAULT_HEADER_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..=86_400))]
-    header_timeout_secs: u64,
-
-    /// Connections: seconds a connection waits for its next request before it is closed.
-    #[arg(long, value_name = "N", default_value_t = limits::DEFAULT_IDLE_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..=86_400))]
-    idle_timeout_secs: u64,
-
-    /// Connections: seconds a request body may go without a byte, and an answer may wait
-    /// for the client to take one (between bytes, never in all: large stores stream for
-    /// as long as they move; lock waits and the callback channel are not cut).
-    #[arg(long, value_name = "N", default_value_t = limits::DEFAULT_BODY_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..=86_400))]
-    body_timeout_secs: u64,
-}
-
-fn parse_roles(s: &str) -> Result<u8, String> {
-    use dfs_common::cluster::{ROLE_DATA, ROLE_DIRECTORY};
-    let mut roles = 0;
-    for r in s.split(',').map(str::trim) {
-        roles |= match r {
-            "directory" => ROLE_DIRECTORY,
-            "data" => ROLE_DATA,
-            _ => return Err(format!("unknown role {r:?} (roles: directory, data)")),
-        };
-    }
-    if roles & ROLE_DATA == 0 {
-        return Err("every node stores blobs: include the data role".into());
-    }
-    Ok(roles)
-}
-
-fn parse_octal(s: &str) -> Result<u32, String> {
-    let v = u32::from_str_radix(s.trim_start_matches("0o"), 8)
-        .map_err(|e| format!("not an octal mode: {e}"))?;
-    if v > 0o7777 {
-        return Err("mode must be at most 7777".into());
-    }
-    Ok(v)
-}
-
 fn main() -> ExitCode {
     // Before any thread: what libraries create for us (redb's files) is private too.
     dfs_common::private_files::restrict_umask();
+    if let Some(done) =
+        dfs_common::cli_docs::generate_if_asked(<Args as clap::CommandFactory>::command)
+    {
+        return done;
+    }
     if std::env::args().nth(1).as_deref() == Some("init") {
         return dfs_server::kdc::cli::init_main();
     }
-    let args = Args::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let args = match dfs_server::config::parse(std::env::args_os().collect()) {
+        Ok(a) => a,
+        Err(e) => e.exit(),
+    };
+    if args.print_config {
+        return match dfs_server::config::to_toml(&args) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("dfs-server: cannot print the settings: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Err(e) = dfs_common::logging::init(args.log_format, None) {
+        eprintln!("dfs-server: cannot set up logging: {e}");
+        return ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("dfs-server")
@@ -397,7 +261,35 @@ async fn run(args: Args) -> Result<(), String> {
         conn_limits.idle_timeout,
         conn_limits.body_timeout
     );
-    http::serve(listener, svc, conn_limits, stop_rx).await;
+    let gate = Gate::new(conn_limits);
+    let registry = {
+        let (open, refused) = (gate.clone(), gate.tally.clone());
+        Arc::new(dfs_server::metrics::registry(
+            &svc,
+            move || open.open() as i64,
+            move || refused.refused_total() as i64,
+        ))
+    };
+    dfs_server::metrics::install(registry.clone(), args.metrics_anonymous);
+    if let Some(addr) = &args.metrics_listen {
+        let metrics_listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on --metrics-listen {addr}: {e}"))?;
+        log::info!(
+            "metrics at http://{}/metrics",
+            metrics_listener.local_addr().map_err(|e| e.to_string())?
+        );
+        tokio::spawn(dfs_server::metrics::serve_plain(
+            metrics_listener,
+            registry,
+            stop_rx.clone(),
+        ));
+    }
+    // A service manager (systemd's Type=notify) learns the node serves; without one
+    // (no NOTIFY_SOCKET) this does nothing.
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    http::serve(listener, svc, gate, stop_rx).await;
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
 
     sweeper.abort();
     let _ = journal_task.await;

@@ -28,6 +28,8 @@
 //!   mount of a cluster and read back, the convergence check, their bounds;
 //! - `realm`: a realm made with `dfs-server init` and requests signed as any of its
 //!   principals (tickets minted with its service key), kept whole to be replayed;
+//! - `ops`: the install script into a temporary prefix, the mount(8) helper in /sbin,
+//!   Prometheus scrapes;
 //! - `conns`: raw connections from chosen loopback addresses, a process's open files.
 //!
 //! Needs root (mounts) and release binaries: run `scripts/test.sh`, which builds them first.
@@ -42,6 +44,7 @@ pub mod fsops;
 pub mod http;
 pub mod measure;
 pub mod mount;
+pub mod ops;
 pub mod pair;
 pub mod procs;
 pub mod realm;
@@ -62,6 +65,7 @@ pub use fsops::*;
 pub use http::*;
 pub use measure::*;
 pub use mount::*;
+pub use ops::*;
 pub use pair::*;
 pub use procs::*;
 pub use realm::*;

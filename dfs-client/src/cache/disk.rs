@@ -197,6 +197,12 @@ impl DiskCache {
         self.index.lock().unwrap().total_bytes
     }
 
+    /// Bytes held, the limit of clean bytes, and the number of copies.
+    pub fn fill(&self) -> (u64, u64, usize) {
+        let idx = self.index.lock().unwrap();
+        (idx.total_bytes, self.limit_bytes, idx.entries.len())
+    }
+
     /// Records `ino` as held at `entry`, replacing (and deleting the file of) any other
     /// version. The file at `path(ino, entry.version)` must already be complete.
     ///

@@ -220,6 +220,7 @@ impl CacheManager {
         if let (Some(entry), Some(attr)) = (&entry, self.trusted_attr(ino)) {
             if entry.version == attr.version {
                 node.local.lock().unwrap().version = entry.version;
+                crate::metrics::CACHE.inc(crate::metrics::KIND_OPEN, crate::metrics::HIT);
                 return Ok(());
             }
         }
@@ -252,11 +253,13 @@ impl CacheManager {
         };
         match fetched {
             Ok(Fetched::NotModified(attr)) => {
+                crate::metrics::CACHE.inc(crate::metrics::KIND_OPEN, crate::metrics::REVALIDATED);
                 self.remember_attr(&attr, t);
                 node.local.lock().unwrap().version = attr.version;
                 Ok(())
             }
             Ok(Fetched::Fetched(attr)) => {
+                crate::metrics::CACHE.inc(crate::metrics::KIND_OPEN, crate::metrics::MISS);
                 let path = self.disk.path(ino, attr.version);
                 if let Err(e) = std::fs::rename(&part, &path) {
                     let _ = std::fs::remove_file(&part);

@@ -236,6 +236,11 @@ impl CacheManager {
         }
     }
 
+    /// How full the disk cache is: bytes held, the limit of clean bytes, copies.
+    pub fn cache_fill(&self) -> (u64, u64, usize) {
+        self.disk.fill()
+    }
+
     /// Makes the cache index durable, so the next mount revalidates these copies instead
     /// of fetching them again (called at a clean unmount).
     pub fn persist_cache_index(&self) -> Result<(), FsError> {
@@ -296,10 +301,12 @@ impl CacheManager {
         };
         self.validity.generation.fetch_add(1, Ordering::SeqCst);
         self.validity.channel_up.store(true, Ordering::SeqCst);
+        crate::metrics::CHANNEL_CONNECTS.inc();
         restarted
     }
 
     pub(crate) fn channel_lost(&self) {
+        crate::metrics::CHANNEL_LOSSES.inc();
         self.validity.channel_up.store(false, Ordering::SeqCst);
         self.validity.generation.fetch_add(1, Ordering::SeqCst);
     }
@@ -309,6 +316,7 @@ impl CacheManager {
     }
 
     pub(crate) fn break_ino(&self, ino: Ino) {
+        crate::metrics::BREAKS_RECEIVED.inc();
         self.validity.breaks.fetch_add(1, Ordering::SeqCst);
         self.meta.lock().unwrap().forget_ino(ino);
         self.invalidate(Invalidation::Inode(ino));

@@ -136,6 +136,7 @@ impl Remote {
         // Signed fetches check the contents against the (signed) blob id.
         crate::replica_read::receive(body, &attr, dest, signed.is_some(), IDLE_TIMEOUT, progress)
             .await?;
+        crate::metrics::BYTES_FETCHED.add(attr.size);
         Ok(FetchOutcome::Done(Fetched::Fetched(attr)))
     }
 
@@ -223,6 +224,9 @@ impl Remote {
             Self::stored_attr(resp, signed.as_ref()).await
         }
         .await;
+        if result.is_ok() {
+            crate::metrics::BYTES_STORED.add(len);
+        }
         result
     }
 
@@ -241,7 +245,11 @@ impl Remote {
             .body(body)
             .map_err(|e| FsError::Invalid(e.to_string()))?;
         let resp = self.send(http_req).await?;
-        Self::stored_attr(resp, None).await
+        let stored = Self::stored_attr(resp, None).await;
+        if let Ok(attr) = &stored {
+            crate::metrics::BYTES_STORED.add(attr.size);
+        }
+        stored
     }
 
     /// The start of a store of `ino`, fenced by `fence` if the writer holds the lock, and

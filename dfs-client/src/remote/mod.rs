@@ -46,6 +46,18 @@ pub(crate) const INLINE_IO: u64 = 128 << 10;
 /// Chunk size for streaming file bodies.
 const CHUNK: usize = 1 << 20;
 
+/// A new request id: 16 hex digits, a random start per process, then counting up.
+fn next_request_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: std::sync::LazyLock<AtomicU64> = std::sync::LazyLock::new(|| {
+        let mut seed = [0u8; 8];
+        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed);
+        // The top bit stays clear: ids never wrap within a process's life.
+        AtomicU64::new(u64::from_le_bytes(seed) >> 1)
+    });
+    format!("{:016x}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
 /// Told how many bytes of a file have been read for sending so far.
 pub type Progress = std::sync::Arc<dyn Fn(u64) + Send + Sync>;
 
@@ -126,11 +138,12 @@ impl Remote {
         self.identity.as_ref().map_or(0, |i| i.client())
     }
 
-    /// A request to `path`, with this client's proof of identity.
+    /// A request to `path`, with its request id and this client's proof of identity.
     fn request(&self, method: Method, path: &str) -> hyper::http::request::Builder {
         let mut b = Request::builder()
             .method(method.clone())
-            .uri(format!("{}{}", self.base, path));
+            .uri(format!("{}{}", self.base, path))
+            .header(proto::HDR_REQUEST_ID, next_request_id());
         if let Some((client, proof)) = self
             .identity
             .as_ref()
@@ -144,7 +157,36 @@ impl Remote {
     }
 
     async fn send(&self, req: Request<Body>) -> Result<Response<hyper::body::Incoming>, FsError> {
-        let resp = self.http.request(req).await.map_err(unavailable)?;
+        let started = std::time::Instant::now();
+        let method = crate::metrics::method_index(req.method());
+        // Only for the debug line: the id, method and path of the request.
+        let traced = tracing::enabled!(tracing::Level::DEBUG).then(|| {
+            let id = req
+                .headers()
+                .get(proto::HDR_REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+                .to_string();
+            (id, req.method().clone(), req.uri().path().to_string())
+        });
+        crate::metrics::SERVER_REQUESTS.inc(method);
+        let sent = self.http.request(req).await;
+        crate::metrics::SERVER_LATENCY.observe(method, started.elapsed());
+        if let Some((id, m, path)) = traced {
+            match &sent {
+                Ok(r) => tracing::debug!(
+                    request_id = %id,
+                    "{m} {path} -> {} in {:?}",
+                    r.status().as_u16(),
+                    started.elapsed()
+                ),
+                Err(e) => tracing::debug!(request_id = %id, "{m} {path} failed: {e}"),
+            }
+        }
+        if sent.is_err() {
+            crate::metrics::SERVER_ERRORS.inc();
+        }
+        let resp = sent.map_err(unavailable)?;
         // Every answer names the server's epoch, which our proofs must carry.
         if let Some(identity) = &self.identity {
             let epoch = resp

@@ -68,6 +68,7 @@ pub(super) fn open(fs: &DfsFs, req: &Request, ino: INodeNo, flags: OpenFlags, re
     let opener = Opener::of(fs);
     // A read-only open of a current cached copy is answered here, without a hop.
     if let Some(opened) = fs.mgr.try_open_cached(ino.0, flags.0) {
+        crate::metrics::CACHE.inc(crate::metrics::KIND_OPEN, crate::metrics::HIT);
         return match opened {
             Ok(opened) => reply_opened(&opener, ino.0, flags.0, opened, reply),
             Err(e) => reply.error(errno(&e)),

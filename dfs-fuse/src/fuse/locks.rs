@@ -49,45 +49,48 @@ pub fn setlk(
     reply: ReplyEmpty,
 ) {
     // Locks are taken for, and checked against, the caller (their credentials in a realm).
-    rt.spawn(dfs_client::auth::as_uid(uid, async move {
-        let result = match mode_of(typ) {
-            None => {
-                let req = ReleaseRequest {
-                    ino,
-                    class: LockClass::Advisory,
-                    owner,
-                    range: Some(range(start, end)),
-                };
-                match mgr.lock_release(req).await {
-                    // POSIX: unlocking what is not locked is not an error.
-                    Ok(_) | Err(FsError::NotFound) => Ok(()),
-                    Err(e) => Err(e),
+    rt.spawn(super::answered_in_task(dfs_client::auth::as_uid(
+        uid,
+        async move {
+            let result = match mode_of(typ) {
+                None => {
+                    let req = ReleaseRequest {
+                        ino,
+                        class: LockClass::Advisory,
+                        owner,
+                        range: Some(range(start, end)),
+                    };
+                    match mgr.lock_release(req).await {
+                        // POSIX: unlocking what is not locked is not an error.
+                        Ok(_) | Err(FsError::NotFound) => Ok(()),
+                        Err(e) => Err(e),
+                    }
                 }
+                Some(mode) => {
+                    let req = LockRequest {
+                        ino,
+                        class: LockClass::Advisory,
+                        mode,
+                        range: range(start, end),
+                        owner,
+                        pid,
+                        label: dfs_client::cache::locks::label_for(uid),
+                        wait_ms: 0,
+                    };
+                    let wait = if sleep {
+                        mgr.lock_wait()
+                    } else {
+                        Duration::ZERO
+                    };
+                    mgr.lock_acquire(req, wait).await.map(|_| ())
+                }
+            };
+            match result {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
             }
-            Some(mode) => {
-                let req = LockRequest {
-                    ino,
-                    class: LockClass::Advisory,
-                    mode,
-                    range: range(start, end),
-                    owner,
-                    pid,
-                    label: dfs_client::cache::locks::label_for(uid),
-                    wait_ms: 0,
-                };
-                let wait = if sleep {
-                    mgr.lock_wait()
-                } else {
-                    Duration::ZERO
-                };
-                mgr.lock_acquire(req, wait).await.map(|_| ())
-            }
-        };
-        match result {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
-    }));
+        },
+    )));
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -103,32 +106,35 @@ pub fn getlk(
     uid: u32,
     reply: ReplyLock,
 ) {
-    rt.spawn(dfs_client::auth::as_uid(uid, async move {
-        let Some(mode) = mode_of(typ) else {
-            return reply.error(fuser::Errno::EINVAL);
-        };
-        let req = LockRequest {
-            ino,
-            class: LockClass::Advisory,
-            mode,
-            range: range(start, end),
-            owner,
-            pid,
-            label: String::new(),
-            wait_ms: 0,
-        };
-        match mgr.lock_test(req).await {
-            Ok(None) => reply.locked(start, end, libc::F_UNLCK, 0),
-            Ok(Some(h)) => {
-                let typ = match h.mode {
-                    LockMode::Shared => libc::F_RDLCK,
-                    LockMode::Exclusive => libc::F_WRLCK,
-                };
-                reply.locked(h.range.start, kernel_end(h.range.end), typ, h.pid)
+    rt.spawn(super::answered_in_task(dfs_client::auth::as_uid(
+        uid,
+        async move {
+            let Some(mode) = mode_of(typ) else {
+                return reply.error(fuser::Errno::EINVAL);
+            };
+            let req = LockRequest {
+                ino,
+                class: LockClass::Advisory,
+                mode,
+                range: range(start, end),
+                owner,
+                pid,
+                label: String::new(),
+                wait_ms: 0,
+            };
+            match mgr.lock_test(req).await {
+                Ok(None) => reply.locked(start, end, libc::F_UNLCK, 0),
+                Ok(Some(h)) => {
+                    let typ = match h.mode {
+                        LockMode::Shared => libc::F_RDLCK,
+                        LockMode::Exclusive => libc::F_WRLCK,
+                    };
+                    reply.locked(h.range.start, kernel_end(h.range.end), typ, h.pid)
+                }
+                Err(e) => reply.error(errno(&e)),
             }
-            Err(e) => reply.error(errno(&e)),
-        }
-    }));
+        },
+    )));
 }
 
 /// Releases every advisory lock `owner` holds on `ino` (close of a POSIX lock holder's

@@ -17,6 +17,7 @@ mod locks;
 mod passthrough;
 mod xattr;
 
+use crate::metrics;
 use attrs::{errno, file_attr, ttl_for};
 use dfs_client::cache::{CacheManager, Invalidation};
 use dfs_common::types::SetTime;
@@ -60,13 +61,35 @@ impl DfsFs {
     }
 
     /// Runs a request's work on the runtime on behalf of the user who made it, so that
-    /// it uses that user's credentials (`crate::auth`).
+    /// it uses that user's credentials (`dfs_client::auth`). The request's timing goes with it
+    /// (`crate::metrics`), and so does a debug span naming the request's kind, so that
+    /// the requests it sends to the server (each with its request id) are logged under it.
     fn spawn_as<F>(&self, req: &Request, f: F)
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
-        self.rt.spawn(dfs_client::auth::as_uid(req.uid(), f));
+        self.rt
+            .spawn(answered_in_task(dfs_client::auth::as_uid(req.uid(), f)));
     }
+}
+
+/// `f`, carrying the timing of the FUSE request being handled on this thread (recorded
+/// when `f` ends) and, at debug level, a span naming the request's kind.
+pub(crate) fn answered_in_task<F>(f: F) -> impl std::future::Future<Output = ()> + Send + 'static
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    use tracing::Instrument;
+    let timer = crate::metrics::carry();
+    let span = match &timer {
+        Some(t) => tracing::debug_span!("fuse", op = t.op().name()),
+        None => tracing::Span::none(),
+    };
+    async move {
+        f.await;
+        drop(timer);
+    }
+    .instrument(span)
 }
 
 /// Starts the thread that hands callback breaks to the kernel.
@@ -148,9 +171,17 @@ impl Filesystem for DfsFs {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let _op = crate::metrics::begin(crate::metrics::FuseOp::Lookup);
         // Cache hits are answered here, without a hop to the runtime (the kernel checks
         // permissions itself on the attributes: default_permissions).
-        match self.mgr.try_lookup_cached(parent.0, name.as_bytes()) {
+        let cached = self.mgr.try_lookup_cached(parent.0, name.as_bytes());
+        let result = if cached.is_some() {
+            metrics::HIT
+        } else {
+            metrics::MISS
+        };
+        metrics::CACHE.inc(metrics::KIND_LOOKUP, result);
+        match cached {
             Some(Ok(attr)) => {
                 let ttl = ttl_for(&self.mgr, attr.ino);
                 return reply.entry(&ttl, &file_attr(&attr), Generation(0));
@@ -172,7 +203,15 @@ impl Filesystem for DfsFs {
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        if let Some(attr) = self.mgr.try_getattr_cached(ino.0) {
+        let _op = crate::metrics::begin(crate::metrics::FuseOp::Getattr);
+        let cached = self.mgr.try_getattr_cached(ino.0);
+        let result = if cached.is_some() {
+            metrics::HIT
+        } else {
+            metrics::MISS
+        };
+        metrics::CACHE.inc(metrics::KIND_GETATTR, result);
+        if let Some(attr) = cached {
             return reply.attr(&ttl_for(&self.mgr, attr.ino), &file_attr(&attr));
         }
         let mgr = self.mgr.clone();
@@ -202,6 +241,7 @@ impl Filesystem for DfsFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let _op = crate::metrics::begin(crate::metrics::FuseOp::Setattr);
         let mgr = self.mgr.clone();
         let mode = mode.map(|m| m & 0o7777);
         let (atime, mtime) = (set_time(atime), set_time(mtime));
@@ -214,6 +254,7 @@ impl Filesystem for DfsFs {
     }
 
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
+        let _op = crate::metrics::begin(crate::metrics::FuseOp::Readlink);
         let mgr = self.mgr.clone();
         self.spawn_as(req, async move {
             match mgr.readlink(ino.0).await {
@@ -232,6 +273,7 @@ impl Filesystem for DfsFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
+        let _op = crate::metrics::begin(crate::metrics::FuseOp::Mkdir);
         entries::mkdir(self, req, parent, name, mode, umask, reply)
     }
 
@@ -245,14 +287,17 @@ impl Filesystem for DfsFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
+        let _op = crate::metrics::begin(crate::metrics::FuseOp::Mknod);
         entries::mknod(self, req, parent, name, mode, umask, rdev, reply)
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _op = crate::metrics::begin(crate::metrics::FuseOp::Unlink);
         entries::unlink(self, req, parent, name, reply)
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _op = crate::metrics::begin(crate::metrics::FuseOp::Rmdir);
         entries::rmdir(self, req, parent, name, reply)
     }
 
@@ -264,6 +309,7 @@ impl Filesystem for DfsFs {
         target: &std::path::Path,
         reply: ReplyEntry,
     ) {
+        let _op = crate::metrics::begin(crate::metrics::FuseOp::Symlink);
         entries::symlink(self, req, parent, link_name, target, reply)
     }
 
@@ -277,6 +323,7 @@ impl Filesystem for DfsFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        let _op = crate::metrics::begin(crate::metrics::FuseOp::Rename);
         entries::rename(self, req, parent, name, newparent, newname, flags, reply)
     }
 
@@ -288,10 +335,12 @@ impl Filesystem for DfsFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
+        let _op = crate::metrics::begin(crate::metrics::FuseOp::Link);
         entries::link(self, req, ino, newparent, newname, reply)
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let _op = crate::metrics::begin(crate::metrics::FuseOp::Open);
         files::open(self, req, ino, flags, reply)
     }
 
@@ -306,6 +355,7 @@ impl Filesystem for DfsFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        let _op = crate::metrics::begin(crate::metrics::FuseOp::Read);
         files::read(self, req, fh, offset, size, reply)
     }
 
@@ -321,6 +371,7 @@ impl Filesystem for DfsFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        let _op = crate::metrics::begin(crate::metrics::FuseOp::Write);
         files::write(self, fh, offset, data, reply)
     }
 
@@ -332,6 +383,7 @@ impl Filesystem for DfsFs {
         lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        let _op = crate::metrics::begin(crate::metrics::FuseOp::Flush);
         files::flush(self, req, ino, fh, lock_owner, reply)
     }
 
@@ -345,6 +397,7 @@ impl Filesystem for DfsFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        let _op = crate::metrics::begin(crate::metrics::FuseOp::Release);
         files::release(self, ino, fh, lock_owner, reply)
     }
 
@@ -360,6 +413,7 @@ impl Filesystem for DfsFs {
         pid: u32,
         reply: ReplyLock,
     ) {
+        let _op = crate::metrics::begin(crate::metrics::FuseOp::Getlk);
         let mgr = self.mgr.clone();
         let (owner, uid) = (lock_owner.0, req.uid());
         locks::getlk(
@@ -380,6 +434,7 @@ impl Filesystem for DfsFs {
         sleep: bool,
         reply: ReplyEmpty,
     ) {
+        let _op = crate::metrics::begin(crate::metrics::FuseOp::Setlk);
         self.quiet.locked_through(fh.0, lock_owner.0);
         let mgr = self.mgr.clone();
         let (owner, uid) = (lock_owner.0, req.uid());
@@ -396,10 +451,12 @@ impl Filesystem for DfsFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        let _op = crate::metrics::begin(crate::metrics::FuseOp::Fsync);
         files::fsync(self, req, fh, reply)
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let _op = crate::metrics::begin(crate::metrics::FuseOp::Opendir);
         dirs::opendir(self, req, ino, reply)
     }
 
@@ -411,6 +468,7 @@ impl Filesystem for DfsFs {
         offset: u64,
         reply: ReplyDirectory,
     ) {
+        let _op = crate::metrics::begin(crate::metrics::FuseOp::Readdir);
         dirs::readdir(self, ino, fh, offset, reply)
     }
 
@@ -422,6 +480,7 @@ impl Filesystem for DfsFs {
         offset: u64,
         reply: ReplyDirectoryPlus,
     ) {
+        let _op = crate::metrics::begin(crate::metrics::FuseOp::Readdirplus);
         dirs::readdirplus(self, ino, fh, offset, reply)
     }
 
@@ -433,10 +492,12 @@ impl Filesystem for DfsFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
+        let _op = crate::metrics::begin(crate::metrics::FuseOp::Releasedir);
         dirs::releasedir(self, fh, reply)
     }
 
     fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let _op = crate::metrics::begin(crate::metrics::FuseOp::Statfs);
         let mgr = self.mgr.clone();
         self.spawn_as(req, async move {
             match mgr.statfs().await {
@@ -468,18 +529,22 @@ impl Filesystem for DfsFs {
         position: u32,
         reply: ReplyEmpty,
     ) {
+        let _op = crate::metrics::begin(crate::metrics::FuseOp::Setxattr);
         xattr::setxattr(self, req, ino, name, value, flags, position, reply)
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let _op = crate::metrics::begin(crate::metrics::FuseOp::Getxattr);
         xattr::getxattr(self, req, ino, name, size, reply)
     }
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let _op = crate::metrics::begin(crate::metrics::FuseOp::Listxattr);
         xattr::listxattr(self, req, ino, size, reply)
     }
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _op = crate::metrics::begin(crate::metrics::FuseOp::Removexattr);
         xattr::removexattr(self, req, ino, name, reply)
     }
 
@@ -493,6 +558,7 @@ impl Filesystem for DfsFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        let _op = crate::metrics::begin(crate::metrics::FuseOp::Create);
         files::create(self, req, parent, name, mode, umask, flags, reply)
     }
 }

@@ -22,22 +22,19 @@
 //! it. LOCAL paths are local files, relative to the current directory. Preconditions refer
 //! to the state before the batch, wherever they stand in the file.
 //!
-//! Owns: the format and the command's output. Must not talk to the server except through
-//! `Transaction`.
+//! Owns: the format and running a batch. Must not talk to the server except through
+//! `Transaction`, or print (`super::cli` shows what happened).
 
 use dfs_client::tx::{Transaction, TxClient, TxError};
-use dfs_common::tx::{show_path, Committed, TxFailure, TxOp, DEFAULT_DIR_MODE, DEFAULT_FILE_MODE};
+use dfs_common::tx::{Committed, TxFailure, TxOp, DEFAULT_DIR_MODE, DEFAULT_FILE_MODE};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Exit status: the batch failed (precondition, operation, lock wait) and nothing changed.
 pub const EXIT_FAILED: u8 = 3;
 /// Exit status: the batch file is malformed.
 pub const EXIT_SYNTAX: u8 = 2;
-/// Files at least this large show upload progress.
-pub const PROGRESS_FROM: u64 = 8 << 20;
 
 /// One operation of a batch file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -219,72 +216,32 @@ pub fn parse(text: &str, mount: Option<&Path>) -> Result<Batch, String> {
 }
 
 /// Options of `dfs tx apply`.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ApplyOptions {
     /// How long the commit waits for writers of files the batch replaces.
     pub lock_wait: Duration,
     /// Stage everything, then ask on stdin before committing.
     pub confirm: bool,
+    /// Told of each upload's progress.
+    pub progress: Option<dfs_client::tx::ProgressFn>,
 }
 
-fn human(n: u64) -> String {
-    if n >= 1 << 30 {
-        format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64)
-    } else if n >= 1 << 20 {
-        format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64)
-    } else {
-        format!("{n} bytes")
-    }
+/// What `apply` committed: the transaction, its operations (one per line of the batch)
+/// and their results.
+pub struct Applied {
+    pub id: dfs_common::tx::TxId,
+    pub ops: Vec<TxOp>,
+    pub committed: Committed,
 }
 
-/// Upload progress on stderr for large files: at most one line a second, and one at the end.
-fn progress_printer() -> dfs_client::tx::ProgressFn {
-    let last: Mutex<Option<(String, Instant)>> = Mutex::new(None);
-    Arc::new(move |path: &str, sent: u64, total: u64| {
-        if total < PROGRESS_FROM {
-            return;
-        }
-        let mut last = last.lock().unwrap();
-        let due = match &*last {
-            Some((p, t)) if p == path => t.elapsed() >= Duration::from_secs(1) || sent == total,
-            _ => true,
-        };
-        if due {
-            let pct = sent * 100 / total.max(1);
-            eprintln!(
-                "dfs tx: uploading {path}: {pct}% ({} of {})",
-                human(sent),
-                human(total)
-            );
-            *last = Some((path.to_string(), Instant::now()));
-        }
-    })
-}
-
-/// What one committed operation did, for people.
-fn describe_result(line: &Line, op: &TxOp, result: Option<&dfs_common::Attr>) -> String {
-    let what = match line {
-        Line::Put { local, remote, .. } => format!("put {} {}", local.display(), show_path(remote)),
-        Line::Other(op) => op.describe(),
-    };
-    match (op, result) {
-        (TxOp::Put { .. }, Some(a)) => format!(
-            "{what} (inode {}, version {}, {} bytes)",
-            a.ino, a.version, a.size
-        ),
-        (TxOp::Create { .. } | TxOp::Mkdir { .. }, Some(a)) => format!("{what} (inode {})", a.ino),
-        (TxOp::ExpectVersion { .. } | TxOp::ExpectAbsent { .. }, _) => format!("{what}: held"),
-        _ => what,
-    }
-}
-
-/// Runs `batch` as one transaction and prints what it committed. `Err((status, message))`
-/// says why not (status `EXIT_FAILED` when the batch failed and nothing changed).
+/// Runs `batch` as one transaction, with `opts.progress` told of uploads.
+/// `Err((status, message))` says why not (status `EXIT_FAILED` when the batch failed and
+/// nothing changed).
 pub async fn apply(
     client: &TxClient,
     batch: &Batch,
     opts: &ApplyOptions,
-) -> Result<Committed, (u8, String)> {
+) -> Result<Applied, (u8, String)> {
     let fail = |e: TxError| -> (u8, String) {
         match &e {
             TxError::Failed(f) => (EXIT_FAILED, failure_message(batch, f)),
@@ -308,7 +265,9 @@ pub async fn apply(
         }
     }
     let mut tx: Transaction = client.begin().await.map_err(fail)?;
-    tx.set_progress(progress_printer());
+    if let Some(p) = &opts.progress {
+        tx.set_progress(p.clone());
+    }
     tx.set_lock_wait(opts.lock_wait);
     let mut staged_bytes = 0u64;
     let mut staged_files = 0usize;
@@ -334,7 +293,7 @@ pub async fn apply(
             "dfs tx: transaction {}: {} operations, {staged_files} files ({}) staged. Commit? [y/N] ",
             tx.id(),
             batch.lines.len(),
-            human(staged_bytes)
+            crate::show::size(staged_bytes)
         );
         let _ = std::io::stderr().flush();
         let answer = tokio::task::spawn_blocking(|| {
@@ -356,11 +315,7 @@ pub async fn apply(
     let ops: Vec<TxOp> = tx.ops().to_vec();
     let id = tx.id();
     let committed = tx.commit().await.map_err(fail)?;
-    println!("committed transaction {id}: {} operations", ops.len());
-    for (((_, line), op), result) in batch.lines.iter().zip(&ops).zip(&committed.results) {
-        println!("  {}", describe_result(line, op, result.as_ref()));
-    }
-    Ok(committed)
+    Ok(Applied { id, ops, committed })
 }
 
 fn push(tx: &mut Transaction, op: TxOp) {

@@ -3,9 +3,11 @@
 //! that server, and the help text of the batch format.
 //!
 //! Owns: finding the server of a mount, whose credentials a command uses, exit statuses.
-//! Must not parse batch files or run transactions itself (`super::batch`, `super`).
+//! Must not parse batch files or run transactions itself (`super::batch`, `super`), or
+//! format what they show (`super::show`).
 
 use super::batch::{apply, parse, remote_path, ApplyOptions, EXIT_SYNTAX};
+use super::show;
 use dfs_client::tx::TxClient;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -47,6 +49,7 @@ pub async fn cli_apply(
     server: Option<String>,
     wait_secs: u32,
     confirm: bool,
+    json: bool,
 ) -> Result<(), (u8, String)> {
     let text = if file == Path::new("-") {
         if confirm {
@@ -76,15 +79,18 @@ pub async fn cli_apply(
     let opts = ApplyOptions {
         lock_wait: Duration::from_secs(wait_secs as u64),
         confirm,
+        progress: Some(show::upload_progress()),
     };
-    let applied = apply(&client, &batch, &opts);
-    crate::login::with_own_tickets(&addr, applied)
-        .await
-        .map(|_| ())
+    let applied = crate::login::with_own_tickets(&addr, apply(&client, &batch, &opts)).await?;
+    show::applied(&batch, &applied, json)
 }
 
 /// `dfs tx stat`: kind, version, size and inode of dfs paths.
-pub async fn cli_stat(paths: &[String], server: Option<String>) -> Result<(), (u8, String)> {
+pub async fn cli_stat(
+    paths: &[String],
+    server: Option<String>,
+    json: bool,
+) -> Result<(), (u8, String)> {
     let (mount, addr) = match server {
         Some(s) => (None, s),
         None => {
@@ -94,25 +100,17 @@ pub async fn cli_stat(paths: &[String], server: Option<String>) -> Result<(), (u
     };
     let client = TxClient::new(&addr).map_err(|e| (1, e.to_string()))?;
     let stat_all = async {
-        let mut missing = false;
+        let mut found = Vec::new();
         for p in paths {
             let remote = String::from_utf8_lossy(&remote_path(p, mount.as_deref())).into_owned();
-            match client
+            let attr = client
                 .stat(&remote)
                 .await
-                .map_err(|e| (1, format!("{remote}: {e}")))?
-            {
-                Some(a) => println!(
-                    "{remote}: {:?}, version {}, {} bytes, inode {}, mode {:o}",
-                    a.kind, a.version, a.size, a.ino, a.mode
-                ),
-                None => {
-                    println!("{remote}: does not exist");
-                    missing = true;
-                }
-            }
+                .map_err(|e| (1, format!("{remote}: {e}")))?;
+            found.push((remote, attr));
         }
-        if missing {
+        show::stats(&found, json)?;
+        if found.iter().any(|(_, a)| a.is_none()) {
             return Err((1, "some paths do not exist".into()));
         }
         Ok(())

@@ -72,9 +72,11 @@ impl Client {
             return;
         }
         if self.queue.len() >= QUEUE_MAX {
+            crate::metrics::BREAKS_DROPPED.add(self.queue.len() as u64 + 1);
             self.queue.clear();
             self.lost = true;
         } else {
+            crate::metrics::BREAKS_QUEUED.inc();
             self.queue.push_back(Bytes::from(codec::frame(frame)));
         }
         if let Some(c) = &self.conn {
@@ -290,9 +292,17 @@ impl Registry {
             return Next::Frame(Bytes::from(codec::frame(&CallbackFrame::RevalidateAll)));
         }
         match c.queue.pop_front() {
-            Some(f) => Next::Frame(f),
+            Some(f) => {
+                crate::metrics::BREAKS_DELIVERED.inc();
+                Next::Frame(f)
+            }
             None => Next::Idle,
         }
+    }
+
+    /// Frames waiting in every client's queue (read when metrics are scraped).
+    pub fn queued_frames(&self) -> usize {
+        self.lock().clients.values().map(|c| c.queue.len()).sum()
     }
 
     /// A frame taken by `next` could not be delivered: put it back in front.

@@ -94,6 +94,7 @@ pub async fn fetch(
                 }
                 _ => wire::empty(),
             };
+            crate::metrics::BLOB_BYTES_OUT.add(attr.size);
             builder
                 .status(StatusCode::OK)
                 .header(HDR_ATTR, codec::to_header(&attr))
@@ -315,6 +316,7 @@ pub async fn store(
     let mut attr = out
         .attr
         .ok_or_else(|| FsError::Io("store returned no attributes".into()))?;
+    crate::metrics::BLOB_BYTES_IN.add(attr.size);
     // A writer who may not read the file is not told its contents' hash.
     svc.read_now(|ns| crate::auth::perm::hide_hashes(ns, &caller, vec![&mut attr]))?;
     Ok(wire::bincode_response(&attr))

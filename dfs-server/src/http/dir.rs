@@ -26,6 +26,12 @@ pub async fn handle(
     let (parts, body) = req.into_parts();
     let bytes = read_limited(body, &parts.headers, MAX_DIR_REQUEST).await?;
     let mut request: DirRequest = codec::decode(&bytes)?;
+    let kind = request.kind_index();
+    crate::metrics::DIR_REQUESTS.inc(kind);
+    tracing::debug!(
+        op = dfs_common::proto::DIR_REQUEST_KINDS[kind],
+        "directory request"
+    );
     crate::auth::anonymous::check_dir(&parts.extensions, &request)?;
     perm::authorize_dir(svc, &caller, &mut request)?;
     let mut reply = dispatch(svc, caller, request).await?;

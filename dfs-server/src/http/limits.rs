@@ -169,6 +169,17 @@ pub struct Tally {
 }
 
 impl Tally {
+    /// Connections refused over a cap since start.
+    pub fn refused_total(&self) -> u64 {
+        (0..KINDS)
+            .filter(|slot| {
+                *slot == slot_of_refusal(Refusal::PerPeer)
+                    || *slot == slot_of_refusal(Refusal::Total)
+            })
+            .map(|slot| self.total[slot].load(Ordering::Relaxed))
+            .sum()
+    }
+
     fn count(&self, slot: usize) {
         self.recent[slot].fetch_add(1, Ordering::Relaxed);
         self.total[slot].fetch_add(1, Ordering::Relaxed);

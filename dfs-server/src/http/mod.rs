@@ -18,7 +18,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::Request;
 use hyper_util::rt::TokioIo;
-use limits::{ConnLimits, Gate, Permit};
+use limits::{Gate, Permit};
 use reaper::{Activity, TimedBody, TimedIo};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,14 +35,14 @@ pub async fn raised(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;
 }
 
-/// Serves `listener` within `limits` until `stop` turns true, then drains.
+/// Serves `listener` within the caps of `gate` (`Gate::new`) until `stop` turns true,
+/// then drains.
 pub async fn serve(
     listener: TcpListener,
     svc: Arc<Services>,
-    limits: ConnLimits,
+    gate: Arc<Gate>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let gate = Gate::new(limits);
     gate.spawn_reporter(stop.clone());
     let mut conns = JoinSet::new();
     let (drain_tx, drain_rx) = watch::channel(false);

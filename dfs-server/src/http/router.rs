@@ -10,7 +10,8 @@ use crate::files;
 use crate::lock;
 use crate::services::{Caller, Services};
 use crate::tx;
-use dfs_common::proto::{HDR_CLIENT, HDR_DETAIL};
+use dfs_common::proto::{HDR_CLIENT, HDR_DETAIL, HDR_REQUEST_ID};
+use tracing::Instrument;
 
 use dfs_common::{codec, FsError, Ino};
 use http_body_util::BodyExt;
@@ -29,13 +30,54 @@ pub fn authenticate<B>(
     crate::auth::authenticate(svc, req)
 }
 
-/// The hyper service function (request bodies time out when they stall, see `reaper`).
+/// The hyper service function (request bodies time out when they stall, see `reaper`):
+/// counts each request by route and status with its latency (`crate::metrics`), and at
+/// debug level logs it with the id its client gave it (`HDR_REQUEST_ID`), inside a span
+/// that names that id, so what the request logs on its way can be found from the mount's
+/// log. The answer carries the same id back (`HDR_REQUEST_ID`).
 pub async fn handle(
+    svc: Arc<Services>,
+    req: Request<TimedBody<Incoming>>,
+) -> Result<Response<ResBody>, Infallible> {
+    let started = std::time::Instant::now();
+    let route = crate::metrics::route_of(req.method(), req.uri().path());
+    let traced = tracing::enabled!(tracing::Level::DEBUG).then(|| {
+        let id = req
+            .headers()
+            .get(HDR_REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_string();
+        (id, req.method().clone(), req.uri().path().to_string())
+    });
+    let span = match &traced {
+        Some((id, _, _)) => tracing::debug_span!("request", request_id = %id),
+        None => tracing::Span::none(),
+    };
+    let resp = handle_request(svc, req).instrument(span.clone()).await?;
+    let status = resp.status();
+    crate::metrics::REQUESTS.inc(route, crate::metrics::status_index(status.as_u16()));
+    crate::metrics::REQUEST_LATENCY.observe(route, started.elapsed());
+    if let Some((id, method, path)) = traced {
+        tracing::debug!(
+            request_id = %id,
+            "{method} {path} -> {} in {:?}",
+            status.as_u16(),
+            started.elapsed()
+        );
+    }
+    Ok(resp)
+}
+
+async fn handle_request(
     svc: Arc<Services>,
     req: Request<TimedBody<Incoming>>,
 ) -> Result<Response<ResBody>, Infallible> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    if path == "/metrics" && crate::metrics::anonymous_allowed() {
+        return Ok(metrics_answer());
+    }
     if path.starts_with(dfs_common::cluster::PREFIX) {
         // Node-to-node traffic has its own authentication (the cluster key).
         let req = req.map(|b| b.boxed());
@@ -51,6 +93,13 @@ pub async fn handle(
     }
     let mut req = req;
     let started = std::time::Instant::now();
+    let request_id = req.headers().get(HDR_REQUEST_ID).cloned();
+    let answer_names = |resp: &mut Response<ResBody>| {
+        name_epoch(&svc, resp);
+        if let Some(id) = &request_id {
+            resp.headers_mut().insert(HDR_REQUEST_ID, id.clone());
+        }
+    };
     let resp = match authenticate(&svc, &mut req) {
         Ok((caller, session)) => {
             let req = crate::auth::privacy::open_request(session.as_ref(), req);
@@ -59,7 +108,7 @@ pub async fn handle(
                 Err(e) => error_response(&e),
             };
             // Before the answer is signed: its proof covers every x-dfs-* header.
-            name_epoch(&svc, &mut resp);
+            answer_names(&mut resp);
             match &session {
                 Some(s) => crate::auth::seal_response(s, &method, &path, resp).await,
                 None => resp,
@@ -68,15 +117,13 @@ pub async fn handle(
         Err(e) => {
             log::info!("{method} {path}: {e}");
             let mut resp = error_response(&e);
-            name_epoch(&svc, &mut resp);
+            answer_names(&mut resp);
             resp
         }
     };
     let status = resp.status();
     if status.is_server_error() {
-        log::warn!("{method} {path} -> {status}");
-    } else {
-        log::debug!("{method} {path} -> {status} in {:?}", started.elapsed());
+        log::warn!("{method} {path} -> {status} in {:?}", started.elapsed());
     }
     Ok(resp)
 }
@@ -118,6 +165,18 @@ fn name_epoch(svc: &Services, resp: &mut Response<ResBody>) {
     );
 }
 
+/// The node's metrics in the Prometheus text format.
+fn metrics_answer() -> Response<ResBody> {
+    match crate::metrics::exposition() {
+        Some(text) => Response::builder()
+            .status(StatusCode::OK)
+            .header(CONTENT_TYPE, dfs_common::metrics::CONTENT_TYPE)
+            .body(full(text))
+            .expect("valid response"),
+        None => error_response(&FsError::Unavailable("metrics are not set up yet".into())),
+    }
+}
+
 fn not_found(path: &str) -> Response<ResBody> {
     let mut r = error_response(&FsError::NotFound);
     let msg = format!("no such resource: {path}");
@@ -152,6 +211,15 @@ async fn route(
         "/v1/dir" => match method {
             Method::POST => super::dir::handle(svc, caller, req).await,
             _ => Ok(method_not_allowed(&method, &path, "POST")),
+        },
+        "/metrics" => match method {
+            Method::GET if caller.admin || !caller.enforce => Ok(metrics_answer()),
+            Method::GET => Err(FsError::PermissionDenied(
+                "/metrics needs an admin's ticket (or dfs-server --metrics-anonymous, or \
+                 --metrics-listen)"
+                    .into(),
+            )),
+            _ => Ok(method_not_allowed(&method, &path, "GET")),
         },
         "/v1/health" => match method {
             Method::GET | Method::HEAD => Ok(Response::builder()

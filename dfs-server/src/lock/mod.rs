@@ -237,6 +237,7 @@ impl LockService {
             }
             match self.attempt(client, &reqs).await? {
                 Attempt::Granted(tokens) => {
+                    crate::metrics::LOCKS_GRANTED.add(tokens.len() as u64);
                     let lease_ms = self.lease_ms();
                     return Ok(tokens
                         .into_iter()
@@ -246,6 +247,7 @@ impl LockService {
                 Attempt::Conflict { holder, wake_at_ms } => {
                     let now = Instant::now();
                     if now >= deadline {
+                        crate::metrics::LOCK_CONFLICTS.inc();
                         return Ok(vec![LockReply::Conflict { holder }; reqs.len()]);
                     }
                     let to_expiry = wake_at_ms.saturating_sub(now_ms()).saturating_add(1);
@@ -258,6 +260,7 @@ impl LockService {
                         }
                         futures_util::future::select_all(listeners).await;
                     };
+                    let _waiting = crate::metrics::Waiting::new();
                     tokio::select! {
                         _ = notified => {}
                         _ = tokio::time::sleep_until(until.into()) => {}
@@ -309,6 +312,7 @@ impl LockService {
         self.writer
             .submit(puts, durability, guards, self.notifies(&idx))
             .await?;
+        crate::metrics::LOCKS_RELEASED.add(released as u64);
         Ok(ReleaseReply { released })
     }
 

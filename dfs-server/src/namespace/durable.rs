@@ -54,6 +54,7 @@ impl GroupCommit {
 
     /// Called after a non-durable commit returned.
     pub(super) fn committed(&self) -> CommitSeq {
+        crate::metrics::COMMITS.inc();
         CommitSeq(self.committed.fetch_add(1, Ordering::SeqCst) + 1)
     }
 
@@ -69,12 +70,16 @@ impl GroupCommit {
         // Every commit up to `target` has returned, so the durable commit below, which
         // begins after them, makes them durable too.
         let target = self.committed.load(Ordering::SeqCst);
+        let started = std::time::Instant::now();
         let _durable = self.durable_writer();
         let mut txn = db.begin_write().map_err(db_err)?;
         txn.set_durability(Durability::Immediate)
             .map_err(|e| FsError::Io(format!("metadata database: {e}")))?;
         txn.commit().map_err(db_err)?;
-        self.durable.fetch_max(target, Ordering::SeqCst);
+        let before = self.durable.fetch_max(target, Ordering::SeqCst);
+        crate::metrics::FSYNCS.inc();
+        crate::metrics::FSYNC_LATENCY.observe(started.elapsed());
+        crate::metrics::GROUP_COMMIT_SIZE.record(target.saturating_sub(before));
         Ok(())
     }
 }

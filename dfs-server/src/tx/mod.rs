@@ -180,6 +180,7 @@ pub async fn begin(
         .await?;
     match applied {
         TxApplied::Begun(tx) => {
+            crate::metrics::TX_BEGUN.inc();
             log::debug!("transaction {tx} begun by client {:#x}", owner.client);
             Ok(BeginReply { tx, lease_ms })
         }
@@ -289,7 +290,10 @@ async fn end(
         })
         .await?;
     match applied {
-        TxApplied::Ended(status) => Ok(status),
+        TxApplied::Ended(status) => {
+            crate::metrics::TX_ABORTED.inc();
+            Ok(status)
+        }
         other => Err(FsError::Io(format!("abort came to {other:?}"))),
     }
 }
@@ -461,6 +465,7 @@ async fn commit_inner(
         release_all(svc, tx, &held).await;
         match applied? {
             Ok(committed) => {
+                crate::metrics::TX_COMMITTED.inc();
                 log::info!(
                     "transaction {tx} of client {client:#x} committed: {} operations, {} inodes changed",
                     committed.results.len(),
@@ -469,6 +474,7 @@ async fn commit_inner(
                 return Ok(CommitReply::Committed(committed));
             }
             Err(TxApplied::Failed(f)) => {
+                crate::metrics::TX_ABORTED.inc();
                 log::info!("transaction {tx} of client {client:#x} failed: {f}");
                 return Ok(CommitReply::Failed(f));
             }

@@ -2,6 +2,11 @@
 //! dfs, and the realm: `dfs login | logout | whoami | user` (see `dfs_fuse::login`).
 //! It finds the mount that holds PATH and talks to that mount's `dfs-mount` over its local
 //! control socket; the mount holds (and keeps renewing) the locks taken here.
+//!
+//! Owns: the command line and which mount or server a command asks. Must not format what
+//! it shows (`show`, `dfs_fuse::show`).
+
+mod show;
 
 use clap::{Parser, Subcommand};
 use dfs_fuse::control::{ask, ControlReply, ControlRequest};
@@ -13,6 +18,9 @@ use std::process::ExitCode;
 #[derive(Parser, Debug)]
 #[command(name = "dfs", version)]
 struct Args {
+    /// Print what the command shows as one JSON document (for scripts) instead of text.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -110,7 +118,13 @@ fn ino_of(path: &Path) -> Result<u64, String> {
 }
 
 fn main() -> ExitCode {
+    if let Some(done) =
+        dfs_common::cli_docs::generate_if_asked(<Args as clap::CommandFactory>::command)
+    {
+        return done;
+    }
     let args = Args::parse();
+    let json = args.json;
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -129,13 +143,13 @@ fn main() -> ExitCode {
                     server,
                     wait,
                     confirm,
-                } => dfs_fuse::tx::cli::cli_apply(&batch, server, wait, confirm).await,
+                } => dfs_fuse::tx::cli::cli_apply(&batch, server, wait, confirm, json).await,
                 TxCommand::Stat { paths, server } => {
-                    dfs_fuse::tx::cli::cli_stat(&paths, server).await
+                    dfs_fuse::tx::cli::cli_stat(&paths, server, json).await
                 }
             }
         }),
-        other => rt.block_on(run(other)),
+        other => rt.block_on(run(other, json)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -146,10 +160,10 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cmd: Command) -> Result<(), (u8, String)> {
+async fn run(cmd: Command, json: bool) -> Result<(), (u8, String)> {
     let fail = |e: String| (1u8, e);
     let cmd = match cmd {
-        Command::Auth(c) => return dfs_fuse::login::run(c).await.map_err(fail),
+        Command::Auth(c) => return dfs_fuse::login::run(c, json).await.map_err(fail),
         other => other,
     };
     let (mount, req, path) = match &cmd {
@@ -194,119 +208,32 @@ async fn run(cmd: Command) -> Result<(), (u8, String)> {
         .map(|p| p.display().to_string())
         .unwrap_or_default();
     match reply {
-        ControlReply::Locked { token } => println!("locked {shown} (fencing token {token})"),
-        ControlReply::Unlocked => println!("unlocked {shown}"),
-        ControlReply::Done => println!("done"),
-        ControlReply::Locks(locks) => {
-            println!(
-                "{:>10} {:8} {:9} {:>21} {:28} {:>7} {:>9}",
-                "INODE", "CLASS", "MODE", "RANGE", "HOLDER", "TOKEN", "EXPIRES"
-            );
-            for l in locks {
-                let end = if l.range.end == u64::MAX {
-                    "EOF".to_string()
-                } else {
-                    l.range.end.to_string()
-                };
-                println!(
-                    "{:>10} {:8} {:9} {:>21} {:28} {:>7} {:>8.1}s",
-                    l.ino,
-                    format!("{:?}", l.class),
-                    format!("{:?}", l.mode),
-                    format!("{}-{end}", l.range.start),
-                    format!("{} ({:#x})", l.label, l.client),
-                    l.token,
-                    l.expires_in_ms as f64 / 1000.0
-                );
-            }
-        }
-        ControlReply::Status(s) => {
-            println!("mount:             {}", mount.display());
-            println!("server:            {}", s.server);
-            println!("client id:         {:#x}", s.client_id);
-            println!(
-                "callback channel:  {}",
-                if s.callback_channel_up { "up" } else { "down" }
-            );
-            println!(
-                "cached files:      {} ({} bytes)",
-                s.cached_files, s.cached_bytes
-            );
-            println!("unstored files:    {}", s.unstored_files);
-            print_cluster(&s.server).await;
-        }
         ControlReply::Error(dfs_common::FsError::NotFound)
             if matches!(cmd, Command::Unlock { .. }) =>
         {
-            return Err((
+            Err((
                 1,
                 format!("you hold no lock taken with `dfs lock` on {shown}"),
-            ));
+            ))
         }
         ControlReply::Error(e) => {
             let code = if e.errno() == libc::EAGAIN { 75 } else { 1 };
-            return Err((code, e.to_string()));
+            Err((code, e.to_string()))
         }
+        ControlReply::Status(s) => {
+            let cluster = cluster_of(&s.server).await;
+            show::status(&mount, &s, cluster, json).map_err(fail)
+        }
+        other => show::reply(&shown, other, json).map_err(fail),
     }
-    Ok(())
 }
 
-/// The cluster behind the mount's server: members, copies, repair (`/v1/cluster/status`).
-async fn print_cluster(server: &str) {
-    use dfs_common::cluster::{ClusterStatus, STATUS_PATH};
+/// The cluster behind the mount's server: members, copies, repair (`/v1/cluster/status`),
+/// or why it is unknown.
+async fn cluster_of(server: &str) -> Result<dfs_common::cluster::ClusterStatus, String> {
     let remote = dfs_client::remote::Remote::new(server);
-    let st: ClusterStatus = match remote.get(STATUS_PATH).await {
-        Ok(st) => st,
-        Err(e) => {
-            println!("cluster:           unknown ({e})");
-            return;
-        }
-    };
-    if st.members.len() <= 1 && st.rounds == 0 {
-        println!("cluster:           one server, no replication");
-        return;
-    }
-    println!(
-        "replication:       R={} (effective {}), W={}",
-        st.replicas, st.effective_replicas, st.write_quorum
-    );
-    println!("members:");
-    for m in &st.members {
-        let role = if m.roles & dfs_common::cluster::ROLE_DIRECTORY != 0 {
-            "directory,data"
-        } else {
-            "data"
-        };
-        let held = match (m.blobs, m.bytes) {
-            (Some(b), Some(n)) => format!("{b} blobs, {n} bytes"),
-            _ => "-".to_string(),
-        };
-        println!(
-            "  {:24} {:14} {:8} for {:>6}s  {}",
-            m.addr,
-            role,
-            m.state.as_str(),
-            m.state_secs,
-            held
-        );
-    }
-    println!(
-        "blobs:             {} referenced, {} under-replicated, {} without a live copy",
-        st.referenced_blobs, st.under_replicated, st.missing
-    );
-    println!(
-        "repair:            {} copies ordered, {} made, {} failed, {} pending; {} rounds{}",
-        st.repairs_ordered,
-        st.repairs_done,
-        st.repairs_failed,
-        st.repairs_pending,
-        st.rounds,
-        st.last_round_secs
-            .map(|s| format!(", last {s}s ago"))
-            .unwrap_or_default()
-    );
-    println!(
-        "scrub (this node): {} checked, {} bad; gossip packets refused: {}",
-        st.scrubbed, st.scrub_bad, st.gossip_rejected
-    );
+    remote
+        .get(dfs_common::cluster::STATUS_PATH)
+        .await
+        .map_err(|e| e.to_string())
 }

@@ -1,0 +1,70 @@
+//! The mount point: is something mounted there, clearing a stale mount a killed client
+//! left, detaching ours at the end, and what a user other than root may ask of FUSE.
+//!
+//! Owns: umount2 and /proc/self/mountinfo reads of dfs-mount. Must not start a session.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+pub fn is_mounted(mountpoint: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let target = mountpoint.to_string_lossy().replace(' ', "\\040");
+    info.lines()
+        .any(|l| l.split(' ').nth(4).is_some_and(|m| m == target))
+}
+
+/// Detaches the mount at `mountpoint` (root: umount2; another user: `fusermount3 -uz`).
+pub fn detach(mountpoint: &Path) -> std::io::Result<()> {
+    if !is_root() {
+        let st = std::process::Command::new("fusermount3")
+            .arg("-uz")
+            .arg(mountpoint)
+            .status()?;
+        return if st.success() {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(format!("fusermount3 -uz: {st}")))
+        };
+    }
+    let c = CString::new(mountpoint.as_os_str().as_bytes())?;
+    // SAFETY: c is a valid NUL-terminated path.
+    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Clears a mount whose daemon is gone ("Transport endpoint is not connected").
+pub fn clear_stale_mount(mountpoint: &Path) -> Result<(), String> {
+    if !is_mounted(mountpoint) {
+        return Ok(());
+    }
+    // stat may still answer from cached attributes on a dead mount; reading it cannot.
+    match std::fs::read_dir(mountpoint).and_then(|mut d| d.next().transpose()) {
+        Ok(_) => Err(format!(
+            "{} is already mounted and alive; unmount it first",
+            mountpoint.display()
+        )),
+        Err(e) => {
+            log::warn!("clearing stale mount at {} ({e})", mountpoint.display());
+            detach(mountpoint).map_err(|e| format!("cannot clear stale mount: {e}"))
+        }
+    }
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// May this (non-root) user let other users into a mount (`allow_other`)? fusermount3
+/// allows it only with `user_allow_other` in /etc/fuse.conf.
+pub fn user_may_allow_other() -> bool {
+    std::fs::read_to_string("/etc/fuse.conf").is_ok_and(|conf| {
+        conf.lines()
+            .any(|l| l.split('#').next().unwrap_or("").trim() == "user_allow_other")
+    })
+}
