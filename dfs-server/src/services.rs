@@ -20,6 +20,15 @@ use std::sync::Arc;
 use tokio::sync::RwLock;
 
 /// Whether a commit changed anything another client may hold a promise on.
+/// Fail point `commit::before_apply`: a store's blob is written and installed, its commit
+/// not begun (tests only; see `dfs-server/tests/crash.rs`).
+fn before_apply() -> Result<(), FsError> {
+    fail::fail_point!("commit::before_apply", |_| Err(FsError::Io(
+        "fail point commit::before_apply".into()
+    )));
+    Ok(())
+}
+
 fn owes_breaks(outcome: &NsOutcome) -> bool {
     !outcome.changed_inos.is_empty() || !outcome.changed_entries.is_empty()
 }
@@ -249,14 +258,7 @@ impl Services {
                 .as_ref()
                 .zip(pin.as_ref())
                 .map(|(b, p)| (&p.id, &b[..]));
-            // Fail point: a store's blob is written and installed, its commit not begun.
-            let injected = (|| {
-                fail::fail_point!("commit::before_apply", |_| Err(FsError::Io(
-                    "fail point commit::before_apply".into()
-                )));
-                Ok(())
-            })();
-            let result = injected
+            let result = before_apply()
                 .and_then(|()| ns.apply_unsynced(cmd, journal))
                 .and_then(|(out, seq)| {
                     if sync {
