@@ -10,21 +10,26 @@
 //! - `metrics`: the library's counts (cache answers, bytes, server requests, callbacks).
 //! - `port`: what the cache asks of a server (`Server`), the only way out of the cache.
 //! - `remote`: the port over HTTP; `replica_read`: reads from the nodes a server names.
+//! - `control`: the protocol of a mount's local control socket (`dfs` asks, `dfs-mount`
+//!   answers).
+//! - `progress`: progress bars of long work, for both commands.
 //! - `connect`: a cache manager wired to a server over HTTP.
 //! - `testing` (feature `testing`): an in-memory server and a fault-injecting port.
 //!
 //! Owns: everything a client does short of the kernel. Must not know FUSE or parse a
-//! command line (the `dfs-fuse` crate does both).
+//! command line (the `dfs-fuse` and `dfs-cli` crates do).
 
 pub mod auth;
 pub mod cache;
 pub mod callbacks;
 pub mod client;
 mod connect;
+pub mod control;
 mod file_hash;
 pub mod metrics;
 pub mod port;
 pub mod privacy;
+pub mod progress;
 pub mod remote;
 mod replica_read;
 #[cfg(feature = "testing")]

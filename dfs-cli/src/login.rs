@@ -5,11 +5,11 @@
 //! `/tmp/dfs_cc_<uid>`) and hands the file-service credentials to every running dfs mount
 //! over its control socket (the mount files them under the caller's uid).
 
-use crate::control::{ask, ControlReply, ControlRequest};
 use clap::Subcommand;
+use dfs_client::control::{ask, ControlReply, ControlRequest};
 use dfs_client::remote::Remote;
 use dfs_common::auth::{
-    self, AdminReply, AdminRequest, AsReq, Credentials, KdcRep, Key, PaTimestamp, RealmInfo, TgsReq,
+    self, AdminReply, AdminRequest, AsReq, Credentials, KdcRep, Key, PaTimestamp, TgsReq,
 };
 use dfs_common::{codec, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -157,22 +157,10 @@ pub async fn with_own_tickets<F: std::future::Future>(server: &str, f: F) -> F::
     }
 }
 
-async fn realm_info(remote: &Remote) -> Result<RealmInfo, String> {
-    remote
-        .call(auth::KDC_INFO, &(), Duration::ZERO)
-        .await
-        .map_err(|e| format!("cannot reach the realm's KDC: {e}"))
-}
-
-/// Whether `server` serves a realm (its KDC answers).
-pub async fn has_realm(server: &str) -> bool {
-    realm_info(&Remote::new(server)).await.is_ok()
-}
-
 /// AS then TGS: credentials for the file service.
 pub async fn get_tickets(server: &str, principal: &str, password: &str) -> Result<CCache, String> {
     let remote = Remote::new(server);
-    let info = realm_info(&remote).await?;
+    let info = remote.realm_info().await?;
     let key = Key::from_password(password.as_bytes(), &info.realm, principal, info.iterations);
     let now = Timestamp::now().secs;
     let nonce = auth::random_u64();
@@ -236,7 +224,7 @@ async fn admin(req: AdminRequest) -> Result<AdminReply, String> {
 
 async fn new_key(principal: &str, from_stdin: bool) -> Result<Key, String> {
     let cc = read_ccache()?;
-    let info = realm_info(&Remote::new(&cc.server)).await?;
+    let info = Remote::new(&cc.server).realm_info().await?;
     let pw = dfs_common::password::read_password(
         &format!("new password for {principal}: "),
         from_stdin,
