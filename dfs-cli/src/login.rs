@@ -91,22 +91,11 @@ pub fn ccache_path() -> PathBuf {
 
 /// Mount points of every dfs mount on this host.
 pub fn dfs_mounts() -> Vec<PathBuf> {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for line in info.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let Some(sep) = fields.iter().position(|f| *f == "-") else {
-            continue;
-        };
-        let fstype = fields.get(sep + 1).copied().unwrap_or_default();
-        let source = fields.get(sep + 2).copied().unwrap_or_default();
-        if (fstype == "fuse" || fstype == "fuse.dfs") && source.starts_with("dfs:") {
-            out.push(PathBuf::from(fields[4].replace("\\040", " ")));
-        }
-    }
-    out
+    let mounts = dfs_common::mountinfo::read().unwrap_or_default();
+    dfs_common::mountinfo::dfs_mounts(&mounts)
+        .into_iter()
+        .map(|m| m.mount_point.clone())
+        .collect()
 }
 
 async fn find_server(explicit: Option<String>) -> Result<String, String> {

@@ -17,6 +17,7 @@ mod tx;
 
 use clap::{Parser, Subcommand};
 use dfs_client::control::{ask, ControlReply, ControlRequest};
+use dfs_common::mountinfo;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -93,29 +94,10 @@ enum TxCommand {
 /// The dfs mount point that contains `path`.
 fn mount_of(path: &Path) -> Result<PathBuf, String> {
     let abs = std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let info = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| e.to_string())?;
-    let mut best: Option<PathBuf> = None;
-    for line in info.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let Some(sep) = fields.iter().position(|f| *f == "-") else {
-            continue;
-        };
-        // fuser's own mount(2) shows fstype "fuse"; the source says it is ours.
-        let fstype = fields.get(sep + 1).copied().unwrap_or_default();
-        let source = fields.get(sep + 2).copied().unwrap_or_default();
-        if !(fstype == "fuse" || fstype == "fuse.dfs") || !source.starts_with("dfs:") {
-            continue;
-        }
-        let mnt = PathBuf::from(fields[4].replace("\\040", " "));
-        if abs.starts_with(&mnt)
-            && best
-                .as_ref()
-                .is_none_or(|b| mnt.as_os_str().len() > b.as_os_str().len())
-        {
-            best = Some(mnt);
-        }
-    }
-    best.ok_or_else(|| format!("{} is not on a dfs mount", abs.display()))
+    let mounts = mountinfo::read().map_err(|e| e.to_string())?;
+    mountinfo::dfs_mount_holding(&mounts, &abs)
+        .map(|m| m.mount_point.clone())
+        .ok_or_else(|| format!("{} is not on a dfs mount", abs.display()))
 }
 
 fn ino_of(path: &Path) -> Result<u64, String> {
