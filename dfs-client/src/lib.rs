@@ -43,9 +43,31 @@ use std::sync::Arc;
 
 /// Starts a manager's background work (callback channel, retry of unstored files) on the
 /// current tokio runtime.
+///
+/// Each is vital: without the callback channel the cache trusts what changed, without the
+/// retry unstored files stay unstored, without renewal or release batches locks and the
+/// writers' turn are lost or held for ever. A panic of one is logged and ends the process
+/// (`dfs_common::tasks`) instead of leaving a mount that looks healthy.
 pub fn spawn_background(mgr: &Arc<CacheManager>) {
-    tokio::spawn(callbacks::run_channel(mgr.clone()));
-    tokio::spawn(callbacks::run_dirty_retry(mgr.clone()));
-    tokio::spawn(cache::locks::run_renewal(mgr.clone()));
-    tokio::spawn(cache::writelock::run_release_batches(mgr.clone()));
+    use dfs_common::tasks::{spawn_watched, Vital};
+    spawn_watched(
+        "callback channel",
+        callbacks::run_channel(mgr.clone()),
+        Vital::Yes,
+    );
+    spawn_watched(
+        "retry of unstored files",
+        callbacks::run_dirty_retry(mgr.clone()),
+        Vital::Yes,
+    );
+    spawn_watched(
+        "lock lease renewal",
+        cache::locks::run_renewal(mgr.clone()),
+        Vital::Yes,
+    );
+    spawn_watched(
+        "write-lock release batches",
+        cache::writelock::run_release_batches(mgr.clone()),
+        Vital::Yes,
+    );
 }
