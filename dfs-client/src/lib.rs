@@ -10,21 +10,26 @@
 //! - `metrics`: the library's counts (cache answers, bytes, server requests, callbacks).
 //! - `port`: what the cache asks of a server (`Server`), the only way out of the cache.
 //! - `remote`: the port over HTTP; `replica_read`: reads from the nodes a server names.
+//! - `control`: the protocol of a mount's local control socket (`dfs` asks, `dfs-mount`
+//!   answers).
+//! - `progress`: progress bars of long work, for both commands.
 //! - `connect`: a cache manager wired to a server over HTTP.
 //! - `testing` (feature `testing`): an in-memory server and a fault-injecting port.
 //!
 //! Owns: everything a client does short of the kernel. Must not know FUSE or parse a
-//! command line (the `dfs-fuse` crate does both).
+//! command line (the `dfs-fuse` and `dfs-cli` crates do).
 
 pub mod auth;
 pub mod cache;
 pub mod callbacks;
 pub mod client;
 mod connect;
+pub mod control;
 mod file_hash;
 pub mod metrics;
 pub mod port;
 pub mod privacy;
+pub mod progress;
 pub mod remote;
 mod replica_read;
 #[cfg(feature = "testing")]
@@ -38,9 +43,31 @@ use std::sync::Arc;
 
 /// Starts a manager's background work (callback channel, retry of unstored files) on the
 /// current tokio runtime.
+///
+/// Each is vital: without the callback channel the cache trusts what changed, without the
+/// retry unstored files stay unstored, without renewal or release batches locks and the
+/// writers' turn are lost or held for ever. A panic of one is logged and ends the process
+/// (`dfs_common::tasks`) instead of leaving a mount that looks healthy.
 pub fn spawn_background(mgr: &Arc<CacheManager>) {
-    tokio::spawn(callbacks::run_channel(mgr.clone()));
-    tokio::spawn(callbacks::run_dirty_retry(mgr.clone()));
-    tokio::spawn(cache::locks::run_renewal(mgr.clone()));
-    tokio::spawn(cache::writelock::run_release_batches(mgr.clone()));
+    use dfs_common::tasks::{spawn_watched, Vital};
+    spawn_watched(
+        "callback channel",
+        callbacks::run_channel(mgr.clone()),
+        Vital::Yes,
+    );
+    spawn_watched(
+        "retry of unstored files",
+        callbacks::run_dirty_retry(mgr.clone()),
+        Vital::Yes,
+    );
+    spawn_watched(
+        "lock lease renewal",
+        cache::locks::run_renewal(mgr.clone()),
+        Vital::Yes,
+    );
+    spawn_watched(
+        "write-lock release batches",
+        cache::writelock::run_release_batches(mgr.clone()),
+        Vital::Yes,
+    );
 }

@@ -8,7 +8,8 @@
 //! range into an unzeroed buffer, which both data paths need) and `private_files` (the one
 //! rule both daemons keep for their files at rest: 0700 directories, 0600 files). What
 //! every binary shares for operators: log set-up (`logging`), lock-free metric types
-//! (`metrics`) and man pages and completions from the command lines (`cli_docs`).
+//! (`metrics`), background tasks whose panics are logged (`tasks`) and man pages and completions from the command lines (`cli_docs`), and the
+//! one reader of `/proc/self/mountinfo` (`mountinfo`), which both commands and the tests use.
 
 pub mod acl;
 pub mod auth;
@@ -22,11 +23,13 @@ pub mod hash;
 pub mod locks;
 pub mod logging;
 pub mod metrics;
+pub mod mountinfo;
 pub mod password;
 pub mod privacy;
 pub mod private_files;
 pub mod proto;
 pub mod sealed_body;
+pub mod tasks;
 pub mod tx;
 pub mod types;
 

@@ -26,6 +26,7 @@ pub mod callbacks;
 pub mod clients;
 pub mod cluster;
 pub mod config;
+pub mod errors;
 pub mod files;
 pub mod http;
 pub mod kdc;

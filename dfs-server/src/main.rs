@@ -2,6 +2,7 @@
 //! signals, readiness for the service manager, and wiring of the services. Must not
 //! implement any service itself.
 
+use dfs_common::tasks::{self, Vital};
 use dfs_common::Timestamp;
 use dfs_server::blobs::{gc, journal, BlobStore};
 use dfs_server::callbacks::Registry;
@@ -195,24 +196,41 @@ async fn run(args: Args) -> Result<(), String> {
     svc.set_cluster(cluster.clone());
     svc.tx.set_lease(Duration::from_secs(args.tx_lease_secs));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let lock_sweeper = locks.spawn_sweeper(stop_rx.clone());
-    let tx_sweeper = dfs_server::tx::spawn_sweeper(svc.clone(), stop_rx.clone());
-    let journal_task = journal::spawn(blobs.clone(), ns.clone(), stop_rx.clone());
+    // Without the sweepers no lease or transaction ever expires, without the journal task
+    // small blobs are never checkpointed: a node without one is no use (Vital::Yes).
+    let lock_sweeper = tasks::watch(
+        "lock sweeper",
+        locks.spawn_sweeper(stop_rx.clone()),
+        Vital::Yes,
+    );
+    let tx_sweeper = tasks::watch(
+        "transaction sweeper",
+        dfs_server::tx::spawn_sweeper(svc.clone(), stop_rx.clone()),
+        Vital::Yes,
+    );
+    let journal_task = tasks::watch(
+        "blob journal",
+        journal::spawn(blobs.clone(), ns.clone(), stop_rx.clone()),
+        Vital::Yes,
+    );
     let gc_task = directory.then(|| {
-        gc::spawn(
+        let gc = gc::spawn(
             blobs.clone(),
             ns.clone(),
             args.gc_grace_secs,
             stop_rx.clone(),
-        )
+        );
+        tasks::watch("blob gc", gc, Vital::No)
     });
     let mut cluster_tasks = Vec::new();
     if cluster.is_clustered() {
         cluster.join(stop_rx.clone()).await?;
         replicate::spawn_puller(svc.clone(), stop_rx.clone());
-        cluster_tasks.push(scrub::spawn(svc.clone(), stop_rx.clone()));
+        let scrub = scrub::spawn(svc.clone(), stop_rx.clone());
+        cluster_tasks.push(tasks::watch("scrubber", scrub, Vital::No));
         if directory {
-            cluster_tasks.push(repair::spawn(svc.clone(), stop_rx.clone()));
+            let repair = repair::spawn(svc.clone(), stop_rx.clone());
+            cluster_tasks.push(tasks::watch("repair", repair, Vital::No));
         }
         log::info!(
             "cluster member {advertise} (roles {}), {} replicas, seeds {:?}",
@@ -223,7 +241,7 @@ async fn run(args: Args) -> Result<(), String> {
     }
     let sweeper = {
         let callbacks = callbacks.clone();
-        tokio::spawn(async move {
+        let sweeper = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(60)).await;
                 let n = callbacks.sweep(Instant::now());
@@ -231,7 +249,10 @@ async fn run(args: Args) -> Result<(), String> {
                     log::info!("forgot {n} clients away for over an hour");
                 }
             }
-        })
+        });
+        let abort = sweeper.abort_handle();
+        tasks::watch("client sweeper", sweeper, Vital::No);
+        abort
     };
     tokio::spawn(async move {
         wait_for_signal().await;
@@ -292,6 +313,8 @@ async fn run(args: Args) -> Result<(), String> {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
 
     sweeper.abort();
+    // The watchers log a task's panic (and end the process if it was vital); they
+    // themselves only end, so there is nothing left to drop here.
     let _ = journal_task.await;
     if let Some(gc_task) = gc_task {
         let _ = gc_task.await;

@@ -10,6 +10,7 @@
 use crate::blobs::{BlobStore, Pin};
 use crate::callbacks::{ClientId, Registry};
 use crate::cluster::{Cluster, ClusterSettings};
+use crate::errors::join_err;
 use crate::lock::LockService;
 use crate::namespace::{CommitSeq, Namespace, NsCommand, NsOutcome};
 use bytes::Bytes;
@@ -80,10 +81,6 @@ pub struct Services {
     /// The replication service (set once at start; a node on its own if never set).
     cluster: std::sync::OnceLock<Arc<Cluster>>,
     gate: Arc<RwLock<()>>,
-}
-
-fn join_err(e: tokio::task::JoinError) -> FsError {
-    FsError::Io(format!("internal task failed: {e}"))
 }
 
 impl Services {

@@ -15,46 +15,18 @@ use std::process::{Child, Command, ExitStatus};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// Undoes the octal escapes (`\040` for a space …) of /proc/self/mountinfo fields.
-pub fn unescape_mountinfo(field: &str) -> Vec<u8> {
-    let b = field.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    out
-}
-
 /// `(mount id, fstype)` of every mount whose mount point is exactly `path`, oldest first.
 pub fn mounts_at(path: &Path) -> Vec<(u64, String)> {
     let text = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    parse_mountinfo(&text, path.as_os_str().as_bytes())
+    mounts_in(&text, path)
 }
 
-fn parse_mountinfo(text: &str, path: &[u8]) -> Vec<(u64, String)> {
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let mut halves = line.splitn(2, " - ");
-        let left: Vec<&str> = halves.next().unwrap_or("").split(' ').collect();
-        let right: Vec<&str> = halves.next().unwrap_or("").split(' ').collect();
-        if left.len() < 5 || unescape_mountinfo(left[4]) != path {
-            continue;
-        }
-        let id = left[0].parse().unwrap_or(0);
-        out.push((id, right.first().unwrap_or(&"").to_string()));
-    }
-    out
+fn mounts_in(text: &str, path: &Path) -> Vec<(u64, String)> {
+    dfs_common::mountinfo::parse(text)
+        .into_iter()
+        .filter(|m| m.mount_point == path)
+        .map(|m| (m.id, m.fstype))
+        .collect()
 }
 
 /// Is there any mount at `path`?
@@ -281,9 +253,9 @@ mod tests {
         let text = "36 35 98:0 / /mnt/a\\040b rw,noatime shared:1 - fuse dfs rw\n\
                     37 35 98:0 / /mnt/c rw - ext4 /dev/vda rw\n";
         assert_eq!(
-            parse_mountinfo(text, b"/mnt/a b"),
+            mounts_in(text, Path::new("/mnt/a b")),
             vec![(36, "fuse".to_string())]
         );
-        assert!(parse_mountinfo(text, b"/mnt/a").is_empty());
+        assert!(mounts_in(text, Path::new("/mnt/a")).is_empty());
     }
 }

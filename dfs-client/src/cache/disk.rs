@@ -4,7 +4,7 @@
 //! which never touches a dirty file or one the caller says is open. It must not talk to
 //! the server.
 
-use super::index_writer::{IndexWriter, INDEX};
+use super::index_writer::{io_err, IndexWriter, INDEX};
 use dfs_common::{private_files, FsError, Ino};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
@@ -69,10 +69,6 @@ fn make_private(dir: &Path) -> Result<(), FsError> {
         );
     }
     Ok(())
-}
-
-fn io_err(e: impl std::fmt::Display) -> FsError {
-    FsError::Io(format!("cache index: {e}"))
 }
 
 impl DiskCache {

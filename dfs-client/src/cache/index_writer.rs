@@ -39,7 +39,8 @@ pub(super) struct IndexWriter {
     hurry: Arc<AtomicBool>,
 }
 
-fn io_err(e: impl std::fmt::Display) -> FsError {
+/// An error of the cache index (redb) or its file, as the cache reports it.
+pub(super) fn io_err(e: impl std::fmt::Display) -> FsError {
     FsError::Io(format!("cache index: {e}"))
 }
 

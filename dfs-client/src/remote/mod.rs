@@ -452,6 +452,19 @@ impl Remote {
             .map_err(|_| unavailable(format!("{path} timed out")))?
     }
 
+    /// What the server's realm is (its KDC's `RealmInfo`); an error if it serves none or
+    /// cannot be reached.
+    pub async fn realm_info(&self) -> Result<dfs_common::auth::RealmInfo, String> {
+        self.call(dfs_common::auth::KDC_INFO, &(), Duration::ZERO)
+            .await
+            .map_err(|e| format!("cannot reach the realm's KDC: {e}"))
+    }
+
+    /// Whether the server serves a realm (its KDC answers).
+    pub async fn has_realm(&self) -> bool {
+        self.realm_info().await.is_ok()
+    }
+
     /// Opens this client's callback channel; returns its streaming body, opened as it
     /// comes (the server seals it with this client's key: `dfs_common::client_id`).
     pub async fn callbacks(&self) -> Result<Body, FsError> {

@@ -28,6 +28,7 @@ pub mod table;
 #[cfg(test)]
 mod tests;
 
+use crate::errors::join_err;
 use dfs_common::locks::{
     LockClass, LockInfo, LockReply, LockRequest, ReleaseReply, ReleaseRequest, RenewReply,
     RenewRequest, TestReply,
@@ -84,10 +85,6 @@ pub struct LockService {
     writer: Writer,
     stripes: Vec<Stripe>,
     config: LockConfig,
-}
-
-fn join_err(e: tokio::task::JoinError) -> FsError {
-    FsError::Io(format!("internal task failed: {e}"))
 }
 
 /// What one try of an acquire (of one or many requests) came to.

@@ -67,15 +67,9 @@ pub const CACHE_BYTES: usize = 16 << 20;
 /// Most batches one commit takes off the queue.
 const MAX_BATCHES_PER_COMMIT: usize = 4096;
 
+/// Maps any redb error of the lock database to the error users see.
 pub fn db_err<E: Into<redb::Error>>(e: E) -> FsError {
-    let e: redb::Error = e.into();
-    crate::storage_failure::note("lock database", &e);
-    if let redb::Error::Io(io) = &e {
-        if matches!(io.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) {
-            return FsError::NoSpace;
-        }
-    }
-    FsError::Io(format!("lock database: {e}"))
+    crate::errors::db_err("lock database", e)
 }
 
 /// Opens (or creates) the lock database; returns it and the next fencing token.

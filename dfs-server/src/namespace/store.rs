@@ -31,16 +31,9 @@ pub const META_NEXT_INO: &str = "next_ino";
 /// built at its next open.
 pub const META_NAMES_INDEXED: &str = "names_indexed";
 
-/// Maps any redb error to the error users see.
+/// Maps any redb error of the metadata database to the error users see.
 pub fn db_err<E: Into<redb::Error>>(e: E) -> FsError {
-    let e: redb::Error = e.into();
-    crate::storage_failure::note("metadata database", &e);
-    if let redb::Error::Io(io) = &e {
-        if matches!(io.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) {
-            return FsError::NoSpace;
-        }
-    }
-    FsError::Io(format!("metadata database: {e}"))
+    crate::errors::db_err("metadata database", e)
 }
 
 pub fn load_inode<T: ReadableTable<u64, &'static [u8]>>(

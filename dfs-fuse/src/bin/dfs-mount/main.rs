@@ -99,7 +99,7 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 /// close failed), showing progress, for at most `DRAIN_LIMIT`; what is left stays in the
 /// cache and is stored by the next mount.
 fn drain(rt: &tokio::runtime::Runtime, mgr: &std::sync::Arc<CacheManager>, cache_dir: &Path) {
-    use dfs_fuse::progress::{Progress, Unit};
+    use dfs_client::progress::{Progress, Unit};
     let total = mgr.dirty_count();
     if total == 0 {
         return;
@@ -183,7 +183,7 @@ fn run(args: Args, cache_dir: PathBuf, status: &mut StatusPipe) -> Result<(), St
         }
     })?;
     if args.protection == Protection::Privacy {
-        if rt.block_on(dfs_fuse::login::has_realm(&args.server)) {
+        if rt.block_on(dfs_client::remote::Remote::new(&args.server).has_realm()) {
             dfs_client::privacy::set_privacy(true);
             log::info!("protection level: privacy (bodies encrypted with the session key)");
         } else {

@@ -1,19 +1,18 @@
 //! The mount point: is something mounted there, clearing a stale mount a killed client
 //! left, detaching ours at the end, and what a user other than root may ask of FUSE.
 //!
-//! Owns: umount2 and /proc/self/mountinfo reads of dfs-mount. Must not start a session.
+//! Owns: umount2 of dfs-mount and which mounts it looks for (mountinfo is read by
+//! `dfs_common::mountinfo`). Must not start a session.
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 pub fn is_mounted(mountpoint: &Path) -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    let target = mountpoint.to_string_lossy().replace(' ', "\\040");
-    info.lines()
-        .any(|l| l.split(' ').nth(4).is_some_and(|m| m == target))
+    dfs_common::mountinfo::read()
+        .unwrap_or_default()
+        .iter()
+        .any(|m| m.mount_point == mountpoint)
 }
 
 /// Detaches the mount at `mountpoint` (root: umount2; another user: `fusermount3 -uz`).

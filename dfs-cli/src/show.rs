@@ -4,10 +4,9 @@
 //!
 //! Owns: formats. Must not fetch anything.
 
-/// A size in bytes, for people: "5.00 KiB", "1.21 GiB", "512 B".
-pub fn size(bytes: u64) -> String {
-    humansize::format_size(bytes, humansize::BINARY)
-}
+/// A size in bytes, for people: "5.00 KiB", "1.21 GiB", "512 B" (the one the progress
+/// bars of `dfs-mount` use too).
+pub use dfs_client::progress::size;
 
 /// A span of seconds, for people, at most two units: "9 h 59 min", "3 min 5 s", "2 d 4 h".
 pub fn duration(secs: u64) -> String {

@@ -2,11 +2,19 @@
 //! terminal, otherwise a plain line on stderr at most once a second and one at the end, so
 //! logs and pipes get readable lines instead of control characters.
 //!
+//! Shared by `dfs-mount` (storing unstored files at exit) and the `dfs` command (`dfs tx`
+//! uploads), with `size`, how both show a number of bytes.
+//!
 //! Owns: how progress is drawn. Must not decide what is long work or do any of it.
 
 use std::io::IsTerminal;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// A size in bytes, for people: "5.00 KiB", "1.21 GiB", "512 B".
+pub fn size(bytes: u64) -> String {
+    humansize::format_size(bytes, humansize::BINARY)
+}
 
 /// What is counted: bytes (shown in binary units) or items.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,7 +59,7 @@ impl Progress {
 
     fn amount(&self, n: u64) -> String {
         match self.unit {
-            Unit::Bytes => crate::show::size(n),
+            Unit::Bytes => size(n),
             Unit::Items => n.to_string(),
         }
     }

@@ -1,15 +1,23 @@
 //! dfs: the command line for people and scripts — locks, status and transactions of
-//! dfs, and the realm: `dfs login | logout | whoami | user` (see `dfs_fuse::login`).
+//! dfs, and the realm: `dfs login | logout | whoami | user` (see `login`).
 //! It finds the mount that holds PATH and talks to that mount's `dfs-mount` over its local
 //! control socket; the mount holds (and keeps renewing) the locks taken here.
 //!
 //! Owns: the command line and which mount or server a command asks. Must not format what
-//! it shows (`show`, `dfs_fuse::show`).
+//! it shows (`status`, `show`).
+//!
+//! - `login`: `dfs login | logout | whoami | user`.
+//! - `tx`: `dfs tx`: batch files and their commands.
+//! - `status`: what the command shows of a mount; `show`: times, sizes and JSON.
 
+mod login;
 mod show;
+mod status;
+mod tx;
 
 use clap::{Parser, Subcommand};
-use dfs_fuse::control::{ask, ControlReply, ControlRequest};
+use dfs_client::control::{ask, ControlReply, ControlRequest};
+use dfs_common::mountinfo;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -47,9 +55,9 @@ enum Command {
     /// callback channel, cache use and unstored files.
     Status { path: Option<PathBuf> },
     #[command(flatten)]
-    Auth(dfs_fuse::login::AuthCommand),
+    Auth(login::AuthCommand),
     /// Transactions: run a batch of file operations as one atomic unit.
-    #[command(after_help = dfs_fuse::tx::cli::FORMAT_HELP)]
+    #[command(after_help = tx::cli::FORMAT_HELP)]
     Tx {
         #[command(subcommand)]
         command: TxCommand,
@@ -60,7 +68,7 @@ enum Command {
 enum TxCommand {
     /// Run the operations of BATCHFILE (`-` = stdin) as one transaction, print what it
     /// committed, or which line failed (then nothing changed).
-    #[command(after_help = dfs_fuse::tx::cli::FORMAT_HELP)]
+    #[command(after_help = tx::cli::FORMAT_HELP)]
     Apply {
         batch: PathBuf,
         /// The server (HOST:PORT); default: the server of the dfs mount holding the
@@ -86,29 +94,10 @@ enum TxCommand {
 /// The dfs mount point that contains `path`.
 fn mount_of(path: &Path) -> Result<PathBuf, String> {
     let abs = std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let info = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| e.to_string())?;
-    let mut best: Option<PathBuf> = None;
-    for line in info.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let Some(sep) = fields.iter().position(|f| *f == "-") else {
-            continue;
-        };
-        // fuser's own mount(2) shows fstype "fuse"; the source says it is ours.
-        let fstype = fields.get(sep + 1).copied().unwrap_or_default();
-        let source = fields.get(sep + 2).copied().unwrap_or_default();
-        if !(fstype == "fuse" || fstype == "fuse.dfs") || !source.starts_with("dfs:") {
-            continue;
-        }
-        let mnt = PathBuf::from(fields[4].replace("\\040", " "));
-        if abs.starts_with(&mnt)
-            && best
-                .as_ref()
-                .is_none_or(|b| mnt.as_os_str().len() > b.as_os_str().len())
-        {
-            best = Some(mnt);
-        }
-    }
-    best.ok_or_else(|| format!("{} is not on a dfs mount", abs.display()))
+    let mounts = mountinfo::read().map_err(|e| e.to_string())?;
+    mountinfo::dfs_mount_holding(&mounts, &abs)
+        .map(|m| m.mount_point.clone())
+        .ok_or_else(|| format!("{} is not on a dfs mount", abs.display()))
 }
 
 fn ino_of(path: &Path) -> Result<u64, String> {
@@ -143,10 +132,8 @@ fn main() -> ExitCode {
                     server,
                     wait,
                     confirm,
-                } => dfs_fuse::tx::cli::cli_apply(&batch, server, wait, confirm, json).await,
-                TxCommand::Stat { paths, server } => {
-                    dfs_fuse::tx::cli::cli_stat(&paths, server, json).await
-                }
+                } => tx::cli::cli_apply(&batch, server, wait, confirm, json).await,
+                TxCommand::Stat { paths, server } => tx::cli::cli_stat(&paths, server, json).await,
             }
         }),
         other => rt.block_on(run(other, json)),
@@ -163,7 +150,7 @@ fn main() -> ExitCode {
 async fn run(cmd: Command, json: bool) -> Result<(), (u8, String)> {
     let fail = |e: String| (1u8, e);
     let cmd = match cmd {
-        Command::Auth(c) => return dfs_fuse::login::run(c, json).await.map_err(fail),
+        Command::Auth(c) => return login::run(c, json).await.map_err(fail),
         other => other,
     };
     let (mount, req, path) = match &cmd {
@@ -222,9 +209,9 @@ async fn run(cmd: Command, json: bool) -> Result<(), (u8, String)> {
         }
         ControlReply::Status(s) => {
             let cluster = cluster_of(&s.server).await;
-            show::status(&mount, &s, cluster, json).map_err(fail)
+            status::status(&mount, &s, cluster, json).map_err(fail)
         }
-        other => show::reply(&shown, other, json).map_err(fail),
+        other => status::reply(&shown, other, json).map_err(fail),
     }
 }
 

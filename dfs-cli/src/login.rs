@@ -5,11 +5,11 @@
 //! `/tmp/dfs_cc_<uid>`) and hands the file-service credentials to every running dfs mount
 //! over its control socket (the mount files them under the caller's uid).
 
-use crate::control::{ask, ControlReply, ControlRequest};
 use clap::Subcommand;
+use dfs_client::control::{ask, ControlReply, ControlRequest};
 use dfs_client::remote::Remote;
 use dfs_common::auth::{
-    self, AdminReply, AdminRequest, AsReq, Credentials, KdcRep, Key, PaTimestamp, RealmInfo, TgsReq,
+    self, AdminReply, AdminRequest, AsReq, Credentials, KdcRep, Key, PaTimestamp, TgsReq,
 };
 use dfs_common::{codec, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -91,22 +91,11 @@ pub fn ccache_path() -> PathBuf {
 
 /// Mount points of every dfs mount on this host.
 pub fn dfs_mounts() -> Vec<PathBuf> {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for line in info.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let Some(sep) = fields.iter().position(|f| *f == "-") else {
-            continue;
-        };
-        let fstype = fields.get(sep + 1).copied().unwrap_or_default();
-        let source = fields.get(sep + 2).copied().unwrap_or_default();
-        if (fstype == "fuse" || fstype == "fuse.dfs") && source.starts_with("dfs:") {
-            out.push(PathBuf::from(fields[4].replace("\\040", " ")));
-        }
-    }
-    out
+    let mounts = dfs_common::mountinfo::read().unwrap_or_default();
+    dfs_common::mountinfo::dfs_mounts(&mounts)
+        .into_iter()
+        .map(|m| m.mount_point.clone())
+        .collect()
 }
 
 async fn find_server(explicit: Option<String>) -> Result<String, String> {
@@ -157,22 +146,10 @@ pub async fn with_own_tickets<F: std::future::Future>(server: &str, f: F) -> F::
     }
 }
 
-async fn realm_info(remote: &Remote) -> Result<RealmInfo, String> {
-    remote
-        .call(auth::KDC_INFO, &(), Duration::ZERO)
-        .await
-        .map_err(|e| format!("cannot reach the realm's KDC: {e}"))
-}
-
-/// Whether `server` serves a realm (its KDC answers).
-pub async fn has_realm(server: &str) -> bool {
-    realm_info(&Remote::new(server)).await.is_ok()
-}
-
 /// AS then TGS: credentials for the file service.
 pub async fn get_tickets(server: &str, principal: &str, password: &str) -> Result<CCache, String> {
     let remote = Remote::new(server);
-    let info = realm_info(&remote).await?;
+    let info = remote.realm_info().await?;
     let key = Key::from_password(password.as_bytes(), &info.realm, principal, info.iterations);
     let now = Timestamp::now().secs;
     let nonce = auth::random_u64();
@@ -236,7 +213,7 @@ async fn admin(req: AdminRequest) -> Result<AdminReply, String> {
 
 async fn new_key(principal: &str, from_stdin: bool) -> Result<Key, String> {
     let cc = read_ccache()?;
-    let info = realm_info(&Remote::new(&cc.server)).await?;
+    let info = Remote::new(&cc.server).realm_info().await?;
     let pw = dfs_common::password::read_password(
         &format!("new password for {principal}: "),
         from_stdin,

@@ -5,8 +5,8 @@
 //! Owns: the commands' output. Must not run batches or talk to the server.
 
 use super::batch::{Applied, Batch, Line};
-use crate::progress::{Progress, Unit};
 use crate::show::size;
+use dfs_client::progress::{Progress, Unit};
 use dfs_common::tx::{show_path, TxOp};
 use dfs_common::Attr;
 use std::sync::{Arc, Mutex};

@@ -1,13 +1,14 @@
 //! What the `dfs` command shows of a mount (status, locks, lock and unlock answers): text
-//! for people, with sizes in binary units and durations in words (`dfs_fuse::show`), or
+//! for people, with sizes in binary units and durations in words (`show`), or
 //! the same facts as one JSON document for scripts (`--json`).
 //!
 //! Owns: the layout of that output. Must not ask a mount or server anything.
 
+use crate::show::{duration, json as print_json, size};
+use dfs_client::control::ControlReply;
+use dfs_client::MountStatus;
 use dfs_common::cluster::{ClusterStatus, ROLE_DIRECTORY};
 use dfs_common::locks::LockInfo;
-use dfs_fuse::control::{ControlReply, MountStatus};
-use dfs_fuse::show::{duration, json as print_json, size};
 use std::path::Path;
 
 /// `dfs status --json`.

@@ -122,64 +122,13 @@ pub async fn cli_stat(
 /// `dfs:HOST:PORT` in /proc/self/mountinfo).
 pub fn mount_and_server(path: &Path) -> Result<(PathBuf, String), String> {
     let abs = std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let info = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| e.to_string())?;
-    let mut best: Option<(PathBuf, String)> = None;
-    for line in info.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let Some(sep) = fields.iter().position(|f| *f == "-") else {
-            continue;
-        };
-        let fstype = fields.get(sep + 1).copied().unwrap_or_default();
-        let source = fields.get(sep + 2).copied().unwrap_or_default();
-        let Some(server) = source.strip_prefix("dfs:") else {
-            continue;
-        };
-        if !fstype.starts_with("fuse") || fields.len() < 5 {
-            continue;
-        }
-        let mnt = PathBuf::from(unescape(fields[4]));
-        if abs.starts_with(&mnt)
-            && best
-                .as_ref()
-                .is_none_or(|(b, _)| mnt.as_os_str().len() > b.as_os_str().len())
-        {
-            best = Some((mnt, unescape(server)));
-        }
-    }
-    best.ok_or_else(|| {
-        format!(
-            "{} is not on a dfs mount; give the server with --server HOST:PORT",
-            abs.display()
-        )
-    })
-}
-
-/// Undoes the octal escapes of /proc/self/mountinfo fields.
-fn unescape(field: &str) -> String {
-    let b = field.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mountinfo_escapes_are_undone() {
-        assert_eq!(unescape("/mnt/a\\040b"), "/mnt/a b");
-    }
+    let mounts = dfs_common::mountinfo::read().map_err(|e| e.to_string())?;
+    dfs_common::mountinfo::dfs_mount_holding(&mounts, &abs)
+        .and_then(|m| Some((m.mount_point.clone(), m.dfs_server()?.to_string())))
+        .ok_or_else(|| {
+            format!(
+                "{} is not on a dfs mount; give the server with --server HOST:PORT",
+                abs.display()
+            )
+        })
 }
