@@ -174,3 +174,84 @@ pub trait Server: Send + Sync + 'static {
     /// Opens this client's callback channel.
     fn callbacks(&self) -> BoxFuture<'_, Result<CallbackStream, PortError>>;
 }
+
+/// A shared port is a port: the cache and a test (or a fault wrapper) may hold one server.
+impl<S: Server + ?Sized> Server for Arc<S> {
+    fn client_id(&self) -> u64 {
+        (**self).client_id()
+    }
+    fn signs(&self) -> bool {
+        (**self).signs()
+    }
+    fn dir<'a>(&'a self, req: &'a DirRequest) -> BoxFuture<'a, Result<DirReply, PortError>> {
+        (**self).dir(req)
+    }
+    fn fetch<'a>(
+        &'a self,
+        ino: Ino,
+        have: Option<u64>,
+        dest: &'a Path,
+        progress: Option<Arc<dyn FetchProgress>>,
+    ) -> BoxFuture<'a, Result<Fetched, PortError>> {
+        (**self).fetch(ino, have, dest, progress)
+    }
+    fn store<'a>(
+        &'a self,
+        ino: Ino,
+        src: &'a Path,
+        fence: Option<u64>,
+        mode: Option<u32>,
+        kill_suid: bool,
+    ) -> BoxFuture<'a, Result<Attr, PortError>> {
+        (**self).store(ino, src, fence, mode, kill_suid)
+    }
+    fn store_streamed(
+        &self,
+        ino: Ino,
+        body: Body,
+        fence: Option<u64>,
+        kill_suid: bool,
+    ) -> BoxFuture<'_, Result<Attr, PortError>> {
+        (**self).store_streamed(ino, body, fence, kill_suid)
+    }
+    fn lock_acquire<'a>(
+        &'a self,
+        req: &'a LockRequest,
+        extra: Duration,
+    ) -> BoxFuture<'a, Result<LockReply, PortError>> {
+        (**self).lock_acquire(req, extra)
+    }
+    fn lock_release<'a>(
+        &'a self,
+        req: &'a ReleaseRequest,
+    ) -> BoxFuture<'a, Result<ReleaseReply, PortError>> {
+        (**self).lock_release(req)
+    }
+    fn lock_release_many<'a>(
+        &'a self,
+        reqs: &'a [ReleaseRequest],
+    ) -> BoxFuture<'a, Result<ReleaseReply, PortError>> {
+        (**self).lock_release_many(reqs)
+    }
+    fn lock_test<'a>(
+        &'a self,
+        req: &'a LockRequest,
+    ) -> BoxFuture<'a, Result<TestReply, PortError>> {
+        (**self).lock_test(req)
+    }
+    fn lock_list<'a>(
+        &'a self,
+        req: &'a ListRequest,
+    ) -> BoxFuture<'a, Result<Vec<LockInfo>, PortError>> {
+        (**self).lock_list(req)
+    }
+    fn lock_renew<'a>(
+        &'a self,
+        req: &'a RenewRequest,
+    ) -> BoxFuture<'a, Result<RenewReply, PortError>> {
+        (**self).lock_renew(req)
+    }
+    fn callbacks(&self) -> BoxFuture<'_, Result<CallbackStream, PortError>> {
+        (**self).callbacks()
+    }
+}
