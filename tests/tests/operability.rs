@@ -258,9 +258,13 @@ fn metrics_of_a_node_and_a_mount_move_with_a_known_workload() {
     wait_for(
         "the mount counts no unstored file",
         Duration::from_secs(10),
-        || match metric(&scrape(&mount_metrics), "dfs_mount_unstored_files", &[]) {
-            n if n == 0.0 => Ok(()),
-            n => Err(format!("{n} unstored")),
+        || {
+            let n = metric(&scrape(&mount_metrics), "dfs_mount_unstored_files", &[]);
+            if n == 0.0 {
+                Ok(())
+            } else {
+                Err(format!("{n} unstored"))
+            }
         },
     );
     assert!(metric(&m1, "dfs_mount_cache_bytes", &[]) >= (FILES * SIZE) as f64);
