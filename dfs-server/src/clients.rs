@@ -152,11 +152,11 @@ impl Clients {
     /// The client a request with `headers` (method `method`, path and query `path`) is
     /// from: 0 when it names none; otherwise the named client, if the request proves it.
     pub fn verify(&self, headers: &HeaderMap, method: &str, path: &str) -> Result<u64, FsError> {
-        let client = match crate::http::wire::header_u64(headers, HDR_CLIENT)? {
+        let client = match crate::net::body::header_u64(headers, HDR_CLIENT)? {
             None | Some(0) => return Ok(0),
             Some(c) => c,
         };
-        let proof = crate::http::wire::header(headers, HDR_CLIENT_AUTH)?
+        let proof = crate::net::body::header(headers, HDR_CLIENT_AUTH)?
             .ok_or_else(|| denied(format!("{HDR_CLIENT} without {HDR_CLIENT_AUTH}")))?;
         let (epoch, seq, mac) = client_id::parse_auth_header(proof)?;
         let key = self.key(client).ok_or_else(|| {

@@ -9,7 +9,7 @@
 //! Owns: `Args`, reading the file, printing the settings. Must not start anything.
 
 use crate::auth::AnonymousAccess;
-use crate::http::limits;
+use crate::net::limits;
 use clap::{CommandFactory, Parser};
 use dfs_common::logging::LogFormat;
 use serde::{Serialize, Serializer};

@@ -9,10 +9,9 @@ use dfs_server::callbacks::Registry;
 use dfs_server::cluster::key::ClusterKey;
 use dfs_server::cluster::{repair, replicate, scrub, Cluster, ClusterSettings};
 use dfs_server::config::Args;
-use dfs_server::http;
-use dfs_server::http::limits::{ConnLimits, Gate};
 use dfs_server::lock::{LockConfig, LockService};
 use dfs_server::namespace::Namespace;
+use dfs_server::net::limits::{ConnLimits, Gate};
 use dfs_server::services::{Services, Settings};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -156,7 +155,9 @@ async fn run(args: Args) -> Result<(), String> {
     )
     .map_err(|e| format!("registered clients: {e}"))?;
     if directory {
-        dfs_server::kdc::cli::enable_realm(&svc, &data_dir, args.anonymous)?;
+        if let Some(security) = dfs_server::kdc::cli::open_realm(&data_dir, args.anonymous)? {
+            let _ = svc.security.set(security);
+        }
     } else {
         log::info!("data node: serves blobs to members of its cluster only (cluster key)");
     }
@@ -205,7 +206,7 @@ async fn run(args: Args) -> Result<(), String> {
     );
     let tx_sweeper = tasks::watch(
         "transaction sweeper",
-        dfs_server::tx::spawn_sweeper(svc.clone(), stop_rx.clone()),
+        dfs_server::tx::spawn_sweeper(svc.transactions(), stop_rx.clone()),
         Vital::Yes,
     );
     let journal_task = tasks::watch(
@@ -225,11 +226,11 @@ async fn run(args: Args) -> Result<(), String> {
     let mut cluster_tasks = Vec::new();
     if cluster.is_clustered() {
         cluster.join(stop_rx.clone()).await?;
-        replicate::spawn_puller(svc.clone(), stop_rx.clone());
-        let scrub = scrub::spawn(svc.clone(), stop_rx.clone());
+        replicate::spawn_puller(svc.replication(), stop_rx.clone());
+        let scrub = scrub::spawn(svc.replication(), stop_rx.clone());
         cluster_tasks.push(tasks::watch("scrubber", scrub, Vital::No));
         if directory {
-            let repair = repair::spawn(svc.clone(), stop_rx.clone());
+            let repair = repair::spawn(svc.replication(), stop_rx.clone());
             cluster_tasks.push(tasks::watch("repair", repair, Vital::No));
         }
         log::info!(
@@ -286,7 +287,8 @@ async fn run(args: Args) -> Result<(), String> {
     let registry = {
         let (open, refused) = (gate.clone(), gate.tally.clone());
         Arc::new(dfs_server::metrics::registry(
-            &svc,
+            svc.callbacks.clone(),
+            cluster.clone(),
             move || open.open() as i64,
             move || refused.refused_total() as i64,
         ))
@@ -309,7 +311,7 @@ async fn run(args: Args) -> Result<(), String> {
     // A service manager (systemd's Type=notify) learns the node serves; without one
     // (no NOTIFY_SOCKET) this does nothing.
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-    http::serve(listener, svc, gate, stop_rx).await;
+    dfs_server::api::serve(listener, svc, gate, stop_rx).await;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
 
     sweeper.abort();

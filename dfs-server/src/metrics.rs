@@ -14,7 +14,8 @@
 //! Owns: the statics, the registry, the `/metrics` answer and the second listener. Must
 //! not decide anything.
 
-use crate::services::Services;
+use crate::callbacks::Registry;
+use crate::cluster::Cluster;
 use dfs_common::metrics::{self as m, Counter, Counters, Grid, Histogram, Latencies};
 use std::sync::{Arc, LazyLock};
 
@@ -116,10 +117,11 @@ impl Drop for Waiting {
     }
 }
 
-/// The node's registry; `svc` is read at scrape time for the gauges, `open_connections`
-/// and `refused_connections` read the HTTP edge's counts.
+/// The node's registry; `callbacks` and `cluster` are read at scrape time for the
+/// gauges, `open_connections` and `refused_connections` read the HTTP edge's counts.
 pub fn registry(
-    svc: &Arc<Services>,
+    callbacks: Arc<Registry>,
+    cluster: Arc<Cluster>,
     open_connections: impl Fn() -> i64 + Send + Sync + 'static,
     refused_connections: impl Fn() -> i64 + Send + Sync + 'static,
 ) -> prometheus_client::registry::Registry {
@@ -191,12 +193,11 @@ pub fn registry(
         "Callback frames dropped from an overflowing queue (the client revalidates all)",
         &BREAKS_DROPPED,
     );
-    let s = svc.clone();
     m::register_gauge(
         &mut r,
         "callback_breaks_undelivered",
         "Callback frames waiting in clients' queues",
-        move || s.callbacks.queued_frames() as i64,
+        move || callbacks.queued_frames() as i64,
     );
     m::register_gauge(
         &mut r,
@@ -237,14 +238,14 @@ pub fn registry(
         &TX_COMMITTED,
     );
     m::register(&mut r, "tx_aborted", "Transactions aborted", &TX_ABORTED);
-    register_replication(&mut r, svc);
+    register_replication(&mut r, &cluster);
     r
 }
 
 /// Replication as this node sees it, read from the cluster's status when scraped: members
 /// by state; and, on the directory node (zero elsewhere), blobs under-replicated and
 /// without a live copy and the repair copies made, failed and pending; this node's scrub.
-fn register_replication(r: &mut prometheus_client::registry::Registry, svc: &Arc<Services>) {
+fn register_replication(r: &mut prometheus_client::registry::Registry, cluster: &Arc<Cluster>) {
     use dfs_common::cluster::{ClusterStatus, MemberState};
     type Read = fn(&ClusterStatus) -> u64;
     let states = [
@@ -254,13 +255,13 @@ fn register_replication(r: &mut prometheus_client::registry::Registry, svc: &Arc
         ("departed", MemberState::Departed),
     ];
     for (name, state) in states {
-        let s = svc.clone();
+        let c = cluster.clone();
         m::register_gauge(
             r,
             &format!("cluster_members_{name}"),
             &format!("Cluster members this node sees as {name}"),
             move || {
-                let st = s.cluster().status();
+                let st = c.status();
                 st.members.iter().filter(|m| m.state == state).count() as i64
             },
         );
@@ -308,8 +309,8 @@ fn register_replication(r: &mut prometheus_client::registry::Registry, svc: &Arc
         ),
     ];
     for (name, help, read) in figures {
-        let s = svc.clone();
-        m::register_gauge(r, name, help, move || read(&s.cluster().status()) as i64);
+        let c = cluster.clone();
+        m::register_gauge(r, name, help, move || read(&c.status()) as i64);
     }
 }
 
@@ -325,7 +326,7 @@ pub async fn serve_plain(
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = crate::http::raised(&mut stop) => return,
+            _ = crate::net::raised(&mut stop) => return,
         };
         let Ok((stream, _)) = accepted else {
             continue;

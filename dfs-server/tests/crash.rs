@@ -10,13 +10,13 @@
 
 use bytes::Bytes;
 use dfs_common::{Attr, BlobId, FileKind, FsError, Ino, Timestamp, ROOT_INO};
+use dfs_server::api::files;
 use dfs_server::blobs::journal::JOURNAL_MAX;
 use dfs_server::blobs::{gc, journal, BlobStore};
 use dfs_server::callbacks::Registry;
-use dfs_server::files;
-use dfs_server::http::wire::ReqBody;
 use dfs_server::lock::{LockConfig, LockService};
 use dfs_server::namespace::{Namespace, NsCommand};
+use dfs_server::net::body::ReqBody;
 use dfs_server::services::{Caller, Services, Settings};
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
@@ -161,6 +161,7 @@ async fn create(node: &Node, name: &str) -> Attr {
     };
     let out = node
         .svc
+        .coherence
         .mutate(Caller::open(7), cmd, Vec::new(), None)
         .await
         .unwrap();

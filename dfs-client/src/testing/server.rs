@@ -1,8 +1,8 @@
 //! An in-memory server for the cache's unit tests: the real server's services
 //! (`dfs_server::services::Services`: its namespace state machine, blob store, lock service
 //! and callback registry, in a temp dir), reached by direct calls instead of HTTP. Every
-//! answer is the one the server's own handlers give (`http::dir::dispatch`,
-//! `files::fetch` / `store`, `LockService`, `callbacks::channel`), so a rule tested here is
+//! answer is the one the server's own handlers give (`api::dir::dispatch`,
+//! `api::files::fetch` / `store`, `LockService`, `callbacks::channel`), so a rule tested here is
 //! the server's rule, not a second model of it. What it leaves out: the HTTP edge (client
 //! proofs, realms, permission checks: an open cell), and timeouts.
 //!
@@ -119,7 +119,7 @@ impl CellPort {
     }
 }
 
-fn empty() -> dfs_server::http::wire::ReqBody {
+fn empty() -> dfs_server::net::body::ReqBody {
     http_body_util::Empty::new()
         .map_err(|never| match never {})
         .boxed()
@@ -145,7 +145,7 @@ impl Server for CellPort {
     fn dir<'a>(&'a self, req: &'a DirRequest) -> BoxFuture<'a, Result<DirReply, PortError>> {
         Box::pin(async move {
             let svc = self.cell.services();
-            Ok(dfs_server::http::dir::dispatch(&svc, self.caller(), req.clone()).await?)
+            Ok(dfs_server::api::dir::dispatch(&svc, self.caller(), req.clone()).await?)
         })
     }
 
@@ -165,7 +165,7 @@ impl Server for CellPort {
                 req = req.header(proto::HDR_HAVE_VERSION, v.to_string());
             }
             let req = req.body(empty()).expect("request");
-            let resp = dfs_server::files::fetch(&svc, self.caller(), ino, req).await?;
+            let resp = dfs_server::api::files::fetch(&svc, self.caller(), ino, req).await?;
             let attr = attr_header(resp.headers())?;
             match resp.status() {
                 StatusCode::NOT_MODIFIED => Ok(Fetched::NotModified(attr)),
@@ -318,10 +318,10 @@ impl CellPort {
     async fn send_store(
         &self,
         ino: Ino,
-        req: Request<dfs_server::http::wire::ReqBody>,
+        req: Request<dfs_server::net::body::ReqBody>,
     ) -> Result<Attr, PortError> {
         let svc = self.cell.services();
-        let resp = dfs_server::files::store(&svc, self.caller(), ino, req).await?;
+        let resp = dfs_server::api::files::store(&svc, self.caller(), ino, req).await?;
         let status = resp.status();
         let body = resp
             .into_body()

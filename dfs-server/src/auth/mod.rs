@@ -20,15 +20,17 @@
 //! (`perm`). Must not issue tickets (see `crate::kdc`).
 
 pub mod anonymous;
+pub mod caller;
 pub mod perm;
 pub mod privacy;
 pub mod replay;
 
-use crate::http::wire::{self, full, ResBody};
+use crate::clients::Clients;
 use crate::kdc::Kdc;
-use crate::services::{Caller, Services};
+use crate::net::body::{self as wire, full, ResBody};
 pub use anonymous::AnonymousAccess;
 use bytes::Bytes;
+pub use caller::Caller;
 use dfs_common::auth::{
     self, denied, ApReply, Identity, Key, Ticket, FILE_SERVICE, HDR_AUTH, HDR_AUTH_REPLY,
     HDR_TICKET,
@@ -83,9 +85,11 @@ fn hex_header<B>(req: &Request<B>, name: &str) -> Result<Option<Vec<u8>>, FsErro
     }
 }
 
-/// THE authentication hook (called by `http::router`).
+/// THE authentication hook (called by `crate::api::router`): who sends `req`, a mount of
+/// `clients`, in the realm of `security` (an open cell without one).
 pub fn authenticate<B>(
-    svc: &Services,
+    clients: &Clients,
+    security: Option<&Security>,
     req: &mut Request<B>,
 ) -> Result<(Caller, Option<Session>), FsError> {
     // Which mount: proven by its client key, realm or not (`crate::clients`).
@@ -95,10 +99,9 @@ pub fn authenticate<B>(
             .path_and_query()
             .map(|p| p.as_str())
             .unwrap_or("/");
-        svc.clients
-            .verify(req.headers(), req.method().as_str(), pq)?
+        clients.verify(req.headers(), req.method().as_str(), pq)?
     };
-    let Some(sec) = svc.security.get() else {
+    let Some(sec) = security else {
         return Ok((Caller::open(client), None));
     };
     let path = req.uri().path();

@@ -5,7 +5,7 @@
 //! Owns: the body adapters. Must not decide who the caller is (see `super::authenticate`).
 
 use super::Session;
-use crate::http::wire::{ReqBody, ResBody};
+use crate::net::body::{ReqBody, ResBody};
 use bytes::Bytes;
 use dfs_common::privacy::{Dir, Opener, Sealer, HDR_PLAIN_LENGTH, HDR_PROTECTION, PRIVACY};
 use http_body_util::BodyExt;
@@ -61,7 +61,7 @@ pub fn seal_response(
             parts
                 .headers
                 .insert(CONTENT_LENGTH, HeaderValue::from(sealed.len()));
-            crate::http::wire::full(sealed)
+            crate::net::body::full(sealed)
         }
         None => {
             parts.headers.remove(CONTENT_LENGTH);

@@ -7,7 +7,7 @@
 //! - `key`: the cluster key and the MACs of node-to-node requests and answers;
 //! - `placement`: which R nodes should hold a blob (rendezvous hashing), R and W;
 //! - `peer`: the HTTP client one node uses to talk to another;
-//! - `http`: the `/v1/cluster/` resources a node serves to the others;
+//! - `local`: this node's copies as the others see them (digests, listings, deletes);
 //! - `replicate`: putting a new blob on W nodes before a store is acknowledged, pulling
 //!   copies (read repair and repair orders);
 //! - `repair`: the round on the directory node that compares every node's digests with
@@ -15,15 +15,17 @@
 //!   collects garbage;
 //! - `scrub`: re-hashing every local copy, dropping and re-pulling bad ones.
 //!
-//! This file owns the settings, the counters and the view of the members with their
+//! The `/v1/cluster/` resources a node serves to the others are `crate::api::cluster`'s.
+//!
+//! This file owns the settings, `Replication` (what the service works on), the counters and the view of the members with their
 //! derived state (a dead member past its grace is *departed*). Must not: touch the
 //! namespace (only `repair` reads which blobs are referenced) or blob files (`blobs`).
 //!
 //! The directory service (namespace, locks, callbacks) stays on the one node with the
 //! directory role; every node, that one included, stores blobs.
 
-pub mod http;
 pub mod key;
+pub mod local;
 pub mod membership;
 pub mod peer;
 pub mod placement;
@@ -31,6 +33,8 @@ pub mod repair;
 pub mod replicate;
 pub mod scrub;
 
+use crate::blobs::BlobStore;
+use crate::namespace::Namespace;
 use dfs_common::cluster::{ClusterStatus, MemberState, MemberStatus, ROLE_DATA, ROLE_DIRECTORY};
 use dfs_common::BlobId;
 use key::ClusterKey;
@@ -41,6 +45,16 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+/// What the replication service works on: the cluster, this node's blob copies, and the
+/// namespace that says which blobs are referenced (read by `repair`, and to drop a copy
+/// nothing references).
+#[derive(Clone)]
+pub struct Replication {
+    pub cluster: Arc<Cluster>,
+    pub blobs: Arc<BlobStore>,
+    pub ns: Arc<Namespace>,
+}
 
 /// How a node takes part in the cluster.
 #[derive(Clone, Debug)]

@@ -7,7 +7,7 @@
 
 use super::key::{ClusterKey, STREAMED};
 use crate::blobs::BlobStore;
-use crate::http::wire::{self, ReqBody};
+use crate::net::body::{self as wire, ReqBody};
 use bytes::Bytes;
 use dfs_common::cluster::{self as proto, Digests, Listing, ListingRequest};
 use dfs_common::privacy::{Dir, Opener, Sealer, HDR_PLAIN_LENGTH};

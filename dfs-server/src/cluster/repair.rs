@@ -18,9 +18,8 @@
 //! the node that lacks a copy) or change the namespace.
 
 use super::placement;
-use super::{Cluster, RepairView, View};
+use super::{local, Cluster, RepairView, Replication, View};
 use crate::blobs::index::digests_of;
-use crate::services::Services;
 use dfs_common::cluster::{bucket, DeleteOrder, Digests, PullOrder, BUCKETS};
 use dfs_common::{BlobId, FsError};
 use std::collections::HashMap;
@@ -32,9 +31,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// Runs a round every `repair_interval` until `stop` turns true.
-pub fn spawn(svc: Arc<Services>, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+pub fn spawn(replication: Replication, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let period = svc.cluster().settings.repair_interval;
+        let period = replication.cluster.settings.repair_interval;
         // Let gossip find the members first.
         let mut wait = period.min(std::time::Duration::from_secs(2));
         loop {
@@ -43,7 +42,7 @@ pub fn spawn(svc: Arc<Services>, mut stop: watch::Receiver<bool>) -> JoinHandle<
                 _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
             }
             wait = period;
-            if let Err(e) = round(&svc).await {
+            if let Err(e) = round(&replication).await {
                 log::warn!("repair round failed: {e}");
             }
         }
@@ -182,8 +181,8 @@ impl Plan {
 }
 
 /// One round (see the module comment).
-pub async fn round(svc: &Arc<Services>) -> Result<(), FsError> {
-    let cluster = svc.cluster().clone();
+pub async fn round(replication: &Replication) -> Result<(), FsError> {
+    let cluster = replication.cluster.clone();
     let dirs = cluster.directories();
     if dirs.len() != 1 {
         // Two namespaces would each see the other's blobs as garbage.
@@ -199,7 +198,10 @@ pub async fn round(svc: &Arc<Services>) -> Result<(), FsError> {
         ..
     } = cluster.view();
     let slot: HashMap<SocketAddr, usize> = live.iter().enumerate().map(|(i, a)| (*a, i)).collect();
-    let known = svc.blocking(|ns, _| ns.known_blobs()).await?;
+    let ns = replication.ns.clone();
+    let known = tokio::task::spawn_blocking(move || ns.known_blobs())
+        .await
+        .map_err(crate::errors::join_err)??;
     // The per-blob work runs off the async threads: gossip shares them, and a round over
     // millions of blobs must not delay its probes.
     let plan = Arc::new(Plan {
@@ -221,13 +223,17 @@ pub async fn round(svc: &Arc<Services>) -> Result<(), FsError> {
         plan.live
             .iter()
             .zip(&wanted)
-            .map(|(addr, want)| report(svc, &cluster, *addr, want)),
+            .map(|(addr, want)| report(replication, &cluster, *addr, want)),
     )
     .await;
 
     let grace_ms = cluster.settings.gc_grace.as_millis() as u64;
     let (orders, tally, reports) = {
-        let (plan, blobs, ns) = (plan.clone(), svc.blobs.clone(), svc.ns.clone());
+        let (plan, blobs, ns) = (
+            plan.clone(),
+            replication.blobs.clone(),
+            replication.ns.clone(),
+        );
         tokio::task::spawn_blocking(move || {
             let (orders, tally) = plan.decide(&reports, &blobs, &ns, grace_ms);
             (orders, tally, reports)
@@ -242,7 +248,7 @@ pub async fn round(svc: &Arc<Services>) -> Result<(), FsError> {
     } = tally;
 
     for (i, o) in orders.into_iter().enumerate() {
-        send_orders(svc, &cluster, &reports[i], o).await;
+        send_orders(replication, &cluster, &reports[i], o).await;
     }
 
     let mut view = RepairView {
@@ -270,7 +276,7 @@ pub async fn round(svc: &Arc<Services>) -> Result<(), FsError> {
 
 /// Digests (and, where they differ from `expected`, listings) of one node.
 async fn report(
-    svc: &Arc<Services>,
+    replication: &Replication,
     cluster: &Arc<Cluster>,
     addr: SocketAddr,
     want: &[[u8; 32]],
@@ -284,7 +290,7 @@ async fn report(
     };
     let local = addr == cluster.settings.advertise;
     let digests = if local {
-        super::http::off_thread(svc, super::http::local_digests).await
+        local::off_thread(replication, local::digests).await
     } else {
         cluster.peers.digests(addr).await
     };
@@ -306,7 +312,7 @@ async fn report(
     if !buckets.is_empty() {
         let listing = if local {
             let b = buckets.clone();
-            super::http::off_thread(svc, move |svc| super::http::local_listing(svc, &b)).await
+            local::off_thread(replication, move |rep| local::listing(rep, &b)).await
         } else {
             cluster.peers.listing(addr, buckets.clone()).await
         };
@@ -331,7 +337,12 @@ async fn report(
 /// Most blobs named in one order request (keeps each under the order size limit).
 const ORDER_BATCH: usize = 10_000;
 
-async fn send_orders(svc: &Arc<Services>, cluster: &Arc<Cluster>, rep: &NodeReport, o: Orders) {
+async fn send_orders(
+    replication: &Replication,
+    cluster: &Arc<Cluster>,
+    rep: &NodeReport,
+    o: Orders,
+) {
     let addr = rep.addr;
     let local = addr == cluster.settings.advertise;
     let missing = o.pulls.len();
@@ -372,7 +383,7 @@ async fn send_orders(svc: &Arc<Services>, cluster: &Arc<Cluster>, rep: &NodeRepo
             blobs: batch.to_vec(),
         };
         let result = if local {
-            super::http::off_thread(svc, move |svc| super::http::delete_local(svc, &order)).await
+            local::off_thread(replication, move |rep| local::delete(rep, &order)).await
         } else {
             cluster.peers.order(addr, "delete", &order).await
         };

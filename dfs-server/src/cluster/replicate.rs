@@ -7,9 +7,8 @@
 
 use super::peer::IDLE_TIMEOUT;
 use super::placement;
-use super::View;
+use super::{Replication, View};
 use crate::blobs::{Pin, TempBlob};
-use crate::services::Services;
 use dfs_common::{BlobId, FsError};
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -24,14 +23,14 @@ const PULL_CONCURRENCY: usize = 4;
 /// them, pushed to the others. Returns once W copies are durable (the other pushes go on
 /// in the background), with a pin that keeps every node's garbage collection away until
 /// the caller's commit is done. Fewer than W copies is an error: the store must fail.
-pub async fn place(svc: &Arc<Services>, temp: TempBlob) -> Result<Pin, FsError> {
-    let cluster = svc.cluster().clone();
+pub async fn place(replication: &Replication, temp: TempBlob) -> Result<Pin, FsError> {
+    let cluster = replication.cluster.clone();
     if !cluster.is_clustered() {
         if temp.journal_bytes().is_some() {
             // Kept in memory until the checkpoint: installing it does no I/O.
-            return svc.blobs.install(temp);
+            return replication.blobs.install(temp);
         }
-        let blobs = svc.blobs.clone();
+        let blobs = replication.blobs.clone();
         return tokio::task::spawn_blocking(move || blobs.install(temp))
             .await
             .map_err(|e| FsError::Io(format!("install task failed: {e}")))?;
@@ -55,18 +54,18 @@ pub async fn place(svc: &Arc<Services>, temp: TempBlob) -> Result<Pin, FsError> 
     let (targets, spares) = in_order.split_at(r.min(in_order.len()));
     let (targets, spares) = (targets.to_vec(), spares.to_vec());
     let me = cluster.settings.advertise;
-    let pin = svc.blobs.pin(id);
+    let pin = replication.blobs.pin(id);
     let mut acks = 0;
     // Where the pushes read from: the installed copy, or the temp file kept alive by
     // the push tasks.
     let source: Arc<SourceFile> = if targets.contains(&me) {
-        let blobs = svc.blobs.clone();
+        let blobs = replication.blobs.clone();
         let installed = tokio::task::spawn_blocking(move || blobs.install(temp))
             .await
             .map_err(|e| FsError::Io(format!("install task failed: {e}")))??;
         drop(installed); // `pin` above holds the same id
         acks += 1;
-        Arc::new(SourceFile::Installed(svc.blobs.path(&id)))
+        Arc::new(SourceFile::Installed(replication.blobs.path(&id)))
     } else {
         Arc::new(SourceFile::Temp(temp))
     };
@@ -107,8 +106,8 @@ pub async fn place(svc: &Arc<Services>, temp: TempBlob) -> Result<Pin, FsError> 
         }
     }
     if acks < w {
-        let blobs = svc.blobs.clone();
-        let ns = svc.ns.clone();
+        let blobs = replication.blobs.clone();
+        let ns = replication.ns.clone();
         tokio::task::spawn_blocking(move || blobs.discard_unreferenced(pin, |b| ns.refcount(b)))
             .await
             .map_err(|e| FsError::Io(format!("discard task failed: {e}")))?;
@@ -135,27 +134,31 @@ impl SourceFile {
 }
 
 /// Makes sure this node has a good copy of `id`, pulling it from another node if not.
-pub async fn ensure_local(svc: &Arc<Services>, id: BlobId) -> Result<(), FsError> {
+pub async fn ensure_local(replication: &Replication, id: BlobId) -> Result<(), FsError> {
     // A small blob stored less than a checkpoint ago has no file yet, only its bytes in
     // memory: it is here all the same (a resize right after a store read it as missing).
-    if svc.blobs.holds(&id) {
+    if replication.blobs.holds(&id) {
         return Ok(());
     }
-    let sources = svc.cluster().sources_for(&id);
+    let sources = replication.cluster.sources_for(&id);
     if sources.is_empty() {
         return Err(FsError::Corrupt(format!(
             "blob {id} is missing here and no other node is up to copy it from"
         )));
     }
-    pull(svc, id, &sources).await
+    pull(replication, id, &sources).await
 }
 
 /// Copies `id` from the first of `sources` that has a good copy; installs it here.
-pub async fn pull(svc: &Arc<Services>, id: BlobId, sources: &[SocketAddr]) -> Result<(), FsError> {
-    let cluster = svc.cluster();
+pub async fn pull(
+    replication: &Replication,
+    id: BlobId,
+    sources: &[SocketAddr],
+) -> Result<(), FsError> {
+    let cluster = &replication.cluster;
     let mut last = FsError::NotFound;
     for addr in sources {
-        match pull_from(svc, &cluster.peers, *addr, id).await {
+        match pull_from(replication, &cluster.peers, *addr, id).await {
             Ok(()) => return Ok(()),
             Err(e) => {
                 log::info!("pull of blob {id} from {addr}: {e}");
@@ -167,31 +170,31 @@ pub async fn pull(svc: &Arc<Services>, id: BlobId, sources: &[SocketAddr]) -> Re
 }
 
 async fn pull_from(
-    svc: &Arc<Services>,
+    replication: &Replication,
     peers: &super::peer::PeerClient,
     addr: SocketAddr,
     id: BlobId,
 ) -> Result<(), FsError> {
     let (len, body) = peers.fetch_blob(addr, &id).await?;
     let body = IdleBody::new(body);
-    let temp = svc
+    let temp = replication
         .blobs
         .receive(body, crate::blobs::BodyLen::Exactly(len), Some(id))
         .await?;
-    let blobs = svc.blobs.clone();
+    let blobs = replication.blobs.clone();
     tokio::task::spawn_blocking(move || blobs.install(temp).map(drop))
         .await
         .map_err(|e| FsError::Io(format!("install task failed: {e}")))?
 }
 
 /// A body that fails after `IDLE_TIMEOUT` without a frame (a peer that stops sending).
-pub(super) struct IdleBody {
-    inner: crate::http::wire::ReqBody,
+pub struct IdleBody {
+    inner: crate::net::body::ReqBody,
     sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
 }
 
 impl IdleBody {
-    pub(super) fn new(inner: crate::http::wire::ReqBody) -> IdleBody {
+    pub fn new(inner: crate::net::body::ReqBody) -> IdleBody {
         IdleBody {
             inner,
             sleep: Box::pin(tokio::time::sleep(IDLE_TIMEOUT)),
@@ -265,9 +268,9 @@ impl PullQueue {
 }
 
 /// Starts the pull worker of this node (until `stop` turns true).
-pub fn spawn_puller(svc: Arc<Services>, mut stop: tokio::sync::watch::Receiver<bool>) {
+pub fn spawn_puller(replication: Replication, mut stop: tokio::sync::watch::Receiver<bool>) {
     let (tx, mut rx) = mpsc::unbounded_channel::<(BlobId, Vec<SocketAddr>)>();
-    if svc.cluster().pulls.tx.set(tx).is_err() {
+    if replication.cluster.pulls.tx.set(tx).is_err() {
         return;
     }
     let slots = Arc::new(Semaphore::new(PULL_CONCURRENCY));
@@ -283,14 +286,14 @@ pub fn spawn_puller(svc: Arc<Services>, mut stop: tokio::sync::watch::Receiver<b
             let Ok(slot) = slots.clone().acquire_owned().await else {
                 return;
             };
-            let svc = svc.clone();
+            let replication = replication.clone();
             tokio::spawn(async move {
-                let cluster = svc.cluster().clone();
-                let have = svc.blobs.index().get(&id).is_some();
+                let cluster = replication.cluster.clone();
+                let have = replication.blobs.index().get(&id).is_some();
                 let result = if have {
                     Ok(())
                 } else {
-                    pull(&svc, id, &sources).await
+                    pull(&replication, id, &sources).await
                 };
                 match result {
                     Ok(()) => cluster.counters.pulls_done.fetch_add(1, Ordering::Relaxed),

@@ -6,20 +6,19 @@
 //! Owns: the pass and its pacing. Must not: keep a bad copy "just in case" (a copy that
 //! fails its hash is never served, so it is worth nothing).
 
-use crate::services::Services;
+use super::Replication;
 use dfs_common::hash::BlobHasher;
 use dfs_common::BlobId;
 use std::io::Read;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// Whether the local copy of `id` still hashes to its name (blocking). A copy that
 /// vanished counts as good (the repair round sees it missing).
-fn copy_is_good(svc: &Services, id: &BlobId) -> bool {
-    let Ok(mut f) = std::fs::File::open(svc.blobs.path(id)) else {
+fn copy_is_good(replication: &Replication, id: &BlobId) -> bool {
+    let Ok(mut f) = std::fs::File::open(replication.blobs.path(id)) else {
         return true;
     };
     let mut hasher = BlobHasher::new();
@@ -35,19 +34,19 @@ fn copy_is_good(svc: &Services, id: &BlobId) -> bool {
 }
 
 /// Runs scrub passes until `stop` turns true.
-pub fn spawn(svc: Arc<Services>, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+pub fn spawn(replication: Replication, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let period = svc.cluster().settings.scrub_interval;
+        let period = replication.cluster.settings.scrub_interval;
         loop {
             let started = Instant::now();
-            let blobs = svc.blobs.clone();
+            let blobs = replication.blobs.clone();
             let ids = tokio::task::spawn_blocking(move || blobs.index().ids())
                 .await
                 .unwrap_or_default();
             let pace = period / (ids.len().max(1) as u32);
             for id in ids {
                 let next = Instant::now() + pace.min(Duration::from_secs(60));
-                let (check, one) = (svc.clone(), id);
+                let (check, one) = (replication.clone(), id);
                 let checked_at = super::key::now_ms();
                 let good =
                     match tokio::task::spawn_blocking(move || copy_is_good(&check, &one)).await {
@@ -58,13 +57,13 @@ pub fn spawn(svc: Arc<Services>, mut stop: watch::Receiver<bool>) -> JoinHandle<
                             true
                         }
                     };
-                let cluster = svc.cluster();
+                let cluster = &replication.cluster;
                 cluster.counters.scrubbed.fetch_add(1, Ordering::Relaxed);
                 if !good {
                     cluster.counters.scrub_bad.fetch_add(1, Ordering::Relaxed);
                     log::warn!("scrub: local copy of blob {id} is corrupt; dropping it and copying it again");
                     // Unless a good copy replaced it meanwhile.
-                    let blobs = svc.blobs.clone();
+                    let blobs = replication.blobs.clone();
                     let _ =
                         tokio::task::spawn_blocking(move || blobs.remove_if_older(&id, checked_at))
                             .await;

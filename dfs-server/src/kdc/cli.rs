@@ -2,7 +2,6 @@
 
 use super::{InitOptions, Kdc};
 use crate::auth::{AnonymousAccess, ReplayCache, Security};
-use crate::services::Services;
 use clap::Parser;
 use dfs_common::auth;
 use std::path::{Path, PathBuf};
@@ -89,14 +88,14 @@ pub fn init_main() -> ExitCode {
 /// How often the replay cache is flushed to the disk (see `crate::auth::replay`).
 const REPLAY_FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Opens the realm of `data_dir`, if any, and makes `svc` require tickets; callers
-/// without one get what `anonymous` admits. Starts the replay cache's flusher (call
-/// inside the runtime).
-pub fn enable_realm(
-    svc: &Arc<Services>,
+/// Opens the realm of `data_dir`, if any: the security a node that requires tickets
+/// holds (`Services::security`); callers without one get what `anonymous` admits. Starts
+/// the replay cache's flusher, which ends when the security is dropped (call inside the
+/// runtime).
+pub fn open_realm(
     data_dir: &Path,
     anonymous: AnonymousAccess,
-) -> Result<(), String> {
+) -> Result<Option<Arc<Security>>, String> {
     let Some(kdc) = Kdc::open(data_dir)? else {
         log::info!(
             "no realm in {}: open cell, requests are not authenticated",
@@ -105,7 +104,7 @@ pub fn enable_realm(
         if anonymous != AnonymousAccess::None {
             log::info!("--anonymous {anonymous} has no effect in an open cell");
         }
-        return Ok(());
+        return Ok(None);
     };
     let dir = super::realm_dir(data_dir);
     let replay = ReplayCache::open(&dir, Kdc::now(), kdc.conf.skew_secs)
@@ -142,6 +141,5 @@ pub fn enable_realm(
             }
         }
     });
-    let _ = svc.security.set(security);
-    Ok(())
+    Ok(Some(security))
 }

@@ -8,7 +8,6 @@
 //! permissions (see `crate::auth`).
 
 pub mod cli;
-pub mod http;
 
 use dfs_common::auth::{
     self, denied, AdminReply, AdminRequest, AsReq, EncKdcPart, Identity, KdcRep, Key, TgsReq,

@@ -20,9 +20,8 @@
 //!   dropped when the HTTP connection goes away, which ends the wait.
 //!
 //! Owns: stripes, waiting, the operations' flow. Must not touch: the namespace, blobs,
-//! callbacks, HTTP bodies (`http` decodes and encodes).
+//! callbacks, HTTP bodies (`crate::api::locks` decodes and encodes).
 
-pub mod http;
 pub mod record;
 pub mod table;
 #[cfg(test)]

@@ -153,7 +153,7 @@ fn a_transaction_batch_creates_with_its_modes_and_the_directory_rules() {
     let batch = TxBatch {
         tx,
         client: 9,
-        caller: crate::services::Caller::open(9),
+        caller: crate::auth::Caller::open(9),
         ops: vec![
             TxOp::Mkdir {
                 path: b"/d/sub".to_vec(),

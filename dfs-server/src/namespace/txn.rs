@@ -18,7 +18,7 @@ mod batch;
 
 use super::store::{self, db_err, Writer, DIRENTS, INODES};
 use super::{Namespace, NsOutcome};
-use crate::services::Caller;
+use crate::auth::Caller;
 pub use batch::components;
 use batch::{batch, walk};
 use dfs_common::tx::{AbortReason, Committed, TxFailure, TxId, TxOp, TxStatus};

@@ -70,7 +70,7 @@ impl T {
         self.ns.apply_tx(TxCommand::Commit(TxBatch {
             tx,
             client: C,
-            caller: crate::services::Caller::open(C),
+            caller: crate::auth::Caller::open(C),
             ops,
             uid: 5,
             gid: 6,
@@ -408,7 +408,7 @@ fn a_transaction_commits_at_most_once_and_only_for_its_client() {
     let other = TxCommand::Commit(TxBatch {
         tx,
         client: C + 1,
-        caller: crate::services::Caller::open(C + 1),
+        caller: crate::auth::Caller::open(C + 1),
         ops: ops.clone(),
         uid: 0,
         gid: 0,
@@ -546,7 +546,7 @@ fn a_transaction_is_unknown_to_another_principal_of_its_client() {
         client: C,
         uid: 1234,
     };
-    let mut caller = crate::services::Caller::open(C);
+    let mut caller = crate::auth::Caller::open(C);
     caller.uid = mallory.uid;
     let ops = vec![TxOp::Put {
         path: p("/stolen"),

@@ -282,7 +282,7 @@ fn attributes_go_with_inodes_a_transaction_removes() {
     let batch = TxBatch {
         tx,
         client: 9,
-        caller: crate::services::Caller::open(9),
+        caller: crate::auth::Caller::open(9),
         ops: vec![TxOp::Remove {
             path: b"/f".to_vec(),
         }],

@@ -28,17 +28,20 @@
 //!   writers' locks are taken only on files the caller may write; results and statuses
 //!   carry no content hash of a file the caller may not read.
 //!
+//! The resources (`/v1/tx/...`) are `crate::api::tx`'s.
+//!
 //! Owns: the order of those steps, leases of open transactions (in the namespace
 //! database; requests in flight keep a transaction from being swept), the sweep. Must not
 //! decide namespace rules (namespace) nor touch blob files directly (blobs).
 
-pub mod http;
 #[cfg(test)]
 mod tests;
 
-use crate::auth::perm;
+use crate::auth::{perm, Caller};
+use crate::cluster::Replication;
+use crate::coherence::Coherence;
+use crate::lock::LockService;
 use crate::namespace::txn::{ms_of, TxApplied, TxBatch, TxCommand, TxOwner};
-use crate::services::{Caller, Services};
 use dfs_common::locks::{LockClass, LockMode, LockRange, LockReply, LockRequest, ReleaseRequest};
 use dfs_common::tx::{
     AbortReason, BeginReply, BeginRequest, CommitReply, CommitRequest, Committed, RenewReply,
@@ -57,6 +60,16 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
 pub const KEEP_OUTCOMES: Duration = Duration::from_secs(24 * 3600);
 /// Most rounds of "lock what the batch replaces, apply" before giving up.
 const LOCK_ROUNDS: usize = 5;
+
+/// What the transaction service works on (`crate::services::Services::transactions`).
+#[derive(Clone)]
+pub struct Transactions {
+    pub coherence: Arc<Coherence>,
+    pub locks: Arc<LockService>,
+    pub replication: Replication,
+    pub state: Arc<TxState>,
+    pub max_file_size: u64,
+}
 
 /// In-memory state of the transaction service.
 pub struct TxState {
@@ -94,26 +107,27 @@ impl TxState {
 
 /// Marks a transaction busy while held.
 struct Busy {
-    svc: Arc<Services>,
+    state: Arc<TxState>,
     tx: TxId,
 }
 
-fn busy(svc: &Arc<Services>, tx: TxId) -> Busy {
-    *svc.tx
+fn busy(service: &Transactions, tx: TxId) -> Busy {
+    *service
+        .state
         .busy
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .entry(tx)
         .or_insert(0) += 1;
     Busy {
-        svc: svc.clone(),
+        state: service.state.clone(),
         tx,
     }
 }
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        let mut b = self.svc.tx.busy.lock().unwrap_or_else(|e| e.into_inner());
+        let mut b = self.state.busy.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(n) = b.get_mut(&self.tx) {
             *n -= 1;
             if *n == 0 {
@@ -161,15 +175,16 @@ fn check_open(ns: &crate::namespace::Namespace, tx: TxId, owner: TxOwner) -> Res
 
 /// `POST /v1/tx/begin`.
 pub async fn begin(
-    svc: &Arc<Services>,
+    service: &Transactions,
     caller: Caller,
     req: BeginRequest,
 ) -> Result<BeginReply, FsError> {
     let owner = owner_of(caller)?;
-    let lease_ms = svc.tx.lease_ms();
+    let lease_ms = service.state.lease_ms();
     let label: String = req.label.chars().take(200).collect();
     let expires_ms = now_ms() + lease_ms;
-    let applied = svc
+    let applied = service
+        .coherence
         .blocking(move |ns, _| {
             ns.apply_tx(TxCommand::Begin {
                 owner,
@@ -190,7 +205,7 @@ pub async fn begin(
 
 /// `PUT /v1/tx/{id}/blobs`: `body` of `len` bytes (hashing to `expected` if given).
 pub async fn stage<B>(
-    svc: &Arc<Services>,
+    service: &Transactions,
     caller: Caller,
     tx: TxId,
     body: B,
@@ -202,16 +217,20 @@ where
     B::Error: std::fmt::Display,
 {
     let owner = owner_of(caller)?;
-    let _busy = busy(svc, tx);
-    if len > svc.settings.max_file_size {
+    let _busy = busy(service, tx);
+    if len > service.max_file_size {
         return Err(FsError::TooLarge(format!(
             "{len} bytes, largest file is {} bytes",
-            svc.settings.max_file_size
+            service.max_file_size
         )));
     }
     // Refuse before reading a byte when the transaction is not open.
-    svc.blocking(move |ns, _| check_open(ns, tx, owner)).await?;
-    let temp = svc
+    service
+        .coherence
+        .blocking(move |ns, _| check_open(ns, tx, owner))
+        .await?;
+    let temp = service
+        .coherence
         .blobs
         .receive(body, crate::blobs::BodyLen::Exactly(len), expected)
         .await?;
@@ -222,29 +241,31 @@ where
         });
     }
     let size = temp.size;
-    let pin = crate::cluster::replicate::place(svc, temp).await?;
+    let pin = crate::cluster::replicate::place(&service.replication, temp).await?;
     let blob = pin.id;
-    let expires_ms = now_ms() + svc.tx.lease_ms();
-    svc.blocking(move |ns, blobs| {
-        let cmd = TxCommand::Stage {
-            tx,
-            owner,
-            blob,
-            size,
-            expires_ms,
-        };
-        match ns.apply_tx(cmd) {
-            Ok(_) => {
-                drop(pin);
-                Ok(())
+    let expires_ms = now_ms() + service.state.lease_ms();
+    service
+        .coherence
+        .blocking(move |ns, blobs| {
+            let cmd = TxCommand::Stage {
+                tx,
+                owner,
+                blob,
+                size,
+                expires_ms,
+            };
+            match ns.apply_tx(cmd) {
+                Ok(_) => {
+                    drop(pin);
+                    Ok(())
+                }
+                Err(e) => {
+                    blobs.discard_unreferenced(pin, |id| ns.refcount(id));
+                    Err(e)
+                }
             }
-            Err(e) => {
-                blobs.discard_unreferenced(pin, |id| ns.refcount(id));
-                Err(e)
-            }
-        }
-    })
-    .await?;
+        })
+        .await?;
     Ok(Staged {
         blob: Some(blob),
         size,
@@ -252,34 +273,41 @@ where
 }
 
 /// `POST /v1/tx/{id}/renew`.
-pub async fn renew(svc: &Arc<Services>, caller: Caller, tx: TxId) -> Result<RenewReply, FsError> {
+pub async fn renew(
+    service: &Transactions,
+    caller: Caller,
+    tx: TxId,
+) -> Result<RenewReply, FsError> {
     let owner = owner_of(caller)?;
-    let lease_ms = svc.tx.lease_ms();
+    let lease_ms = service.state.lease_ms();
     let expires_ms = now_ms() + lease_ms;
-    svc.blocking(move |ns, _| {
-        ns.apply_tx(TxCommand::Renew {
-            tx,
-            owner,
-            expires_ms,
+    service
+        .coherence
+        .blocking(move |ns, _| {
+            ns.apply_tx(TxCommand::Renew {
+                tx,
+                owner,
+                expires_ms,
+            })
         })
-    })
-    .await?;
+        .await?;
     Ok(RenewReply { lease_ms })
 }
 
 /// `POST /v1/tx/{id}/abort`: what the transaction came to.
-pub async fn abort(svc: &Arc<Services>, caller: Caller, tx: TxId) -> Result<TxStatus, FsError> {
+pub async fn abort(service: &Transactions, caller: Caller, tx: TxId) -> Result<TxStatus, FsError> {
     let owner = owner_of(caller)?;
-    end(svc, tx, Some(owner), AbortReason::Client).await
+    end(service, tx, Some(owner), AbortReason::Client).await
 }
 
 async fn end(
-    svc: &Arc<Services>,
+    service: &Transactions,
     tx: TxId,
     by: Option<TxOwner>,
     reason: AbortReason,
 ) -> Result<TxStatus, FsError> {
-    let applied = svc
+    let applied = service
+        .coherence
         .blocking(move |ns, _| {
             ns.apply_tx(TxCommand::Abort {
                 tx,
@@ -299,28 +327,29 @@ async fn end(
 }
 
 /// `GET /v1/tx/{id}`.
-pub async fn status(svc: &Arc<Services>, caller: Caller, tx: TxId) -> Result<TxStatus, FsError> {
+pub async fn status(service: &Transactions, caller: Caller, tx: TxId) -> Result<TxStatus, FsError> {
     let owner = owner_of(caller)?;
-    let mut status = svc
+    let mut status = service
+        .coherence
         .blocking(move |ns, _| ns.tx_status(tx, owner, now_ms()))
         .await?;
     if let TxStatus::Committed(c) = &mut status {
-        hide_hashes(svc, &caller, c)?;
+        hide_hashes(service, &caller, c)?;
     }
     Ok(status)
 }
 
 /// The results of a committed batch as `caller` may see them: no content hash of a file
 /// it may not read (`auth::perm::reach`).
-fn hide_hashes(svc: &Arc<Services>, caller: &Caller, c: &mut Committed) -> Result<(), FsError> {
+fn hide_hashes(service: &Transactions, caller: &Caller, c: &mut Committed) -> Result<(), FsError> {
     let attrs = c.results.iter_mut().filter_map(|a| a.as_mut()).collect();
-    svc.read_now(|ns| perm::hide_hashes(ns, caller, attrs))
+    perm::hide_hashes(&service.coherence.ns, caller, attrs)
 }
 
 /// `POST /v1/tx/{id}/commit`. Runs to the end even if the client goes away (the locks it
 /// takes must be released).
 pub async fn commit(
-    svc: &Arc<Services>,
+    service: &Transactions,
     caller: Caller,
     tx: TxId,
     req: CommitRequest,
@@ -332,17 +361,18 @@ pub async fn commit(
             req.ops.len()
         )));
     }
-    let svc2 = svc.clone();
-    let mut reply = tokio::spawn(async move { commit_inner(&svc2, caller, owner, tx, req).await })
-        .await
-        .map_err(|e| FsError::Io(format!("internal task failed: {e}")))??;
+    let service2 = service.clone();
+    let mut reply =
+        tokio::spawn(async move { commit_inner(&service2, caller, owner, tx, req).await })
+            .await
+            .map_err(|e| FsError::Io(format!("internal task failed: {e}")))??;
     if let CommitReply::Committed(c) = &mut reply {
-        hide_hashes(svc, &caller, c)?;
+        hide_hashes(service, &caller, c)?;
     }
     Ok(reply)
 }
 
-async fn release_all(svc: &Arc<Services>, tx: TxId, held: &[Ino]) {
+async fn release_all(service: &Transactions, tx: TxId, held: &[Ino]) {
     for &ino in held {
         let req = ReleaseRequest {
             ino,
@@ -350,7 +380,7 @@ async fn release_all(svc: &Arc<Services>, tx: TxId, held: &[Ino]) {
             owner: tx,
             range: None,
         };
-        if let Err(e) = svc.locks.release(lock_client(tx), req).await {
+        if let Err(e) = service.locks.release(lock_client(tx), req).await {
             log::warn!("transaction {tx}: cannot release the writers' lock of inode {ino}: {e}");
         }
     }
@@ -358,25 +388,26 @@ async fn release_all(svc: &Arc<Services>, tx: TxId, held: &[Ino]) {
 
 /// Records that the commit of `tx` failed with `f` and answers so.
 async fn fail(
-    svc: &Arc<Services>,
+    service: &Transactions,
     tx: TxId,
     owner: TxOwner,
     f: TxFailure,
 ) -> Result<CommitReply, FsError> {
-    end(svc, tx, Some(owner), AbortReason::Failed(f.clone())).await?;
+    end(service, tx, Some(owner), AbortReason::Failed(f.clone())).await?;
     Ok(CommitReply::Failed(f))
 }
 
 async fn commit_inner(
-    svc: &Arc<Services>,
+    service: &Transactions,
     caller: Caller,
     owner: TxOwner,
     tx: TxId,
     req: CommitRequest,
 ) -> Result<CommitReply, FsError> {
-    let _busy = busy(svc, tx);
+    let _busy = busy(service, tx);
     let client = owner.client;
-    let label = svc
+    let label = service
+        .coherence
         .blocking(move |ns, _| {
             check_open(ns, tx, owner)?;
             ns.tx_open(tx)?
@@ -387,13 +418,16 @@ async fn commit_inner(
     let ops: Arc<Vec<TxOp>> = Arc::new(req.ops);
     let targets = {
         let ops = ops.clone();
-        svc.blocking(move |ns, _| ns.tx_lock_targets(&ops)).await?
+        service
+            .coherence
+            .blocking(move |ns, _| ns.tx_lock_targets(&ops))
+            .await?
     };
     // No writers' lock on a file the caller may not write: its batch fails on it anyway,
     // and must not make that file's writers wait first.
     let mut writable = Vec::with_capacity(targets.len());
     for t in targets {
-        if perm::may_write(svc, &caller, t.0)? {
+        if perm::may_write(&service.coherence.ns, &caller, t.0)? {
             writable.push(t);
         }
     }
@@ -422,7 +456,7 @@ async fn commit_inner(
                     wait_ms: req.lock_wait_ms,
                 })
                 .collect();
-            let replies = svc.locks.acquire_many(lock_client(tx), reqs).await?;
+            let replies = service.locks.acquire_many(lock_client(tx), reqs).await?;
             if let Some(LockReply::Conflict { holder }) = replies
                 .into_iter()
                 .find(|r| matches!(r, LockReply::Conflict { .. }))
@@ -438,7 +472,7 @@ async fn commit_inner(
                     .unwrap_or_default();
                 let f = TxFailure::Locked { op, path, holder };
                 log::info!("transaction {tx} of client {client:#x} failed: {f}");
-                return fail(svc, tx, owner, f).await;
+                return fail(service, tx, owner, f).await;
             }
             held = targets.iter().map(|(ino, _)| *ino).collect();
         }
@@ -452,7 +486,8 @@ async fn commit_inner(
             locked: held.clone(),
             now: Timestamp::now(),
         };
-        let applied = svc
+        let applied = service
+            .coherence
             .mutate_grouped(caller, move |ns| {
                 Ok(match ns.apply_tx(TxCommand::Commit(batch))? {
                     TxApplied::Committed { committed, outcome } => {
@@ -462,7 +497,7 @@ async fn commit_inner(
                 })
             })
             .await;
-        release_all(svc, tx, &held).await;
+        release_all(service, tx, &held).await;
         match applied? {
             Ok(committed) => {
                 crate::metrics::TX_COMMITTED.inc();
@@ -491,7 +526,7 @@ async fn commit_inner(
                         "the files this batch writes kept changing under it; try again".into(),
                     ),
                 };
-                return fail(svc, tx, owner, f).await;
+                return fail(service, tx, owner, f).await;
             }
             Err(other) => return Err(FsError::Io(format!("commit came to {other:?}"))),
         }
@@ -501,14 +536,21 @@ async fn commit_inner(
 
 /// One pass of the sweep: aborts open transactions whose lease ended and that have no
 /// request in flight; returns how many.
-pub async fn sweep(svc: &Arc<Services>) -> Result<usize, FsError> {
+pub async fn sweep(service: &Transactions) -> Result<usize, FsError> {
     let now = Timestamp::now();
-    let due = svc.blocking(move |ns, _| ns.tx_due(ms_of(now))).await?;
-    let due: Vec<TxId> = due.into_iter().filter(|tx| !svc.tx.is_busy(*tx)).collect();
+    let due = service
+        .coherence
+        .blocking(move |ns, _| ns.tx_due(ms_of(now)))
+        .await?;
+    let due: Vec<TxId> = due
+        .into_iter()
+        .filter(|tx| !service.state.is_busy(*tx))
+        .collect();
     if due.is_empty() {
         return Ok(0);
     }
-    let applied = svc
+    let applied = service
+        .coherence
         .blocking(move |ns, _| ns.apply_tx(TxCommand::Expire { txs: due, now }))
         .await?;
     match applied {
@@ -527,24 +569,25 @@ pub async fn sweep(svc: &Arc<Services>) -> Result<usize, FsError> {
 /// Runs the sweep every quarter lease (between 100 ms and 1 s), and forgets old outcomes
 /// every hour, until `stop` turns true.
 pub fn spawn_sweeper(
-    svc: Arc<Services>,
+    service: Transactions,
     mut stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut last_prune: Option<std::time::Instant> = None;
         loop {
-            let period = Duration::from_millis((svc.tx.lease_ms() / 4).clamp(100, 1000));
+            let period = Duration::from_millis((service.state.lease_ms() / 4).clamp(100, 1000));
             tokio::select! {
                 _ = tokio::time::sleep(period) => {}
                 _ = stop.wait_for(|v| *v) => return,
             }
-            if let Err(e) = sweep(&svc).await {
+            if let Err(e) = sweep(&service).await {
                 log::warn!("transaction sweep: {e}");
             }
             if last_prune.is_none_or(|t| t.elapsed() > Duration::from_secs(3600)) {
                 last_prune = Some(std::time::Instant::now());
                 let before_ms = now_ms().saturating_sub(KEEP_OUTCOMES.as_millis() as u64);
-                let r = svc
+                let r = service
+                    .coherence
                     .blocking(move |ns, _| ns.apply_tx(TxCommand::PruneDone { before_ms }))
                     .await;
                 if let Err(e) = r {

@@ -5,9 +5,9 @@
 use super::*;
 use crate::blobs::BlobStore;
 use crate::callbacks::{channel, Registry};
+use crate::cluster::{Cluster, ClusterSettings};
 use crate::lock::{LockConfig, LockService};
 use crate::namespace::Namespace;
-use crate::services::Settings;
 use bytes::Bytes;
 use dfs_common::codec::take_frame;
 use dfs_common::proto::CallbackFrame;
@@ -17,7 +17,7 @@ use http_body_util::Full;
 
 struct Fx {
     _dir: tempfile::TempDir,
-    svc: Arc<Services>,
+    t: Transactions,
 }
 
 fn fx() -> Fx {
@@ -34,13 +34,20 @@ fn fx() -> Fx {
         },
     )
     .unwrap();
-    let settings = Settings {
-        data_dir: dir.path().to_path_buf(),
-        gc_grace_secs: 300,
+    let standalone = ClusterSettings::standalone(std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+    let replication = Replication {
+        cluster: Cluster::new(standalone),
+        blobs: blobs.clone(),
+        ns: ns.clone(),
+    };
+    let t = Transactions {
+        coherence: Arc::new(Coherence::new(ns, blobs, Arc::new(Registry::new(1)))),
+        locks,
+        replication,
+        state: Arc::default(),
         max_file_size: 1 << 30,
     };
-    let svc = Services::new(ns, blobs, Arc::new(Registry::new(1)), locks, settings).unwrap();
-    Fx { _dir: dir, svc }
+    Fx { _dir: dir, t }
 }
 
 fn caller(client: u64) -> Caller {
@@ -49,7 +56,7 @@ fn caller(client: u64) -> Caller {
 
 impl Fx {
     async fn begin(&self, client: u64) -> TxId {
-        begin(&self.svc, caller(client), BeginRequest::default())
+        begin(&self.t, caller(client), BeginRequest::default())
             .await
             .unwrap()
             .tx
@@ -57,7 +64,7 @@ impl Fx {
 
     async fn stage(&self, client: u64, tx: TxId, data: &'static [u8]) -> Option<BlobId> {
         let body = Full::new(Bytes::from_static(data));
-        stage(&self.svc, caller(client), tx, body, data.len() as u64, None)
+        stage(&self.t, caller(client), tx, body, data.len() as u64, None)
             .await
             .unwrap()
             .blob
@@ -70,11 +77,15 @@ impl Fx {
             gid: 0,
             lock_wait_ms: wait_ms,
         };
-        commit(&self.svc, caller(client), tx, req).await.unwrap()
+        commit(&self.t, caller(client), tx, req).await.unwrap()
     }
 
     fn attr(&self, name: &str) -> dfs_common::Attr {
-        self.svc.ns.lookup(ROOT_INO, name.as_bytes()).unwrap()
+        self.t
+            .coherence
+            .ns
+            .lookup(ROOT_INO, name.as_bytes())
+            .unwrap()
     }
 }
 
@@ -107,7 +118,7 @@ async fn a_commit_waits_for_a_writer_then_fails_naming_it() {
         label: "someone@somewhere".into(),
         wait_ms: 0,
     };
-    f.svc.locks.acquire(99, writer).await.unwrap();
+    f.t.locks.acquire(99, writer).await.unwrap();
     let tx = f.begin(5).await;
     let b2 = f.stage(5, tx, b"other contents").await;
     let t = std::time::Instant::now();
@@ -120,11 +131,11 @@ async fn a_commit_waits_for_a_writer_then_fails_naming_it() {
     assert!(t.elapsed() >= Duration::from_millis(250), "it waited");
     assert_eq!(f.attr("x"), x, "nothing changed");
     assert!(matches!(
-        status(&f.svc, caller(5), tx).await.unwrap(),
+        status(&f.t, caller(5), tx).await.unwrap(),
         TxStatus::Aborted(AbortReason::Failed(_))
     ));
     // The batch's own locks are gone; the writer's stays.
-    let locks = f.svc.locks.list(Some(x.ino), None, 0).await.unwrap();
+    let locks = f.t.locks.list(Some(x.ino), None, 0).await.unwrap();
     assert_eq!(locks.len(), 1);
     assert_eq!(locks[0].client, 99);
 }
@@ -163,7 +174,9 @@ async fn other_clients_get_one_grouped_break() {
     f.commit(5, tx, vec![put("/x", None), put("/y", None)], 0)
         .await;
     let (x, y) = (f.attr("x"), f.attr("y"));
-    f.svc.callbacks.promise(42, &[ROOT_INO, x.ino, y.ino]);
+    f.t.coherence
+        .callbacks
+        .promise(42, &[ROOT_INO, x.ino, y.ino]);
     let tx = f.begin(5).await;
     let b = f.stage(5, tx, b"z").await;
     let ops = vec![
@@ -178,7 +191,7 @@ async fn other_clients_get_one_grouped_break() {
         f.commit(5, tx, ops, 1000).await,
         CommitReply::Committed(_)
     ));
-    let mut rx = channel::open(f.svc.callbacks.clone(), 42);
+    let mut rx = channel::open(f.t.coherence.callbacks.clone(), 42);
     let mut buf = Vec::new();
     let mut frames = Vec::new();
     while frames.len() < 2 {
@@ -219,31 +232,32 @@ async fn other_clients_get_one_grouped_break() {
 #[tokio::test]
 async fn the_sweep_aborts_abandoned_transactions_and_releases_their_blobs() {
     let f = fx();
-    f.svc.tx.set_lease(Duration::from_millis(200));
+    f.t.state.set_lease(Duration::from_millis(200));
     let tx = f.begin(5).await;
     let b = f.stage(5, tx, b"staged but never committed").await.unwrap();
-    assert_eq!(f.svc.ns.refcount(&b).unwrap(), Some(1));
-    assert!(f.svc.blobs.path(&b).exists());
-    assert_eq!(sweep(&f.svc).await.unwrap(), 0, "not yet due");
+    assert_eq!(f.t.coherence.ns.refcount(&b).unwrap(), Some(1));
+    assert!(f.t.coherence.blobs.path(&b).exists());
+    assert_eq!(sweep(&f.t).await.unwrap(), 0, "not yet due");
     tokio::time::sleep(Duration::from_millis(300)).await;
     // A request in flight keeps it.
     {
-        let _b = busy(&f.svc, tx);
-        assert_eq!(sweep(&f.svc).await.unwrap(), 0);
+        let _b = busy(&f.t, tx);
+        assert_eq!(sweep(&f.t).await.unwrap(), 0);
     }
-    assert_eq!(sweep(&f.svc).await.unwrap(), 1);
+    assert_eq!(sweep(&f.t).await.unwrap(), 1);
     assert_eq!(
-        status(&f.svc, caller(5), tx).await.unwrap(),
+        status(&f.t, caller(5), tx).await.unwrap(),
         TxStatus::Aborted(AbortReason::Expired)
     );
-    assert_eq!(f.svc.ns.refcount(&b).unwrap(), Some(0));
+    assert_eq!(f.t.coherence.ns.refcount(&b).unwrap(), Some(0));
     // The garbage collector deletes it once its grace is over.
-    let n = crate::blobs::gc::collect(&f.svc.blobs, &f.svc.ns, 0, u64::MAX / 2).unwrap();
+    let n = crate::blobs::gc::collect(&f.t.coherence.blobs, &f.t.coherence.ns, 0, u64::MAX / 2)
+        .unwrap();
     assert_eq!(n, 1);
-    assert!(!f.svc.blobs.path(&b).exists());
+    assert!(!f.t.coherence.blobs.path(&b).exists());
     // Staging into it now is refused, and the blob is not kept.
     let r = stage(
-        &f.svc,
+        &f.t,
         caller(5),
         tx,
         Full::new(Bytes::from_static(b"late")),

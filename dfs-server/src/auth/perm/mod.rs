@@ -24,62 +24,15 @@
 pub mod reach;
 pub mod rules;
 
-use crate::namespace::{xattr_class, XattrClass, Xattrs};
-use crate::services::{Caller, Services};
+use super::Caller;
+use crate::namespace::{xattr_class, Namespace, XattrClass, Xattrs};
 use dfs_common::acl::Acl;
-use dfs_common::auth::Identity;
 use dfs_common::proto::{AttrChange, DirRequest, XATTR_POSIX_ACL_ACCESS};
 use dfs_common::types::SetTime;
 use dfs_common::{Attr, FileKind, FsError, Ino};
 pub use reach::{hide_hashes, reachable, require_reachable};
 pub use rules::writes_clear_setid;
-use rules::{may, require, Target, NO_GROUP, R, S_ISVTX, W, X};
-use std::sync::Arc;
-
-impl Caller {
-    /// A caller of an open cell: not checked.
-    pub fn open(client: u64) -> Caller {
-        Caller {
-            client,
-            uid: 0,
-            gid: 0,
-            groups: [NO_GROUP; 8],
-            admin: true,
-            enforce: false,
-        }
-    }
-
-    /// A caller without a ticket in a realm: `nobody`, who gets what others get.
-    pub fn anonymous(client: u64) -> Caller {
-        Caller {
-            client,
-            uid: super::NOBODY,
-            gid: super::NOBODY,
-            groups: [NO_GROUP; 8],
-            admin: false,
-            enforce: true,
-        }
-    }
-
-    pub fn of(client: u64, id: &Identity) -> Caller {
-        let mut groups = [NO_GROUP; 8];
-        for (slot, g) in groups.iter_mut().zip(id.groups.iter()) {
-            *slot = *g;
-        }
-        Caller {
-            client,
-            uid: id.uid,
-            gid: id.gid,
-            groups,
-            admin: id.admin,
-            enforce: true,
-        }
-    }
-
-    pub fn in_group(&self, gid: u32) -> bool {
-        gid == self.gid || (gid != NO_GROUP && self.groups.contains(&gid))
-    }
-}
+use rules::{may, require, Target, R, S_ISVTX, W, X};
 
 /// The extended attributes `all` of an inode (`attr`, `acl`) that `caller` may read:
 /// everything in an open cell or for an admin; others do not see `trusted.*` (Linux
@@ -99,17 +52,13 @@ pub fn readable_xattrs(caller: &Caller, attr: &Attr, acl: Option<&Acl>, all: Xat
         .collect()
 }
 
-fn getattr(svc: &Arc<Services>, ino: Ino) -> Result<Attr, FsError> {
-    svc.read_now(move |ns| ns.getattr(ino))
-}
-
-fn target(svc: &Arc<Services>, ino: Ino) -> Result<Target, FsError> {
-    let (attr, acl) = svc.read_now(move |ns| ns.attr_and_acl(ino))?;
+fn target(ns: &Namespace, ino: Ino) -> Result<Target, FsError> {
+    let (attr, acl) = ns.attr_and_acl(ino)?;
     Ok(Target { attr, acl })
 }
 
-fn lookup(svc: &Arc<Services>, parent: Ino, name: Vec<u8>) -> Result<Option<Attr>, FsError> {
-    match svc.read_now(move |ns| ns.lookup(parent, &name)) {
+fn lookup(ns: &Namespace, parent: Ino, name: &[u8]) -> Result<Option<Attr>, FsError> {
+    match ns.lookup(parent, name) {
         Ok(a) => Ok(Some(a)),
         Err(FsError::NotFound) => Ok(None),
         Err(e) => Err(e),
@@ -117,30 +66,25 @@ fn lookup(svc: &Arc<Services>, parent: Ino, name: Vec<u8>) -> Result<Option<Attr
 }
 
 fn need(
-    svc: &Arc<Services>,
+    ns: &Namespace,
     caller: &Caller,
     ino: Ino,
     want: u32,
     what: &str,
 ) -> Result<Target, FsError> {
-    let t = target(svc, ino)?;
+    let t = target(ns, ino)?;
     require(caller, &t, want, what)?;
     Ok(t)
 }
 
-fn removable(
-    svc: &Arc<Services>,
-    caller: &Caller,
-    parent: Ino,
-    name: &[u8],
-) -> Result<(), FsError> {
-    let dir = target(svc, parent)?;
-    let victim = lookup(svc, parent, name.to_vec())?;
+fn removable(ns: &Namespace, caller: &Caller, parent: Ino, name: &[u8]) -> Result<(), FsError> {
+    let dir = target(ns, parent)?;
+    let victim = lookup(ns, parent, name)?;
     rules::remove_from(caller, &dir, victim.as_ref())
 }
 
 /// The inodes a directory request names by number rather than by a name in a directory
-/// (`reach`). Validate is answered inode by inode instead (`http::dir`).
+/// (`reach`). Validate is answered inode by inode instead (`crate::api::dir`).
 fn named_inos(req: &DirRequest) -> Vec<Ino> {
     match req {
         DirRequest::GetAttr { ino }
@@ -169,23 +113,19 @@ fn named_inos(req: &DirRequest) -> Vec<Ino> {
 }
 
 /// Checks a directory request, and makes new inodes belong to the caller.
-pub fn authorize_dir(
-    svc: &Arc<Services>,
-    caller: &Caller,
-    req: &mut DirRequest,
-) -> Result<(), FsError> {
+pub fn authorize_dir(ns: &Namespace, caller: &Caller, req: &mut DirRequest) -> Result<(), FsError> {
     if !caller.enforce {
         return Ok(());
     }
-    svc.read_now(|ns| require_reachable(ns, caller, &named_inos(req)))?;
+    require_reachable(ns, caller, &named_inos(req))?;
     match req {
         DirRequest::GetAttr { .. }
         | DirRequest::ReadLink { .. }
         | DirRequest::Validate { .. }
         | DirRequest::Xattrs { .. }
         | DirRequest::StatFs => Ok(()),
-        DirRequest::Lookup { parent, .. } => need(svc, caller, *parent, X, "search").map(drop),
-        DirRequest::ReadDir { dir, .. } => need(svc, caller, *dir, R, "list").map(drop),
+        DirRequest::Lookup { parent, .. } => need(ns, caller, *parent, X, "search").map(drop),
+        DirRequest::ReadDir { dir, .. } => need(ns, caller, *dir, R, "list").map(drop),
         DirRequest::Create {
             parent,
             mode,
@@ -200,7 +140,7 @@ pub fn authorize_dir(
             gid,
             ..
         } => {
-            let dir = creatable(svc, caller, *parent, uid, gid)?;
+            let dir = creatable(ns, caller, *parent, uid, gid)?;
             *mode = rules::new_file_mode(caller, &dir.attr, *mode);
             Ok(())
         }
@@ -209,7 +149,7 @@ pub fn authorize_dir(
         }
         | DirRequest::Symlink {
             parent, uid, gid, ..
-        } => creatable(svc, caller, *parent, uid, gid).map(drop),
+        } => creatable(ns, caller, *parent, uid, gid).map(drop),
         DirRequest::Mknod {
             parent,
             kind,
@@ -218,7 +158,7 @@ pub fn authorize_dir(
             gid,
             ..
         } => {
-            let dir = creatable(svc, caller, *parent, uid, gid)?;
+            let dir = creatable(ns, caller, *parent, uid, gid)?;
             if matches!(kind, FileKind::CharDevice | FileKind::BlockDevice) && !caller.admin {
                 return Err(FsError::NotPermitted(format!(
                     "uid {} may not make device nodes (admins only)",
@@ -229,16 +169,16 @@ pub fn authorize_dir(
             Ok(())
         }
         DirRequest::SetXattr { ino, name, .. } | DirRequest::RemoveXattr { ino, name } => {
-            authorize_xattr_change(svc, caller, *ino, name)
+            authorize_xattr_change(ns, caller, *ino, name)
         }
         DirRequest::Link {
             ino, new_parent, ..
         } => {
-            need(svc, caller, *new_parent, W | X, "link into")?;
-            rules::hard_link(caller, &target(svc, *ino)?)
+            need(ns, caller, *new_parent, W | X, "link into")?;
+            rules::hard_link(caller, &target(ns, *ino)?)
         }
         DirRequest::Unlink { parent, name } | DirRequest::Rmdir { parent, name } => {
-            removable(svc, caller, *parent, name)
+            removable(ns, caller, *parent, name)
         }
         DirRequest::Rename {
             parent,
@@ -247,15 +187,15 @@ pub fn authorize_dir(
             new_name,
             ..
         } => {
-            removable(svc, caller, *parent, name)?;
-            removable(svc, caller, *new_parent, new_name)
+            removable(ns, caller, *parent, name)?;
+            removable(ns, caller, *new_parent, new_name)
         }
-        DirRequest::SetAttr { ino, change } => authorize_setattr(svc, caller, *ino, change),
+        DirRequest::SetAttr { ino, change } => authorize_setattr(ns, caller, *ino, change),
     }
 }
 
 fn authorize_setattr(
-    svc: &Arc<Services>,
+    ns: &Namespace,
     caller: &Caller,
     ino: Ino,
     change: &mut AttrChange,
@@ -270,7 +210,7 @@ fn authorize_setattr(
         defer_sync: _,
         kill_suid: _,
     } = change;
-    let t = target(svc, ino)?;
+    let t = target(ns, ino)?;
     let a = &t.attr;
     let owner = rules::owns(caller, a);
     if uid.is_some_and(|u| u != a.uid) && !caller.admin {
@@ -308,13 +248,13 @@ fn authorize_setattr(
 /// A create in a directory needs write and search permission on it; the new inode is the
 /// caller's (its group may still come from a set-gid directory, see the namespace).
 fn creatable(
-    svc: &Arc<Services>,
+    ns: &Namespace,
     caller: &Caller,
     parent: Ino,
     uid: &mut u32,
     gid: &mut u32,
 ) -> Result<Target, FsError> {
-    let dir = target(svc, parent)?;
+    let dir = target(ns, parent)?;
     rules::create_in(caller, &dir)?;
     *uid = caller.uid;
     *gid = caller.gid;
@@ -323,13 +263,13 @@ fn creatable(
 
 /// Checks a set or remove of extended attribute `name` of `ino`.
 fn authorize_xattr_change(
-    svc: &Arc<Services>,
+    ns: &Namespace,
     caller: &Caller,
     ino: Ino,
     name: &[u8],
 ) -> Result<(), FsError> {
     let class = xattr_class(name)?;
-    let t = target(svc, ino)?;
+    let t = target(ns, ino)?;
     let owner = rules::owns(caller, &t.attr);
     let admins_only = || {
         if caller.admin {
@@ -373,7 +313,7 @@ fn authorize_xattr_change(
 /// S_ISGID: an access ACL (which sets the permission bits, as a chmod does) set by someone
 /// outside the file's group (Linux's `posix_acl_update_mode`).
 pub fn xattr_set_drops_sgid(
-    svc: &Arc<Services>,
+    ns: &Namespace,
     caller: &Caller,
     ino: Ino,
     name: &[u8],
@@ -381,27 +321,23 @@ pub fn xattr_set_drops_sgid(
     if name != XATTR_POSIX_ACL_ACCESS || !rules::checked(caller) {
         return Ok(false);
     }
-    Ok(!rules::keeps_sgid(caller, getattr(svc, ino)?.gid))
+    Ok(!rules::keeps_sgid(caller, ns.getattr(ino)?.gid))
 }
 
 /// Checks a chmod that comes with a store of `ino` (`HDR_MODE`, no set-id bits): as a
 /// setattr's.
-pub fn authorize_store_chmod(
-    svc: &Arc<Services>,
-    caller: &Caller,
-    ino: Ino,
-) -> Result<(), FsError> {
+pub fn authorize_store_chmod(ns: &Namespace, caller: &Caller, ino: Ino) -> Result<(), FsError> {
     if !caller.enforce {
         return Ok(());
     }
-    let a = getattr(svc, ino)?;
+    let a = ns.getattr(ino)?;
     rules::chmod(caller, &a, a.gid, a.mode).map(drop)
 }
 
 /// Checks a fetch (`write == false`) or a store of `ino`: reachable, and read or write
 /// permission on it.
 pub fn authorize_file(
-    svc: &Arc<Services>,
+    ns: &Namespace,
     caller: &Caller,
     ino: Ino,
     write: bool,
@@ -409,8 +345,8 @@ pub fn authorize_file(
     if !caller.enforce {
         return Ok(());
     }
-    svc.read_now(|ns| require_reachable(ns, caller, &[ino]))?;
-    let t = target(svc, ino)?;
+    require_reachable(ns, caller, &[ino])?;
+    let t = target(ns, ino)?;
     if write {
         rules::write(caller, &t)
     } else {
@@ -420,8 +356,8 @@ pub fn authorize_file(
 
 /// Whether `caller` may write `ino` (and so have its writers' turn, as the lock service
 /// would grant it): `authorize_file`'s answer, refusals as `false`.
-pub fn may_write(svc: &Arc<Services>, caller: &Caller, ino: Ino) -> Result<bool, FsError> {
-    match authorize_file(svc, caller, ino, true) {
+pub fn may_write(ns: &Namespace, caller: &Caller, ino: Ino) -> Result<bool, FsError> {
+    match authorize_file(ns, caller, ino, true) {
         Ok(()) => Ok(true),
         Err(FsError::PermissionDenied(_) | FsError::NotPermitted(_)) => Ok(false),
         Err(e) => Err(e),

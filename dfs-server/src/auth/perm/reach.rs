@@ -14,8 +14,8 @@
 //! Owns: those two rules. Must not walk the tree itself (`Namespace::reachable` does).
 
 use super::rules::{checked, may, R, X};
+use crate::auth::Caller;
 use crate::namespace::Namespace;
-use crate::services::Caller;
 use dfs_common::acl::Acl;
 use dfs_common::{Attr, FsError, Ino};
 

@@ -13,7 +13,7 @@
 //!
 //! Owns: those rules. Must not read the namespace or anything else.
 
-use crate::services::Caller;
+use crate::auth::Caller;
 use dfs_common::acl::Acl;
 use dfs_common::{Attr, FileKind, FsError, Ino};
 
@@ -21,7 +21,7 @@ pub const R: u32 = 4;
 pub const W: u32 = 2;
 pub const X: u32 = 1;
 
-pub(super) const NO_GROUP: u32 = u32::MAX;
+pub(in crate::auth) const NO_GROUP: u32 = u32::MAX;
 pub const S_ISUID: u32 = 0o4000;
 pub const S_ISGID: u32 = 0o2000;
 pub const S_ISVTX: u32 = 0o1000;

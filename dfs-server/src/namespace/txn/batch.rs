@@ -18,10 +18,10 @@
 
 use super::{owned, Stop, Tables, TxApplied, TxBatch};
 use crate::auth::perm::rules::{self, checked, Target};
+use crate::auth::Caller;
 use crate::namespace::store::{InodeRecord, Writer};
 use crate::namespace::xattr::stored_acl;
 use crate::namespace::{check_name, ops, Contents, NsCommand, NsOutcome};
-use crate::services::Caller;
 use dfs_common::proto::XATTR_POSIX_ACL_ACCESS;
 use dfs_common::tx::{
     Actual, Committed, Expected, TxFailure, TxOp, TxStatus, DEFAULT_FILE_MODE, MAX_OPS,

@@ -1,18 +1,16 @@
 //! The HTTP/1.1 edge: accepts connections within the caps (`limits`), serves each on its
 //! own task (keep-alive) and closes it when it stops moving (`reaper`), hands requests to
-//! the router, and shuts down gracefully: stop accepting, let in-flight requests finish
-//! (bounded), end callback channels.
+//! a handler (`crate::api` gives it the router), and shuts down gracefully: stop
+//! accepting, let in-flight requests finish (bounded), end long-lived answers.
 //!
-//! Owns: sockets and connection lifecycles. Must not implement resources (see `router`,
-//! `dir`, `crate::files`).
+//! Owns: sockets, connection lifecycles, body types (`body`). Must not know what requests
+//! mean (that is `crate::api`), nor any service.
 
-pub mod dir;
+pub mod body;
 pub mod limits;
 pub mod reaper;
-pub mod router;
-pub mod wire;
 
-use crate::services::Services;
+use body::ResBody;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -20,6 +18,8 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 use limits::{Gate, Permit};
 use reaper::{Activity, TimedBody, TimedIo};
+use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,14 +35,23 @@ pub async fn raised(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;
 }
 
-/// Serves `listener` within the caps of `gate` (`Gate::new`) until `stop` turns true,
-/// then drains.
-pub async fn serve(
+/// A request as the edge hands it on: its body times out when it stalls (`reaper`).
+pub type EdgeRequest = Request<TimedBody<Incoming>>;
+
+/// Serves `listener` within the caps of `gate` (`Gate::new`) with `handler` until `stop`
+/// turns true, then drains: `on_drain` runs when no connection is accepted any more (to
+/// end answers that stream for as long as their client lives), and in-flight requests
+/// get `DRAIN_TIMEOUT` to finish.
+pub async fn serve<H, F>(
     listener: TcpListener,
-    svc: Arc<Services>,
+    handler: H,
     gate: Arc<Gate>,
     mut stop: watch::Receiver<bool>,
-) {
+    on_drain: impl FnOnce(),
+) where
+    H: Fn(EdgeRequest) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<hyper::Response<ResBody>, Infallible>> + Send + 'static,
+{
     gate.spawn_reporter(stop.clone());
     let mut conns = JoinSet::new();
     let (drain_tx, drain_rx) = watch::channel(false);
@@ -52,8 +61,8 @@ pub async fn serve(
                 Ok((stream, peer)) => match gate.admit(peer.ip()) {
                     Ok(permit) => {
                         let _ = stream.set_nodelay(true);
-                        let (svc, gate, drain) = (svc.clone(), gate.clone(), drain_rx.clone());
-                        conns.spawn(serve_connection(stream, peer, permit, svc, gate, drain));
+                        let (handler, gate, drain) = (handler.clone(), gate.clone(), drain_rx.clone());
+                        conns.spawn(serve_connection(stream, peer, permit, handler, gate, drain));
                     }
                     Err(why) => {
                         log::debug!("refusing a connection from {peer}: {why:?} cap");
@@ -74,7 +83,7 @@ pub async fn serve(
     let open = conns.len();
     log::info!("shutting down: no new connections, draining {open} open ones");
     let _ = drain_tx.send(true);
-    svc.callbacks.stop();
+    on_drain();
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
         while conns.join_next().await.is_some() {}
     })
@@ -91,14 +100,17 @@ pub async fn serve(
 
 /// Serves one connection until it ends, is reaped for not moving (`reaper`), or the
 /// server drains; `permit` holds its place in the caps meanwhile.
-async fn serve_connection(
+async fn serve_connection<H, F>(
     stream: TcpStream,
     peer: SocketAddr,
     permit: Permit,
-    svc: Arc<Services>,
+    handler: H,
     gate: Arc<Gate>,
     mut drain: watch::Receiver<bool>,
-) {
+) where
+    H: Fn(EdgeRequest) -> F + Send + Sync + 'static,
+    F: Future<Output = Result<hyper::Response<ResBody>, Infallible>> + Send + 'static,
+{
     let limits = &gate.limits;
     let activity = Activity::new();
     let io = TimedIo::new(stream, activity.clone(), limits, gate.tally.clone());
@@ -107,10 +119,10 @@ async fn serve_connection(
         service_fn(move |req: Request<Incoming>| {
             let in_flight = activity.request_started();
             let req = req.map(|body| TimedBody::new(body, &gate.limits, gate.tally.clone()));
-            let svc = svc.clone();
+            let answer = handler(req);
             async move {
-                let resp = router::handle(svc, req).await?;
-                Ok::<_, std::convert::Infallible>(resp.map(|b| reaper::guarded(b, in_flight)))
+                let resp = answer.await?;
+                Ok::<_, Infallible>(resp.map(|b| reaper::guarded(b, in_flight)))
             }
         })
     };

@@ -1,18 +1,21 @@
 //! `/v1/tx/...`: maps the transaction resources of `dfs_common::tx` to the calls of
-//! `super`, decoding and encoding bincode bodies (staged blobs are streamed raw).
+//! `crate::tx`, decoding and encoding bincode bodies (staged blobs are streamed raw).
 //!
 //! Owns: the resource names and methods under `/v1/tx/`. Must not decide anything about
-//! transactions (that is `super`), nor route other resources (`crate::http::router`).
+//! transactions (that is `crate::tx`).
 
-use crate::http::wire::ReqBody;
-use crate::http::wire::{self, bincode_response, read_limited, ResBody};
-use crate::services::{Caller, Services};
+use super::wire::{
+    self, bincode_response, decode_body, method_not_allowed, not_found, read_limited, Answer,
+    ReqBody,
+};
+use super::Call;
+use crate::services::Services;
+use crate::tx;
 use dfs_common::codec;
-use dfs_common::proto::HDR_SHA256;
 use dfs_common::tx::{BeginRequest, CommitRequest, TxId, MAX_COMMIT_REQUEST};
-use dfs_common::{BlobId, FsError};
+use dfs_common::FsError;
 use hyper::header::CONTENT_LENGTH;
-use hyper::{Method, Request, Response};
+use hyper::{Method, Request};
 use std::sync::Arc;
 
 pub use dfs_common::tx::PREFIX;
@@ -69,13 +72,13 @@ pub fn route(method: &Method, rest: &str) -> Route {
     }
 }
 
-/// Handles a request `route` resolved to (not `NotFound` / `WrongMethod`).
-pub async fn handle(
-    svc: &Arc<Services>,
-    caller: Caller,
-    route: Route,
-    req: Request<ReqBody>,
-) -> Result<Response<ResBody>, FsError> {
+/// Handles `PREFIX...`.
+pub async fn handle(svc: &Arc<Services>, call: &Call<'_>, req: Request<ReqBody>) -> Answer {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    let route = route(&method, &path[PREFIX.len()..]);
+    let caller = call.caller;
+    let t = &svc.transactions();
     match route {
         Route::Begin => {
             let (parts, body) = req.into_parts();
@@ -85,35 +88,27 @@ pub async fn handle(
             } else {
                 codec::decode(&bytes)?
             };
-            Ok(bincode_response(&super::begin(svc, caller, r).await?))
+            Ok(bincode_response(&tx::begin(t, caller, r).await?))
         }
-        Route::Status(tx) => Ok(bincode_response(&super::status(svc, caller, tx).await?)),
+        Route::Status(tx) => Ok(bincode_response(&tx::status(t, caller, tx).await?)),
         Route::Stage(tx) => {
             let (parts, body) = req.into_parts();
             let len =
                 wire::header_u64(&parts.headers, CONTENT_LENGTH.as_str())?.ok_or_else(|| {
                     FsError::BadRequest("a staged blob needs a content-length".into())
                 })?;
-            let expected = match wire::header(&parts.headers, HDR_SHA256)? {
-                None => None,
-                Some(hex) => Some(BlobId::from_hex(hex).ok_or_else(|| {
-                    FsError::BadRequest(format!("{HDR_SHA256} is not 64 hex digits"))
-                })?),
-            };
-            let staged = super::stage(svc, caller, tx, body, len, expected).await?;
+            let expected = wire::content_hash(&parts.headers)?;
+            let staged = tx::stage(t, caller, tx, body, len, expected).await?;
             Ok(bincode_response(&staged))
         }
         Route::Commit(tx) => {
-            let (parts, body) = req.into_parts();
-            let bytes = read_limited(body, &parts.headers, MAX_COMMIT_REQUEST).await?;
-            let r: CommitRequest = codec::decode(&bytes)?;
-            Ok(bincode_response(&super::commit(svc, caller, tx, r).await?))
+            let r: CommitRequest = decode_body(req, MAX_COMMIT_REQUEST).await?;
+            Ok(bincode_response(&tx::commit(t, caller, tx, r).await?))
         }
-        Route::Abort(tx) => Ok(bincode_response(&super::abort(svc, caller, tx).await?)),
-        Route::Renew(tx) => Ok(bincode_response(&super::renew(svc, caller, tx).await?)),
-        Route::NotFound | Route::WrongMethod(_) => Err(FsError::Invalid(format!(
-            "{route:?} is not a transaction resource"
-        ))),
+        Route::Abort(tx) => Ok(bincode_response(&tx::abort(t, caller, tx).await?)),
+        Route::Renew(tx) => Ok(bincode_response(&tx::renew(t, caller, tx).await?)),
+        Route::NotFound => Ok(not_found(&path)),
+        Route::WrongMethod(allow) => Ok(method_not_allowed(&method, &path, allow)),
     }
 }
 

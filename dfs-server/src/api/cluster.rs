@@ -6,20 +6,18 @@
 //! copy or delete (the orders come from `repair`; this only carries them out, with the
 //! age guard of `BlobStore::remove_if_older`).
 
-use super::key::STREAMED;
+use super::wire::{self, ReqBody, ResBody};
 use crate::blobs::BlobStore;
-use crate::http::wire::{self, ReqBody, ResBody};
+use crate::cluster::key::{now_ms, ClusterKey, MAX_SKEW_MS, STREAMED};
+use crate::cluster::{local, Cluster};
 use crate::services::Services;
 use bytes::Bytes;
-use dfs_common::cluster::{
-    self as proto, DeleteOrder, Digests, Listing, ListingRequest, PullOrder, HDR_NODE_MAC,
-};
+use dfs_common::cluster::{self as proto, DeleteOrder, ListingRequest, PullOrder, HDR_NODE_MAC};
 use dfs_common::privacy::{Dir, Opener, Sealer, HDR_PLAIN_LENGTH};
 use dfs_common::sealed_body::{opening, sealing};
 use dfs_common::{codec, BlobId, FsError};
 use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// Largest control request body (orders go in batches of 10,000 blobs, about 1 MiB).
@@ -27,7 +25,7 @@ const ORDER_LIMIT: usize = 8 << 20;
 
 /// The sender named in the headers is a member this node knows and its clock is within
 /// the skew window (the MAC is checked once the body is read).
-fn plausible_sender(cluster: &super::Cluster, headers: &hyper::HeaderMap) -> Result<(), FsError> {
+fn plausible_sender(cluster: &Cluster, headers: &hyper::HeaderMap) -> Result<(), FsError> {
     let get = |name: &str| {
         headers
             .get(name)
@@ -38,7 +36,7 @@ fn plausible_sender(cluster: &super::Cluster, headers: &hyper::HeaderMap) -> Res
     let sent: u64 = get(proto::HDR_NODE_TIME)?
         .parse()
         .map_err(|_| FsError::Unauthenticated("bad node time".into()))?;
-    if super::key::now_ms().abs_diff(sent) > super::key::MAX_SKEW_MS {
+    if now_ms().abs_diff(sent) > MAX_SKEW_MS {
         return Err(FsError::Unauthenticated(format!(
             "{node}: clock too far off"
         )));
@@ -49,7 +47,9 @@ fn plausible_sender(cluster: &super::Cluster, headers: &hyper::HeaderMap) -> Res
     Ok(())
 }
 
-/// Serves one `/v1/cluster/...` request.
+/// Serves one `/v1/cluster/...` request. Unlike the other areas' `handle` it takes no
+/// `Call` and answers every error itself: node-to-node requests have their own
+/// authentication (the cluster key), and even a refusal carries the answer's MAC.
 pub async fn handle(svc: &Arc<Services>, req: Request<ReqBody>) -> Response<ResBody> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
@@ -115,7 +115,7 @@ pub async fn handle(svc: &Arc<Services>, req: Request<ReqBody>) -> Response<ResB
         return sign_answer(&key, &request_mac, &mut wire::error_response(&e)).await;
     }
     let result = match (&method, rest) {
-        (&Method::GET, "digests") => off_thread(svc, local_digests)
+        (&Method::GET, "digests") => local::off_thread(&svc.replication(), local::digests)
             .await
             .map(|d| wire::bincode_response(&d)),
         (&Method::POST, "listing") => listing(svc, &body_bytes).await,
@@ -147,7 +147,7 @@ pub async fn handle(svc: &Arc<Services>, req: Request<ReqBody>) -> Response<ResB
 /// Adds the answer MAC. Bincode and error bodies are small and read whole to hash them;
 /// a streamed blob body is covered by its name instead.
 async fn sign_answer(
-    key: &super::key::ClusterKey,
+    key: &ClusterKey,
     request_mac: &[u8],
     resp: &mut Response<ResBody>,
 ) -> Response<ResBody> {
@@ -178,67 +178,10 @@ async fn sign_answer(
     out
 }
 
-/// This node's digests (blocking: one pass over the index).
-pub fn local_digests(svc: &Services) -> Digests {
-    let (digests, count, bytes) = {
-        let index = svc.blobs.index();
-        (index.digests(), index.len(), index.bytes())
-    };
-    let cluster = svc.cluster();
-    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    Digests {
-        listed_at_ms: super::key::now_ms(),
-        digests,
-        blobs: count,
-        bytes,
-        pulls_queued: cluster.pulls.len() as u64,
-        pulls_done: load(&cluster.counters.pulls_done),
-        pulls_failed: load(&cluster.counters.pulls_failed),
-        scrubbed: load(&cluster.counters.scrubbed),
-        scrub_bad: load(&cluster.counters.scrub_bad),
-    }
-}
-
-/// What this node holds in `buckets` (blocking).
-pub fn local_listing(svc: &Services, buckets: &[u16]) -> Listing {
-    let listed_at_ms = super::key::now_ms();
-    let held = svc.blobs.index().listing(buckets);
-    Listing {
-        listed_at_ms,
-        blobs: held
-            .into_iter()
-            .map(|(id, h)| (id, h.size, h.mtime_ms))
-            .collect(),
-    }
-}
-
-/// Carries out a delete order (blocking); returns how many copies went.
-pub fn delete_local(svc: &Services, order: &DeleteOrder) -> u64 {
-    let mut n = 0u64;
-    for id in &order.blobs {
-        match svc.blobs.remove_if_older(id, order.listed_at_ms) {
-            Ok(true) => n += 1,
-            Ok(false) => {}
-            Err(e) => log::warn!("cannot delete blob {id}: {e}"),
-        }
-    }
-    n
-}
-
-/// Runs one of the blocking helpers above off the async threads.
-pub async fn off_thread<T: Send + 'static>(
-    svc: &Arc<Services>,
-    f: impl FnOnce(&Services) -> T + Send + 'static,
-) -> Result<T, FsError> {
-    let svc = svc.clone();
-    tokio::task::spawn_blocking(move || f(&svc))
-        .await
-        .map_err(|e| FsError::Io(format!("internal task failed: {e}")))
-}
-
 async fn listing(svc: &Arc<Services>, body: &[u8]) -> Result<Response<ResBody>, FsError> {
     let req: ListingRequest = codec::decode(body)?;
-    let listing = off_thread(svc, move |svc| local_listing(svc, &req.buckets)).await?;
+    let listing =
+        local::off_thread(&svc.replication(), move |r| local::listing(r, &req.buckets)).await?;
     Ok(wire::bincode_response(&listing))
 }
 
@@ -260,7 +203,7 @@ async fn delete_order(
     body: &[u8],
 ) -> Result<Response<ResBody>, FsError> {
     let order: DeleteOrder = codec::decode(body)?;
-    let deleted = off_thread(svc, move |svc| delete_local(svc, &order)).await?;
+    let deleted = local::off_thread(&svc.replication(), move |r| local::delete(r, &order)).await?;
     if deleted > 0 {
         log::info!("deleted {deleted} blob copies on the order of {from}");
     }
@@ -270,7 +213,7 @@ async fn delete_order(
 /// A client reading a blob with the directory's read token.
 async fn read_with_token(
     svc: &Arc<Services>,
-    key: &super::key::ClusterKey,
+    key: &ClusterKey,
     method: &Method,
     hex: &str,
     query: Option<&str>,
@@ -311,7 +254,7 @@ async fn serve_blob(svc: &Arc<Services>, id: BlobId) -> Result<Response<ResBody>
             FsError::Corrupt(_) => FsError::NotFound,
             e => e,
         })?;
-    let (blobs, read_at) = (svc.blobs.clone(), super::key::now_ms());
+    let (blobs, read_at) = (svc.blobs.clone(), now_ms());
     // The stream's task owns this closure, and so the pin, until it ends.
     let on_bad = move || {
         drop(pin);
@@ -340,7 +283,7 @@ async fn receive_blob(
         return Err(FsError::TooLarge(format!("{len} bytes")));
     }
     // A sender that goes silent (a cut link) must not hold a temp file for ever.
-    let body = super::replicate::IdleBody::new(body);
+    let body = crate::cluster::replicate::IdleBody::new(body);
     let temp = svc
         .blobs
         .receive(body, crate::blobs::BodyLen::Exactly(len), Some(id))

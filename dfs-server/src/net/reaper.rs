@@ -17,8 +17,8 @@
 //!
 //! Owns: those timers and wrappers. Must not know what requests mean.
 
+use super::body::ResBody;
 use super::limits::{ConnLimits, Reaped, Tally};
-use super::wire::ResBody;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, SizeHint};

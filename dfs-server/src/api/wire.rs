@@ -1,68 +1,23 @@
-//! HTTP plumbing shared by the handlers: the response body type, streaming bodies fed by
-//! a channel, size-limited request bodies, header parsing, bincode answers, and the ONE
-//! function that turns an `FsError` into a response.
+//! The handlers' one way to decode requests and encode answers: size-limited request
+//! bodies (checked against their signed hash), bincode bodies in and out, the answers for
+//! a missing resource and a wrong method, and the ONE function that turns an `FsError`
+//! into a status, an error code and a detail.
 //!
-//! Owns: byte-level HTTP details. Must not know about services or POSIX rules.
+//! Owns: the answer and request-body conventions of `/v1`. Must not know about services
+//! or POSIX rules.
 
+pub use crate::net::body::{channel, empty, full, header, header_u64, ReqBody, ResBody};
 use bytes::{Bytes, BytesMut};
-use dfs_common::proto::{HDR_DETAIL, HDR_ERROR};
-use dfs_common::{codec, FsError};
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Empty, Full};
-use hyper::body::{Body, Frame, SizeHint};
-use hyper::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
-use hyper::{Response, StatusCode};
+use dfs_common::proto::{HDR_DETAIL, HDR_ERROR, HDR_SHA256};
+use dfs_common::{codec, BlobId, FsError};
+use http_body_util::BodyExt;
+use hyper::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::{Method, Response, StatusCode};
+use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-use tokio::sync::mpsc;
 
-/// Every request body as the handlers see it (plain, after `crate::auth::privacy`).
-pub type ReqBody = BoxBody<Bytes, io::Error>;
-
-/// Every response body.
-pub type ResBody = BoxBody<Bytes, io::Error>;
-
-pub fn full(bytes: impl Into<Bytes>) -> ResBody {
-    Full::new(bytes.into()).map_err(|n| match n {}).boxed()
-}
-
-pub fn empty() -> ResBody {
-    Empty::new().map_err(|n| match n {}).boxed()
-}
-
-/// A body whose chunks come from a channel (bounded, so memory stays bounded).
-pub struct ChannelBody {
-    rx: mpsc::Receiver<io::Result<Bytes>>,
-    len: Option<u64>,
-}
-
-impl Body for ChannelBody {
-    type Data = Bytes;
-    type Error = io::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        self.rx
-            .poll_recv(cx)
-            .map(|item| item.map(|r| r.map(Frame::data)))
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self.len {
-            Some(n) => SizeHint::with_exact(n),
-            None => SizeHint::default(),
-        }
-    }
-}
-
-/// A streaming body of exactly `len` bytes (or of unknown length if `None`).
-pub fn channel(rx: mpsc::Receiver<io::Result<Bytes>>, len: Option<u64>) -> ResBody {
-    ChannelBody { rx, len }.boxed()
-}
+/// What every handler returns; the router turns an `Err` into `error_response`.
+pub type Answer = Result<Response<ResBody>, FsError>;
 
 /// A `200` with the bincode of `value`.
 pub fn bincode_response<T: Serialize>(value: &T) -> Response<ResBody> {
@@ -101,33 +56,11 @@ pub fn error_response(err: &FsError) -> Response<ResBody> {
         .expect("valid response")
 }
 
-/// A header as text, if present.
-pub fn header<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, FsError> {
-    match headers.get(name) {
-        None => Ok(None),
-        Some(v) => v
-            .to_str()
-            .map(|s| Some(s.trim()))
-            .map_err(|_| FsError::BadRequest(format!("header {name} is not text"))),
-    }
-}
-
-/// A header holding a decimal u64, if present.
-pub fn header_u64(headers: &HeaderMap, name: &str) -> Result<Option<u64>, FsError> {
-    match header(headers, name)? {
-        None => Ok(None),
-        Some(s) => s
-            .parse()
-            .map(Some)
-            .map_err(|_| FsError::BadRequest(format!("header {name} is not a number: {s:?}"))),
-    }
-}
-
 /// Reads a whole request body of at most `limit` bytes. A declared `content-length` over
 /// the limit is refused before reading anything; the count is checked while reading too.
 pub async fn read_limited(
     mut body: ReqBody,
-    headers: &HeaderMap,
+    headers: &hyper::HeaderMap,
     limit: usize,
 ) -> Result<Bytes, FsError> {
     let too_large = |n: u64| FsError::TooLarge(format!("body of {n} bytes, limit {limit}"));
@@ -155,4 +88,49 @@ pub async fn read_limited(
         }
     }
     Ok(buf.freeze())
+}
+
+/// Reads a whole request body of at most `limit` bytes and decodes its bincode.
+pub async fn decode_body<T: DeserializeOwned>(
+    req: hyper::Request<ReqBody>,
+    limit: usize,
+) -> Result<T, FsError> {
+    let (parts, body) = req.into_parts();
+    let bytes = read_limited(body, &parts.headers, limit).await?;
+    codec::decode(&bytes)
+}
+
+/// The answer for a path that names no resource.
+pub fn not_found(path: &str) -> Response<ResBody> {
+    let mut r = error_response(&FsError::NotFound);
+    let msg = format!("no such resource: {path}");
+    if let Ok(v) = HeaderValue::from_str(&msg) {
+        r.headers_mut().insert(HDR_DETAIL, v);
+    }
+    let text = format!("{msg}\n");
+    r.headers_mut()
+        .insert(CONTENT_LENGTH, HeaderValue::from(text.len()));
+    *r.body_mut() = full(text);
+    r
+}
+
+/// The answer for a resource asked with a method it does not take; `allow` lists those
+/// it does.
+pub fn method_not_allowed(method: &Method, path: &str, allow: &'static str) -> Response<ResBody> {
+    let err = FsError::NotSupported(format!("method {method} not allowed on {path}"));
+    let mut r = error_response(&err);
+    *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    r.headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
+/// The contents' hash a client sent with a body (`HDR_SHA256`), if any.
+pub fn content_hash(headers: &hyper::HeaderMap) -> Result<Option<BlobId>, FsError> {
+    match header(headers, HDR_SHA256)? {
+        None => Ok(None),
+        Some(hex) => BlobId::from_hex(hex)
+            .map(Some)
+            .ok_or_else(|| FsError::BadRequest(format!("{HDR_SHA256} is not 64 hex digits"))),
+    }
 }

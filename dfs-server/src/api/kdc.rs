@@ -1,23 +1,24 @@
 //! The KDC's resources under `/v1/kdc/`: `info` and the AS and TGS exchanges need no
 //! ticket (they are how one gets tickets); `admin` needs one, and its bodies are sealed
 //! with the session key whatever the protection level (they carry new users' keys).
+//!
+//! Owns: those resources' decoding and answers. Must not issue or check tickets itself
+//! (`crate::kdc`, `crate::auth`).
 
-use crate::auth::Session;
-use crate::http::wire::ReqBody;
-use crate::http::wire::{bincode_response, read_limited, ResBody};
+use super::wire::{bincode_response, read_limited, Answer, ReqBody};
+use super::Call;
+use crate::errors::join_err;
 use crate::services::Services;
 use dfs_common::auth::{self, AdminRequest, AsReq, RealmInfo, TgsReq};
 use dfs_common::{codec, FsError};
-use hyper::{Method, Request, Response};
+use hyper::{Method, Request};
 use std::sync::Arc;
 
 const MAX_KDC_REQUEST: usize = 64 << 10;
 
-pub async fn handle(
-    svc: &Arc<Services>,
-    session: Option<&Session>,
-    req: Request<ReqBody>,
-) -> Result<Response<ResBody>, FsError> {
+/// Handles `/v1/kdc/...` (`dfs_common::auth::KDC_PREFIX`).
+pub async fn handle(svc: &Arc<Services>, call: &Call<'_>, req: Request<ReqBody>) -> Answer {
+    let session = call.session;
     let Some(sec) = svc.security.get().cloned() else {
         return Err(FsError::NotSupported(
             "this server has no realm (an open cell); see `dfs-server init`".into(),
@@ -37,7 +38,7 @@ pub async fn handle(
             let r: AsReq = codec::decode(&bytes)?;
             let rep = tokio::task::spawn_blocking(move || sec.kdc.as_exchange(&r, now))
                 .await
-                .map_err(|e| FsError::Io(e.to_string()))?;
+                .map_err(join_err)?;
             match &rep {
                 Ok(_) => log::info!("AS: issued a TGT"),
                 Err(e) => log::info!("AS: {e}"),
@@ -50,7 +51,7 @@ pub async fn handle(
             let rep =
                 tokio::task::spawn_blocking(move || sec.kdc.tgs_exchange(&r, now, &sec.replay))
                     .await
-                    .map_err(|e| FsError::Io(e.to_string()))??;
+                    .map_err(join_err)??;
             Ok(bincode_response(&rep))
         }
         (Method::POST, auth::KDC_ADMIN) => {
@@ -63,7 +64,7 @@ pub async fn handle(
             let identity = session.identity.clone();
             let reply = tokio::task::spawn_blocking(move || sec.kdc.admin(&identity, r))
                 .await
-                .map_err(|e| FsError::Io(e.to_string()))??;
+                .map_err(join_err)??;
             Ok(bincode_response(&auth::seal_admin(&session.key, &reply)))
         }
         _ => Err(FsError::NotFound),

@@ -1,28 +1,28 @@
 //! `POST /v1/dir`: decodes a `DirRequest`, has it checked (`auth::perm`), runs it against
 //! the directory service, and answers a `DirReply` (content hashes hidden from callers who
 //! may not read the file), registering promises for what the caller was shown and breaking
-//! other clients' promises on what changed (through `Services::observe` / `mutate`).
+//! other clients' promises on what changed (through `Coherence::observe` / `mutate`).
 //!
 //! Owns: the mapping of wire requests to namespace reads and commands. Must not contain
 //! POSIX or permission rules (namespace, `auth::perm`) or blob handling (files).
 
-use super::wire::{bincode_response, read_limited, ResBody};
+use super::wire::{bincode_response, method_not_allowed, read_limited, Answer, ReqBody};
+use super::Call;
 use crate::auth::perm;
-use crate::files;
-use crate::http::wire::ReqBody;
 use crate::namespace::NsCommand;
 use crate::services::{Caller, Services};
 use dfs_common::locks::{LockReply, LockRequest};
 use dfs_common::proto::{CreatedLock, DirReply, DirRequest, StatFs, MAX_DIR_REQUEST};
 use dfs_common::{codec, Attr, FsError, Timestamp};
-use hyper::{Request, Response};
+use hyper::{Method, Request};
 use std::sync::Arc;
 
-pub async fn handle(
-    svc: &Arc<Services>,
-    caller: Caller,
-    req: Request<ReqBody>,
-) -> Result<Response<ResBody>, FsError> {
+/// Handles `POST /v1/dir`.
+pub async fn handle(svc: &Arc<Services>, call: &Call<'_>, req: Request<ReqBody>) -> Answer {
+    if req.method() != Method::POST {
+        return Ok(method_not_allowed(req.method(), req.uri().path(), "POST"));
+    }
+    let caller = call.caller;
     let (parts, body) = req.into_parts();
     let bytes = read_limited(body, &parts.headers, MAX_DIR_REQUEST).await?;
     let mut request: DirRequest = codec::decode(&bytes)?;
@@ -33,9 +33,9 @@ pub async fn handle(
         "directory request"
     );
     crate::auth::anonymous::check_dir(&parts.extensions, &request)?;
-    perm::authorize_dir(svc, &caller, &mut request)?;
+    perm::authorize_dir(&svc.ns, &caller, &mut request)?;
     let mut reply = dispatch(svc, caller, request).await?;
-    svc.read_now(|ns| perm::hide_hashes(ns, &caller, attrs_in(&mut reply)))?;
+    perm::hide_hashes(&svc.ns, &caller, attrs_in(&mut reply))?;
     Ok(bincode_response(&reply))
 }
 
@@ -65,47 +65,52 @@ pub async fn dispatch(
     let now = Timestamp::now();
     match request {
         DirRequest::Lookup { parent, name } => {
-            svc.observe_now(caller, move |ns| {
-                let attr = ns.lookup(parent, &name)?;
-                let ino = attr.ino;
-                Ok((DirReply::Attr(attr), vec![parent, ino]))
-            })
-            .await
+            svc.coherence
+                .observe_now(caller, move |ns| {
+                    let attr = ns.lookup(parent, &name)?;
+                    let ino = attr.ino;
+                    Ok((DirReply::Attr(attr), vec![parent, ino]))
+                })
+                .await
         }
         DirRequest::GetAttr { ino } => {
-            svc.observe_now(caller, move |ns| {
-                Ok((DirReply::Attr(ns.getattr(ino)?), vec![ino]))
-            })
-            .await
+            svc.coherence
+                .observe_now(caller, move |ns| {
+                    Ok((DirReply::Attr(ns.getattr(ino)?), vec![ino]))
+                })
+                .await
         }
         DirRequest::ReadDir { dir, after, limit } => {
-            svc.observe(caller, move |ns, _| {
-                let (entries, more) = ns.readdir(dir, after.as_deref(), limit)?;
-                Ok((DirReply::Entries { entries, more }, vec![dir]))
-            })
-            .await
+            svc.coherence
+                .observe(caller, move |ns, _| {
+                    let (entries, more) = ns.readdir(dir, after.as_deref(), limit)?;
+                    Ok((DirReply::Entries { entries, more }, vec![dir]))
+                })
+                .await
         }
         DirRequest::ReadLink { ino } => {
-            let target = svc.read_now(move |ns| ns.readlink(ino))?;
+            let target = svc.ns.readlink(ino)?;
             Ok(DirReply::Target(target))
         }
         DirRequest::Validate { held } => {
-            svc.observe(caller, move |ns, _| {
-                let (mut current, mut alive) = ns.validate(&held)?;
-                // An inode the caller cannot reach is, to it, gone.
-                let inos: Vec<_> = current.iter().map(|(ino, _)| *ino).collect();
-                let reached = perm::reachable(ns, &caller, &inos)?;
-                for ((ino, attr), reached) in current.iter_mut().zip(reached) {
-                    if reached != Some(true) && attr.take().is_some() {
-                        alive.retain(|a| a != ino);
+            svc.coherence
+                .observe(caller, move |ns, _| {
+                    let (mut current, mut alive) = ns.validate(&held)?;
+                    // An inode the caller cannot reach is, to it, gone.
+                    let inos: Vec<_> = current.iter().map(|(ino, _)| *ino).collect();
+                    let reached = perm::reachable(ns, &caller, &inos)?;
+                    for ((ino, attr), reached) in current.iter_mut().zip(reached) {
+                        if reached != Some(true) && attr.take().is_some() {
+                            alive.retain(|a| a != ino);
+                        }
                     }
-                }
-                Ok((DirReply::Validated { current }, alive))
-            })
-            .await
+                    Ok((DirReply::Validated { current }, alive))
+                })
+                .await
         }
         DirRequest::StatFs => {
             let (files, (total_bytes, free_bytes)) = svc
+                .coherence
                 .blocking(|ns, blobs| Ok((ns.inode_count()?, blobs.space()?)))
                 .await?;
             Ok(DirReply::StatFs(StatFs {
@@ -115,7 +120,7 @@ pub async fn dispatch(
             }))
         }
         DirRequest::SetAttr { ino, change } => {
-            let attr = files::setattr(svc, caller, ino, change).await?;
+            let attr = svc.files().setattr(caller, ino, change).await?;
             Ok(DirReply::Attr(attr))
         }
         DirRequest::Create {
@@ -137,7 +142,11 @@ pub async fn dispatch(
                 exclusive,
                 now,
             };
-            attr_of(svc.mutate(caller, cmd, vec![parent], None).await?)
+            attr_of(
+                svc.coherence
+                    .mutate(caller, cmd, vec![parent], None)
+                    .await?,
+            )
         }
         DirRequest::CreateOpen {
             parent,
@@ -160,37 +169,40 @@ pub async fn dispatch(
                 exclusive,
                 now,
             };
-            let (out, seq) = svc.mutate_unsynced(caller, cmd, vec![parent]).await?;
+            let (out, seq) = svc
+                .coherence
+                .mutate_unsynced(caller, cmd, vec![parent])
+                .await?;
             let created = out
                 .attr
                 .ok_or_else(|| FsError::Io("create returned no attributes".into()))?;
             let made = !out.changed_entries.is_empty();
             // An existing file's writers' turn only for one who may write it.
-            let lock =
-                if caller.client == 0 || (!made && !perm::may_write(svc, &caller, created.ino)?) {
-                    None
-                } else {
-                    let req = LockRequest::writers_turn(created.ino, label);
-                    match svc.locks.acquire(caller.client, req).await {
-                        Ok(LockReply::Granted { token, lease_ms }) => {
-                            Some(CreatedLock { token, lease_ms })
-                        }
-                        Ok(LockReply::Conflict { .. }) => None,
-                        Err(e) => {
-                            // The create stands: make it durable before reporting the error.
-                            svc.sync_through(seq).await?;
-                            return Err(e);
-                        }
+            let lock = if caller.client == 0
+                || (!made && !perm::may_write(&svc.ns, &caller, created.ino)?)
+            {
+                None
+            } else {
+                let req = LockRequest::writers_turn(created.ino, label);
+                match svc.locks.acquire(caller.client, req).await {
+                    Ok(LockReply::Granted { token, lease_ms }) => {
+                        Some(CreatedLock { token, lease_ms })
                     }
-                };
+                    Ok(LockReply::Conflict { .. }) => None,
+                    Err(e) => {
+                        // The create stands: make it durable before reporting the error.
+                        svc.coherence.sync_through(seq).await?;
+                        return Err(e);
+                    }
+                }
+            };
             // The caller's store at close makes a new file durable with its own commit.
             let durable = !(store_at_close && made && lock.is_some());
             if durable {
-                svc.sync_through(seq).await?;
+                svc.coherence.sync_through(seq).await?;
             }
             // Read after the grant: no store can land between these attributes and the lock.
-            let (attr, parent) =
-                svc.read_now(|ns| Ok((ns.getattr(created.ino)?, ns.getattr(parent)?)))?;
+            let (attr, parent) = (svc.ns.getattr(created.ino)?, svc.ns.getattr(parent)?);
             Ok(DirReply::Created {
                 attr,
                 lock,
@@ -215,11 +227,14 @@ pub async fn dispatch(
                 gid,
                 now,
             };
-            let out = svc.mutate(caller, cmd, vec![parent], None).await?;
+            let out = svc
+                .coherence
+                .mutate(caller, cmd, vec![parent], None)
+                .await?;
             let attr = out
                 .attr
                 .ok_or_else(|| FsError::Io("mkdir returned no attributes".into()))?;
-            let parent = svc.read_now(|ns| ns.getattr(parent))?;
+            let parent = svc.ns.getattr(parent)?;
             Ok(DirReply::Made { attr, parent })
         }
         DirRequest::Symlink {
@@ -237,7 +252,11 @@ pub async fn dispatch(
                 gid,
                 now,
             };
-            attr_of(svc.mutate(caller, cmd, vec![parent], None).await?)
+            attr_of(
+                svc.coherence
+                    .mutate(caller, cmd, vec![parent], None)
+                    .await?,
+            )
         }
         DirRequest::Link {
             ino,
@@ -250,18 +269,26 @@ pub async fn dispatch(
                 new_name,
                 now,
             };
-            attr_of(svc.mutate(caller, cmd, vec![new_parent], None).await?)
+            attr_of(
+                svc.coherence
+                    .mutate(caller, cmd, vec![new_parent], None)
+                    .await?,
+            )
         }
         DirRequest::Unlink { parent, name } => {
             let cmd = NsCommand::Unlink { parent, name, now };
-            svc.mutate(caller, cmd, vec![parent], None).await?;
-            let parent = svc.read_now(|ns| ns.getattr(parent))?;
+            svc.coherence
+                .mutate(caller, cmd, vec![parent], None)
+                .await?;
+            let parent = svc.ns.getattr(parent)?;
             Ok(DirReply::Removed { parent })
         }
         DirRequest::Rmdir { parent, name } => {
             let cmd = NsCommand::Rmdir { parent, name, now };
-            svc.mutate(caller, cmd, vec![parent], None).await?;
-            let parent = svc.read_now(|ns| ns.getattr(parent))?;
+            svc.coherence
+                .mutate(caller, cmd, vec![parent], None)
+                .await?;
+            let parent = svc.ns.getattr(parent)?;
             Ok(DirReply::Removed { parent })
         }
         DirRequest::Mknod {
@@ -285,21 +312,25 @@ pub async fn dispatch(
                 gid,
                 now,
             };
-            let out = svc.mutate(caller, cmd, vec![parent], None).await?;
+            let out = svc
+                .coherence
+                .mutate(caller, cmd, vec![parent], None)
+                .await?;
             let attr = out
                 .attr
                 .ok_or_else(|| FsError::Io("mknod returned no attributes".into()))?;
-            let parent = svc.read_now(|ns| ns.getattr(parent))?;
+            let parent = svc.ns.getattr(parent)?;
             Ok(DirReply::Made { attr, parent })
         }
         DirRequest::Xattrs { ino } => {
-            svc.observe_now(caller, move |ns| {
-                let (attr, acl) = ns.attr_and_acl(ino)?;
-                let all = ns.xattrs(ino)?;
-                let shown = perm::readable_xattrs(&caller, &attr, acl.as_ref(), all);
-                Ok((DirReply::Xattrs(shown), vec![ino]))
-            })
-            .await
+            svc.coherence
+                .observe_now(caller, move |ns| {
+                    let (attr, acl) = ns.attr_and_acl(ino)?;
+                    let all = ns.xattrs(ino)?;
+                    let shown = perm::readable_xattrs(&caller, &attr, acl.as_ref(), all);
+                    Ok((DirReply::Xattrs(shown), vec![ino]))
+                })
+                .await
         }
         DirRequest::SetXattr {
             ino,
@@ -307,7 +338,7 @@ pub async fn dispatch(
             value,
             how,
         } => {
-            let drop_sgid = perm::xattr_set_drops_sgid(svc, &caller, ino, &name)?;
+            let drop_sgid = perm::xattr_set_drops_sgid(&svc.ns, &caller, ino, &name)?;
             let cmd = NsCommand::SetXattr {
                 ino,
                 name,
@@ -316,11 +347,11 @@ pub async fn dispatch(
                 drop_sgid,
                 now,
             };
-            attr_of(svc.mutate(caller, cmd, Vec::new(), None).await?)
+            attr_of(svc.coherence.mutate(caller, cmd, Vec::new(), None).await?)
         }
         DirRequest::RemoveXattr { ino, name } => {
             let cmd = NsCommand::RemoveXattr { ino, name, now };
-            attr_of(svc.mutate(caller, cmd, Vec::new(), None).await?)
+            attr_of(svc.coherence.mutate(caller, cmd, Vec::new(), None).await?)
         }
         DirRequest::Rename {
             parent,
@@ -337,7 +368,7 @@ pub async fn dispatch(
                 flags,
                 now,
             };
-            svc.mutate(caller, cmd, Vec::new(), None).await?;
+            svc.coherence.mutate(caller, cmd, Vec::new(), None).await?;
             Ok(DirReply::Empty)
         }
     }
