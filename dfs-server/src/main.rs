@@ -286,9 +286,10 @@ async fn run(args: Args) -> Result<(), String> {
     let gate = Gate::new(conn_limits);
     let registry = {
         let (open, refused) = (gate.clone(), gate.tally.clone());
+        let (callbacks, cluster) = (callbacks.clone(), cluster.clone());
         Arc::new(dfs_server::metrics::registry(
-            svc.callbacks.clone(),
-            cluster.clone(),
+            move || callbacks.queued_frames() as i64,
+            Arc::new(move || cluster.status()),
             move || open.open() as i64,
             move || refused.refused_total() as i64,
         ))

@@ -14,8 +14,7 @@
 //! Owns: the statics, the registry, the `/metrics` answer and the second listener. Must
 //! not decide anything.
 
-use crate::callbacks::Registry;
-use crate::cluster::Cluster;
+use dfs_common::cluster::ClusterStatus;
 use dfs_common::metrics::{self as m, Counter, Counters, Grid, Histogram, Latencies};
 use std::sync::{Arc, LazyLock};
 
@@ -117,11 +116,15 @@ impl Drop for Waiting {
     }
 }
 
-/// The node's registry; `callbacks` and `cluster` are read at scrape time for the
-/// gauges, `open_connections` and `refused_connections` read the HTTP edge's counts.
+/// How the cluster looks to this node now (`cluster::Cluster::status`).
+pub type ClusterStatusFn = Arc<dyn Fn() -> ClusterStatus + Send + Sync>;
+
+/// The node's registry. Read at scrape time for the gauges: `undelivered_breaks` (the
+/// callback registry's queues), `cluster_status`, and the HTTP edge's counts
+/// `open_connections` and `refused_connections`.
 pub fn registry(
-    callbacks: Arc<Registry>,
-    cluster: Arc<Cluster>,
+    undelivered_breaks: impl Fn() -> i64 + Send + Sync + 'static,
+    cluster_status: ClusterStatusFn,
     open_connections: impl Fn() -> i64 + Send + Sync + 'static,
     refused_connections: impl Fn() -> i64 + Send + Sync + 'static,
 ) -> prometheus_client::registry::Registry {
@@ -197,7 +200,7 @@ pub fn registry(
         &mut r,
         "callback_breaks_undelivered",
         "Callback frames waiting in clients' queues",
-        move || callbacks.queued_frames() as i64,
+        undelivered_breaks,
     );
     m::register_gauge(
         &mut r,
@@ -238,15 +241,15 @@ pub fn registry(
         &TX_COMMITTED,
     );
     m::register(&mut r, "tx_aborted", "Transactions aborted", &TX_ABORTED);
-    register_replication(&mut r, &cluster);
+    register_replication(&mut r, &cluster_status);
     r
 }
 
 /// Replication as this node sees it, read from the cluster's status when scraped: members
 /// by state; and, on the directory node (zero elsewhere), blobs under-replicated and
 /// without a live copy and the repair copies made, failed and pending; this node's scrub.
-fn register_replication(r: &mut prometheus_client::registry::Registry, cluster: &Arc<Cluster>) {
-    use dfs_common::cluster::{ClusterStatus, MemberState};
+fn register_replication(r: &mut prometheus_client::registry::Registry, status: &ClusterStatusFn) {
+    use dfs_common::cluster::MemberState;
     type Read = fn(&ClusterStatus) -> u64;
     let states = [
         ("alive", MemberState::Alive),
@@ -255,13 +258,13 @@ fn register_replication(r: &mut prometheus_client::registry::Registry, cluster: 
         ("departed", MemberState::Departed),
     ];
     for (name, state) in states {
-        let c = cluster.clone();
+        let status = status.clone();
         m::register_gauge(
             r,
             &format!("cluster_members_{name}"),
             &format!("Cluster members this node sees as {name}"),
             move || {
-                let st = c.status();
+                let st = status();
                 st.members.iter().filter(|m| m.state == state).count() as i64
             },
         );
@@ -309,8 +312,8 @@ fn register_replication(r: &mut prometheus_client::registry::Registry, cluster: 
         ),
     ];
     for (name, help, read) in figures {
-        let c = cluster.clone();
-        m::register_gauge(r, name, help, move || read(&c.status()) as i64);
+        let status = status.clone();
+        m::register_gauge(r, name, help, move || read(&status()) as i64);
     }
 }
 

@@ -18,13 +18,23 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use tracing::Instrument;
 
-/// Who is calling: the security service's AP check (`crate::auth`), or a pass-through of
-/// `x-dfs-client` in an open cell.
+/// Who is calling: which mount, proven by its client key, realm or not
+/// (`crate::clients`); then the security service's AP check (`crate::auth`), or a
+/// pass-through in an open cell.
 pub fn authenticate<B>(
     svc: &Services,
     req: &mut Request<B>,
 ) -> Result<(Caller, Option<crate::auth::Session>), FsError> {
-    crate::auth::authenticate(&svc.clients, svc.security(), req)
+    let client = {
+        let pq = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        svc.clients
+            .verify(req.headers(), req.method().as_str(), pq)?
+    };
+    crate::auth::authenticate(client, svc.security(), req)
 }
 
 /// The hyper service function (request bodies time out when they stall, see `reaper`):

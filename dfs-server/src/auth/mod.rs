@@ -25,7 +25,7 @@ pub mod perm;
 pub mod privacy;
 pub mod replay;
 
-use crate::clients::Clients;
+use crate::callbacks::ClientId;
 use crate::kdc::Kdc;
 use crate::net::body::{self as wire, full, ResBody};
 pub use anonymous::AnonymousAccess;
@@ -85,22 +85,14 @@ fn hex_header<B>(req: &Request<B>, name: &str) -> Result<Option<Vec<u8>>, FsErro
     }
 }
 
-/// THE authentication hook (called by `crate::api::router`): who sends `req`, a mount of
-/// `clients`, in the realm of `security` (an open cell without one).
+/// Who sends `req` on behalf of `client` (the mount its proof showed, 0 if none,
+/// `crate::clients`), in the realm of `security` (an open cell without one). Called by
+/// THE authentication hook, `crate::api::router::authenticate`.
 pub fn authenticate<B>(
-    clients: &Clients,
+    client: ClientId,
     security: Option<&Security>,
     req: &mut Request<B>,
 ) -> Result<(Caller, Option<Session>), FsError> {
-    // Which mount: proven by its client key, realm or not (`crate::clients`).
-    let client = {
-        let pq = req
-            .uri()
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
-        clients.verify(req.headers(), req.method().as_str(), pq)?
-    };
     let Some(sec) = security else {
         return Ok((Caller::open(client), None));
     };
