@@ -4,7 +4,7 @@
 //! `DATA/blobs/spare/` (`spares`).
 //!
 //! Owns: blob files (receiving a streamed body into a temp file while hashing, fsync and
-//! install, streamed reads, resized copies for truncate), pins that keep the garbage
+//! install, streamed and checked reads (`read`), resized copies for truncate), pins that keep the garbage
 //! collector away from a blob between its install and its metadata commit, and the
 //! garbage collector (`gc`). Must not touch: the namespace rules (it only reads refcounts
 //! and tells the namespace which garbage rows it deleted), HTTP, callbacks.
@@ -14,13 +14,13 @@ pub mod index;
 pub mod journal;
 #[cfg(test)]
 mod journal_tests;
+mod read;
 mod spares;
 #[cfg(test)]
 mod tests;
 mod writer;
 
 use bytes::Bytes;
-use dfs_common::fileread::read_fresh;
 use dfs_common::hash::BlobHasher;
 use dfs_common::{BlobId, FsError};
 use http_body_util::BodyExt;
@@ -33,14 +33,11 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::mpsc;
 
 use index::{BlobIndex, Held};
 
 /// Size of one chunk of a streamed read.
 pub const READ_CHUNK: usize = 256 * 1024;
-/// Chunks buffered between the file reader and the socket.
-const READ_AHEAD: usize = 4;
 
 /// The blob store of one data directory.
 pub struct BlobStore {
@@ -402,107 +399,6 @@ impl BlobStore {
         drop(pin);
     }
 
-    /// Opens blob `id` for reading and checks it has `size` bytes (blocking).
-    pub fn open_blob(&self, id: &BlobId, size: u64) -> Result<fs::File, FsError> {
-        self.write_pending(id)?;
-        let file = fs::File::open(self.path(id)).map_err(|e| {
-            if e.kind() == io::ErrorKind::NotFound {
-                FsError::Corrupt(format!("blob {id} is missing"))
-            } else {
-                FsError::from(e)
-            }
-        })?;
-        let len = file.metadata()?.len();
-        if len != size {
-            return Err(FsError::Corrupt(format!(
-                "blob {id} has {len} bytes, expected {size}"
-            )));
-        }
-        Ok(file)
-    }
-
-    /// Streams `len` bytes of `file` as chunks of at most `READ_CHUNK` bytes, with at
-    /// most `READ_AHEAD` chunks in memory. Stops when the receiver goes away.
-    pub fn read_stream(file: fs::File, len: u64) -> mpsc::Receiver<io::Result<Bytes>> {
-        let (tx, rx) = mpsc::channel(READ_AHEAD);
-        tokio::spawn(async move {
-            let file = Arc::new(file);
-            let mut offset = 0;
-            while offset < len {
-                let item = read_chunk(&file, offset, len).await;
-                let failed = item.is_err();
-                if let Ok(chunk) = &item {
-                    offset += chunk.len() as u64;
-                }
-                if tx.send(item).await.is_err() || failed {
-                    return;
-                }
-            }
-        });
-        rx
-    }
-
-    /// Like `read_stream`, but hashes the blob on the way and holds its last chunk back
-    /// until the whole copy has been checked against `id`: a copy that does not match
-    /// never reaches its reader complete (the stream ends with an `InvalidData` error),
-    /// and `on_bad` runs (to drop the copy, so that it is repaired from a replica).
-    pub fn read_stream_verified(
-        file: fs::File,
-        len: u64,
-        id: BlobId,
-        on_bad: impl FnOnce() + Send + 'static,
-    ) -> mpsc::Receiver<io::Result<Bytes>> {
-        let (tx, rx) = mpsc::channel(READ_AHEAD);
-        tokio::spawn(async move {
-            let file = Arc::new(file);
-            let mut hasher = BlobHasher::new();
-            let mut held: Option<Bytes> = None;
-            let mut offset = 0;
-            while offset < len {
-                match read_chunk(&file, offset, len).await {
-                    Ok(chunk) => {
-                        offset += chunk.len() as u64;
-                        hasher.update(&chunk);
-                        if let Some(prev) = held.replace(chunk) {
-                            if tx.send(Ok(prev)).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(e)).await;
-                        return;
-                    }
-                }
-            }
-            if hasher.finish() != id {
-                log::warn!("local copy of blob {id} does not match its hash; dropping it");
-                on_bad();
-                let _ = tx.send(Err(corrupt_copy(&id))).await;
-                return;
-            }
-            if let Some(last) = held {
-                let _ = tx.send(Ok(last)).await;
-            }
-        });
-        rx
-    }
-
-    /// Reads a whole (small) blob into memory and checks it against its id (blocking).
-    pub fn read_verified(&self, id: &BlobId, size: u64) -> Result<Bytes, FsError> {
-        if let Some(bytes) = self.pending.get(id) {
-            return Ok(bytes);
-        }
-        let mut buf = Vec::with_capacity(size as usize);
-        self.open_blob(id, size)?.read_to_end(&mut buf)?;
-        if dfs_common::hash::blob_id_of(&buf) != *id {
-            return Err(FsError::Corrupt(format!(
-                "local copy of blob {id} does not match its hash"
-            )));
-        }
-        Ok(Bytes::from(buf))
-    }
-
     /// A new temp blob holding the first `new_size` bytes of `old` (of `old_size` bytes),
     /// zero-extended (as a hole) if longer (blocking).
     pub fn resized(
@@ -603,29 +499,4 @@ fn held_now(size: u64) -> Held {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
     Held { size, mtime_ms }
-}
-
-/// The next chunk of a blob of `len` bytes from `offset`, read off the async threads into a
-/// buffer that is not zeroed first; a blob that ends early is an error.
-async fn read_chunk(file: &Arc<fs::File>, offset: u64, len: u64) -> io::Result<Bytes> {
-    let want = ((len - offset) as usize).min(READ_CHUNK);
-    let file = file.clone();
-    let buf = tokio::task::spawn_blocking(move || read_fresh(&file, want, offset))
-        .await
-        .map_err(io::Error::other)??;
-    if buf.is_empty() {
-        return Err(short_blob());
-    }
-    Ok(Bytes::from(buf))
-}
-
-fn short_blob() -> io::Error {
-    io::Error::new(io::ErrorKind::UnexpectedEof, "blob shorter than expected")
-}
-
-fn corrupt_copy(id: &BlobId) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidData,
-        format!("copy of blob {id} failed its hash check"),
-    )
 }
