@@ -70,17 +70,10 @@ impl Coherence {
             .map_err(join_err)?
     }
 
-    /// Runs a short read of the namespace (a lookup, a getattr) on the calling async
-    /// thread: it takes microseconds from redb's cache, less than a hop to the blocking
-    /// pool and back.
-    pub fn read_now<T>(
-        &self,
-        f: impl FnOnce(&Namespace) -> Result<T, FsError>,
-    ) -> Result<T, FsError> {
-        f(&self.ns)
-    }
-
-    /// `observe` for a short read (see `read_now`), run on the calling async thread.
+    /// `observe` for a short read of the namespace (a lookup, a getattr), run on the
+    /// calling async thread: it takes microseconds from redb's cache, less than a hop to
+    /// the blocking pool and back. (Short reads that promise nothing call the namespace
+    /// directly.)
     pub async fn observe_now<T>(
         &self,
         caller: Caller,

@@ -5,7 +5,7 @@
 //! Owns: those two resources. Must not decide who a client is (`crate::clients`) nor what
 //! a break is (`crate::callbacks`).
 
-use super::wire::{decode_body, method_not_allowed, Answer, ReqBody};
+use super::wire::{bincode_response, channel, decode_body, method_not_allowed, Answer, ReqBody};
 use super::Call;
 use crate::callbacks;
 use crate::services::Services;
@@ -44,7 +44,7 @@ pub async fn handle(svc: &Arc<Services>, call: &Call<'_>, req: Request<ReqBody>)
                 .coherence
                 .blocking(move |ns, _| svc2.clients.register(ns, &request))
                 .await?;
-            Ok(super::wire::bincode_response(&registered))
+            Ok(bincode_response(&registered))
         }
         (_, method) => Ok(method_not_allowed(&method, &path, "POST")),
     }
@@ -65,7 +65,7 @@ fn callbacks_channel(svc: &Services, client: u64) -> Answer {
     let nonce = u64::from_le_bytes(nonce);
     let sealer = dfs_common::privacy::Sealer::new(&key, dfs_common::privacy::Dir::Response, nonce);
     let rx = callbacks::channel::open(svc.callbacks.clone(), client);
-    let body = dfs_common::sealed_body::sealing(super::wire::channel(rx, None), sealer);
+    let body = dfs_common::sealed_body::sealing(channel(rx, None), sealer);
     Ok(Response::builder()
         .status(StatusCode::OK)
         .header(CONTENT_TYPE, "application/octet-stream")

@@ -440,7 +440,7 @@ fn a_transaction_commits_at_most_once_and_only_for_its_client() {
     ));
     assert_eq!(t.ns.tx_status(999, OWNER, 0), Err(FsError::NotFound));
     // Each of those durable transactions, refused or committed, is over: a create may
-    // commit on an async thread again (`Services::mutate_in_place`).
+    // commit on an async thread again (`Coherence::mutate_in_place`).
     assert!(!t.ns.durable_commit_in_flight());
 }
 
