@@ -21,6 +21,7 @@
 
 mod codec;
 pub mod log_store;
+pub mod network;
 pub mod router;
 pub mod snapshot;
 pub mod state_machine;
