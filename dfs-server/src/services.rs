@@ -78,6 +78,9 @@ pub struct Services {
     pub security: std::sync::OnceLock<Arc<crate::auth::Security>>,
     /// The transaction service's in-memory state (leases, requests in flight).
     pub tx: crate::tx::TxState,
+    /// This node's replica of the directory's Raft log (set once at start; never set when
+    /// the directory is not replicated).
+    pub replica: std::sync::OnceLock<Arc<crate::raft::Replica>>,
     /// The replication service (set once at start; a node on its own if never set).
     cluster: std::sync::OnceLock<Arc<Cluster>>,
     gate: Arc<RwLock<()>>,
@@ -102,6 +105,7 @@ impl Services {
             settings,
             security: std::sync::OnceLock::new(),
             tx: crate::tx::TxState::default(),
+            replica: std::sync::OnceLock::new(),
             cluster: std::sync::OnceLock::new(),
             gate: Arc::new(RwLock::new(())),
         }))
@@ -239,6 +243,11 @@ impl Services {
         promise: Vec<Ino>,
         how: Commit,
     ) -> Result<(NsOutcome, CommitSeq), FsError> {
+        if let Some(replica) = self.replica.get().cloned() {
+            return self
+                .mutate_replicated(replica, caller, cmd, promise, how)
+                .await;
+        }
         if !how.sync && how.pin.is_none() && !self.ns.durable_commit_in_flight() {
             return self.mutate_in_place(caller, cmd, promise).await;
         }
@@ -316,6 +325,59 @@ impl Services {
         .await
         .map_err(join_err)?;
         Ok((outcome, seq))
+    }
+
+    /// `mutate_with` on a replicated directory: the command goes through the Raft log
+    /// (durable on a quorum before it is applied), under the shared gate as a local commit
+    /// is; then the breaks. A journalled blob gets its fsynced file first (the journal is
+    /// this node's, not the log's). Runs to the end even if the request goes away.
+    async fn mutate_replicated(
+        self: &Arc<Self>,
+        replica: Arc<crate::raft::Replica>,
+        caller: Caller,
+        cmd: NsCommand,
+        promise: Vec<Ino>,
+        how: Commit,
+    ) -> Result<(NsOutcome, CommitSeq), FsError> {
+        let svc = self.clone();
+        let task = tokio::spawn(async move {
+            let Commit { pin, journal, .. } = how;
+            if let (Some(pin), Some(bytes)) = (&pin, journal) {
+                let (blobs, id) = (svc.blobs.clone(), pin.id);
+                tokio::task::spawn_blocking(move || blobs.restore(id, &bytes))
+                    .await
+                    .map_err(join_err)??;
+            }
+            let guard = svc.gate.read().await;
+            let id = crate::raft::propose::request_id(caller.client);
+            let result = match before_apply() {
+                Ok(()) => crate::raft::propose::propose(&replica, id, cmd).await,
+                Err(e) => Err(e),
+            };
+            match (&result, pin) {
+                (Ok(out), pin) => {
+                    svc.promise_outcome(caller, promise, out);
+                    drop(pin);
+                }
+                (Err(_), Some(pin)) => {
+                    let (ns, blobs) = (svc.ns.clone(), svc.blobs.clone());
+                    tokio::task::spawn_blocking(move || {
+                        blobs.discard_unreferenced(pin, |id| ns.refcount(id))
+                    })
+                    .await
+                    .map_err(join_err)?;
+                }
+                (Err(_), None) => {}
+            }
+            drop(guard);
+            let outcome = result?;
+            if owes_breaks(&outcome) {
+                let _exclusive = svc.gate.write().await;
+                svc.break_outcome(caller, &outcome);
+            }
+            Ok((outcome, CommitSeq::DURABLE))
+        });
+        task.await.map_err(join_err)?
     }
 
     /// Gives `caller` a promise on `promise` plus the inode of the outcome's attributes.

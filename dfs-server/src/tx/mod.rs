@@ -165,6 +165,13 @@ pub async fn begin(
     caller: Caller,
     req: BeginRequest,
 ) -> Result<BeginReply, FsError> {
+    if svc.replica.get().is_some() {
+        // Transactions write the namespace outside the Raft log: on a replicated directory
+        // they would change the leader's copy alone.
+        return Err(FsError::NotSupported(
+            "transactions on a replicated directory are not built yet".into(),
+        ));
+    }
     let owner = owner_of(caller)?;
     let lease_ms = svc.tx.lease_ms();
     let label: String = req.label.chars().take(200).collect();
