@@ -125,3 +125,54 @@ fn the_directory_survives_losing_its_leader() {
         again.describe()
     );
 }
+
+/// Failover time, for `scripts/bench-directory.sh`: five times, kill -9 the leader and
+/// time until some live node acknowledges a mutation; the killed node then returns and
+/// catches up before the next round. Prints every time, the median and the max.
+#[test]
+#[ignore = "a measurement: run by scripts/bench-directory.sh"]
+fn measure_failover() {
+    let rounds: usize = std::env::var("FAILOVER_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let mut c = Cluster::start_replicated_directory(3, &[]);
+    let mut acknowledged = Vec::new();
+    let mut times = Vec::new();
+    for round in 0..rounds {
+        let (leader, _) = wait_for("an agreed leader", LIMIT, || agreed_leader(&c, &[0, 1, 2]));
+        let name = format!("before-{round}");
+        mkdir(&c.addr(leader), &name).unwrap_or_else(|r| panic!("{}", r.describe()));
+        acknowledged.push(name);
+        c.kill9(leader);
+        let killed = Instant::now();
+        let live: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+        // Polled every 20 ms (wait_for's 200 ms would hide the figure being measured).
+        let mut tries = 0;
+        let (name, took) = loop {
+            tries += 1;
+            let name = format!("after-{round}-{tries}");
+            if live.iter().any(|&i| mkdir(&c.addr(i), &name).is_ok()) {
+                break (name, killed.elapsed());
+            }
+            assert!(
+                killed.elapsed() < LIMIT,
+                "no mutation within {LIMIT:?} of the kill"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        eprintln!("round {round}: node {leader} killed; first mutation after {took:?}");
+        times.push(took);
+        acknowledged.push(name);
+        c.restart(leader);
+        for i in 0..3 {
+            holds_all(&c, i, &acknowledged);
+        }
+    }
+    times.sort();
+    println!(
+        "failover over {rounds} kills of the leader: median {:?}, max {:?}, all {times:?}",
+        times[times.len() / 2],
+        times[times.len() - 1]
+    );
+}
