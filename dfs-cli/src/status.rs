@@ -7,7 +7,7 @@
 use crate::show::{duration, json as print_json, size};
 use dfs_client::control::ControlReply;
 use dfs_client::MountStatus;
-use dfs_common::cluster::{ClusterStatus, ROLE_DIRECTORY};
+use dfs_common::cluster::{ClusterStatus, RaftStatus, ROLE_DIRECTORY};
 use dfs_common::locks::LockInfo;
 use std::path::Path;
 
@@ -59,6 +59,9 @@ pub fn status(
 }
 
 fn print_cluster(st: &ClusterStatus) {
+    if let Some(d) = &st.directory {
+        print_directory(d);
+    }
     if st.members.len() <= 1 && st.rounds == 0 {
         println!("cluster:           one server, no replication");
         return;
@@ -106,6 +109,34 @@ fn print_cluster(st: &ClusterStatus) {
         "scrub (this node): {} checked, {} bad; gossip packets refused: {}",
         st.scrubbed, st.scrub_bad, st.gossip_rejected
     );
+}
+
+/// The directory's Raft log as the mount's server sees it: who leads, and on the leader
+/// how far each replica lags.
+fn print_directory(d: &RaftStatus) {
+    let leader = match (d.leader, &d.leader_addr) {
+        (Some(id), Some(addr)) => format!("replica {id} at {addr}"),
+        (Some(id), None) => format!("replica {id}"),
+        _ => "none (an election is under way)".to_string(),
+    };
+    let index = |i: Option<u64>| i.map_or("-".to_string(), |i| i.to_string());
+    println!("directory:         replicated (Raft), leader {leader}, term {}", d.term);
+    println!(
+        "  this replica:    {} {}, log to {}, applied to {}",
+        d.id,
+        d.state.to_lowercase(),
+        index(d.last_log),
+        index(d.applied)
+    );
+    for r in &d.replicas {
+        println!(
+            "  replica {:<7} {:24} matched {:>8}, {} behind",
+            r.id,
+            r.addr,
+            index(r.matched),
+            r.lag
+        );
+    }
 }
 
 /// `dfs lock | unlock --json`.

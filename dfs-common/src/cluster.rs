@@ -105,6 +105,38 @@ pub struct ClusterStatus {
     /// This node's scrubber: blobs checked, bad copies found, since start.
     pub scrubbed: u64,
     pub scrub_bad: u64,
+    /// The directory's Raft log as this node's replica sees it (`None`: the directory is
+    /// not replicated, or this node holds no replica).
+    pub directory: Option<RaftStatus>,
+}
+
+/// One directory replica's view of the Raft log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaftStatus {
+    /// This replica's id among the voters.
+    pub id: u64,
+    /// Leader, Follower, Candidate or Learner.
+    pub state: String,
+    pub term: u64,
+    pub leader: Option<u64>,
+    pub leader_addr: Option<String>,
+    /// Index of the last entry in this replica's log, and of the last one applied.
+    pub last_log: Option<u64>,
+    pub applied: Option<u64>,
+    /// On the leader: milliseconds since a quorum last acknowledged it.
+    pub millis_since_quorum_ack: Option<u64>,
+    /// On the leader: each other replica's matched index and how far it lags.
+    pub replicas: Vec<ReplicaLag>,
+}
+
+/// How far one replica has matched the leader's log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaLag {
+    pub id: u64,
+    pub addr: String,
+    pub matched: Option<u64>,
+    /// Entries the leader has that this replica has not matched.
+    pub lag: u64,
 }
 
 /// `GET /v1/cluster/digests`: what a node holds, per bucket.

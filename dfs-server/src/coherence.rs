@@ -14,7 +14,8 @@ use crate::errors::join_err;
 use crate::namespace::{CommitSeq, Namespace, NsCommand, NsOutcome};
 use bytes::Bytes;
 use dfs_common::{FsError, Ino};
-use std::sync::Arc;
+use crate::raft::Replica;
+use std::sync::{Arc, OnceLock};
 use tokio::sync::RwLock;
 
 /// Fail point `commit::before_apply`: a store's blob is written and installed, its commit
@@ -46,6 +47,9 @@ pub struct Coherence {
     pub ns: Arc<Namespace>,
     pub blobs: Arc<BlobStore>,
     pub callbacks: Arc<Registry>,
+    /// This node's replica of the directory's Raft log, through which every commit goes
+    /// (set once at start; never set when the directory is not replicated).
+    replica: OnceLock<Arc<Replica>>,
     gate: Arc<RwLock<()>>,
 }
 
@@ -55,8 +59,20 @@ impl Coherence {
             ns,
             blobs,
             callbacks,
+            replica: OnceLock::new(),
             gate: Arc::new(RwLock::new(())),
         }
+    }
+
+    /// Makes commits go through `replica`'s log (once, at start, before serving; `ns`
+    /// must be the replica's namespace).
+    pub fn set_replica(&self, replica: Arc<Replica>) {
+        let _ = self.replica.set(replica);
+    }
+
+    /// This node's replica of the directory, if the directory is replicated.
+    pub fn replica(&self) -> Option<&Arc<Replica>> {
+        self.replica.get()
     }
 
     /// Runs blocking work off the async threads.
@@ -169,6 +185,9 @@ impl Coherence {
         promise: Vec<Ino>,
         how: Commit,
     ) -> Result<(NsOutcome, CommitSeq), FsError> {
+        if let Some(replica) = self.replica.get().cloned() {
+            return self.mutate_replicated(replica, caller, cmd, promise, how).await;
+        }
         if !how.sync && how.pin.is_none() && !self.ns.durable_commit_in_flight() {
             return self.mutate_in_place(caller, cmd, promise).await;
         }
@@ -246,6 +265,59 @@ impl Coherence {
         .await
         .map_err(join_err)?;
         Ok((outcome, seq))
+    }
+
+    /// `mutate_with` on a replicated directory: the command goes through the Raft log
+    /// (durable on a quorum before it is applied), under the shared gate as a local commit
+    /// is; then the breaks. A journalled blob gets its fsynced file first (the journal is
+    /// this node's, not the log's). Runs to the end even if the request goes away.
+    async fn mutate_replicated(
+        self: &Arc<Self>,
+        replica: Arc<Replica>,
+        caller: Caller,
+        cmd: NsCommand,
+        promise: Vec<Ino>,
+        how: Commit,
+    ) -> Result<(NsOutcome, CommitSeq), FsError> {
+        let this = self.clone();
+        let task = tokio::spawn(async move {
+            let Commit { pin, journal, .. } = how;
+            if let (Some(pin), Some(bytes)) = (&pin, journal) {
+                let (blobs, id) = (this.blobs.clone(), pin.id);
+                tokio::task::spawn_blocking(move || blobs.restore(id, &bytes))
+                    .await
+                    .map_err(join_err)??;
+            }
+            let guard = this.gate.read().await;
+            let id = crate::raft::propose::request_id(caller.client);
+            let result = match before_apply() {
+                Ok(()) => crate::raft::propose::propose(&replica, id, cmd).await,
+                Err(e) => Err(e),
+            };
+            match (&result, pin) {
+                (Ok(out), pin) => {
+                    this.promise_outcome(caller, promise, out);
+                    drop(pin);
+                }
+                (Err(_), Some(pin)) => {
+                    let (ns, blobs) = (this.ns.clone(), this.blobs.clone());
+                    tokio::task::spawn_blocking(move || {
+                        blobs.discard_unreferenced(pin, |id| ns.refcount(id))
+                    })
+                    .await
+                    .map_err(join_err)?;
+                }
+                (Err(_), None) => {}
+            }
+            drop(guard);
+            let outcome = result?;
+            if owes_breaks(&outcome) {
+                let _exclusive = this.gate.write().await;
+                this.break_outcome(caller, &outcome);
+            }
+            Ok((outcome, CommitSeq::DURABLE))
+        });
+        task.await.map_err(join_err)?
     }
 
     /// Gives `caller` a promise on `promise` plus the inode of the outcome's attributes.

@@ -112,6 +112,16 @@ pub struct Args {
     #[arg(long, value_name = "HOST:PORT")]
     pub advertise: Option<SocketAddr>,
 
+    /// Replicated directory: the voters of the directory's Raft log, ID=IP:PORT comma
+    /// separated (the same list on every voter; each a member of the cluster). With
+    /// --directory-id, this node holds a replica of the directory.
+    #[arg(long, value_name = "ID=IP:PORT,...", value_delimiter = ',')]
+    pub directory_voters: Vec<String>,
+
+    /// Replicated directory: this node's id among --directory-voters.
+    #[arg(long, value_name = "ID", requires = "directory_voters")]
+    pub directory_id: Option<u64>,
+
     /// Replication: copies kept of every blob (capped at the number of data nodes).
     #[arg(long, value_name = "R", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=16))]
     pub replicas: u32,

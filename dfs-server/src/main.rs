@@ -12,6 +12,7 @@ use dfs_server::config::Args;
 use dfs_server::lock::{LockConfig, LockService};
 use dfs_server::namespace::Namespace;
 use dfs_server::net::limits::{ConnLimits, Gate};
+use dfs_server::raft::{node, Replica};
 use dfs_server::services::{Services, Settings};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -80,6 +81,82 @@ fn main() -> ExitCode {
     }
 }
 
+/// The replication service of this node (standalone without a cluster key).
+async fn open_cluster(args: &Args, addr: std::net::SocketAddr) -> Result<Arc<Cluster>, String> {
+    let advertise = args.advertise.unwrap_or(addr);
+    let key = match &args.cluster_key_file {
+        None => None,
+        Some(path) => {
+            if advertise.ip().is_unspecified() {
+                return Err("listening on an unspecified address: give --advertise".into());
+            }
+            Some(ClusterKey::load(path)?)
+        }
+    };
+    let mut seeds = Vec::new();
+    for peer in &args.peers {
+        let addr = tokio::net::lookup_host(peer.as_str())
+            .await
+            .ok()
+            .and_then(|mut found| found.next())
+            .ok_or_else(|| format!("--peers: cannot resolve {peer:?} (HOST:PORT)"))?;
+        if addr != advertise {
+            seeds.push(addr);
+        }
+    }
+    Ok(Cluster::new(ClusterSettings {
+        advertise,
+        roles: args.roles,
+        seeds,
+        key,
+        replicas: args.replicas,
+        write_quorum: args.write_quorum,
+        dead_grace: Duration::from_secs(args.dead_grace_secs),
+        repair_interval: Duration::from_secs(args.repair_interval_secs),
+        scrub_interval: Duration::from_secs(args.scrub_interval_secs),
+        gc_grace: Duration::from_secs(args.gc_grace_secs),
+    }))
+}
+
+/// The namespace this node serves: its own database, or its replica of the directory's
+/// Raft log when `--directory-id` is given.
+async fn open_namespace(
+    args: &Args,
+    now: Timestamp,
+    cluster: &Arc<Cluster>,
+) -> Result<(Arc<Namespace>, Option<Arc<Replica>>), String> {
+    let data_dir = &args.data_dir;
+    let Some(id) = args.directory_id else {
+        let (db_path, root_mode) = (data_dir.join("meta.redb"), args.root_mode);
+        let ns = tokio::task::spawn_blocking(move || Namespace::open(&db_path, root_mode, now))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("cannot open the metadata database: {e}"))?;
+        return Ok((Arc::new(ns), None));
+    };
+    let voters = node::parse_voters(&args.directory_voters)?;
+    if voters.get(&id) != Some(&cluster.settings.advertise) {
+        return Err(format!(
+            "--directory-id {id}: --directory-voters must name this node's address {} as {id}",
+            cluster.settings.advertise
+        ));
+    }
+    if !cluster.is_clustered() {
+        return Err("--directory-voters needs --cluster-key-file".into());
+    }
+    if data_dir.join("meta.redb").exists() && !data_dir.join("raft-log.redb").exists() {
+        return Err(format!(
+            "{} holds a directory that is not replicated; a replica starts from an empty data dir",
+            data_dir.display()
+        ));
+    }
+    let replica = node::start_node(id, &voters, data_dir, args.root_mode, cluster.peers.clone())
+        .await
+        .map_err(|e| format!("cannot start the directory replica: {e}"))?;
+    log::info!("directory replica {id} of {} voters", voters.len());
+    Ok((replica.ns.clone(), Some(Arc::new(replica))))
+}
+
 fn unix_secs(t: Timestamp) -> u64 {
     t.secs.max(0) as u64
 }
@@ -90,13 +167,12 @@ async fn run(args: Args) -> Result<(), String> {
         .map_err(|e| format!("cannot create data dir {}: {e}", data_dir.display()))?;
     make_private(&data_dir).await?;
     let now = Timestamp::now();
-    let db_path = data_dir.join("meta.redb");
-    let root_mode = args.root_mode;
-    let ns = tokio::task::spawn_blocking(move || Namespace::open(&db_path, root_mode, now))
+    let listener = TcpListener::bind(&args.listen)
         .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("cannot open the metadata database: {e}"))?;
-    let ns = Arc::new(ns);
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let cluster = open_cluster(&args, addr).await?;
+    let (ns, replica) = open_namespace(&args, now, &cluster).await?;
     let blobs = Arc::new(
         BlobStore::open(&data_dir).map_err(|e| format!("cannot open the blob store: {e}"))?,
     );
@@ -131,10 +207,6 @@ async fn run(args: Args) -> Result<(), String> {
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("cannot open the lock database: {e}"))?;
     let callbacks = Arc::new(Registry::new(Registry::random_epoch()));
-    let listener = TcpListener::bind(&args.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
     log::info!(
         "dfs-server listening on {addr}, data dir {}, epoch {:016x}",
         data_dir.display(),
@@ -161,40 +233,10 @@ async fn run(args: Args) -> Result<(), String> {
     } else {
         log::info!("data node: serves blobs to members of its cluster only (cluster key)");
     }
-    let advertise = args.advertise.unwrap_or(addr);
-    let key = match &args.cluster_key_file {
-        None => None,
-        Some(path) => {
-            if advertise.ip().is_unspecified() {
-                return Err("listening on an unspecified address: give --advertise".into());
-            }
-            Some(ClusterKey::load(path)?)
-        }
-    };
-    let mut seeds = Vec::new();
-    for peer in &args.peers {
-        let addr = tokio::net::lookup_host(peer.as_str())
-            .await
-            .ok()
-            .and_then(|mut found| found.next())
-            .ok_or_else(|| format!("--peers: cannot resolve {peer:?} (HOST:PORT)"))?;
-        if addr != advertise {
-            seeds.push(addr);
-        }
-    }
-    let cluster = Cluster::new(ClusterSettings {
-        advertise,
-        roles: args.roles,
-        seeds,
-        key,
-        replicas: args.replicas,
-        write_quorum: args.write_quorum,
-        dead_grace: Duration::from_secs(args.dead_grace_secs),
-        repair_interval: Duration::from_secs(args.repair_interval_secs),
-        scrub_interval: Duration::from_secs(args.scrub_interval_secs),
-        gc_grace: Duration::from_secs(args.gc_grace_secs),
-    });
     svc.set_cluster(cluster.clone());
+    if let Some(replica) = replica {
+        svc.coherence.set_replica(replica);
+    }
     svc.tx.set_lease(Duration::from_secs(args.tx_lease_secs));
     let (stop_tx, stop_rx) = watch::channel(false);
     // Without the sweepers no lease or transaction ever expires, without the journal task
@@ -234,7 +276,8 @@ async fn run(args: Args) -> Result<(), String> {
             cluster_tasks.push(tasks::watch("repair", repair, Vital::No));
         }
         log::info!(
-            "cluster member {advertise} (roles {}), {} replicas, seeds {:?}",
+            "cluster member {} (roles {}), {} replicas, seeds {:?}",
+            cluster.settings.advertise,
             if directory { "directory,data" } else { "data" },
             args.replicas,
             args.peers

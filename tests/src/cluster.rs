@@ -89,6 +89,16 @@ impl Cluster {
     /// Starts `n` nodes, each seeded with all the others, `extra` appended to every node's
     /// command line, and waits until each answers `/v1/health`.
     pub fn start(n: usize, extra: &[&str]) -> Cluster {
+        Cluster::start_with(n, extra, false)
+    }
+
+    /// `start`, with every node holding the directory role and a replica of the
+    /// directory's Raft log (voter `i + 1` is node `i`).
+    pub fn start_replicated_directory(n: usize, extra: &[&str]) -> Cluster {
+        Cluster::start_with(n, extra, true)
+    }
+
+    fn start_with(n: usize, extra: &[&str], replicated: bool) -> Cluster {
         assert!((1..=250).contains(&n), "cluster of {n} nodes");
         let tmp = tempfile::TempDir::new().expect("tempdir");
         let r = urandom(2);
@@ -113,12 +123,24 @@ impl Cluster {
                 .filter(|&(j, _)| j != i)
                 .map(|(_, a)| &**a)
                 .collect();
-            let roles = if i == 0 { "directory,data" } else { "data" };
+            let roles = if i == 0 || replicated {
+                "directory,data"
+            } else {
+                "data"
+            };
             let key_s = key.to_string_lossy();
             let peers_s = peers.join(",");
+            let voters = (addrs.iter().enumerate())
+                .map(|(j, a)| format!("{}={a}", j + 1))
+                .collect::<Vec<_>>()
+                .join(",");
+            let id = (i + 1).to_string();
             let mut args = vec!["--cluster-key-file", &*key_s, "--roles", roles];
             if !peers.is_empty() {
                 args.extend(["--peers", &*peers_s]);
+            }
+            if replicated {
+                args.extend(["--directory-voters", &*voters, "--directory-id", &*id]);
             }
             args.extend_from_slice(extra);
             let dir = tmp.path().join(format!("node-{i}"));

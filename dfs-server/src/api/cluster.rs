@@ -56,7 +56,11 @@ pub async fn handle(svc: &Arc<Services>, req: Request<ReqBody>) -> Response<ResB
     let rest = &path[proto::PREFIX.len()..];
     if rest == "status" {
         return match method {
-            Method::GET => wire::bincode_response(&svc.cluster().status()),
+            Method::GET => {
+                let mut status = svc.cluster().status();
+                status.directory = svc.coherence.replica().map(|r| crate::raft::node::status(r));
+                wire::bincode_response(&status)
+            }
             _ => wire::error_response(&FsError::NotSupported(format!(
                 "method {method} not allowed on {path}"
             ))),
@@ -121,6 +125,9 @@ pub async fn handle(svc: &Arc<Services>, req: Request<ReqBody>) -> Response<ResB
         (&Method::POST, "listing") => listing(svc, &body_bytes).await,
         (&Method::POST, "pull") => pull_order(svc, &body_bytes),
         (&Method::POST, "delete") => delete_order(svc, &node, &body_bytes).await,
+        (&Method::POST, r) if r.starts_with("raft/") => {
+            raft_call(svc, &r["raft/".len()..], &body_bytes).await
+        }
         (m, r) if r.starts_with("blobs/") => match BlobId::from_hex(&r["blobs/".len()..]) {
             None => Err(FsError::NotFound),
             Some(id) if *m == Method::GET => serve_blob(svc, id)
@@ -142,6 +149,16 @@ pub async fn handle(svc: &Arc<Services>, req: Request<ReqBody>) -> Response<ResB
         Err(e) => wire::error_response(&e),
     };
     sign_answer(&key, &request_mac, &mut resp).await
+}
+
+/// Answers a call of the directory's Raft from another replica.
+async fn raft_call(svc: &Services, call: &str, body: &[u8]) -> Result<Response<ResBody>, FsError> {
+    let call = crate::raft::network::Call::from_name(call).ok_or(FsError::NotFound)?;
+    let replica = svc.coherence.replica().ok_or_else(|| {
+        FsError::NotSupported("this node holds no replica of the directory".into())
+    })?;
+    let answer = crate::raft::network::serve(&replica.raft, call, body).await?;
+    Ok(wire::bytes_response(answer))
 }
 
 /// Adds the answer MAC. Bincode and error bodies are small and read whole to hash them;

@@ -21,7 +21,11 @@ pub type Answer = Result<Response<ResBody>, FsError>;
 
 /// A `200` with the bincode of `value`.
 pub fn bincode_response<T: Serialize>(value: &T) -> Response<ResBody> {
-    let bytes = codec::encode(value);
+    bytes_response(codec::encode(value))
+}
+
+/// A 200 answer carrying `bytes` already encoded.
+pub fn bytes_response(bytes: Vec<u8>) -> Response<ResBody> {
     Response::builder()
         .status(StatusCode::OK)
         .header(CONTENT_TYPE, "application/octet-stream")

@@ -145,7 +145,7 @@ impl BlobStore {
     }
 
     /// Writes `bytes` as blob `id`, fsynced (blocking; replay).
-    fn restore(self: &Arc<Self>, id: BlobId, bytes: &[u8]) -> Result<(), FsError> {
+    pub(crate) fn restore(self: &Arc<Self>, id: BlobId, bytes: &[u8]) -> Result<(), FsError> {
         let (mut file, mut temp) = self.new_temp()?;
         file.write_all(bytes)?;
         file.sync_all()?;

@@ -161,7 +161,7 @@ pub struct Cluster {
     /// `advertise` as text, as it appears in headers and status.
     pub me: String,
     membership: OnceLock<Arc<Membership>>,
-    pub peers: peer::PeerClient,
+    pub peers: Arc<peer::PeerClient>,
     pub counters: Counters,
     pub repair: Mutex<RepairView>,
     pub pulls: replicate::PullQueue,
@@ -171,7 +171,11 @@ pub struct Cluster {
 impl Cluster {
     pub fn new(settings: ClusterSettings) -> Arc<Cluster> {
         let me = settings.advertise.to_string();
-        let peers = peer::PeerClient::new(settings.advertise.ip(), settings.key.clone(), &me);
+        let peers = Arc::new(peer::PeerClient::new(
+            settings.advertise.ip(),
+            settings.key.clone(),
+            &me,
+        ));
         Arc::new(Cluster {
             me,
             peers,
@@ -378,6 +382,7 @@ impl Cluster {
             gossip_rejected: self.gossip_rejected(),
             scrubbed: load(&self.counters.scrubbed),
             scrub_bad: load(&self.counters.scrub_bad),
+            directory: None,
         }
     }
 }

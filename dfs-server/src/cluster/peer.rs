@@ -188,6 +188,19 @@ impl PeerClient {
         path: &str,
         body: Vec<u8>,
     ) -> Result<Bytes, FsError> {
+        self.call_within(addr, method, path, body, CALL_TIMEOUT)
+            .await
+    }
+
+    /// `call` with a deadline of the caller's.
+    async fn call_within(
+        &self,
+        addr: SocketAddr,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Bytes, FsError> {
         let work = async {
             let sha = sha256(&body);
             let len = body.len() as u64;
@@ -196,9 +209,22 @@ impl PeerClient {
                 .await?;
             self.checked_answer(addr, resp, &mac, ANSWER_LIMIT).await
         };
-        tokio::time::timeout(CALL_TIMEOUT, work)
+        tokio::time::timeout(timeout, work)
             .await
             .map_err(|_| unreachable(addr, format!("{path} timed out")))?
+    }
+
+    /// One call of the directory's Raft (`crate::raft::network`): bincode in, checked
+    /// bincode out, within `ttl` (openraft's deadline for the call).
+    pub async fn raft_call(
+        &self,
+        addr: SocketAddr,
+        call: &str,
+        body: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<Bytes, FsError> {
+        let path = format!("{}raft/{call}", proto::PREFIX);
+        self.call_within(addr, Method::POST, &path, body, ttl).await
     }
 
     pub async fn digests(&self, addr: SocketAddr) -> Result<Digests, FsError> {

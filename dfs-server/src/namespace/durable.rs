@@ -22,6 +22,12 @@ pub(super) const JOURNAL: TableDefinition<&[u8], &[u8]> = TableDefinition::new("
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct CommitSeq(u64);
 
+impl CommitSeq {
+    /// A place no one needs to wait for: a commit already durable elsewhere (in the
+    /// directory's Raft log, before it was applied).
+    pub const DURABLE: CommitSeq = CommitSeq(0);
+}
+
 /// The sequence of commits and how far of it is durable.
 #[derive(Default)]
 pub(super) struct GroupCommit {

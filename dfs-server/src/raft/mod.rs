@@ -21,6 +21,9 @@
 
 mod codec;
 pub mod log_store;
+pub mod network;
+pub mod node;
+pub mod propose;
 pub mod router;
 pub mod snapshot;
 pub mod state_machine;
@@ -100,6 +103,8 @@ pub enum StartError {
     Raft(#[source] openraft::error::Fatal<NodeId>),
     #[error("raft config: {0}")]
     Config(#[source] openraft::ConfigError),
+    #[error("making the first membership: {0}")]
+    Initialize(String),
 }
 
 /// Settings of the consensus (openraft's `Config`), checked.
@@ -118,11 +123,13 @@ pub fn config(
     Ok(Arc::new(config.validate().map_err(StartError::Config)?))
 }
 
-/// Opens (or creates) the replica in `dir` and starts its Raft over `network`. A new
+/// Opens (or creates) the replica in `dir` (a fresh root gets `root_mode`) and starts its
+/// Raft over `network`. A new
 /// replica is empty; `DirRaft::initialize` on one of them makes the first membership.
 pub async fn start<N>(
     id: NodeId,
     dir: &Path,
+    root_mode: u32,
     config: Arc<Config>,
     network: N,
 ) -> Result<Replica, StartError>
@@ -130,7 +137,8 @@ where
     N: openraft::RaftNetworkFactory<TypeConfig>,
 {
     let ns = Arc::new(
-        Namespace::open_replicated(&dir.join("meta.redb"), 0o755).map_err(StartError::Namespace)?,
+        Namespace::open_replicated(&dir.join("meta.redb"), root_mode)
+            .map_err(StartError::Namespace)?,
     );
     let log = log_store::LogStore::open(&dir.join("raft-log.redb")).map_err(StartError::Storage)?;
     let sm = state_machine::NsStateMachine::open(ns.clone(), &dir.join("snapshots"))

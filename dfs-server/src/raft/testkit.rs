@@ -53,7 +53,7 @@ impl Cluster {
         let dir = self.dir_of(id);
         std::fs::create_dir_all(&dir).unwrap();
         let config = config(50, 150, 300).unwrap();
-        let replica = start(id, &dir, config, self.router.network(id))
+        let replica = start(id, &dir, 0o755, config, self.router.network(id))
             .await
             .unwrap();
         self.router.add(id, replica.raft.clone());

@@ -182,6 +182,13 @@ pub async fn begin(
     caller: Caller,
     req: BeginRequest,
 ) -> Result<BeginReply, FsError> {
+    if service.coherence.replica().is_some() {
+        // Transactions write the namespace outside the Raft log: on a replicated directory
+        // they would change the leader's copy alone.
+        return Err(FsError::NotSupported(
+            "transactions on a replicated directory are not built yet".into(),
+        ));
+    }
     let owner = owner_of(caller)?;
     let lease_ms = service.state.lease_ms();
     let label: String = req.label.chars().take(200).collect();

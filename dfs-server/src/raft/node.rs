@@ -1,0 +1,145 @@
+//! A `dfs-server` node's directory replica: the voters as configured
+//! (`--directory-voters ID=HOST:PORT,...`, this node's own id by `--directory-id`), the
+//! replica started in the node's data dir over the HTTP network, the first membership
+//! made once, and the state `dfs status` shows.
+//!
+//! Owns: parsing the voters, the consensus timing of a node, starting and initializing
+//! its replica, its status. Must not serve HTTP or propose commands.
+
+use super::network::HttpNetwork;
+use super::{config, start, NodeId, Replica, StartError};
+use crate::cluster::peer::PeerClient;
+use dfs_common::cluster::{RaftStatus, ReplicaLag};
+use openraft::error::{InitializeError, RaftError};
+use openraft::BasicNode;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Leader heartbeats (ms), and the silence after which a follower stands for election
+/// (a random time in the range, so that one usually stands alone). A lost leader is
+/// replaced in well under 2 s; a heartbeat has 4 chances to arrive before anyone stands.
+pub const HEARTBEAT_MS: u64 = 100;
+pub const ELECTION_MIN_MS: u64 = 400;
+pub const ELECTION_MAX_MS: u64 = 800;
+
+/// The configured voters of the directory, by id.
+pub type Voters = BTreeMap<NodeId, SocketAddr>;
+
+/// Parses `ID=HOST:PORT` items; ids are positive and unique, addresses unique.
+pub fn parse_voters(items: &[String]) -> Result<Voters, String> {
+    let mut voters = Voters::new();
+    for item in items {
+        let (id, addr) = item
+            .split_once('=')
+            .ok_or_else(|| format!("directory voter {item:?}: expected ID=HOST:PORT"))?;
+        let id: NodeId = id
+            .trim()
+            .parse()
+            .ok()
+            .filter(|id| *id > 0)
+            .ok_or_else(|| format!("directory voter {item:?}: the id must be a number > 0"))?;
+        let addr: SocketAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("directory voter {item:?}: {addr:?} is not IP:PORT"))?;
+        if voters.values().any(|a| *a == addr) {
+            return Err(format!("directory voter {item:?}: address given twice"));
+        }
+        if voters.insert(id, addr).is_some() {
+            return Err(format!("directory voter {item:?}: id {id} given twice"));
+        }
+    }
+    Ok(voters)
+}
+
+/// Starts this node's replica (`id` among `voters`) in `dir`; the voter with the lowest
+/// id makes the first membership if the log has none (a restart finds it in the log).
+pub async fn start_node(
+    id: NodeId,
+    voters: &Voters,
+    dir: &Path,
+    root_mode: u32,
+    peers: Arc<PeerClient>,
+) -> Result<Replica, StartError> {
+    let config = config(HEARTBEAT_MS, ELECTION_MIN_MS, ELECTION_MAX_MS)?;
+    let replica = start(id, dir, root_mode, config, HttpNetwork::new(peers)).await?;
+    let first = voters.keys().next() == Some(&id);
+    if first {
+        let members: BTreeMap<NodeId, BasicNode> = voters
+            .iter()
+            .map(|(id, addr)| (*id, BasicNode::new(addr.to_string())))
+            .collect();
+        match replica.raft.initialize(members).await {
+            Ok(()) => log::info!(
+                "directory: made the first membership of {} voters",
+                voters.len()
+            ),
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+            Err(RaftError::APIError(e)) => return Err(StartError::Initialize(e.to_string())),
+            Err(RaftError::Fatal(e)) => return Err(StartError::Raft(e)),
+        }
+    }
+    Ok(replica)
+}
+
+/// The replica's view of the log, for `dfs status`: its term and state, the leader, and
+/// on the leader how far each replica has matched the log.
+pub fn status(replica: &Replica) -> RaftStatus {
+    let m = replica.raft.metrics().borrow().clone();
+    let membership = m.membership_config.membership();
+    let addr_of = |id: &NodeId| membership.get_node(id).map(|n| n.addr.clone());
+    let last = m.last_log_index;
+    let replicas = m
+        .replication
+        .iter()
+        .flatten()
+        .map(|(id, matched)| {
+            let matched = matched.map(|l| l.index);
+            ReplicaLag {
+                id: *id,
+                addr: addr_of(id).unwrap_or_default(),
+                matched,
+                lag: last.unwrap_or(0).saturating_sub(matched.unwrap_or(0)),
+            }
+        })
+        .collect();
+    RaftStatus {
+        id: replica.id,
+        state: format!("{:?}", m.state),
+        term: m.current_term,
+        leader: m.current_leader,
+        leader_addr: m.current_leader.as_ref().and_then(addr_of),
+        last_log: last,
+        applied: m.last_applied.map(|l| l.index),
+        millis_since_quorum_ack: m.millis_since_quorum_ack,
+        replicas,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn items(s: &[&str]) -> Vec<String> {
+        s.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn voters_parse_and_refuse_what_is_not_a_membership() {
+        let v = parse_voters(&items(&["1=127.0.0.1:7001", "3=127.0.0.3:7001"])).unwrap();
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[&3], "127.0.0.3:7001".parse().unwrap());
+        for bad in [
+            &["1:127.0.0.1:7001"][..],
+            &["0=127.0.0.1:7001"],
+            &["x=127.0.0.1:7001"],
+            &["1=localhost"],
+            &["1=127.0.0.1:7001", "1=127.0.0.2:7001"],
+            &["1=127.0.0.1:7001", "2=127.0.0.1:7001"],
+        ] {
+            assert!(parse_voters(&items(bad)).is_err(), "{bad:?}");
+        }
+    }
+}
