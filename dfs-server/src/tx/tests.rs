@@ -3,11 +3,8 @@
 //! serialization of overlapping batches, grouped breaks, and the sweep.
 
 use super::*;
-use crate::blobs::BlobStore;
-use crate::callbacks::{channel, Registry};
-use crate::lock::{LockConfig, LockService};
-use crate::namespace::Namespace;
-use crate::services::Settings;
+use crate::callbacks::channel;
+use crate::testing::{open_services, TestOptions};
 use bytes::Bytes;
 use dfs_common::codec::take_frame;
 use dfs_common::proto::CallbackFrame;
@@ -22,24 +19,7 @@ struct Fx {
 
 fn fx() -> Fx {
     let dir = tempfile::tempdir().unwrap();
-    let ns =
-        Arc::new(Namespace::open(&dir.path().join("meta.redb"), 0o1777, Timestamp::now()).unwrap());
-    let blobs = Arc::new(BlobStore::open(dir.path()).unwrap());
-    let locks = LockService::open(
-        &dir.path().join("locks.redb"),
-        LockConfig {
-            pool_size: 16,
-            lease: Duration::from_secs(15),
-            max_wait: Duration::from_secs(5),
-        },
-    )
-    .unwrap();
-    let settings = Settings {
-        data_dir: dir.path().to_path_buf(),
-        gc_grace_secs: 300,
-        max_file_size: 1 << 30,
-    };
-    let svc = Services::new(ns, blobs, Arc::new(Registry::new(1)), locks, settings).unwrap();
+    let svc = open_services(dir.path(), &TestOptions::default());
     Fx { _dir: dir, svc }
 }
 
