@@ -21,7 +21,7 @@ fn request(addr: &str, method: &str, path: &str, body: &[u8]) -> HttpResponse {
     http(addr, method, path, &[], body).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
 }
 
-/// A request as registered test client `n`, with `extra` headers.
+/// A request as registered test client `n` (anonymous when 0), with `extra` headers.
 fn request_as(
     addr: &str,
     n: u64,
@@ -30,8 +30,11 @@ fn request_as(
     extra: &[(&str, &str)],
     body: &[u8],
 ) -> HttpResponse {
-    http_as(addr, n, method, path, extra, body)
-        .unwrap_or_else(|e| panic!("{method} {path} as client {n}: {e}"))
+    let r = match n {
+        0 => http(addr, method, path, extra, body),
+        n => http_as(addr, n, method, path, extra, body),
+    };
+    r.unwrap_or_else(|e| panic!("{method} {path} as client {n}: {e}"))
 }
 
 /// The lock service's calls on a server, as test clients.
