@@ -22,6 +22,8 @@
 //! - `raft`: the directory service on a Raft log (openraft): log storage, the namespace as
 //!   its state machine, snapshots; not yet wired into the server.
 //! - `storage_failure`: a database whose storage failed an I/O, which the server stops on.
+//! - `testing` (tests and feature `testing` only): a node's services opened in process on
+//!   a data dir, the one fixture of the in-process tests here and in dfs-client.
 //!
 //! The binary (`main.rs`) owns the command line, the runtime and signals.
 
@@ -43,5 +45,7 @@ pub mod net;
 pub mod raft;
 pub mod services;
 pub mod storage_failure;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod tx;
 pub mod wal;

@@ -13,16 +13,14 @@ use dfs_common::{Attr, BlobId, FileKind, FsError, Ino, Timestamp, ROOT_INO};
 use dfs_server::api::files;
 use dfs_server::blobs::journal::JOURNAL_MAX;
 use dfs_server::blobs::{gc, journal, BlobStore};
-use dfs_server::callbacks::Registry;
-use dfs_server::lock::{LockConfig, LockService};
 use dfs_server::namespace::{Namespace, NsCommand};
 use dfs_server::net::body::ReqBody;
-use dfs_server::services::{Caller, Services, Settings};
+use dfs_server::services::{Caller, Services};
+use dfs_server::testing::{open_services, TestOptions};
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 /// A server's services on a data dir of their own, without HTTP.
 struct Node {
@@ -31,25 +29,12 @@ struct Node {
 }
 
 fn open_node(dir: tempfile::TempDir) -> Node {
-    let ns =
-        Arc::new(Namespace::open(&dir.path().join("meta.redb"), 0o1777, Timestamp::now()).unwrap());
-    let blobs = Arc::new(BlobStore::open(dir.path()).unwrap());
-    journal::replay(&blobs, &ns).unwrap();
-    let locks = LockService::open(
-        &dir.path().join("locks.redb"),
-        LockConfig {
-            pool_size: 16,
-            lease: Duration::from_secs(15),
-            max_wait: Duration::from_secs(5),
-        },
-    )
-    .unwrap();
-    let settings = Settings {
-        data_dir: dir.path().to_path_buf(),
+    let opts = TestOptions {
         gc_grace_secs: 0,
-        max_file_size: 1 << 30,
+        replay_journal: true,
+        ..TestOptions::default()
     };
-    let svc = Services::new(ns, blobs, Arc::new(Registry::new(1)), locks, settings).unwrap();
+    let svc = open_services(dir.path(), &opts);
     Node { dir, svc }
 }
 

@@ -36,12 +36,18 @@ pub fn proof_headers(addr: &str, n: u64, method: &str, path: &str) -> Vec<(&'sta
     test_client(addr, n).headers(method, path).to_vec()
 }
 
-/// Makes test client `n`'s proofs carry the server's current epoch (after a restart).
-pub fn refresh_epoch(addr: &str, n: u64) {
-    let r = http(addr, "GET", "/v1/health", &[], b"").expect("health");
-    if let Some(epoch) = r.header(HDR_EPOCH).and_then(|v| v.parse().ok()) {
-        test_client(addr, n).set_epoch(epoch);
-    }
+/// The server's epoch, as every answer names it (`None` if the server does not answer).
+pub fn server_epoch(addr: &str) -> Option<u64> {
+    let r = http(addr, "GET", "/v1/health", &[], b"").ok()?;
+    r.header(HDR_EPOCH).and_then(|v| v.parse().ok())
+}
+
+/// Makes test client `n`'s proofs carry the server's current epoch (after a restart), and
+/// returns it.
+pub fn refresh_epoch(addr: &str, n: u64) -> Option<u64> {
+    let epoch = server_epoch(addr)?;
+    test_client(addr, n).set_epoch(epoch);
+    Some(epoch)
 }
 
 /// `http` as test client `n`, with `headers` besides its proof.
@@ -53,14 +59,36 @@ pub fn http_as(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> io::Result<HttpResponse> {
+    let with_proof = |proof: Vec<(&'static str, String)>| {
+        let mut all: Vec<(String, String)> =
+            proof.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        all.extend(headers.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        all
+    };
+    http_with_proof(addr, n, method, path, &with_proof, body)
+}
+
+/// Makes a request's headers from a test client's proof headers.
+pub type HeadersWithProof<'a> = dyn Fn(Vec<(&'static str, String)>) -> Vec<(String, String)> + 'a;
+
+/// `http` as test client `n`, with the headers `headers` makes of its proof's (a realm's
+/// caller adds its ticket and authenticator, which cover the proof), sent once more if
+/// the server restarted since (a new epoch).
+pub fn http_with_proof(
+    addr: &str,
+    n: u64,
+    method: &str,
+    path: &str,
+    headers: &HeadersWithProof,
+    body: &[u8],
+) -> io::Result<HttpResponse> {
     let send = || {
-        let proof = proof_headers(addr, n, method, path);
-        let mut all: Vec<(&str, &str)> = proof.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        all.extend_from_slice(headers);
+        let all = headers(proof_headers(addr, n, method, path));
+        let all: Vec<(&str, &str)> = all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         http(addr, method, path, &all, body)
     };
     let r = send()?;
-    if r.status == 401 && r.header("x-dfs-error") == Some("EEPOCH") {
+    if r.status == 401 && r.code() == Some("EEPOCH") {
         refresh_epoch(addr, n);
         return send();
     }

@@ -25,6 +25,11 @@ impl HttpResponse {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The error code the server named (`x-dfs-error`), if any.
+    pub fn code(&self) -> Option<&str> {
+        self.header(HDR_ERROR)
+    }
+
     pub fn body_text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }

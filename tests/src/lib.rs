@@ -10,7 +10,8 @@
 //! and only use the wire contract in `dfs-common`), or leave a mount or a process behind:
 //! `Drop` of `Server` and `Mount` cleans up, also when a test panics.
 //!
-//! Modules, one concern each (everything is re-exported here, so tests `use dfs_tests::…`):
+//! Modules, one concern each (re-exported here, so tests `use dfs_tests::…`, but for `tx`
+//! and `caller`, which are used by their paths):
 //! - `procs`: binaries, ports, logs, signals, spawning daemons that die with their test;
 //! - `server`: a `dfs-server` process; `mount`: a `dfs-mount` FUSE mount and mountinfo;
 //! - `cluster`: N replicating servers on their own loopback addresses, their status and
@@ -21,7 +22,10 @@
 //!   xattrs, renameat2, truncate); `shell`: bounded scripts and the `dfs` command;
 //! - `agent`: a python3 process driven line by line (opens, writes, flock, fcntl locks);
 //! - `http`: a raw HTTP/1.1 client; `api`: the server's API through it; `clients`: test
-//!   clients registered with a server, whose requests carry their proof;
+//!   clients registered with a server, whose requests carry their proof; `callbacks`: a
+//!   test client's callback channel, opened and read frame by frame; `caller`: requests as
+//!   a test client, in a realm also as a principal (directory, files, xattrs,
+//!   transactions), checked or answered whole;
 //! - `measure`: hashes, memory figures, test data, polling;
 //! - `realm_mount`: a realm made with `dfs-server init`, with a mount, users and `dfs login`;
 //! - `replicas`: what the replication tests share: files of mixed sizes written through a
@@ -30,12 +34,17 @@
 //!   principals (tickets minted with its service key), kept whole to be replayed;
 //! - `ops`: the install script into a temporary prefix, the mount(8) helper in /sbin,
 //!   Prometheus scrapes;
-//! - `conns`: raw connections from chosen loopback addresses, a process's open files.
+//! - `conns`: raw connections from chosen loopback addresses, a process's open files;
+//! - `tx`: `dfs tx` as a child process, the raw `/v1/tx` resources, a namespace snapshot.
 //!
-//! Needs root (mounts) and release binaries: run `scripts/test.sh`, which builds them first.
+//! Needs release binaries (`scripts/test.sh` builds them first; `use_bin_dir` points
+//! elsewhere, as dfs-server's own tests do), and root for the tests with mounts. The tests
+//! that talk to a server without a mount (`http_*`, `bad_requests`, ...) need no root.
 
 pub mod agent;
 pub mod api;
+pub mod callbacks;
+pub mod caller;
 pub mod clients;
 pub mod cluster;
 pub mod conns;
@@ -57,6 +66,7 @@ pub mod tx;
 
 pub use agent::*;
 pub use api::*;
+pub use callbacks::*;
 pub use clients::*;
 pub use cluster::*;
 pub use conns::*;

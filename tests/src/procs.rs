@@ -8,6 +8,7 @@ use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -22,9 +23,21 @@ pub fn workspace_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// Where the binaries are: `$DFS_BIN_DIR`, else `$CARGO_TARGET_DIR/release`, else
-/// `<workspace>/target/release`.
+/// The directory `use_bin_dir` set.
+static BIN_DIR: OnceLock<PathBuf> = OnceLock::new();
+
+/// Makes this process find the binaries in `dir` (a crate's own tests use the binaries
+/// cargo built with them: `CARGO_BIN_EXE_<name>`'s directory). The first call wins.
+pub fn use_bin_dir(dir: &Path) {
+    let _ = BIN_DIR.set(dir.to_path_buf());
+}
+
+/// Where the binaries are: the directory `use_bin_dir` set, else `$DFS_BIN_DIR`, else
+/// `$CARGO_TARGET_DIR/release`, else `<workspace>/target/release`.
 pub fn bin_dir() -> PathBuf {
+    if let Some(d) = BIN_DIR.get() {
+        return d.clone();
+    }
     if let Some(d) = std::env::var_os("DFS_BIN_DIR") {
         return PathBuf::from(d);
     }

@@ -52,6 +52,11 @@ impl Principal {
     /// Principal `u{uid}` acting as `uid` (and group `uid`), with a ticket sealed with
     /// `service_key`, valid for an hour.
     pub fn minted(service_key: &Key, uid: u32, admin: bool) -> Principal {
+        Principal::minted_in_groups(service_key, uid, &[], admin)
+    }
+
+    /// `minted`, also a member of `groups`.
+    pub fn minted_in_groups(service_key: &Key, uid: u32, groups: &[u32], admin: bool) -> Principal {
         let now = dfs_common::Timestamp::now().secs;
         let name = format!("u{uid}");
         let session_key = Key::random();
@@ -61,7 +66,7 @@ impl Principal {
                 realm: TEST_REALM.into(),
                 uid,
                 gid: uid,
-                groups: Vec::new(),
+                groups: groups.to_vec(),
                 admin,
             },
             service: auth::FILE_SERVICE.into(),

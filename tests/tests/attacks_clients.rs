@@ -240,5 +240,5 @@ fn the_callback_channel_shows_no_names_on_the_wire() {
         "the name crossed the network in clear"
     );
     // (That the client, which holds the key, reads the break is tested frame by frame in
-    // dfs-server's tests/server.rs.)
+    // http_server.rs.)
 }

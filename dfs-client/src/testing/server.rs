@@ -17,11 +17,9 @@ use dfs_common::locks::{
 };
 use dfs_common::proto::{self, DirReply, DirRequest};
 use dfs_common::{codec, Attr, FsError, Ino, Timestamp};
-use dfs_server::blobs::BlobStore;
 use dfs_server::callbacks::Registry;
-use dfs_server::lock::{LockConfig, LockService};
-use dfs_server::namespace::Namespace;
-use dfs_server::services::{Caller, Services, Settings};
+use dfs_server::services::{Caller, Services};
+use dfs_server::testing::{open_services, TestOptions};
 use http_body_util::BodyExt;
 use hyper::{Request, StatusCode};
 use std::path::Path;
@@ -41,24 +39,13 @@ impl TestCell {
     /// a tokio runtime.
     pub fn new(lease: Duration) -> Arc<TestCell> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let data = dir.path().to_path_buf();
-        let ns =
-            Namespace::open(&data.join("meta.redb"), 0o1777, Timestamp::now()).expect("namespace");
-        let blobs = BlobStore::open(&data).expect("blob store");
-        let config = LockConfig {
-            pool_size: 16,
+        let opts = TestOptions {
             lease,
-            max_wait: Duration::from_secs(5),
-        };
-        let locks = LockService::open(&data.join("locks.redb"), config).expect("lock service");
-        let settings = Settings {
-            data_dir: data,
             gc_grace_secs: 3600,
-            max_file_size: 1 << 30,
+            epoch: Registry::random_epoch(),
+            replay_journal: false,
         };
-        let registry = Arc::new(Registry::new(Registry::random_epoch()));
-        let services = Services::new(Arc::new(ns), Arc::new(blobs), registry, locks, settings)
-            .expect("services");
+        let services = open_services(dir.path(), &opts);
         Arc::new(TestCell {
             _dir: dir,
             services: RwLock::new(services),

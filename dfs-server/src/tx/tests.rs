@@ -3,11 +3,8 @@
 //! serialization of overlapping batches, grouped breaks, and the sweep.
 
 use super::*;
-use crate::blobs::BlobStore;
-use crate::callbacks::{channel, Registry};
-use crate::cluster::{Cluster, ClusterSettings};
-use crate::lock::{LockConfig, LockService};
-use crate::namespace::Namespace;
+use crate::callbacks::channel;
+use crate::testing::{open_services, TestOptions};
 use bytes::Bytes;
 use dfs_common::codec::take_frame;
 use dfs_common::proto::CallbackFrame;
@@ -22,32 +19,11 @@ struct Fx {
 
 fn fx() -> Fx {
     let dir = tempfile::tempdir().unwrap();
-    let ns =
-        Arc::new(Namespace::open(&dir.path().join("meta.redb"), 0o1777, Timestamp::now()).unwrap());
-    let blobs = Arc::new(BlobStore::open(dir.path()).unwrap());
-    let locks = LockService::open(
-        &dir.path().join("locks.redb"),
-        LockConfig {
-            pool_size: 16,
-            lease: Duration::from_secs(15),
-            max_wait: Duration::from_secs(5),
-        },
-    )
-    .unwrap();
-    let standalone = ClusterSettings::standalone(std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
-    let replication = Replication {
-        cluster: Cluster::new(standalone),
-        blobs: blobs.clone(),
-        ns: ns.clone(),
-    };
-    let t = Transactions {
-        coherence: Arc::new(Coherence::new(ns, blobs, Arc::new(Registry::new(1)))),
-        locks,
-        replication,
-        state: Arc::default(),
-        max_file_size: 1 << 30,
-    };
-    Fx { _dir: dir, t }
+    let svc = open_services(dir.path(), &TestOptions::default());
+    Fx {
+        _dir: dir,
+        t: svc.transactions(),
+    }
 }
 
 fn caller(client: u64) -> Caller {

@@ -1,13 +1,13 @@
 //! Hard links to other users' files (#21 item 3) and the set-id bits (item 9), over the
 //! wire and in a transaction.
 
-use super::harness::attr;
 use super::transactions::{commit, committed};
 use super::*;
 use dfs_common::acl::{Acl, Entry, Tag};
 use dfs_common::proto::{HDR_MODE, XATTR_POSIX_ACL_ACCESS};
 use dfs_common::tx::TxOp;
 use dfs_common::ROOT_INO;
+use dfs_tests::caller::attr;
 
 #[test]
 fn hard_links_to_files_of_others_need_ownership_or_read_and_write() {
@@ -25,7 +25,7 @@ fn hard_links_to_files_of_others_need_ownership_or_read_and_write() {
     let setuid = alice.create(s, ROOT_INO, "setuid", 0o4777);
     let fifo = attr(alice.dir(
         s,
-        &harness::mknod(ROOT_INO, "fifo", dfs_common::FileKind::Fifo, 0),
+        &dfs_tests::caller::mknod(ROOT_INO, "fifo", dfs_common::FileKind::Fifo, 0),
     ));
     alice.dir(s, &chmod(fifo.ino, 0o666));
     let own = bob.create(s, ROOT_INO, "own", 0o600);

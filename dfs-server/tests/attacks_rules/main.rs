@@ -14,16 +14,15 @@
 //! - transactions: any user may run one, each operation checked as it would be alone,
 //!   and a batch touching anything the user may not change fails whole, naming it.
 
-#[allow(dead_code)]
-#[path = "../harness/mod.rs"]
-mod harness;
 mod links_and_setid;
 mod reading;
 mod transactions;
 
 use dfs_common::proto::{AttrChange, DirReply, DirRequest};
 use dfs_common::{codec, Attr, Ino};
-use harness::{init_realm, As, Server};
+use dfs_tests::caller::As;
+use dfs_tests::{free_port, init_realm, use_bin_dir, Server};
+use std::path::Path;
 
 pub const ALICE: u32 = 2101;
 pub const BOB: u32 = 2102;
@@ -41,12 +40,18 @@ pub struct Realm {
 }
 
 pub fn realm() -> Realm {
+    // The dfs-server cargo built with these tests, not the release binary.
+    use_bin_dir(
+        Path::new(env!("CARGO_BIN_EXE_dfs-server"))
+            .parent()
+            .unwrap(),
+    );
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("node");
     let key = init_realm(&data);
     // Anonymous callers may go as far as the modes let `nobody`: the rules below the
     // realm's gate (`--anonymous`, tested in tests/tests/attacks_infra.rs) are tested here.
-    let s = Server::start_with(&data, &["--anonymous", "write"]);
+    let s = Server::start(&data, free_port(), &["--anonymous", "write"]);
     Realm {
         s,
         admin: As::realm(&key, 40, 0, true),

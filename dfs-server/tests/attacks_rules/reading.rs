@@ -1,10 +1,10 @@
 //! Reading by inode number (#21 item 2): search permission along a path, and no content
 //! hash for a caller who may not read the file.
 
-use super::harness::attr;
 use super::*;
 use dfs_common::types::SetTime;
 use dfs_common::ROOT_INO;
+use dfs_tests::caller::attr;
 
 #[test]
 fn files_under_a_private_directory_are_not_read_by_inode_number() {

@@ -3,9 +3,6 @@
 //! fencing of stores, releases of what is not held, durability across `kill -9`, byte
 //! ranges, all-or-nothing acquire-many, a waiter that hangs up, and many concurrent pairs.
 
-#[allow(dead_code)]
-mod harness;
-
 use dfs_common::codec;
 use dfs_common::locks::{
     ListRequest, LockClass, LockInfo, LockMode, LockRange, LockReply, LockRequest, ReleaseReply,
@@ -13,107 +10,65 @@ use dfs_common::locks::{
 };
 use dfs_common::proto::{DirReply, DirRequest};
 use dfs_common::{Attr, ROOT_INO};
-use harness::Resp;
+use dfs_tests::{free_port, http, http_as, proof_headers, test_client, HttpResponse, Server};
 use serde::{de::DeserializeOwned, Serialize};
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::io::Write;
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-struct Server {
-    child: Option<Child>,
-    port: u16,
+/// An anonymous request, answered whole.
+fn request(addr: &str, method: &str, path: &str, body: &[u8]) -> HttpResponse {
+    http(addr, method, path, &[], body).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
 }
 
-/// A request with `headers`, answered whole (`harness::send`).
-fn request(port: u16, method: &str, path: &str, headers: &[(&str, String)], body: &[u8]) -> Resp {
-    let headers: Vec<(String, String)> = headers
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect();
-    harness::send(port, method, path, &headers, body)
-}
-
-/// A request as registered test client `n`, with `extra` headers.
+/// A request as registered test client `n` (anonymous when 0), with `extra` headers.
 fn request_as(
-    port: u16,
+    addr: &str,
     n: u64,
     method: &str,
     path: &str,
-    extra: &[(&str, String)],
+    extra: &[(&str, &str)],
     body: &[u8],
-) -> Resp {
-    let headers = |proof: &[(&'static str, String)]| {
-        proof
-            .iter()
-            .chain(extra.iter())
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect::<Vec<_>>()
+) -> HttpResponse {
+    let r = match n {
+        0 => http(addr, method, path, extra, body),
+        n => http_as(addr, n, method, path, extra, body),
     };
-    harness::send_as(port, n, method, path, &headers, body)
+    r.unwrap_or_else(|e| panic!("{method} {path} as client {n}: {e}"))
 }
 
-impl Server {
-    fn start(data: &Path, port: u16, extra: &[&str]) -> Server {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(data.with_extension("log"))
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_dfs-server"))
-            .arg("--data-dir")
-            .arg(data)
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start dfs-server");
-        let server = Server {
-            child: Some(child),
-            port,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
-                let _ =
-                    s.write_all(b"GET /v1/health HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n");
-                let mut raw = Vec::new();
-                let _ = s.read_to_end(&mut raw);
-                if raw.starts_with(b"HTTP/1.1 200") {
-                    return server;
-                }
-            }
-            assert!(Instant::now() < deadline, "server did not come up");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
+/// The lock service's calls on a server, as test clients.
+trait LockCalls {
     /// POSTs `body` to `/v1/locks/{op}` as test client `client`; the raw answer.
-    fn raw<T: Serialize>(&self, client: u64, op: &str, body: &T) -> Resp {
+    fn raw<T: Serialize>(&self, client: u64, op: &str, body: &T) -> HttpResponse;
+    /// The id the server issued test client `n`.
+    fn id(&self, n: u64) -> u64;
+    fn call<T: Serialize, R: DeserializeOwned>(&self, client: u64, op: &str, body: &T) -> R;
+    fn acquire(&self, client: u64, req: &LockRequest) -> LockReply;
+    fn list(&self, ino: Option<u64>) -> Vec<LockInfo>;
+    fn store(&self, client: u64, ino: u64, fence: Option<u64>, data: &[u8]) -> HttpResponse;
+}
+
+impl LockCalls for Server {
+    fn raw<T: Serialize>(&self, client: u64, op: &str, body: &T) -> HttpResponse {
         let path = format!("/v1/locks/{op}");
-        request_as(self.port, client, "POST", &path, &[], &codec::encode(body))
+        request_as(
+            &self.addr(),
+            client,
+            "POST",
+            &path,
+            &[],
+            &codec::encode(body),
+        )
     }
 
-    /// The id the server issued test client `n`.
     fn id(&self, n: u64) -> u64 {
-        harness::client(self.port, n).client
+        test_client(&self.addr(), n).client
     }
 
     fn call<T: Serialize, R: DeserializeOwned>(&self, client: u64, op: &str, body: &T) -> R {
         let r = self.raw(client, op, body);
-        assert_eq!(r.status, 200, "{op}: {}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.status, 200, "{op}: {}", r.describe());
         codec::decode(&r.body).unwrap()
     }
 
@@ -130,28 +85,15 @@ impl Server {
         self.call(1, "list", &req)
     }
 
-    fn store(&self, client: u64, ino: u64, fence: Option<u64>, data: &[u8]) -> Resp {
+    fn store(&self, client: u64, ino: u64, fence: Option<u64>, data: &[u8]) -> HttpResponse {
+        let fence = fence.map(|t| t.to_string());
         let mut headers = Vec::new();
-        if let Some(t) = fence {
-            headers.push((HDR_FENCE, t.to_string()));
+        if let Some(t) = &fence {
+            headers.push((HDR_FENCE, t.as_str()));
         }
         let path = format!("/v1/files/{ino}");
-        request_as(self.port, client, "PUT", &path, &headers, data)
+        request_as(&self.addr(), client, "PUT", &path, &headers, data)
     }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn lock(ino: u64, class: LockClass, mode: LockMode, start: u64, end: u64) -> LockRequest {
@@ -207,7 +149,7 @@ fn shared_exclusive_waiting_ranges_and_acquire_many() {
     let r = server.raw(0, "acquire", &whole(1, S));
     assert_eq!((r.status, r.header("x-dfs-error")), (400, Some("EBADMSG")));
     assert_eq!(
-        request(server.port, "GET", "/v1/locks/acquire", &[], b"").status,
+        request(&server.addr(), "GET", "/v1/locks/acquire", b"").status,
         405
     );
 
@@ -230,12 +172,12 @@ fn shared_exclusive_waiting_ranges_and_acquire_many() {
     assert!(start.elapsed() >= Duration::from_millis(350));
 
     // A blocked exclusive acquire is granted soon after the readers release.
-    let port = server.port;
+    let addr = server.addr();
     let waiter = std::thread::spawn(move || {
         let mut r = whole(100, X);
         r.wait_ms = 20_000;
         let body = codec::encode(&r);
-        let resp = request_as(port, c, "POST", "/v1/locks/acquire", &[], &body);
+        let resp = request_as(&addr, c, "POST", "/v1/locks/acquire", &[], &body);
         (
             codec::decode::<LockReply>(&resp.body).unwrap(),
             Instant::now(),
@@ -310,12 +252,12 @@ fn shared_exclusive_waiting_ranges_and_acquire_many() {
     let mut r = whole(100, X);
     r.wait_ms = 20_000;
     let body = codec::encode(&r);
-    let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    let mut s = TcpStream::connect(server.addr()).unwrap();
     let mut head = format!(
         "POST /v1/locks/acquire HTTP/1.1\r\nhost: t\r\ncontent-length: {}\r\n",
         body.len()
     );
-    for (k, v) in harness::client(server.port, b).headers("POST", "/v1/locks/acquire") {
+    for (k, v) in proof_headers(&server.addr(), b, "POST", "/v1/locks/acquire") {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
     head.push_str("\r\n");
@@ -344,7 +286,14 @@ fn create_file(server: &Server, name: &str) -> Attr {
         gid: 0,
         exclusive: true,
     };
-    let r = request_as(server.port, 5, "POST", "/v1/dir", &[], &codec::encode(&req));
+    let r = request_as(
+        &server.addr(),
+        5,
+        "POST",
+        "/v1/dir",
+        &[],
+        &codec::encode(&req),
+    );
     assert_eq!(r.status, 200);
     match codec::decode(&r.body).unwrap() {
         DirReply::Attr(a) => a,
@@ -391,13 +340,7 @@ fn leases_expire_and_stale_fences_are_rejected() {
     assert!(r.header("x-dfs-detail").unwrap().contains("token"));
     let r = server.store(b, f.ino, Some(tb), b"from b");
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    let r = request(
-        server.port,
-        "GET",
-        &format!("/v1/files/{}", f.ino),
-        &[],
-        b"",
-    );
+    let r = request(&server.addr(), "GET", &format!("/v1/files/{}", f.ino), b"");
     assert_eq!(r.body, b"from b");
 
     // a learns that it lost the lock.
@@ -419,13 +362,12 @@ fn leases_expire_and_stale_fences_are_rejected() {
 fn locks_survive_kill_9_and_concurrent_pairs_all_succeed() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("node");
-    let port = free_port();
-    let mut server = Server::start(&data, port, &[]);
+    let mut server = Server::start(&data, free_port(), &[]);
     let (a, b) = (11u64, 22u64);
     let ta = granted(server.acquire(a, &whole(7, X)));
     granted(server.acquire(a, &lock(8, LockClass::Advisory, S, 10, 20)));
     server.kill9();
-    let server = Server::start(&data, port, &[]);
+    server.restart();
     let held = server.list(None);
     assert_eq!(held.len(), 2, "{held:?}");
     assert_eq!(
@@ -442,18 +384,19 @@ fn locks_survive_kill_9_and_concurrent_pairs_all_succeed() {
     let start = Instant::now();
     let threads: Vec<_> = (0..8u64)
         .map(|i| {
+            let addr = server.addr();
             std::thread::spawn(move || {
                 let client = 1000 + i;
                 for n in 0..125u64 {
                     let mut r = whole(50 + n % 4, X);
                     r.wait_ms = 20_000;
                     let (acquire, rel_path) = ("/v1/locks/acquire", "/v1/locks/release");
-                    let resp = request_as(port, client, "POST", acquire, &[], &codec::encode(&r));
+                    let resp = request_as(&addr, client, "POST", acquire, &[], &codec::encode(&r));
                     assert_eq!(resp.status, 200);
                     granted(codec::decode(&resp.body).unwrap());
                     let rel = codec::encode(&release(50 + n % 4, LockClass::Advisory));
-                    let resp = request_as(port, client, "POST", rel_path, &[], &rel);
-                    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+                    let resp = request_as(&addr, client, "POST", rel_path, &[], &rel);
+                    assert_eq!(resp.status, 200, "{}", resp.describe());
                 }
             })
         })

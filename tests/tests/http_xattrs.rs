@@ -10,21 +10,19 @@
 //! both, only the owner sets ACLs, device nodes are for admins, and a store by a non-admin
 //! clears set-id bits whatever the header says.
 
-#[allow(dead_code)]
-mod harness;
-
 use dfs_common::acl::{Acl, Entry, Tag};
 use dfs_common::proto::{
     CallbackFrame, DirReply, DirRequest, XattrSet, HDR_KILL_SUID, XATTR_POSIX_ACL_ACCESS,
     XATTR_POSIX_ACL_DEFAULT,
 };
 use dfs_common::{codec, Attr, FileKind, ROOT_INO};
-use harness::{attr, init_realm, mknod, As, Callbacks, Server};
+use dfs_tests::caller::{attr, mknod, As};
+use dfs_tests::{free_port, init_realm, CallbackChannel, Server};
 
 #[test]
 fn open_cell_special_files_xattrs_and_default_acls() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = Server::start(&tmp.path().join("node"));
+    let s = Server::start(&tmp.path().join("node"), free_port(), &[]);
     let me = As::open(11);
 
     // The server applies the umask now.
@@ -108,7 +106,7 @@ fn open_cell_special_files_xattrs_and_default_acls() {
     assert_eq!(r.code(), Some("E2BIG"));
 
     // Another client that was shown the attributes hears of a change.
-    let mut other = Callbacks::open(s.port, 12);
+    let mut other = CallbackChannel::open(&s.addr(), 12);
     As::open(12).xattr_names(&s, f.ino);
     assert_eq!(me.set_xattr(&s, f.ino, b"user.more", b"1").status, 200);
     assert_eq!(other.next_change(), CallbackFrame::Break { ino: f.ino });
@@ -180,7 +178,7 @@ fn realm_callers_are_checked_for_xattrs_acls_and_device_nodes() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("node");
     let key = init_realm(&data);
-    let s = Server::start(&data);
+    let s = Server::start(&data, free_port(), &[]);
     let admin = As::realm(&key, 20, 0, true);
     let alice = As::realm(&key, 21, 2101, false);
     let bob = As::realm(&key, 22, 2102, false);
