@@ -4,7 +4,9 @@
 //!
 //! Owns: the fault switches. Must not hold cache policy or server rules.
 
-use crate::port::{Body, BoxFuture, CallbackStream, FetchProgress, Fetched, PortError, Server};
+use crate::port::{
+    Body, BoxFuture, CallbackStream, FetchProgress, Fetched, PortError, Server, Who,
+};
 use dfs_common::locks::{
     ListRequest, LockInfo, LockReply, LockRequest, ReleaseReply, ReleaseRequest, RenewReply,
     RenewRequest, TestReply,
@@ -122,19 +124,24 @@ impl<S: Server> Server for Faulty<S> {
         self.inner.client_id()
     }
 
-    fn signs(&self) -> bool {
-        self.inner.signs()
+    fn signs(&self, who: &Who) -> bool {
+        self.inner.signs(who)
     }
 
-    fn dir<'a>(&'a self, req: &'a DirRequest) -> BoxFuture<'a, Result<DirReply, PortError>> {
+    fn dir<'a>(
+        &'a self,
+        who: &'a Who,
+        req: &'a DirRequest,
+    ) -> BoxFuture<'a, Result<DirReply, PortError>> {
         Box::pin(async move {
             self.enter(Calls::Dir).await?;
-            self.inner.dir(req).await
+            self.inner.dir(who, req).await
         })
     }
 
     fn fetch<'a>(
         &'a self,
+        who: &'a Who,
         ino: Ino,
         have_version: Option<u64>,
         dest: &'a Path,
@@ -142,7 +149,10 @@ impl<S: Server> Server for Faulty<S> {
     ) -> BoxFuture<'a, Result<Fetched, PortError>> {
         Box::pin(async move {
             self.enter(Calls::Fetch).await?;
-            let fetched = self.inner.fetch(ino, have_version, dest, progress).await?;
+            let fetched = self
+                .inner
+                .fetch(who, ino, have_version, dest, progress)
+                .await?;
             match fetched {
                 Fetched::Fetched(attr) if attr.size > 0 && take_one(&self.cut_fetches) => {
                     // What a body that broke off leaves: the first half of the file.
@@ -165,6 +175,7 @@ impl<S: Server> Server for Faulty<S> {
 
     fn store<'a>(
         &'a self,
+        who: &'a Who,
         ino: Ino,
         src: &'a Path,
         fence: Option<u64>,
@@ -173,81 +184,92 @@ impl<S: Server> Server for Faulty<S> {
     ) -> BoxFuture<'a, Result<Attr, PortError>> {
         Box::pin(async move {
             self.enter(Calls::Store).await?;
-            self.inner.store(ino, src, fence, mode, kill_suid).await
+            self.inner
+                .store(who, ino, src, fence, mode, kill_suid)
+                .await
         })
     }
 
-    fn store_streamed(
-        &self,
+    fn store_streamed<'a>(
+        &'a self,
+        who: &'a Who,
         ino: Ino,
         body: Body,
         fence: Option<u64>,
         kill_suid: bool,
-    ) -> BoxFuture<'_, Result<Attr, PortError>> {
+    ) -> BoxFuture<'a, Result<Attr, PortError>> {
         Box::pin(async move {
             self.enter(Calls::Store).await?;
-            self.inner.store_streamed(ino, body, fence, kill_suid).await
+            self.inner
+                .store_streamed(who, ino, body, fence, kill_suid)
+                .await
         })
     }
 
     fn lock_acquire<'a>(
         &'a self,
+        who: &'a Who,
         req: &'a LockRequest,
         extra: Duration,
     ) -> BoxFuture<'a, Result<LockReply, PortError>> {
         Box::pin(async move {
             self.enter(Calls::Locks).await?;
-            self.inner.lock_acquire(req, extra).await
+            self.inner.lock_acquire(who, req, extra).await
         })
     }
 
     fn lock_release<'a>(
         &'a self,
+        who: &'a Who,
         req: &'a ReleaseRequest,
     ) -> BoxFuture<'a, Result<ReleaseReply, PortError>> {
         Box::pin(async move {
             self.enter(Calls::Locks).await?;
-            self.inner.lock_release(req).await
+            self.inner.lock_release(who, req).await
         })
     }
 
     fn lock_release_many<'a>(
         &'a self,
+        who: &'a Who,
         reqs: &'a [ReleaseRequest],
     ) -> BoxFuture<'a, Result<ReleaseReply, PortError>> {
         Box::pin(async move {
             self.enter(Calls::Locks).await?;
-            self.inner.lock_release_many(reqs).await
+            self.inner.lock_release_many(who, reqs).await
         })
     }
 
     fn lock_test<'a>(
         &'a self,
+        who: &'a Who,
         req: &'a LockRequest,
     ) -> BoxFuture<'a, Result<TestReply, PortError>> {
         Box::pin(async move {
             self.enter(Calls::Locks).await?;
-            self.inner.lock_test(req).await
+            self.inner.lock_test(who, req).await
         })
     }
 
     fn lock_list<'a>(
         &'a self,
+        who: &'a Who,
         req: &'a ListRequest,
     ) -> BoxFuture<'a, Result<Vec<LockInfo>, PortError>> {
         Box::pin(async move {
             self.enter(Calls::Locks).await?;
-            self.inner.lock_list(req).await
+            self.inner.lock_list(who, req).await
         })
     }
 
     fn lock_renew<'a>(
         &'a self,
+        who: &'a Who,
         req: &'a RenewRequest,
     ) -> BoxFuture<'a, Result<RenewReply, PortError>> {
         Box::pin(async move {
             self.enter(Calls::Locks).await?;
-            self.inner.lock_renew(req).await
+            self.inner.lock_renew(who, req).await
         })
     }
 
