@@ -1,6 +1,7 @@
 //! A port that injects faults into another (`Faulty<S>`): fail the next N calls, delay
 //! every call, cut the next fetch's body short, drop callback breaks. What a test arms is
-//! used up in order; everything else passes through unchanged.
+//! used up in order; everything else passes through unchanged. It counts the calls that
+//! reach the server, and remembers whom each acted for.
 //!
 //! Owns: the fault switches. Must not hold cache policy or server rules.
 
@@ -39,6 +40,8 @@ pub struct Faulty<S> {
     dropped_breaks: Arc<AtomicU32>,
     /// Calls that reached `inner`, by kind: (dir, fetch, store, locks).
     counts: [AtomicU64; 4],
+    /// Whom each call that reached `inner` acted for, in order.
+    callers: Mutex<Vec<(Calls, Who)>>,
 }
 
 impl<S: Server> Faulty<S> {
@@ -50,6 +53,7 @@ impl<S: Server> Faulty<S> {
             cut_fetches: AtomicU32::new(0),
             dropped_breaks: Arc::new(AtomicU32::new(0)),
             counts: Default::default(),
+            callers: Mutex::new(Vec::new()),
         }
     }
 
@@ -83,9 +87,18 @@ impl<S: Server> Faulty<S> {
         [0, 1, 2, 3].map(|i| self.counts[i].load(Ordering::SeqCst))
     }
 
+    /// Whom the calls of kind `calls` that reached the server acted for, in order.
+    pub fn callers(&self, calls: Calls) -> Vec<Who> {
+        let callers = self.callers.lock().unwrap();
+        let of_kind = callers
+            .iter()
+            .filter(|(c, _)| calls == Calls::Any || *c == calls);
+        of_kind.map(|(_, who)| *who).collect()
+    }
+
     /// Waits the armed delay, then fails if a fault for `kind` is armed; counts the call
-    /// otherwise.
-    async fn enter(&self, kind: Calls) -> Result<(), PortError> {
+    /// of `who` otherwise.
+    async fn enter(&self, kind: Calls, who: &Who) -> Result<(), PortError> {
         let delay = self.delay_ms.load(Ordering::SeqCst);
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -109,6 +122,7 @@ impl<S: Server> Faulty<S> {
             _ => 3,
         };
         self.counts[slot].fetch_add(1, Ordering::SeqCst);
+        self.callers.lock().unwrap().push((kind, *who));
         Ok(())
     }
 }
@@ -134,7 +148,7 @@ impl<S: Server> Server for Faulty<S> {
         req: &'a DirRequest,
     ) -> BoxFuture<'a, Result<DirReply, PortError>> {
         Box::pin(async move {
-            self.enter(Calls::Dir).await?;
+            self.enter(Calls::Dir, who).await?;
             self.inner.dir(who, req).await
         })
     }
@@ -148,7 +162,7 @@ impl<S: Server> Server for Faulty<S> {
         progress: Option<Arc<dyn FetchProgress>>,
     ) -> BoxFuture<'a, Result<Fetched, PortError>> {
         Box::pin(async move {
-            self.enter(Calls::Fetch).await?;
+            self.enter(Calls::Fetch, who).await?;
             let fetched = self
                 .inner
                 .fetch(who, ino, have_version, dest, progress)
@@ -183,7 +197,7 @@ impl<S: Server> Server for Faulty<S> {
         kill_suid: bool,
     ) -> BoxFuture<'a, Result<Attr, PortError>> {
         Box::pin(async move {
-            self.enter(Calls::Store).await?;
+            self.enter(Calls::Store, who).await?;
             self.inner
                 .store(who, ino, src, fence, mode, kill_suid)
                 .await
@@ -199,7 +213,7 @@ impl<S: Server> Server for Faulty<S> {
         kill_suid: bool,
     ) -> BoxFuture<'a, Result<Attr, PortError>> {
         Box::pin(async move {
-            self.enter(Calls::Store).await?;
+            self.enter(Calls::Store, who).await?;
             self.inner
                 .store_streamed(who, ino, body, fence, kill_suid)
                 .await
@@ -213,7 +227,7 @@ impl<S: Server> Server for Faulty<S> {
         extra: Duration,
     ) -> BoxFuture<'a, Result<LockReply, PortError>> {
         Box::pin(async move {
-            self.enter(Calls::Locks).await?;
+            self.enter(Calls::Locks, who).await?;
             self.inner.lock_acquire(who, req, extra).await
         })
     }
@@ -224,7 +238,7 @@ impl<S: Server> Server for Faulty<S> {
         req: &'a ReleaseRequest,
     ) -> BoxFuture<'a, Result<ReleaseReply, PortError>> {
         Box::pin(async move {
-            self.enter(Calls::Locks).await?;
+            self.enter(Calls::Locks, who).await?;
             self.inner.lock_release(who, req).await
         })
     }
@@ -235,7 +249,7 @@ impl<S: Server> Server for Faulty<S> {
         reqs: &'a [ReleaseRequest],
     ) -> BoxFuture<'a, Result<ReleaseReply, PortError>> {
         Box::pin(async move {
-            self.enter(Calls::Locks).await?;
+            self.enter(Calls::Locks, who).await?;
             self.inner.lock_release_many(who, reqs).await
         })
     }
@@ -246,7 +260,7 @@ impl<S: Server> Server for Faulty<S> {
         req: &'a LockRequest,
     ) -> BoxFuture<'a, Result<TestReply, PortError>> {
         Box::pin(async move {
-            self.enter(Calls::Locks).await?;
+            self.enter(Calls::Locks, who).await?;
             self.inner.lock_test(who, req).await
         })
     }
@@ -257,7 +271,7 @@ impl<S: Server> Server for Faulty<S> {
         req: &'a ListRequest,
     ) -> BoxFuture<'a, Result<Vec<LockInfo>, PortError>> {
         Box::pin(async move {
-            self.enter(Calls::Locks).await?;
+            self.enter(Calls::Locks, who).await?;
             self.inner.lock_list(who, req).await
         })
     }
@@ -268,7 +282,7 @@ impl<S: Server> Server for Faulty<S> {
         req: &'a RenewRequest,
     ) -> BoxFuture<'a, Result<RenewReply, PortError>> {
         Box::pin(async move {
-            self.enter(Calls::Locks).await?;
+            self.enter(Calls::Locks, who).await?;
             self.inner.lock_renew(who, req).await
         })
     }

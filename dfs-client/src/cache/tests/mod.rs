@@ -1,5 +1,6 @@
 //! Unit tests of the cache's rules on the in-memory server (`crate::testing`): coherence
-//! (`coherence`), storing (`store`), write-behind (`behind`) and errors (`errors`). They
+//! (`coherence`), storing (`store`), write-behind (`behind`), errors (`errors`) and who
+//! acts (`users`, in a realm cell). They
 //! need no mount and no root; run them with `cargo test -p dfs-client --features testing`.
 //!
 //! Owns: the tests and their small helpers. Must not reach into the server except to do
@@ -9,6 +10,7 @@ mod behind;
 mod coherence;
 mod errors;
 mod store;
+mod users;
 
 use crate::cache::Creator;
 use crate::port::Who;
