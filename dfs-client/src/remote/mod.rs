@@ -19,7 +19,7 @@ mod upload;
 use crate::auth::{CredentialStore, Signed};
 pub use crate::port::Fetched;
 use crate::port::{PortError, Who};
-pub use crate::privacy::Protection;
+use crate::privacy::Protection;
 use bytes::Bytes;
 use dfs_common::auth;
 use dfs_common::client_id;
