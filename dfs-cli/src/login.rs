@@ -6,7 +6,9 @@
 //! over its control socket (the mount files them under the caller's uid).
 
 use clap::Subcommand;
+use dfs_client::auth::CredentialStore;
 use dfs_client::control::{ask, ControlReply, ControlRequest};
+use dfs_client::port::Who;
 use dfs_client::remote::Remote;
 use dfs_common::auth::{
     self, AdminReply, AdminRequest, AsReq, Credentials, KdcRep, Key, PaTimestamp, TgsReq,
@@ -131,18 +133,16 @@ pub fn read_ccache() -> Result<CCache, String> {
     codec::decode(&b).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// Runs `f` with the tickets of whoever runs this command (`dfs login`'s credential
-/// cache), if they are for `server`, so that its requests to it are signed as theirs;
-/// anonymous otherwise. In a realm the server checks what a command does (a
-/// transaction's every operation) against the rights of the principal that signed it.
-pub async fn with_own_tickets<F: std::future::Future>(server: &str, f: F) -> F::Output {
-    match read_ccache() {
-        Ok(cc) if cc.server == server => {
-            let uid = my_uid();
-            dfs_client::auth::set_credentials(uid, cc.service);
-            dfs_client::auth::as_uid(uid, f).await
+/// Files the tickets of whoever runs this command (`dfs login`'s credential cache), if
+/// they are for `server`, in `store` under their uid, so that the requests the command
+/// makes for them (`Who::process()`) are signed as theirs; they stay anonymous otherwise.
+/// In a realm the server checks what a command does (a transaction's every operation)
+/// against the rights of the principal that signed it.
+pub fn file_own_tickets(server: &str, store: &CredentialStore) {
+    if let Ok(cc) = read_ccache() {
+        if cc.server == server {
+            store.set(my_uid(), cc.service);
         }
-        _ => f.await,
     }
 }
 
@@ -165,7 +165,7 @@ pub async fn get_tickets(server: &str, principal: &str, password: &str) -> Resul
         nonce,
     };
     let rep: KdcRep = remote
-        .call(auth::KDC_AS, &req, Duration::ZERO)
+        .call(&Who::ANONYMOUS, auth::KDC_AS, &req, Duration::ZERO)
         .await
         .map_err(|e| e.detail())?;
     let tgt = Credentials::from_rep(&rep, &key, true, nonce).map_err(|e| e.detail())?;
@@ -186,7 +186,7 @@ pub async fn get_tickets(server: &str, principal: &str, password: &str) -> Resul
         nonce,
     };
     let rep: KdcRep = remote
-        .call(auth::KDC_TGS, &req, Duration::ZERO)
+        .call(&Who::ANONYMOUS, auth::KDC_TGS, &req, Duration::ZERO)
         .await
         .map_err(|e| format!("ticket for the file service: {e}"))?;
     let service =
@@ -201,13 +201,12 @@ pub async fn get_tickets(server: &str, principal: &str, password: &str) -> Resul
 async fn admin(req: AdminRequest) -> Result<AdminReply, String> {
     let cc = read_ccache()?;
     let remote = Remote::new(&cc.server);
-    let uid = my_uid();
-    dfs_client::auth::set_credentials(uid, cc.service.clone());
+    remote.credentials().set(my_uid(), cc.service.clone());
     let sealed = auth::seal_admin(&cc.service.session_key, &req);
-    let reply: Vec<u8> =
-        dfs_client::auth::as_uid(uid, remote.call(auth::KDC_ADMIN, &sealed, Duration::ZERO))
-            .await
-            .map_err(|e| e.to_string())?;
+    let reply: Vec<u8> = remote
+        .call(&Who::process(), auth::KDC_ADMIN, &sealed, Duration::ZERO)
+        .await
+        .map_err(|e| e.to_string())?;
     auth::open_admin(&cc.service.session_key, &reply).map_err(|e| e.to_string())
 }
 

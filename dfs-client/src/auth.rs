@@ -1,16 +1,20 @@
 //! The client end of the AP exchange, and whose credentials a request uses.
 //!
-//! The mount acts for the user who makes each request, as AFS does with tokens: the FUSE
-//! adapter runs every request's work inside `as_uid(req.uid(), ..)` (a tokio task-local),
-//! and `remote` signs with the credentials that uid handed to the mount with `dfs login`
-//! (over the control socket, whose peer uid the kernel vouches for). A uid without
-//! credentials is anonymous. The retry of unstored files acts for the user who wrote them
-//! (while this mount holds their credentials); the callback channel, which carries only
-//! inode numbers, and lease renewal run anonymous.
+//! A mount acts for the user who makes each request, as AFS does with tokens: every call
+//! names who it acts for (`crate::port::Who`: the FUSE adapter makes one from each
+//! request's uid), and `remote` signs it with the credentials that user handed to the mount
+//! with `dfs login` (over the control socket, whose peer uid the kernel vouches for). They
+//! are kept in a `CredentialStore`, an instance the HTTP port holds and the control socket
+//! fills; nothing about who acts is process-global. A user without credentials, and
+//! nobody (`Who::ANONYMOUS`), are anonymous. The retry of unstored files acts for the user
+//! who wrote them (while the store holds their credentials); the callback channel, which
+//! carries only inode numbers, lease renewal and revalidation act for nobody.
 //!
-//! Owns: the per-uid credential store of this process, signing requests, checking the
-//! server's `x-dfs-auth-reply`. Must not do HTTP itself (see `remote`).
+//! Owns: `CredentialStore` (credentials by local uid, and the sequence numbers of the
+//! authenticators signed with them), signing requests, checking the server's
+//! `x-dfs-auth-reply`. Must not do HTTP itself (see `remote`).
 
+use crate::port::Who;
 use dfs_common::auth::{
     self, ApReply, Authenticator, Credentials, HDR_AUTH, HDR_AUTH_REPLY, HDR_BODY_SHA256,
     HDR_TICKET,
@@ -18,56 +22,124 @@ use dfs_common::auth::{
 use dfs_common::{codec, FsError, Timestamp};
 use hyper::header::{HeaderMap, HeaderValue};
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{LazyLock, Mutex};
+use std::sync::Mutex;
 
-tokio::task_local! {
-    static UID: u32;
+/// The credentials local users have handed to one client (a mount's, shared by its HTTP
+/// port and its control socket; a command's own), by uid.
+pub struct CredentialStore {
+    by_uid: Mutex<HashMap<u32, Credentials>>,
+    /// The sequence number of the next authenticator signed with any of them.
+    seq: AtomicU64,
 }
 
-/// Runs `f` on behalf of local user `uid`.
-pub async fn as_uid<F: Future>(uid: u32, f: F) -> F::Output {
-    UID.scope(uid, f).await
-}
-
-/// Runs `f` on behalf of `uid` if there is one: a task spawned for the current user (see
-/// `current_uid`) keeps acting for them.
-pub async fn as_uid_if<F: Future>(uid: Option<u32>, f: F) -> F::Output {
-    match uid {
-        Some(uid) => as_uid(uid, f).await,
-        None => f.await,
+impl Default for CredentialStore {
+    fn default() -> Self {
+        CredentialStore::new()
     }
 }
 
-/// The local user the current task acts for, if any.
-pub fn current_uid() -> Option<u32> {
-    UID.try_with(|u| *u).ok()
-}
+impl CredentialStore {
+    /// A store holding no credentials: every request is anonymous.
+    pub fn new() -> CredentialStore {
+        CredentialStore {
+            by_uid: Mutex::new(HashMap::new()),
+            seq: AtomicU64::new(1),
+        }
+    }
 
-static CREDS: LazyLock<Mutex<HashMap<u32, Credentials>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
-static SEQ: AtomicU64 = AtomicU64::new(1);
+    /// Makes `creds` the credentials of local user `uid` (replacing any it had).
+    pub fn set(&self, uid: u32, creds: Credentials) {
+        log::info!(
+            "uid {uid} now acts as {}@{} (for {} min)",
+            creds.identity.principal,
+            creds.identity.realm,
+            (creds.expires - dfs_common::Timestamp::now().secs).max(0) / 60
+        );
+        self.by_uid.lock().expect("creds").insert(uid, creds);
+    }
 
-/// Makes `creds` the credentials of local user `uid` in this process.
-pub fn set_credentials(uid: u32, creds: Credentials) {
-    log::info!(
-        "uid {uid} now acts as {}@{} (for {} min)",
-        creds.identity.principal,
-        creds.identity.realm,
-        (creds.expires - dfs_common::Timestamp::now().secs).max(0) / 60
-    );
-    CREDS.lock().expect("creds").insert(uid, creds);
-}
+    /// Forgets the credentials of `uid`; whether it had any.
+    pub fn remove(&self, uid: u32) -> bool {
+        self.by_uid.lock().expect("creds").remove(&uid).is_some()
+    }
 
-pub fn drop_credentials(uid: u32) -> bool {
-    CREDS.lock().expect("creds").remove(&uid).is_some()
-}
+    /// The credentials requests of `who` are signed with, if any.
+    pub fn of(&self, who: &Who) -> Option<Credentials> {
+        let uid = who.uid()?;
+        self.by_uid.lock().expect("creds").get(&uid).cloned()
+    }
 
-/// The credentials the current task would sign with.
-pub fn current_credentials() -> Option<Credentials> {
-    let uid = current_uid()?;
-    CREDS.lock().expect("creds").get(&uid).cloned()
+    /// The credentials to sign a request of `who` with: `None` if they have none, an error
+    /// if theirs expired.
+    pub fn for_signing(&self, who: &Who) -> Result<Option<Credentials>, FsError> {
+        let Some(creds) = self.of(who) else {
+            return Ok(None);
+        };
+        if Timestamp::now().secs > creds.expires {
+            log::warn!(
+                "the ticket of uid {} ({}@{}) expired; run `dfs login` again",
+                who.uid().unwrap_or(0),
+                creds.identity.principal,
+                creds.identity.realm
+            );
+            return Err(FsError::PermissionDenied(
+                "ticket expired: run `dfs login` again".into(),
+            ));
+        }
+        Ok(Some(creds))
+    }
+
+    /// Adds `x-dfs-ticket` and `x-dfs-auth` to a request about to be sent, signed with
+    /// `creds` (from `for_signing`). `body_sha` is the hash the request's body hash header
+    /// holds (the caller sets `x-dfs-sha256` on stores; other requests get
+    /// `x-dfs-body-sha256` here).
+    pub fn sign(
+        &self,
+        creds: &Credentials,
+        method: &str,
+        path_and_query: &str,
+        headers: &mut HeaderMap,
+        body_sha: &[u8; 32],
+        store: bool,
+    ) -> Signed {
+        let now = Timestamp::now();
+        if !store {
+            headers.insert(
+                HDR_BODY_SHA256,
+                HeaderValue::from_str(&codec::to_hex(body_sha)).expect("hex"),
+            );
+        }
+        let digest = auth::request_digest(
+            method,
+            path_and_query,
+            headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())),
+            body_sha,
+        );
+        let nonce = auth::random_u64();
+        let a = Authenticator {
+            principal: creds.identity.principal.clone(),
+            time: now.secs,
+            nanos: now.nanos,
+            nonce,
+            seq: self.seq.fetch_add(1, Ordering::Relaxed),
+            digest,
+        };
+        let sealed = auth::seal_ap_auth(&creds.session_key, &a);
+        headers.insert(
+            HDR_TICKET,
+            HeaderValue::from_str(&codec::to_hex(&creds.ticket)).expect("hex"),
+        );
+        headers.insert(
+            HDR_AUTH,
+            HeaderValue::from_str(&codec::to_hex(&sealed)).expect("hex"),
+        );
+        Signed {
+            key: creds.session_key.clone(),
+            nonce,
+            privacy: false,
+        }
+    }
 }
 
 /// What is needed to check the answer to a signed request.
@@ -76,68 +148,6 @@ pub struct Signed {
     pub(crate) nonce: u64,
     /// The request asked for privacy (its answer's body is sealed).
     pub(crate) privacy: bool,
-}
-
-/// Adds `x-dfs-ticket` and `x-dfs-auth` to a request about to be sent, if the current user
-/// has credentials. `body_sha` is the hash the request's body hash header holds (the
-/// caller sets `x-dfs-sha256` on stores; other requests get `x-dfs-body-sha256` here).
-pub fn sign(
-    method: &str,
-    path_and_query: &str,
-    headers: &mut HeaderMap,
-    body_sha: &[u8; 32],
-    store: bool,
-) -> Result<Option<Signed>, FsError> {
-    let Some(creds) = current_credentials() else {
-        return Ok(None);
-    };
-    let now = Timestamp::now();
-    if now.secs > creds.expires {
-        log::warn!(
-            "the ticket of uid {} ({}@{}) expired; run `dfs login` again",
-            current_uid().unwrap_or(0),
-            creds.identity.principal,
-            creds.identity.realm
-        );
-        return Err(FsError::PermissionDenied(
-            "ticket expired: run `dfs login` again".into(),
-        ));
-    }
-    if !store {
-        headers.insert(
-            HDR_BODY_SHA256,
-            HeaderValue::from_str(&codec::to_hex(body_sha)).expect("hex"),
-        );
-    }
-    let digest = auth::request_digest(
-        method,
-        path_and_query,
-        headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())),
-        body_sha,
-    );
-    let nonce = auth::random_u64();
-    let a = Authenticator {
-        principal: creds.identity.principal.clone(),
-        time: now.secs,
-        nanos: now.nanos,
-        nonce,
-        seq: SEQ.fetch_add(1, Ordering::Relaxed),
-        digest,
-    };
-    let sealed = auth::seal_ap_auth(&creds.session_key, &a);
-    headers.insert(
-        HDR_TICKET,
-        HeaderValue::from_str(&codec::to_hex(&creds.ticket)).expect("hex"),
-    );
-    headers.insert(
-        HDR_AUTH,
-        HeaderValue::from_str(&codec::to_hex(&sealed)).expect("hex"),
-    );
-    Ok(Some(Signed {
-        key: creds.session_key,
-        nonce,
-        privacy: false,
-    }))
 }
 
 /// Checks the server's proof on the answer to a signed request (mutual authentication and
@@ -211,21 +221,19 @@ mod tests {
         h
     }
 
-    #[tokio::test]
-    async fn answers_tampered_on_the_way_back_are_rejected() {
+    #[test]
+    fn answers_tampered_on_the_way_back_are_rejected() {
         let c = creds();
-        set_credentials(4242, c.clone());
-        let signed = as_uid(4242, async {
-            let mut h = HeaderMap::new();
-            let s = sign("GET", "/v1/dir", &mut h, &[0; 32], false).unwrap();
-            assert!(h.contains_key(HDR_TICKET) && h.contains_key(HDR_AUTH));
-            s
-        })
-        .await
-        .expect("signed");
-        assert!(sign("GET", "/", &mut HeaderMap::new(), &[0; 32], false)
+        let store = CredentialStore::new();
+        store.set(4242, c.clone());
+        assert!(store.of(&Who::user(4243)).is_none() && store.of(&Who::ANONYMOUS).is_none());
+        let mine = store
+            .for_signing(&Who::user(4242))
             .unwrap()
-            .is_none());
+            .expect("credentials");
+        let mut h = HeaderMap::new();
+        let signed = store.sign(&mine, "GET", "/v1/dir", &mut h, &[0; 32], false);
+        assert!(h.contains_key(HDR_TICKET) && h.contains_key(HDR_AUTH));
         let mut base = HeaderMap::new();
         base.insert("x-dfs-attr", HeaderValue::from_static("abc"));
         let good = answer(&c.session_key, signed.nonce, &base, b"body");
@@ -240,6 +248,20 @@ mod tests {
         let forged = answer(&Key::random(), signed.nonce, &base, b"body");
         assert!(verify(&signed, 200, &forged, &auth::sha256(b"body")).is_err());
         assert!(verify(&signed, 200, &base, &auth::sha256(b"body")).is_err());
-        drop_credentials(4242);
+        assert!(store.remove(4242) && store.of(&Who::user(4242)).is_none());
+    }
+
+    #[test]
+    fn expired_credentials_sign_nothing() {
+        let store = CredentialStore::new();
+        store.set(
+            7,
+            Credentials {
+                expires: 0,
+                ..creds()
+            },
+        );
+        assert!(store.for_signing(&Who::user(7)).is_err());
+        assert!(store.for_signing(&Who::user(8)).unwrap().is_none());
     }
 }

@@ -2,10 +2,12 @@
 //! It feeds `Hello`, breaks and heartbeats to the cache manager, declares the channel dead
 //! after three silent heartbeat periods, reconnects with backoff, and after every
 //! (re)connect revalidates cached files by version and stores files left dirty.
-//! Also runs the periodic retry of unstored files. Must not decide what is cached.
+//! Also runs the periodic retry of unstored files. The channel and the revalidation act for
+//! nobody (`Who::ANONYMOUS`: no user asked for them); each retried store acts for the user
+//! who wrote the file (`CacheManager::store_dirty`). Must not decide what is cached.
 
 use crate::cache::CacheManager;
-use crate::port::CallbackStream;
+use crate::port::{CallbackStream, Who};
 use dfs_common::proto::{CallbackFrame, HEARTBEAT_SECS};
 use futures_util::StreamExt;
 use std::sync::Arc;
@@ -67,7 +69,7 @@ fn apply(mgr: &Arc<CacheManager>, frame: CallbackFrame) {
             }
             let mgr = mgr.clone();
             tokio::spawn(async move {
-                if let Err(e) = mgr.revalidate_cached().await {
+                if let Err(e) = mgr.revalidate_cached(&Who::ANONYMOUS).await {
                     log::warn!("revalidation after reconnect: {e}");
                 }
                 mgr.store_dirty().await;

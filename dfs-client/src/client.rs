@@ -1,8 +1,11 @@
 //! The path API: open/read/write/close and namespace calls on `/`-separated paths, over
-//! the cache manager, for programs that use dfs without a mount. Must stay a thin layer:
-//! every rule lives in the cache manager.
+//! the cache manager, for programs that use dfs without a mount. Every call acts for the
+//! user who runs the program (with the credentials filed for them in `credentials`, if
+//! any). Must stay a thin layer: every rule lives in the cache manager.
 
+use crate::auth::CredentialStore;
 use crate::cache::{CacheManager, CacheOptions, DirItem};
+use crate::port::Who;
 use dfs_common::{Attr, FsError, Ino, ROOT_INO};
 use std::path::Path;
 use std::sync::Arc;
@@ -13,6 +16,8 @@ pub struct Dfs {
     mgr: Arc<CacheManager>,
     /// The manager's server over HTTP, for transactions (which go past the cache).
     remote: crate::remote::Remote,
+    /// Who the calls act for: this process's user.
+    who: Who,
     uid: u32,
     gid: u32,
 }
@@ -42,15 +47,22 @@ impl Dfs {
         Ok(Dfs {
             mgr,
             remote,
+            who: Who::user(uid),
             uid,
             gid,
         })
     }
 
+    /// The credentials this client signs with: file this process's user's here (by its
+    /// uid) for its calls to act as their principal in a realm. None at first.
+    pub fn credentials(&self) -> &Arc<CredentialStore> {
+        self.remote.credentials()
+    }
+
     /// Begins a transaction on this client's server, as this client. After its commit the
     /// manager forgets its cached attributes, names and listings of what the batch changed.
     pub async fn begin_tx(&self) -> Result<crate::tx::Transaction, crate::tx::TxError> {
-        crate::tx::Transaction::begin(self.remote.clone(), Some(self.mgr.clone())).await
+        crate::tx::Transaction::begin(self.remote.clone(), self.who, Some(self.mgr.clone())).await
     }
 
     pub fn manager(&self) -> &Arc<CacheManager> {
@@ -59,9 +71,9 @@ impl Dfs {
 
     /// The attributes of the file at `path`.
     pub async fn stat(&self, path: &str) -> Result<Attr, FsError> {
-        let mut attr = self.mgr.getattr(ROOT_INO).await?;
+        let mut attr = self.mgr.getattr(&self.who, ROOT_INO).await?;
         for name in split(path) {
-            attr = self.mgr.lookup(attr.ino, name).await?;
+            attr = self.mgr.lookup(&self.who, attr.ino, name).await?;
         }
         Ok(attr)
     }
@@ -73,7 +85,7 @@ impl Dfs {
             .ok_or_else(|| FsError::Invalid(format!("{path:?} names no file")))?;
         let mut ino = ROOT_INO;
         for d in dirs {
-            ino = self.mgr.lookup(ino, d).await?.ino;
+            ino = self.mgr.lookup(&self.who, ino, d).await?.ino;
         }
         Ok((ino, name))
     }
@@ -89,12 +101,12 @@ impl Dfs {
             let (parent, name) = self.parent_of(path).await?;
             let (_, opened) = self
                 .mgr
-                .create(parent, name, self.creator(mode), flags)
+                .create(&self.who, parent, name, self.creator(mode), flags)
                 .await?;
             opened.fh
         } else {
             let attr = self.stat(path).await?;
-            self.mgr.open(attr.ino, flags, self.uid).await?.fh
+            self.mgr.open(&self.who, attr.ino, flags).await?.fh
         };
         Ok(DfsFile {
             dfs: self.clone(),
@@ -128,7 +140,9 @@ impl Dfs {
 
     pub async fn mkdir(&self, path: &str, mode: u32) -> Result<Attr, FsError> {
         let (parent, name) = self.parent_of(path).await?;
-        self.mgr.mkdir(parent, name, self.creator(mode)).await
+        self.mgr
+            .mkdir(&self.who, parent, name, self.creator(mode))
+            .await
     }
 
     /// Removes a file, or an empty directory.
@@ -136,21 +150,21 @@ impl Dfs {
         let attr = self.stat(path).await?;
         let (parent, name) = self.parent_of(path).await?;
         if attr.kind == dfs_common::FileKind::Dir {
-            self.mgr.rmdir(parent, name).await
+            self.mgr.rmdir(&self.who, parent, name).await
         } else {
-            self.mgr.unlink(parent, name).await
+            self.mgr.unlink(&self.who, parent, name).await
         }
     }
 
     pub async fn rename(&self, from: &str, to: &str) -> Result<(), FsError> {
         let (p1, n1) = self.parent_of(from).await?;
         let (p2, n2) = self.parent_of(to).await?;
-        self.mgr.rename(p1, n1, p2, n2, 0).await
+        self.mgr.rename(&self.who, p1, n1, p2, n2, 0).await
     }
 
     pub async fn list(&self, path: &str) -> Result<Arc<Vec<DirItem>>, FsError> {
         let attr = self.stat(path).await?;
-        self.mgr.readdir(attr.ino).await
+        self.mgr.readdir(&self.who, attr.ino).await
     }
 }
 
@@ -176,7 +190,7 @@ impl DfsFile {
         if self.closed {
             return Ok(());
         }
-        let stored = self.dfs.mgr.flush(self.fh).await;
+        let stored = self.dfs.mgr.flush(&self.dfs.who, self.fh).await;
         self.dfs.mgr.release(self.fh);
         self.closed = true;
         stored

@@ -12,10 +12,24 @@ use std::path::Path;
 use std::sync::Arc;
 
 impl CacheManager {
-    /// A manager for the server at `addr` (`HOST:PORT`) with its cache in `cache_dir`.
-    /// Call inside a tokio runtime.
+    /// A manager for the server at `addr` (`HOST:PORT`) with its cache in `cache_dir`,
+    /// holding no credentials (every user anonymous in a realm) at the integrity level.
+    /// Call inside a tokio runtime. A mount builds its port itself (`Remote::kept_in`) to
+    /// share its credentials with its control socket and choose its protection level.
     pub fn new(addr: &str, cache_dir: &Path, opts: CacheOptions) -> Result<Arc<Self>, FsError> {
         Ok(over_http(addr, cache_dir, opts)?.0)
+    }
+}
+
+impl Remote {
+    /// The remote of a client whose cache is in `cache_dir`, with its identity kept there:
+    /// a restarted mount is the same client to the server, and its locks stay its own.
+    /// It holds no credentials yet, at the integrity level (`with_credentials`,
+    /// `with_protection`).
+    pub fn kept_in(addr: &str, cache_dir: &Path) -> Result<Remote, FsError> {
+        dfs_common::private_files::create_dir_all(cache_dir)?;
+        let identity = Identity::kept_in(cache_dir.join("client.id"));
+        Ok(Remote::for_client(addr, identity))
     }
 }
 
@@ -25,11 +39,7 @@ pub(crate) fn over_http(
     cache_dir: &Path,
     opts: CacheOptions,
 ) -> Result<(Arc<CacheManager>, Remote), FsError> {
-    dfs_common::private_files::create_dir_all(cache_dir)?;
-    // The mount's identity is kept beside its cache: a restarted mount is the same client
-    // to the server, and its locks stay its own.
-    let identity = Identity::kept_in(cache_dir.join("client.id"));
-    let remote = Remote::for_client(addr, identity);
+    let remote = Remote::kept_in(addr, cache_dir)?;
     let mgr = CacheManager::with_server(Arc::new(remote.clone()), cache_dir, opts)?;
     Ok((mgr, remote))
 }

@@ -2,9 +2,13 @@
 //! cache reaches servers only through it; `remote::Remote` implements it over HTTP, and
 //! `testing::MemoryServer` (feature `testing`) in memory over the server's own services.
 //!
+//! Every call that acts on files names who it acts for (`Who`): the port signs it with
+//! that user's credentials if it holds any, and the server checks it against their rights.
+//! Nothing about who acts is kept outside the call.
+//!
 //! Owns: the trait, its error type (`PortError`, which keeps what caused it) and the types
-//! that cross it (`Fetched`, `FetchProgress`, `Body`, `CallbackStream`). Must not know the
-//! cache's state or any HTTP type beyond the body of a streamed store.
+//! that cross it (`Who`, `Fetched`, `FetchProgress`, `Body`, `CallbackStream`). Must not
+//! know the cache's state or any HTTP type beyond the body of a streamed store.
 
 use bytes::Bytes;
 use dfs_common::locks::{
@@ -19,6 +23,46 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Who a request acts for: a local user, whose credentials sign it if the port holds any
+/// (else it is anonymous to a realm), or nobody: the client's own work that no user asked
+/// for (the callback channel, lease renewal, lock releases, revalidation after a
+/// reconnect), which gets what anonymous callers get.
+///
+/// The FUSE adapter makes one per request from the kernel's uid; the path API and the
+/// `dfs` command from the uid of their process; work that outlives its request (the retry
+/// of an unstored file, a write-behind upload, a fetch that goes on after its open was
+/// answered) carries the one of the user it was started for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Who {
+    uid: Option<u32>,
+}
+
+impl Who {
+    /// Nobody: no credentials, anonymous rights.
+    pub const ANONYMOUS: Who = Who { uid: None };
+
+    /// Local user `uid`.
+    pub const fn user(uid: u32) -> Who {
+        Who { uid: Some(uid) }
+    }
+
+    /// Local user `uid` if there is one, else nobody (a recorded writer, say).
+    pub const fn of(uid: Option<u32>) -> Who {
+        Who { uid }
+    }
+
+    /// The user who runs this process.
+    pub fn process() -> Who {
+        // SAFETY: getuid cannot fail.
+        Who::user(unsafe { libc::getuid() })
+    }
+
+    /// The local user, `None` for nobody.
+    pub fn uid(&self) -> Option<u32> {
+        self.uid
+    }
+}
 
 /// A boxed future, so that `Server` can be used as `dyn Server`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -94,22 +138,27 @@ impl From<PortError> for FsError {
 }
 
 /// What the cache manager asks of a server, for the client it is (one identity per port:
-/// a mount). Who acts within that client is the calling task's user (`crate::auth`).
+/// a mount). Within that client each call acts for the `Who` it is given.
 pub trait Server: Send + Sync + 'static {
     /// The id the server gave this client (0: anonymous, or not registered yet).
     fn client_id(&self) -> u64;
 
-    /// Whether requests of the current user are signed (they carry their contents' hash
-    /// before the body, so no store can start before the file is complete).
-    fn signs(&self) -> bool;
+    /// Whether requests of `who` are signed (they carry their contents' hash before the
+    /// body, so no store can start before the file is complete).
+    fn signs(&self, who: &Who) -> bool;
 
     /// One directory-service call.
-    fn dir<'a>(&'a self, req: &'a DirRequest) -> BoxFuture<'a, Result<DirReply, PortError>>;
+    fn dir<'a>(
+        &'a self,
+        who: &'a Who,
+        req: &'a DirRequest,
+    ) -> BoxFuture<'a, Result<DirReply, PortError>>;
 
     /// Fetches `ino` into `dest` unless the server still has `have_version`. On error
     /// `dest` may hold a partial file; the caller removes it.
     fn fetch<'a>(
         &'a self,
+        who: &'a Who,
         ino: Ino,
         have_version: Option<u64>,
         dest: &'a Path,
@@ -121,6 +170,7 @@ pub trait Server: Send + Sync + 'static {
     /// the new attributes once they are durable.
     fn store<'a>(
         &'a self,
+        who: &'a Who,
         ino: Ino,
         src: &'a Path,
         fence: Option<u64>,
@@ -129,49 +179,59 @@ pub trait Server: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Attr, PortError>>;
 
     /// Stores `body`, sent while its file is still written: no length, hash or mtime up
-    /// front (unsigned only).
-    fn store_streamed(
-        &self,
+    /// front (so unsigned: the cache sends one only for a `who` it does not sign for).
+    fn store_streamed<'a>(
+        &'a self,
+        who: &'a Who,
         ino: Ino,
         body: Body,
         fence: Option<u64>,
         kill_suid: bool,
-    ) -> BoxFuture<'_, Result<Attr, PortError>>;
+    ) -> BoxFuture<'a, Result<Attr, PortError>>;
 
     /// Takes a lock, or says who holds it; the server may hold the call up to
     /// `req.wait_ms` (`extra` is that wait, for the call's timeout).
     fn lock_acquire<'a>(
         &'a self,
+        who: &'a Who,
         req: &'a LockRequest,
         extra: Duration,
     ) -> BoxFuture<'a, Result<LockReply, PortError>>;
 
     fn lock_release<'a>(
         &'a self,
+        who: &'a Who,
         req: &'a ReleaseRequest,
     ) -> BoxFuture<'a, Result<ReleaseReply, PortError>>;
 
     /// Several releases in one call.
     fn lock_release_many<'a>(
         &'a self,
+        who: &'a Who,
         reqs: &'a [ReleaseRequest],
     ) -> BoxFuture<'a, Result<ReleaseReply, PortError>>;
 
-    fn lock_test<'a>(&'a self, req: &'a LockRequest)
-        -> BoxFuture<'a, Result<TestReply, PortError>>;
+    fn lock_test<'a>(
+        &'a self,
+        who: &'a Who,
+        req: &'a LockRequest,
+    ) -> BoxFuture<'a, Result<TestReply, PortError>>;
 
     fn lock_list<'a>(
         &'a self,
+        who: &'a Who,
         req: &'a ListRequest,
     ) -> BoxFuture<'a, Result<Vec<LockInfo>, PortError>>;
 
     /// Renews every lease of this client; says which locks it no longer holds.
     fn lock_renew<'a>(
         &'a self,
+        who: &'a Who,
         req: &'a RenewRequest,
     ) -> BoxFuture<'a, Result<RenewReply, PortError>>;
 
-    /// Opens this client's callback channel.
+    /// Opens this client's callback channel. It is the client's, not a user's: it carries
+    /// only inode numbers, sealed with the client's key, so it names no `Who`.
     fn callbacks(&self) -> BoxFuture<'_, Result<CallbackStream, PortError>>;
 }
 
@@ -180,76 +240,89 @@ impl<S: Server + ?Sized> Server for Arc<S> {
     fn client_id(&self) -> u64 {
         (**self).client_id()
     }
-    fn signs(&self) -> bool {
-        (**self).signs()
+    fn signs(&self, who: &Who) -> bool {
+        (**self).signs(who)
     }
-    fn dir<'a>(&'a self, req: &'a DirRequest) -> BoxFuture<'a, Result<DirReply, PortError>> {
-        (**self).dir(req)
+    fn dir<'a>(
+        &'a self,
+        who: &'a Who,
+        req: &'a DirRequest,
+    ) -> BoxFuture<'a, Result<DirReply, PortError>> {
+        (**self).dir(who, req)
     }
     fn fetch<'a>(
         &'a self,
+        who: &'a Who,
         ino: Ino,
         have: Option<u64>,
         dest: &'a Path,
         progress: Option<Arc<dyn FetchProgress>>,
     ) -> BoxFuture<'a, Result<Fetched, PortError>> {
-        (**self).fetch(ino, have, dest, progress)
+        (**self).fetch(who, ino, have, dest, progress)
     }
     fn store<'a>(
         &'a self,
+        who: &'a Who,
         ino: Ino,
         src: &'a Path,
         fence: Option<u64>,
         mode: Option<u32>,
         kill_suid: bool,
     ) -> BoxFuture<'a, Result<Attr, PortError>> {
-        (**self).store(ino, src, fence, mode, kill_suid)
+        (**self).store(who, ino, src, fence, mode, kill_suid)
     }
-    fn store_streamed(
-        &self,
+    fn store_streamed<'a>(
+        &'a self,
+        who: &'a Who,
         ino: Ino,
         body: Body,
         fence: Option<u64>,
         kill_suid: bool,
-    ) -> BoxFuture<'_, Result<Attr, PortError>> {
-        (**self).store_streamed(ino, body, fence, kill_suid)
+    ) -> BoxFuture<'a, Result<Attr, PortError>> {
+        (**self).store_streamed(who, ino, body, fence, kill_suid)
     }
     fn lock_acquire<'a>(
         &'a self,
+        who: &'a Who,
         req: &'a LockRequest,
         extra: Duration,
     ) -> BoxFuture<'a, Result<LockReply, PortError>> {
-        (**self).lock_acquire(req, extra)
+        (**self).lock_acquire(who, req, extra)
     }
     fn lock_release<'a>(
         &'a self,
+        who: &'a Who,
         req: &'a ReleaseRequest,
     ) -> BoxFuture<'a, Result<ReleaseReply, PortError>> {
-        (**self).lock_release(req)
+        (**self).lock_release(who, req)
     }
     fn lock_release_many<'a>(
         &'a self,
+        who: &'a Who,
         reqs: &'a [ReleaseRequest],
     ) -> BoxFuture<'a, Result<ReleaseReply, PortError>> {
-        (**self).lock_release_many(reqs)
+        (**self).lock_release_many(who, reqs)
     }
     fn lock_test<'a>(
         &'a self,
+        who: &'a Who,
         req: &'a LockRequest,
     ) -> BoxFuture<'a, Result<TestReply, PortError>> {
-        (**self).lock_test(req)
+        (**self).lock_test(who, req)
     }
     fn lock_list<'a>(
         &'a self,
+        who: &'a Who,
         req: &'a ListRequest,
     ) -> BoxFuture<'a, Result<Vec<LockInfo>, PortError>> {
-        (**self).lock_list(req)
+        (**self).lock_list(who, req)
     }
     fn lock_renew<'a>(
         &'a self,
+        who: &'a Who,
         req: &'a RenewRequest,
     ) -> BoxFuture<'a, Result<RenewReply, PortError>> {
-        (**self).lock_renew(req)
+        (**self).lock_renew(who, req)
     }
     fn callbacks(&self) -> BoxFuture<'_, Result<CallbackStream, PortError>> {
         (**self).callbacks()

@@ -26,7 +26,9 @@
 //! Owns: the client side of the transaction resources. Must not hold cache policy (it
 //! tells the manager what changed).
 
+use crate::auth::CredentialStore;
 use crate::cache::CacheManager;
+use crate::port::Who;
 use crate::remote::Remote;
 use dfs_common::proto::{CallbackFrame, DirReply, DirRequest};
 use dfs_common::tx::{
@@ -62,18 +64,23 @@ pub enum TxError {
 }
 
 /// A client of the transaction service of one server, with its own client id (no cache,
-/// no mount). `Dfs::begin_tx` is the way for a program that also uses a cache.
+/// no mount), acting for the user who runs this process. `Dfs::begin_tx` is the way for a
+/// program that also uses a cache.
 pub struct TxClient {
     remote: Remote,
+    who: Who,
 }
 
 impl TxClient {
-    /// A client of the server at `addr` (`HOST:PORT`). Call inside a tokio runtime.
+    /// A client of the server at `addr` (`HOST:PORT`). Call inside a tokio runtime. It
+    /// holds no credentials (anonymous in a realm) until some are filed in `credentials`
+    /// under this process's uid (`dfs tx` files its user's `dfs login` tickets).
     pub fn new(addr: &str) -> Result<TxClient, FsError> {
         // A client of its own, registered with the server at its first request.
         let identity = crate::remote::identity::Identity::in_memory();
         Ok(TxClient {
             remote: Remote::for_client(addr, identity),
+            who: Who::process(),
         })
     }
 
@@ -81,8 +88,13 @@ impl TxClient {
         self.remote.client_id()
     }
 
+    /// The credentials this client signs with.
+    pub fn credentials(&self) -> &Arc<CredentialStore> {
+        self.remote.credentials()
+    }
+
     pub async fn begin(&self) -> Result<Transaction, TxError> {
-        Transaction::begin(self.remote.clone(), None).await
+        Transaction::begin(self.remote.clone(), self.who, None).await
     }
 
     /// What transaction `tx` of this client is or came to.
@@ -94,7 +106,7 @@ impl TxClient {
     pub async fn stat(&self, path: &str) -> Result<Option<Attr>, FsError> {
         let mut attr = match self
             .remote
-            .dir(&DirRequest::GetAttr { ino: ROOT_INO })
+            .dir(&self.who, &DirRequest::GetAttr { ino: ROOT_INO })
             .await?
         {
             DirReply::Attr(a) => a,
@@ -105,7 +117,7 @@ impl TxClient {
                 parent: attr.ino,
                 name: name.as_bytes().to_vec(),
             };
-            attr = match self.remote.dir(&req).await {
+            attr = match self.remote.dir(&self.who, &req).await {
                 Ok(DirReply::Attr(a)) => a,
                 Ok(_) => return Err(FsError::Io("unexpected answer to lookup".into())),
                 Err(FsError::NotFound) | Err(FsError::NotDir) => return Ok(None),
@@ -146,7 +158,7 @@ pub struct Transaction {
     finished: bool,
     renewer: tokio::task::JoinHandle<()>,
     /// The local user the transaction was begun for (its requests sign as them).
-    acting: Option<u32>,
+    who: Who,
     progress: Option<ProgressFn>,
     uid: u32,
     gid: u32,
@@ -160,6 +172,7 @@ fn path_bytes(p: impl AsRef<[u8]>) -> Vec<u8> {
 impl Transaction {
     pub(crate) async fn begin(
         remote: Remote,
+        who: Who,
         mgr: Option<Arc<CacheManager>>,
     ) -> Result<Transaction, TxError> {
         // SAFETY: getuid/getgid cannot fail.
@@ -167,20 +180,21 @@ impl Transaction {
         let req = BeginRequest {
             label: crate::cache::locks::label_for(uid),
         };
-        let reply: BeginReply = remote.call("/v1/tx/begin", &req, Duration::ZERO).await?;
+        let reply: BeginReply = remote
+            .call(&who, "/v1/tx/begin", &req, Duration::ZERO)
+            .await?;
         let id = reply.tx;
         // A transaction is its principal's: renewals and the abort at drop, which run on
         // tasks of their own, sign as the user who began it.
-        let acting = crate::auth::current_uid();
         let renewer = {
             let remote = remote.clone();
             let every = Duration::from_millis((reply.lease_ms / 3).max(100));
-            tokio::spawn(crate::auth::as_uid_if(acting, async move {
+            tokio::spawn(async move {
                 let path = format!("/v1/tx/{id}/renew");
                 loop {
                     tokio::time::sleep(every).await;
                     match remote
-                        .call::<_, RenewReply>(&path, &(), Duration::ZERO)
+                        .call::<_, RenewReply>(&who, &path, &(), Duration::ZERO)
                         .await
                     {
                         Ok(_) => {}
@@ -188,12 +202,12 @@ impl Transaction {
                         Err(e) => log::debug!("transaction {id}: renewal failed: {e}"),
                     }
                 }
-            }))
+            })
         };
         Ok(Transaction {
             remote,
             mgr,
-            acting,
+            who,
             id,
             ops: Vec::new(),
             finished: false,
@@ -257,7 +271,7 @@ impl Transaction {
             }
         } else {
             self.remote
-                .put_bytes(&format!("/v1/tx/{}/blobs", self.id), bytes)
+                .put_bytes(&self.who, &format!("/v1/tx/{}/blobs", self.id), bytes)
                 .await?
         };
         Ok(self.staged(path_bytes(path), staged, None))
@@ -284,7 +298,12 @@ impl Transaction {
             }
         } else {
             self.remote
-                .put_file(&format!("/v1/tx/{}/blobs", self.id), local, progress)
+                .put_file(
+                    &self.who,
+                    &format!("/v1/tx/{}/blobs", self.id),
+                    local,
+                    progress,
+                )
                 .await?
         };
         Ok(self.staged(path, staged, mode))
@@ -379,7 +398,7 @@ impl Transaction {
         loop {
             let err = match self
                 .remote
-                .call::<_, CommitReply>(&path, &req, self.lock_wait)
+                .call::<_, CommitReply>(&self.who, &path, &req, self.lock_wait)
                 .await
             {
                 Ok(CommitReply::Committed(c)) => return Ok(self.done(c)),
@@ -423,7 +442,12 @@ impl Transaction {
         self.finished = true;
         let status: TxStatus = self
             .remote
-            .call(&format!("/v1/tx/{}/abort", self.id), &(), Duration::ZERO)
+            .call(
+                &self.who,
+                &format!("/v1/tx/{}/abort", self.id),
+                &(),
+                Duration::ZERO,
+            )
             .await?;
         match status {
             TxStatus::Committed(_) => Err(TxError::Fs(FsError::Stale(format!(
@@ -442,12 +466,13 @@ impl Drop for Transaction {
             return;
         }
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let (remote, id) = (self.remote.clone(), self.id);
-            rt.spawn(crate::auth::as_uid_if(self.acting, async move {
+            let (remote, id, who) = (self.remote.clone(), self.id, self.who);
+            rt.spawn(async move {
+                let path = format!("/v1/tx/{id}/abort");
                 let _ = remote
-                    .call::<_, TxStatus>(&format!("/v1/tx/{id}/abort"), &(), Duration::ZERO)
+                    .call::<_, TxStatus>(&who, &path, &(), Duration::ZERO)
                     .await;
-            }));
+            });
         }
     }
 }

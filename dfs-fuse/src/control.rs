@@ -1,14 +1,17 @@
 //! The mount's side of its local control socket: serving the `dfs` command's requests
-//! (take and drop locks the mount then keeps renewing, show status, file credentials),
-//! each for the caller's uid as the kernel tells it (SO_PEERCRED), never the message's.
-//! The messages, the socket's place and framing are `dfs_client::control`'s.
+//! (take and drop locks the mount then keeps renewing, show status, file credentials in
+//! the mount's `CredentialStore`, which its HTTP port signs with), each for the caller's
+//! uid as the kernel tells it (SO_PEERCRED), never the message's. The messages, the
+//! socket's place and framing are `dfs_client::control`'s.
 //!
 //! Owns: answering requests. Must not hold policy: it forwards to the cache manager.
 
+use dfs_client::auth::CredentialStore;
 use dfs_client::control::{
     own_socket_dir, read_msg, socket_name, write_msg, ControlReply, ControlRequest,
     SYSTEM_SOCKET_DIR,
 };
+use dfs_client::port::Who;
 use dfs_client::CacheManager;
 use dfs_common::locks::{LockClass, LockMode, LockRange, LockRequest, ReleaseRequest};
 use dfs_common::FsError;
@@ -23,9 +26,11 @@ fn cli_owner(uid: u32) -> u64 {
     (1 << 63) | uid as u64
 }
 
-/// Serves the control socket of `mountpoint` until the runtime stops.
+/// Serves the control socket of `mountpoint` until the runtime stops; `dfs login` files
+/// credentials in `credentials` (the store the mount's port signs with).
 pub fn serve(
     mgr: Arc<CacheManager>,
+    credentials: Arc<CredentialStore>,
     mountpoint: &Path,
     server: String,
 ) -> Result<PathBuf, FsError> {
@@ -49,7 +54,7 @@ pub fn serve(
             let Ok((mut stream, _)) = listener.accept().await else {
                 continue;
             };
-            let mgr = mgr.clone();
+            let (mgr, credentials) = (mgr.clone(), credentials.clone());
             let server = server.clone();
             tokio::spawn(async move {
                 let uid = match stream.peer_cred() {
@@ -58,7 +63,7 @@ pub fn serve(
                 };
                 let reply = match read_msg::<ControlRequest>(&mut stream).await {
                     // The mount acts for the caller, with their credentials (SO_PEERCRED uid).
-                    Ok(req) => dfs_client::auth::as_uid(uid, handle(&mgr, &server, uid, req)).await,
+                    Ok(req) => handle(&mgr, &credentials, &server, uid, req).await,
                     Err(e) => ControlReply::Error(e),
                 };
                 let _ = write_msg(&mut stream, &reply).await;
@@ -68,7 +73,14 @@ pub fn serve(
     Ok(path)
 }
 
-async fn handle(mgr: &CacheManager, server: &str, uid: u32, req: ControlRequest) -> ControlReply {
+async fn handle(
+    mgr: &CacheManager,
+    credentials: &CredentialStore,
+    server: &str,
+    uid: u32,
+    req: ControlRequest,
+) -> ControlReply {
+    let who = Who::user(uid);
     let result = match req {
         ControlRequest::Lock {
             ino,
@@ -90,7 +102,7 @@ async fn handle(mgr: &CacheManager, server: &str, uid: u32, req: ControlRequest)
                 wait_ms: 0,
             };
             let wait = Duration::from_secs(wait_secs as u64);
-            mgr.lock_acquire(req, wait)
+            mgr.lock_acquire(&who, req, wait)
                 .await
                 .map(|token| ControlReply::Locked { token })
         }
@@ -101,16 +113,21 @@ async fn handle(mgr: &CacheManager, server: &str, uid: u32, req: ControlRequest)
                 owner: cli_owner(uid),
                 range: None,
             };
-            mgr.lock_release(req).await.map(|_| ControlReply::Unlocked)
+            mgr.lock_release(&who, req)
+                .await
+                .map(|_| ControlReply::Unlocked)
         }
-        ControlRequest::Locks { ino } => mgr.lock_list(ino, 10_000).await.map(ControlReply::Locks),
+        ControlRequest::Locks { ino } => mgr
+            .lock_list(&who, ino, 10_000)
+            .await
+            .map(ControlReply::Locks),
         ControlRequest::Status => Ok(ControlReply::Status(mgr.status(server))),
         ControlRequest::Login(creds) => {
-            dfs_client::auth::set_credentials(uid, creds);
+            credentials.set(uid, creds);
             Ok(ControlReply::Done)
         }
         ControlRequest::Logout => {
-            dfs_client::auth::drop_credentials(uid);
+            credentials.remove(uid);
             Ok(ControlReply::Done)
         }
     };

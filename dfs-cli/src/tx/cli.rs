@@ -81,7 +81,8 @@ pub async fn cli_apply(
         confirm,
         progress: Some(show::upload_progress()),
     };
-    let applied = crate::login::with_own_tickets(&addr, apply(&client, &batch, &opts)).await?;
+    crate::login::file_own_tickets(&addr, client.credentials());
+    let applied = apply(&client, &batch, &opts).await?;
     show::applied(&batch, &applied, json)
 }
 
@@ -99,6 +100,7 @@ pub async fn cli_stat(
         }
     };
     let client = TxClient::new(&addr).map_err(|e| (1, e.to_string()))?;
+    crate::login::file_own_tickets(&addr, client.credentials());
     let stat_all = async {
         let mut found = Vec::new();
         for p in paths {
@@ -115,7 +117,7 @@ pub async fn cli_stat(
         }
         Ok(())
     };
-    crate::login::with_own_tickets(&addr, stat_all).await
+    stat_all.await
 }
 
 /// The dfs mount that holds `path` and its server (`HOST:PORT`, from the mount's source

@@ -17,7 +17,7 @@
 
 use super::files::{FileNode, Local};
 use super::CacheManager;
-use crate::port::Body;
+use crate::port::{Body, Who};
 use bytes::Bytes;
 use dfs_common::fileread::read_fresh;
 use dfs_common::proto::{AttrChange, DirReply, DirRequest};
@@ -83,9 +83,10 @@ impl Local {
 }
 
 impl CacheManager {
-    /// Whether an open for writing of a copy that is now empty should write behind.
-    pub(super) fn writes_behind(&self) -> bool {
-        !self.server.signs()
+    /// Whether an open for writing by `writer` of a copy that is now empty should write
+    /// behind (only unsigned stores can).
+    pub(super) fn writes_behind(&self, writer: &Who) -> bool {
+        !self.server.signs(writer)
     }
 
     /// Notes a write of `len` bytes at `offset`, already in the copy `file` of inode
@@ -101,6 +102,8 @@ impl CacheManager {
     ) {
         let fence = l.fence;
         let kill_suid = l.kills_suid();
+        // The upload acts for the writer whose open started the record.
+        let writer = Who::of(l.writer_uid);
         let Some(behind) = l.behind.as_mut() else {
             return;
         };
@@ -126,7 +129,7 @@ impl CacheManager {
                 log::debug!("inode {ino}: write-behind upload starts");
                 let result = self.rt.spawn(async move {
                     me.server
-                        .store_streamed(ino, body, fence, kill_suid)
+                        .store_streamed(&writer, ino, body, fence, kill_suid)
                         .await
                         .map_err(FsError::from)
                 });
@@ -143,6 +146,7 @@ impl CacheManager {
     /// still write behind.
     pub(super) async fn finish_behind(
         &self,
+        who: &Who,
         node: &FileNode,
         size: u64,
         mtime: Option<std::time::SystemTime>,
@@ -163,7 +167,7 @@ impl CacheManager {
         match up.result.await {
             Ok(Ok(attr)) => {
                 log::debug!("inode {}: stored by write-behind", node.ino);
-                Some(self.carry_mtime(attr, mtime).await)
+                Some(self.carry_mtime(who, attr, mtime).await)
             }
             Ok(Err(e)) => {
                 log::info!(
@@ -184,7 +188,12 @@ impl CacheManager {
     /// The upload's body was sent before the copy's mtime was final, so the server gave
     /// the file its commit time: set the copy's (that of its last write, or what utimens
     /// set), as a whole store carries it. If that fails the contents are still stored.
-    async fn carry_mtime(&self, attr: Attr, mtime: Option<std::time::SystemTime>) -> Attr {
+    async fn carry_mtime(
+        &self,
+        who: &Who,
+        attr: Attr,
+        mtime: Option<std::time::SystemTime>,
+    ) -> Attr {
         let Some(mtime) = mtime.map(Timestamp::from_system) else {
             return attr;
         };
@@ -199,7 +208,7 @@ impl CacheManager {
             ino: attr.ino,
             change,
         };
-        match self.dir_call(&req).await {
+        match self.dir_call(who, &req).await {
             Ok(DirReply::Attr(set)) => set,
             Ok(other) => {
                 log::warn!(

@@ -6,6 +6,7 @@
 use super::disk::CacheEntry;
 use super::files::OpenResult;
 use super::CacheManager;
+use crate::port::Who;
 use dfs_common::{FsError, Ino};
 use std::sync::atomic::Ordering;
 
@@ -13,9 +14,10 @@ impl CacheManager {
     /// Creates `name` in `parent` and opens it (O_CREAT; O_EXCL honoured).
     pub async fn create(
         &self,
+        who: &Who,
         parent: Ino,
         name: &[u8],
-        who: super::Creator,
+        creator: super::Creator,
         flags: i32,
     ) -> Result<(dfs_common::Attr, OpenResult), FsError> {
         let super::Creator {
@@ -23,7 +25,7 @@ impl CacheManager {
             umask,
             uid,
             gid,
-        } = who;
+        } = creator;
         if name.len() > dfs_common::types::NAME_MAX {
             return Err(FsError::NameTooLong);
         }
@@ -41,7 +43,7 @@ impl CacheManager {
             label: super::locks::label_for(uid),
             store_at_close: writable,
         };
-        let (attr, lock, durable, parent_attr) = match self.dir_call(&req).await? {
+        let (attr, lock, durable, parent_attr) = match self.dir_call(who, &req).await? {
             dfs_common::proto::DirReply::Created {
                 attr,
                 lock,
@@ -68,7 +70,7 @@ impl CacheManager {
         }
         self.added_entry(parent, name, &attr, t);
         self.remember_attr(&parent_attr, t);
-        self.created_without_xattrs(parent, attr.ino, t).await;
+        self.created_without_xattrs(who, parent, attr.ino, t).await;
         if attr.size == 0 && self.disk.get(attr.ino).is_none() {
             // A new empty file needs no fetch: its copy is an empty local file.
             let path = self.disk.path(attr.ino, attr.version);
@@ -83,7 +85,7 @@ impl CacheManager {
                 },
             )?;
         }
-        let opened = self.open(attr.ino, flags, uid).await?;
+        let opened = self.open(who, attr.ino, flags).await?;
         if !durable {
             // The server made the file durable only with our store: close must store it
             // even if nothing is written.

@@ -9,7 +9,7 @@
 use super::disk::CacheEntry;
 use super::filling::{wait_for_plain_release, Filling};
 use super::CacheManager;
-use crate::port::{FetchProgress, Fetched, PortError};
+use crate::port::{FetchProgress, Fetched, PortError, Who};
 use dfs_common::{private_files, FsError, Ino, Timestamp};
 use std::fs::{File, OpenOptions};
 use std::sync::atomic::Ordering;
@@ -212,6 +212,7 @@ impl CacheManager {
     /// the fetch writes that part file and reports its bytes as they land there.
     pub(super) async fn make_current(
         &self,
+        who: &Who,
         node: &FileNode,
         filling: Option<(&Arc<Filling>, &std::path::Path)>,
     ) -> Result<(), FsError> {
@@ -237,7 +238,7 @@ impl CacheManager {
             let progress = filling.map(|f| f.clone() as Arc<dyn FetchProgress>);
             let r = self
                 .server
-                .fetch(ino, entry.as_ref().map(|e| e.version), &part, progress)
+                .fetch(who, ino, entry.as_ref().map(|e| e.version), &part, progress)
                 .await;
             // A retry rewrites the part file from its start: not under a reader's feet.
             let shown = filling.is_some_and(|p| p.readable() > 0);
@@ -304,8 +305,8 @@ impl CacheManager {
 
     /// O_TRUNC open with no local copy: the old contents are not needed, only the version
     /// they replace, so no fetch happens.
-    async fn start_truncated(&self, node: &FileNode) -> Result<(), FsError> {
-        let attr = self.getattr(node.ino).await?;
+    async fn start_truncated(&self, who: &Who, node: &FileNode) -> Result<(), FsError> {
+        let attr = self.getattr(who, node.ino).await?;
         if attr.kind != dfs_common::FileKind::File {
             return Err(FsError::IsDir);
         }
@@ -318,15 +319,15 @@ impl CacheManager {
         self.mark_dirty(node, 0)
     }
 
-    /// Opens `ino` with open(2) `flags` for user `uid`. An open for writing first takes the
+    /// Opens `ino` with open(2) `flags` for `who`. An open for writing first takes the
     /// file's write lock (waiting, bounded, for another client's writer to close).
-    pub async fn open(&self, ino: Ino, flags: i32, uid: u32) -> Result<OpenResult, FsError> {
+    pub async fn open(&self, who: &Who, ino: Ino, flags: i32) -> Result<OpenResult, FsError> {
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let truncate = writable && flags & libc::O_TRUNC != 0;
         let node = self.node(ino);
         if writable {
-            node.local.lock().unwrap().writer_uid = Some(uid);
-            if let Err(e) = self.take_open_lock(&node, uid).await {
+            node.local.lock().unwrap().writer_uid = who.uid();
+            if let Err(e) = self.take_open_lock(who, &node).await {
                 self.maybe_drop_node(&node);
                 return Err(e);
             }
@@ -346,12 +347,12 @@ impl CacheManager {
         };
         if !local_changes {
             if !writable && self.streams(ino) {
-                return self.open_filling(&node, op, uid);
+                return self.open_filling(who, &node, op);
             }
             let ready = if truncate {
-                self.start_truncated(&node).await
+                self.start_truncated(who, &node).await
             } else {
-                self.make_current(&node, None).await
+                self.make_current(who, &node, None).await
             };
             if let Err(e) = ready {
                 drop(op);
@@ -415,7 +416,7 @@ impl CacheManager {
         let behind = writable
             && node.local.lock().unwrap().opens == 0
             && file.metadata()?.len() == 0
-            && self.writes_behind();
+            && self.writes_behind(&Who::of(node.local.lock().unwrap().writer_uid));
         let (keep_cache, plain) = {
             let mut l = node.local.lock().unwrap();
             l.opens += 1;

@@ -11,7 +11,7 @@
 
 use super::files::{FileHandle, FileNode, OpenResult};
 use super::CacheManager;
-use crate::port::FetchProgress;
+use crate::port::{FetchProgress, Who};
 use dfs_common::{private_files, FsError, Ino};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -43,9 +43,9 @@ impl CacheManager {
     /// kernel must not read the file directly before the bytes are there.
     pub(super) fn open_filling(
         &self,
+        who: &Who,
         node: &Arc<FileNode>,
         op: tokio::sync::OwnedMutexGuard<()>,
-        uid: u32,
     ) -> Result<OpenResult, FsError> {
         let me = self
             .me
@@ -65,9 +65,11 @@ impl CacheManager {
         );
         let filling = Filling::new();
         let (task_node, task_filling) = (node.clone(), filling.clone());
-        self.rt.spawn(crate::auth::as_uid(uid, async move {
+        // The fetch goes on for the reader who opened.
+        let who = *who;
+        self.rt.spawn(async move {
             let outcome = me
-                .make_current(&task_node, Some((&task_filling, &part)))
+                .make_current(&who, &task_node, Some((&task_filling, &part)))
                 .await;
             if let Err(e) = &outcome {
                 log::warn!("inode {ino}: fetch for an open reader failed: {e}");
@@ -75,7 +77,7 @@ impl CacheManager {
             task_filling.finish(&outcome);
             drop(op);
             me.maybe_drop_node(&task_node);
-        }));
+        });
         {
             let mut l = node.local.lock().unwrap();
             l.opens += 1;

@@ -4,6 +4,7 @@
 //! released by `files` (it belongs to the open state). Must not decide when files store.
 
 use super::CacheManager;
+use crate::port::Who;
 use dfs_common::locks::{
     ListRequest, LockClass, LockInfo, LockReply, LockRequest, ReleaseReply, ReleaseRequest,
     RenewReply, RenewRequest, TestReply,
@@ -50,13 +51,18 @@ pub fn label_for(uid: u32) -> String {
 impl CacheManager {
     /// Takes a lock, waiting up to `wait` for conflicting holders. Returns the fencing token;
     /// `Busy` (EAGAIN) names the holder when the wait runs out.
-    pub async fn lock_acquire(&self, mut req: LockRequest, wait: Duration) -> Result<u64, FsError> {
+    pub async fn lock_acquire(
+        &self,
+        who: &Who,
+        mut req: LockRequest,
+        wait: Duration,
+    ) -> Result<u64, FsError> {
         let deadline = Instant::now() + wait;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let slice = left.min(WAIT_SLICE);
             req.wait_ms = slice.as_millis() as u32;
-            let reply: LockReply = self.server.lock_acquire(&req, slice).await?;
+            let reply: LockReply = self.server.lock_acquire(who, &req, slice).await?;
             match reply {
                 LockReply::Granted { token, lease_ms } => {
                     self.lease_ms.store(lease_ms.max(1000), Ordering::Relaxed);
@@ -92,17 +98,21 @@ impl CacheManager {
     }
 
     /// Releases locks; `NotFound` if nothing matched.
-    pub async fn lock_release(&self, req: ReleaseRequest) -> Result<u32, FsError> {
+    pub async fn lock_release(&self, who: &Who, req: ReleaseRequest) -> Result<u32, FsError> {
         if req.class == LockClass::Advisory && req.range.is_none() {
             self.advisory.lock().unwrap().remove(&(req.ino, req.owner));
         }
-        let reply: ReleaseReply = self.server.lock_release(&req).await?;
+        let reply: ReleaseReply = self.server.lock_release(who, &req).await?;
         Ok(reply.released)
     }
 
     /// Who would conflict with `req` (F_GETLK).
-    pub async fn lock_test(&self, req: LockRequest) -> Result<Option<LockInfo>, FsError> {
-        let reply: TestReply = self.server.lock_test(&req).await?;
+    pub async fn lock_test(
+        &self,
+        who: &Who,
+        req: LockRequest,
+    ) -> Result<Option<LockInfo>, FsError> {
+        let reply: TestReply = self.server.lock_test(who, &req).await?;
         Ok(match reply {
             TestReply::Free => None,
             TestReply::Conflict { holder } => Some(holder),
@@ -110,13 +120,18 @@ impl CacheManager {
     }
 
     /// Every lock on `ino`, or every lock (first `limit`).
-    pub async fn lock_list(&self, ino: Option<Ino>, limit: u32) -> Result<Vec<LockInfo>, FsError> {
+    pub async fn lock_list(
+        &self,
+        who: &Who,
+        ino: Option<Ino>,
+        limit: u32,
+    ) -> Result<Vec<LockInfo>, FsError> {
         let req = ListRequest {
             ino,
             after: None,
             limit,
         };
-        Ok(self.server.lock_list(&req).await?)
+        Ok(self.server.lock_list(who, &req).await?)
     }
 
     /// What this client believes it holds, for renewal, and the tokens of its writers'
@@ -137,12 +152,12 @@ impl CacheManager {
         (held, open)
     }
 
-    async fn renew_once(&self) -> Result<(), FsError> {
+    async fn renew_once(&self, who: &Who) -> Result<(), FsError> {
         let (held, tokens) = self.held_locks();
         if held.is_empty() {
             return Ok(());
         }
-        let reply: RenewReply = self.server.lock_renew(&RenewRequest { held }).await?;
+        let reply: RenewReply = self.server.lock_renew(who, &RenewRequest { held }).await?;
         self.lease_ms
             .store(reply.lease_ms.max(1000), Ordering::Relaxed);
         let lost: HashSet<(Ino, LockClass, u64)> = reply.lost.into_iter().collect();
@@ -173,7 +188,8 @@ pub async fn run_renewal(mgr: Arc<CacheManager>) {
     loop {
         let lease = Duration::from_millis(mgr.lease_ms.load(Ordering::Relaxed));
         tokio::time::sleep(lease / 3).await;
-        if let Err(e) = mgr.renew_once().await {
+        // The leases are this client's, not a user's: renewed as nobody.
+        if let Err(e) = mgr.renew_once(&Who::ANONYMOUS).await {
             log::debug!("lease renewal: {e}");
         }
     }

@@ -22,7 +22,7 @@ mod tests;
 pub(crate) mod writelock;
 mod xattrs;
 
-use crate::port::Server;
+use crate::port::{Server, Who};
 use dfs_common::{Attr, FsError, Ino};
 use disk::DiskCache;
 use meta::{MetaCache, Stamp};
@@ -215,12 +215,13 @@ impl CacheManager {
         self.server.client_id()
     }
 
-    /// One directory-service call, its error as the cache reports it.
+    /// One directory-service call for `who`, its error as the cache reports it.
     pub(crate) async fn dir_call(
         &self,
+        who: &Who,
         req: &dfs_common::proto::DirRequest,
     ) -> Result<dfs_common::proto::DirReply, FsError> {
-        Ok(self.server.dir(req).await?)
+        Ok(self.server.dir(who, req).await?)
     }
 
     /// What the mount reports to `dfs status`.
@@ -364,7 +365,7 @@ impl CacheManager {
     /// every cached file (a version compare, no data). Unchanged copies become trusted again
     /// (the server renewed the promise), so the next open makes no round trip; changed or
     /// deleted ones are dropped, and the kernel is told to forget them.
-    pub(crate) async fn revalidate_cached(&self) -> Result<(), FsError> {
+    pub(crate) async fn revalidate_cached(&self, who: &Who) -> Result<(), FsError> {
         use dfs_common::proto::{DirReply, DirRequest};
         let held: Vec<(Ino, u64)> = self
             .disk
@@ -376,9 +377,12 @@ impl CacheManager {
         for batch in held.chunks(2000) {
             let t = self.ticket();
             let reply = self
-                .dir_call(&DirRequest::Validate {
-                    held: batch.to_vec(),
-                })
+                .dir_call(
+                    who,
+                    &DirRequest::Validate {
+                        held: batch.to_vec(),
+                    },
+                )
                 .await?;
             let DirReply::Validated { current } = reply else {
                 return Err(FsError::Io("unexpected answer to validate".into()));

@@ -5,6 +5,7 @@
 
 use super::meta::DirItem;
 use super::{CacheManager, Invalidation};
+use crate::port::Who;
 use dfs_common::proto::{AttrChange, DirReply, DirRequest, StatFs, READDIR_PAGE};
 use dfs_common::types::SetTime;
 use dfs_common::types::NAME_MAX;
@@ -23,9 +24,14 @@ fn check_name(name: &[u8]) -> Result<(), FsError> {
 }
 
 impl CacheManager {
-    pub(super) async fn attr_call(&self, req: DirRequest, what: &str) -> Result<Attr, FsError> {
+    pub(super) async fn attr_call(
+        &self,
+        who: &Who,
+        req: DirRequest,
+        what: &str,
+    ) -> Result<Attr, FsError> {
         let t = self.ticket();
-        match self.dir_call(&req).await? {
+        match self.dir_call(who, &req).await? {
             DirReply::Attr(attr) => {
                 self.remember_attr(&attr, t);
                 Ok(attr)
@@ -94,7 +100,7 @@ impl CacheManager {
         self.trusted_attr(ino).map(|a| self.overlay(a))
     }
 
-    pub async fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Attr, FsError> {
+    pub async fn lookup(&self, who: &Who, parent: Ino, name: &[u8]) -> Result<Attr, FsError> {
         check_name(name)?;
         let cached = self.meta.lock().unwrap().name(parent, name);
         if let Some((ino, stamp)) = cached {
@@ -118,6 +124,7 @@ impl CacheManager {
         let t = self.ticket();
         let attr = self
             .attr_call(
+                who,
                 DirRequest::Lookup {
                     parent,
                     name: name.to_vec(),
@@ -133,14 +140,17 @@ impl CacheManager {
         Ok(self.overlay(attr))
     }
 
-    pub async fn getattr(&self, ino: Ino) -> Result<Attr, FsError> {
+    pub async fn getattr(&self, who: &Who, ino: Ino) -> Result<Attr, FsError> {
         if let Some(attr) = self.orphan_attr(ino) {
             return Ok(attr);
         }
         if let Some(attr) = self.trusted_attr(ino) {
             return Ok(self.overlay(attr));
         }
-        match self.attr_call(DirRequest::GetAttr { ino }, "getattr").await {
+        match self
+            .attr_call(who, DirRequest::GetAttr { ino }, "getattr")
+            .await
+        {
             Ok(attr) => Ok(self.overlay(attr)),
             // Unlinked (here or elsewhere) while open here: its descriptors still see it.
             Err(FsError::NotFound) => self.server_lost(ino).ok_or(FsError::NotFound),
@@ -157,7 +167,7 @@ impl CacheManager {
     }
 
     /// The whole listing of `dir`, each entry with its attributes; paged from the server.
-    pub async fn readdir(&self, dir: Ino) -> Result<Arc<Vec<DirItem>>, FsError> {
+    pub async fn readdir(&self, who: &Who, dir: Ino) -> Result<Arc<Vec<DirItem>>, FsError> {
         let cached = self.meta.lock().unwrap().dir(dir);
         if let Some((items, stamp)) = cached {
             if self.validity.trusted(stamp) {
@@ -169,11 +179,14 @@ impl CacheManager {
         let mut after = None;
         loop {
             let reply = self
-                .dir_call(&DirRequest::ReadDir {
-                    dir,
-                    after: after.take(),
-                    limit: READDIR_PAGE,
-                })
+                .dir_call(
+                    who,
+                    &DirRequest::ReadDir {
+                        dir,
+                        after: after.take(),
+                        limit: READDIR_PAGE,
+                    },
+                )
                 .await?;
             let DirReply::Entries { entries, more } = reply else {
                 return Err(unexpected("readdir"));
@@ -234,21 +247,22 @@ impl CacheManager {
 
     pub async fn mkdir(
         &self,
+        who: &Who,
         parent: Ino,
         name: &[u8],
-        who: super::Creator,
+        creator: super::Creator,
     ) -> Result<Attr, FsError> {
         check_name(name)?;
         let req = DirRequest::Mkdir {
             parent,
             name: name.to_vec(),
-            mode: who.mode & 0o7777,
-            umask: who.umask,
-            uid: who.uid,
-            gid: who.gid,
+            mode: creator.mode & 0o7777,
+            umask: creator.umask,
+            uid: creator.uid,
+            gid: creator.gid,
         };
         let t = self.ticket();
-        let (attr, parent_attr) = match self.dir_call(&req).await? {
+        let (attr, parent_attr) = match self.dir_call(who, &req).await? {
             DirReply::Made { attr, parent } => (attr, parent),
             _ => return Err(unexpected("mkdir")),
         };
@@ -258,12 +272,13 @@ impl CacheManager {
         self.remember_attr(&parent_attr, t);
         // We made it: it is empty, and the server gave us a promise on it.
         self.made_empty_dir(attr.ino, t);
-        self.created_without_xattrs(parent, attr.ino, t).await;
+        self.created_without_xattrs(who, parent, attr.ino, t).await;
         Ok(attr)
     }
 
     pub async fn symlink(
         &self,
+        who: &Who,
         parent: Ino,
         name: &[u8],
         target: &[u8],
@@ -279,12 +294,18 @@ impl CacheManager {
             gid,
         };
         let t = self.ticket();
-        let attr = self.attr_call(req, "symlink").await?;
+        let attr = self.attr_call(who, req, "symlink").await?;
         self.added_entry(parent, name, &attr, t);
         Ok(attr)
     }
 
-    pub async fn link(&self, ino: Ino, new_parent: Ino, new_name: &[u8]) -> Result<Attr, FsError> {
+    pub async fn link(
+        &self,
+        who: &Who,
+        ino: Ino,
+        new_parent: Ino,
+        new_name: &[u8],
+    ) -> Result<Attr, FsError> {
         check_name(new_name)?;
         let req = DirRequest::Link {
             ino,
@@ -292,16 +313,16 @@ impl CacheManager {
             new_name: new_name.to_vec(),
         };
         let t = self.ticket();
-        let attr = self.attr_call(req, "link").await?;
+        let attr = self.attr_call(who, req, "link").await?;
         self.added_entry(new_parent, new_name, &attr, t);
         Ok(self.overlay(attr))
     }
 
-    pub async fn readlink(&self, ino: Ino) -> Result<Vec<u8>, FsError> {
+    pub async fn readlink(&self, who: &Who, ino: Ino) -> Result<Vec<u8>, FsError> {
         if let Some(target) = self.meta.lock().unwrap().link(ino) {
             return Ok(target);
         }
-        match self.dir_call(&DirRequest::ReadLink { ino }).await? {
+        match self.dir_call(who, &DirRequest::ReadLink { ino }).await? {
             DirReply::Target(target) => {
                 // A symlink's target never changes, so it needs no promise.
                 self.meta.lock().unwrap().put_link(ino, target.clone());
@@ -311,9 +332,15 @@ impl CacheManager {
         }
     }
 
-    async fn entry_call(&self, req: DirRequest, dir: Ino, name: &[u8]) -> Result<(), FsError> {
+    async fn entry_call(
+        &self,
+        who: &Who,
+        req: DirRequest,
+        dir: Ino,
+        name: &[u8],
+    ) -> Result<(), FsError> {
         let t = self.ticket();
-        let result = self.dir_call(&req).await;
+        let result = self.dir_call(who, &req).await;
         if result.is_ok() {
             self.removed_entry(dir, name);
         } else {
@@ -329,31 +356,32 @@ impl CacheManager {
         }
     }
 
-    pub async fn unlink(&self, parent: Ino, name: &[u8]) -> Result<(), FsError> {
+    pub async fn unlink(&self, who: &Who, parent: Ino, name: &[u8]) -> Result<(), FsError> {
         check_name(name)?;
         let req = DirRequest::Unlink {
             parent,
             name: name.to_vec(),
         };
         let victim = self.named(parent, name);
-        self.entry_call(req, parent, name).await?;
+        self.entry_call(who, req, parent, name).await?;
         if let Some(victim) = victim {
             self.unlinked_here(victim);
         }
         Ok(())
     }
 
-    pub async fn rmdir(&self, parent: Ino, name: &[u8]) -> Result<(), FsError> {
+    pub async fn rmdir(&self, who: &Who, parent: Ino, name: &[u8]) -> Result<(), FsError> {
         check_name(name)?;
         let req = DirRequest::Rmdir {
             parent,
             name: name.to_vec(),
         };
-        self.entry_call(req, parent, name).await
+        self.entry_call(who, req, parent, name).await
     }
 
     pub async fn rename(
         &self,
+        who: &Who,
         parent: Ino,
         name: &[u8],
         new_parent: Ino,
@@ -371,7 +399,7 @@ impl CacheManager {
         };
         let t = self.ticket();
         let victim = self.named(new_parent, new_name);
-        let result = self.dir_call(&req).await;
+        let result = self.dir_call(who, &req).await;
         if result.is_ok() && flags & dfs_common::proto::RENAME_EXCHANGE == 0 {
             let moved = self.named(parent, name).map(|(ino, _)| ino);
             if let Some(victim) = victim.filter(|v| Some(v.0) != moved) {
@@ -410,6 +438,7 @@ impl CacheManager {
     #[allow(clippy::too_many_arguments)]
     pub async fn setattr(
         &self,
+        who: &Who,
         ino: Ino,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -442,7 +471,7 @@ impl CacheManager {
         // whose rules the server applies.
         if let Some(m) = mode {
             let plain = uid.is_none() && gid.is_none() && size.is_none() && m & !0o777 == 0;
-            if plain && !self.server.signs() && self.hold_mode_for_store(ino, m) {
+            if plain && !self.server.signs(who) && self.hold_mode_for_store(ino, m) {
                 mode = None;
             }
         }
@@ -462,14 +491,14 @@ impl CacheManager {
             defer_sync: self.unsynced_create(ino),
             // Linux clears set-id bits on a truncate by a process without CAP_FSETID;
             // under FUSE_HANDLE_KILLPRIV_V2 the kernel leaves that to us.
-            kill_suid: size.is_some() && crate::auth::current_uid().is_some_and(|u| u != 0),
+            kill_suid: size.is_some() && who.uid().is_some_and(|u| u != 0),
         };
         if change.changes_nothing() {
-            let attr = self.getattr(ino).await?;
+            let attr = self.getattr(who, ino).await?;
             return Ok(self.overlay(attr));
         }
         let req = DirRequest::SetAttr { ino, change };
-        let attr = self.attr_call(req, "setattr").await;
+        let attr = self.attr_call(who, req, "setattr").await;
         if mode.is_some() {
             // A chmod rewrites the access ACL too (the server keeps them in step).
             self.meta.lock().unwrap().forget_xattrs(ino);
@@ -482,8 +511,8 @@ impl CacheManager {
         Ok(self.overlay(attr))
     }
 
-    pub async fn statfs(&self) -> Result<StatFs, FsError> {
-        match self.dir_call(&DirRequest::StatFs).await? {
+    pub async fn statfs(&self, who: &Who) -> Result<StatFs, FsError> {
+        match self.dir_call(who, &DirRequest::StatFs).await? {
             DirReply::StatFs(s) => Ok(s),
             _ => Err(unexpected("statfs")),
         }

@@ -11,6 +11,7 @@
 
 use super::files::FileNode;
 use super::CacheManager;
+use crate::port::Who;
 use dfs_common::proto::DirRequest;
 use dfs_common::{Attr, FsError, Ino, Timestamp};
 use std::sync::Arc;
@@ -116,7 +117,11 @@ impl CacheManager {
         }
         let Some(me) = self.me.upgrade() else { return };
         self.rt.spawn(async move {
-            match me.dir_call(&DirRequest::GetAttr { ino }).await {
+            // No user asked (a close needs no answer from the server): asked as nobody.
+            match me
+                .dir_call(&Who::ANONYMOUS, &DirRequest::GetAttr { ino })
+                .await
+            {
                 Err(FsError::NotFound) if !me.in_use(ino) => {
                     me.meta.lock().unwrap().forget_ino(ino);
                     if let Err(e) = me.disk.remove(ino) {

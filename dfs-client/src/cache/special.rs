@@ -5,6 +5,7 @@
 
 use super::meta::DirItem;
 use super::CacheManager;
+use crate::port::Who;
 use dfs_common::proto::{DirReply, DirRequest};
 use dfs_common::{Attr, FileKind, FsError, Ino};
 use std::sync::Arc;
@@ -48,11 +49,12 @@ impl CacheManager {
     /// mknod(2) of a fifo, socket or device node (`kind`, with device `rdev`).
     pub async fn mknod(
         &self,
+        who: &Who,
         parent: Ino,
         name: &[u8],
         kind: FileKind,
         rdev: u32,
-        who: Creator,
+        creator: Creator,
     ) -> Result<Attr, FsError> {
         if name.len() > dfs_common::types::NAME_MAX {
             return Err(FsError::NameTooLong);
@@ -61,30 +63,31 @@ impl CacheManager {
             parent,
             name: name.to_vec(),
             kind,
-            mode: who.mode & 0o7777,
-            umask: who.umask,
+            mode: creator.mode & 0o7777,
+            umask: creator.umask,
             rdev,
-            uid: who.uid,
-            gid: who.gid,
+            uid: creator.uid,
+            gid: creator.gid,
         };
         let t = self.ticket();
-        let (attr, parent_attr) = match self.dir_call(&req).await? {
+        let (attr, parent_attr) = match self.dir_call(who, &req).await? {
             DirReply::Made { attr, parent } => (attr, parent),
             _ => return Err(FsError::Io("unexpected answer to mknod".into())),
         };
         self.remember_attr(&attr, t);
         self.added_entry(parent, name, &attr, t);
         self.remember_attr(&parent_attr, t);
-        self.created_without_xattrs(parent, attr.ino, t).await;
+        self.created_without_xattrs(who, parent, attr.ino, t).await;
         Ok(attr)
     }
 
     /// mknod(2) of a regular file: created (exclusively), not opened.
     pub async fn create_closed(
         &self,
+        who: &Who,
         parent: Ino,
         name: &[u8],
-        who: Creator,
+        creator: Creator,
     ) -> Result<Attr, FsError> {
         if name.len() > dfs_common::types::NAME_MAX {
             return Err(FsError::NameTooLong);
@@ -92,17 +95,17 @@ impl CacheManager {
         let req = DirRequest::Create {
             parent,
             name: name.to_vec(),
-            mode: who.mode & 0o7777,
-            umask: who.umask,
-            uid: who.uid,
-            gid: who.gid,
+            mode: creator.mode & 0o7777,
+            umask: creator.umask,
+            uid: creator.uid,
+            gid: creator.gid,
             exclusive: true,
         };
         let t = self.ticket();
-        let attr = self.attr_call(req, "create").await?;
+        let attr = self.attr_call(who, req, "create").await?;
         self.added_entry(parent, name, &attr, t);
         self.meta.lock().unwrap().forget_attr(parent);
-        self.created_without_xattrs(parent, attr.ino, t).await;
+        self.created_without_xattrs(who, parent, attr.ino, t).await;
         Ok(attr)
     }
 

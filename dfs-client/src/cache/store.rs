@@ -6,30 +6,32 @@
 use super::disk::CacheEntry;
 use super::files::{stamp_of, FileNode, OPEN_OWNER};
 use super::CacheManager;
+use crate::port::Who;
 use dfs_common::locks::LockClass;
 use dfs_common::{private_files, FsError, Timestamp};
 use std::sync::Arc;
 
 impl CacheManager {
     /// Stores the file if this handle may have changed it. Called on every close(2).
-    pub async fn flush(&self, fh: u64) -> Result<(), FsError> {
+    pub async fn flush(&self, who: &Who, fh: u64) -> Result<(), FsError> {
         let h = self.handle(fh)?;
         if !h.writable {
             return Ok(());
         }
-        self.store_node(&h.node).await
+        self.store_node(who, &h.node).await
     }
 
     /// Stores the file if it has unstored changes, whichever handle made them.
-    pub async fn fsync(&self, fh: u64) -> Result<(), FsError> {
+    pub async fn fsync(&self, who: &Who, fh: u64) -> Result<(), FsError> {
         let h = self.handle(fh)?;
-        self.store_node(&h.node).await
+        self.store_node(who, &h.node).await
     }
 
     /// Our write lock lapsed (or was never had). Win it back, but store only if nobody else
     /// stored since our copy's base version; otherwise keep our copy aside and report it.
     pub(super) async fn rewin_open_lock(
         &self,
+        who: &Who,
         node: &FileNode,
         base: u64,
     ) -> Result<Option<u64>, FsError> {
@@ -37,10 +39,9 @@ impl CacheManager {
         if let Some(token) = node.local.lock().unwrap().fence {
             return Ok(Some(token));
         }
-        // SAFETY: getuid cannot fail.
-        let uid = unsafe { libc::getuid() };
-        let req = super::writelock::open_lock_request(node.ino, uid);
-        let token = match self.lock_acquire(req, std::time::Duration::ZERO).await {
+        // Named after this process's user, as it always was; taken for `who`.
+        let req = super::writelock::open_lock_request(node.ino, &Who::process());
+        let token = match self.lock_acquire(who, req, std::time::Duration::ZERO).await {
             Ok(token) => Some(token),
             Err(FsError::Unavailable(_)) => return Ok(None),
             Err(FsError::Busy(why)) => {
@@ -52,7 +53,10 @@ impl CacheManager {
             Err(e) => return Err(e),
         };
         let current = self
-            .dir_call(&dfs_common::proto::DirRequest::GetAttr { ino: node.ino })
+            .dir_call(
+                who,
+                &dfs_common::proto::DirRequest::GetAttr { ino: node.ino },
+            )
             .await?;
         let dfs_common::proto::DirReply::Attr(attr) = current else {
             return Err(FsError::Io("unexpected answer to getattr".into()));
@@ -78,7 +82,7 @@ impl CacheManager {
                 owner: OPEN_OWNER,
                 range: None,
             };
-            let _ = self.lock_release(release).await;
+            let _ = self.lock_release(who, release).await;
         }
         let msg = format!(
             "inode {}: another writer stored version {} while our write lock had lapsed; our copy (based on version {base}) is kept at {}",
@@ -136,7 +140,7 @@ impl CacheManager {
     }
 
     /// Stores the copy of `node` if it is dirty: upload, then adopt the server's new version.
-    pub(super) async fn store_node(&self, node: &FileNode) -> Result<(), FsError> {
+    pub(super) async fn store_node(&self, who: &Who, node: &FileNode) -> Result<(), FsError> {
         let ino = node.ino;
         let _op = node.op.lock().await;
         let _excl = node.gate.write().await;
@@ -186,17 +190,20 @@ impl CacheManager {
         // The permission bits the store that succeeds carried (a write-behind upload
         // started before any chmod, so it carries none).
         let mut carried = None;
-        let mut stored = match self.finish_behind(node, size, mtime).await {
+        let mut stored = match self.finish_behind(who, node, size, mtime).await {
             Some(attr) => Ok(attr),
             None => {
                 carried = mode;
-                self.fenced_store(node, version, &source, mode, false).await
+                self.fenced_store(who, node, version, &source, mode, false)
+                    .await
             }
         };
         if let Err(FsError::Stale(why)) = &stored {
             log::warn!("inode {ino}: store refused, write lock lapsed: {why}");
             carried = mode;
-            stored = self.fenced_store(node, version, &source, mode, true).await;
+            stored = self
+                .fenced_store(who, node, version, &source, mode, true)
+                .await;
         }
         match stored {
             Ok(attr) => {
@@ -248,7 +255,7 @@ impl CacheManager {
                             ..Default::default()
                         };
                         let req = dfs_common::proto::DirRequest::SetAttr { ino, change };
-                        self.attr_call(req, "chmod").await?
+                        self.attr_call(who, req, "chmod").await?
                     }
                     _ => attr,
                 };
@@ -303,6 +310,7 @@ impl CacheManager {
     /// refused the token it had).
     async fn fenced_store(
         &self,
+        who: &Who,
         node: &FileNode,
         version: u64,
         source: &std::path::Path,
@@ -315,12 +323,12 @@ impl CacheManager {
             fence = None;
         }
         if fence.is_none() {
-            fence = self.rewin_open_lock(node, version).await?;
+            fence = self.rewin_open_lock(who, node, version).await?;
         }
         let kill_suid = node.local.lock().unwrap().kills_suid();
         Ok(self
             .server
-            .store(node.ino, source, fence, mode, kill_suid)
+            .store(who, node.ino, source, fence, mode, kill_suid)
             .await?)
     }
 
@@ -385,11 +393,10 @@ impl CacheManager {
             .collect();
         let mut left = 0;
         for node in dirty {
-            let writer = node.local.lock().unwrap().writer_uid;
-            let stored = match writer {
-                Some(uid) => crate::auth::as_uid(uid, self.store_node(&node)).await,
-                None => self.store_node(&node).await,
-            };
+            // Acts for the user who wrote the changes (nobody, for a copy left by an
+            // earlier run), whoever runs the retry.
+            let writer = Who::of(node.local.lock().unwrap().writer_uid);
+            let stored = self.store_node(&writer, &node).await;
             match stored {
                 Ok(()) => {
                     self.release_open_lock_later(&node);

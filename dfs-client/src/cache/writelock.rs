@@ -5,6 +5,7 @@
 use super::files::{FileNode, OPEN_OWNER};
 use super::locks::label_for;
 use super::CacheManager;
+use crate::port::Who;
 use dfs_common::locks::{LockClass, LockRequest, ReleaseReply, ReleaseRequest};
 use dfs_common::{FsError, Ino};
 use std::collections::HashSet;
@@ -16,22 +17,23 @@ const RELEASE_BATCH_DELAY: Duration = Duration::from_millis(10);
 /// Most releases in one request (the server takes up to 4096).
 const RELEASE_BATCH_MAX: usize = 1024;
 
-/// The request for this client's writers' lock on `ino`, named after `uid`.
-pub(super) fn open_lock_request(ino: Ino, uid: u32) -> LockRequest {
-    LockRequest::writers_turn(ino, label_for(uid))
+/// The request for this client's writers' lock on `ino`, named after the local user who
+/// takes it (uid 65534, nobody's, for nobody).
+pub(super) fn open_lock_request(ino: Ino, who: &Who) -> LockRequest {
+    LockRequest::writers_turn(ino, label_for(who.uid().unwrap_or(65534)))
 }
 
 impl CacheManager {
     /// Takes the writers' lock of `node` for this client unless it already holds it.
     /// Afterwards the cached attributes are not trusted: the previous writer's store may
     /// have landed just before the grant, its break still on the way.
-    pub(super) async fn take_open_lock(&self, node: &FileNode, uid: u32) -> Result<(), FsError> {
+    pub(super) async fn take_open_lock(&self, who: &Who, node: &FileNode) -> Result<(), FsError> {
         let _grant = node.grant.lock().await;
         if node.local.lock().unwrap().fence.is_some() {
             return Ok(());
         }
-        let req = open_lock_request(node.ino, uid);
-        match self.lock_acquire(req, self.lock_wait).await {
+        let req = open_lock_request(node.ino, who);
+        match self.lock_acquire(who, req, self.lock_wait).await {
             Ok(token) => {
                 node.local.lock().unwrap().fence = Some(token);
                 self.meta.lock().unwrap().forget_ino(node.ino);
@@ -68,7 +70,7 @@ impl CacheManager {
     /// Sends the queued releases. Each file's `grant` mutex is held from the decision to
     /// the server's answer, so no new grant here can cross its release; a file written
     /// again meanwhile keeps its lock.
-    pub(crate) async fn send_queued_releases(&self) {
+    pub(crate) async fn send_queued_releases(&self, who: &Who) {
         let nodes = std::mem::take(&mut *self.releases.lock().unwrap());
         let mut seen = HashSet::new();
         let mut guards = Vec::new();
@@ -99,7 +101,7 @@ impl CacheManager {
         for batch in reqs.chunks(RELEASE_BATCH_MAX) {
             let sent: Result<ReleaseReply, FsError> = self
                 .server
-                .lock_release_many(batch)
+                .lock_release_many(who, batch)
                 .await
                 .map_err(FsError::from);
             match sent {
@@ -109,7 +111,7 @@ impl CacheManager {
                 // request each.
                 Err(FsError::NotFound) => {
                     for req in batch {
-                        let one = self.server.lock_release(req).await;
+                        let one = self.server.lock_release(who, req).await;
                         if let Err(e) = one {
                             log::debug!("inode {}: write lock release: {e}", req.ino);
                         }
@@ -157,6 +159,7 @@ pub async fn run_release_batches(mgr: Arc<CacheManager>) {
     loop {
         mgr.release_due.notified().await;
         tokio::time::sleep(RELEASE_BATCH_DELAY).await;
-        mgr.send_queued_releases().await;
+        // The locks are this client's, not a user's: given back as nobody.
+        mgr.send_queued_releases(&Who::ANONYMOUS).await;
     }
 }

@@ -11,6 +11,7 @@
 
 use super::meta::XattrSet;
 use super::{CacheManager, Ticket};
+use crate::port::Who;
 use dfs_common::proto::{DirReply, DirRequest, XattrSet as How, XATTR_POSIX_ACL_DEFAULT};
 use dfs_common::{FsError, Ino};
 use std::sync::Arc;
@@ -40,12 +41,12 @@ impl CacheManager {
     }
 
     /// The extended attributes of `ino`: cached, or asked for (and then cached).
-    pub async fn xattrs(&self, ino: Ino) -> Result<XattrSet, FsError> {
+    pub async fn xattrs(&self, who: &Who, ino: Ino) -> Result<XattrSet, FsError> {
         if let Some(set) = self.try_xattrs_cached(ino) {
             return Ok(set);
         }
         let t = self.ticket();
-        let set: XattrSet = match self.dir_call(&DirRequest::Xattrs { ino }).await {
+        let set: XattrSet = match self.dir_call(who, &DirRequest::Xattrs { ino }).await {
             Ok(DirReply::Xattrs(list)) => Arc::new(list),
             Ok(_) => return Err(FsError::Io("unexpected answer to xattrs".into())),
             // Unlinked while open here: its descriptors see no attributes.
@@ -67,8 +68,8 @@ impl CacheManager {
     }
 
     /// getxattr(2): the value of `name`, `NoXattr` (ENODATA) if `ino` has none.
-    pub async fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>, FsError> {
-        let set = self.xattrs(ino).await?;
+    pub async fn getxattr(&self, who: &Who, ino: Ino, name: &[u8]) -> Result<Vec<u8>, FsError> {
+        let set = self.xattrs(who, ino).await?;
         value_in(&set, name).ok_or(FsError::NoXattr)
     }
 
@@ -78,13 +79,14 @@ impl CacheManager {
     }
 
     /// listxattr(2): every name, each followed by a NUL.
-    pub async fn listxattr(&self, ino: Ino) -> Result<Vec<u8>, FsError> {
-        Ok(names_of(&self.xattrs(ino).await?))
+    pub async fn listxattr(&self, who: &Who, ino: Ino) -> Result<Vec<u8>, FsError> {
+        Ok(names_of(&self.xattrs(who, ino).await?))
     }
 
     /// setxattr(2).
     pub async fn setxattr(
         &self,
+        who: &Who,
         ino: Ino,
         name: &[u8],
         value: &[u8],
@@ -97,7 +99,7 @@ impl CacheManager {
             value: value.to_vec(),
             how,
         };
-        let changed = self.attr_call(req, "setxattr").await;
+        let changed = self.attr_call(who, req, "setxattr").await;
         match changed {
             Ok(_) => self.own_xattr_change(ino, name, Some(value), t),
             Err(_) => self.meta.lock().unwrap().forget_xattrs(ino),
@@ -106,13 +108,13 @@ impl CacheManager {
     }
 
     /// removexattr(2).
-    pub async fn removexattr(&self, ino: Ino, name: &[u8]) -> Result<(), FsError> {
+    pub async fn removexattr(&self, who: &Who, ino: Ino, name: &[u8]) -> Result<(), FsError> {
         let t = self.ticket();
         let req = DirRequest::RemoveXattr {
             ino,
             name: name.to_vec(),
         };
-        let changed = self.attr_call(req, "removexattr").await;
+        let changed = self.attr_call(who, req, "removexattr").await;
         match changed {
             Ok(_) => self.own_xattr_change(ino, name, None, t),
             Err(_) => self.meta.lock().unwrap().forget_xattrs(ino),
@@ -151,8 +153,8 @@ impl CacheManager {
     /// asks for "security.capability" before the first write of every new file by a user
     /// other than root). The directory's own set is asked for once, if it is not cached,
     /// and stays cached: our creates in it do not change it.
-    pub(super) async fn created_without_xattrs(&self, parent: Ino, ino: Ino, t: Ticket) {
-        let Ok(parent_set) = self.xattrs(parent).await else {
+    pub(super) async fn created_without_xattrs(&self, who: &Who, parent: Ino, ino: Ino, t: Ticket) {
+        let Ok(parent_set) = self.xattrs(who, parent).await else {
             return;
         };
         if value_in(&parent_set, XATTR_POSIX_ACL_DEFAULT).is_none() {

@@ -6,7 +6,7 @@
 use super::{full, unavailable, Body, FetchOutcome, Fetched, Remote};
 use super::{IDLE_TIMEOUT, INLINE_IO, META_TIMEOUT, SMALL_BODY};
 use crate::auth::Signed;
-use crate::port::{FetchProgress, PortError};
+use crate::port::{FetchProgress, PortError, Who};
 use dfs_common::auth;
 use dfs_common::privacy;
 use dfs_common::proto;
@@ -17,7 +17,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 impl Remote {
-    /// Fetches `ino` into `dest` unless the server still has `have_version`.
+    /// Fetches `ino` for `who` into `dest` unless the server still has `have_version`.
     /// On error `dest` may hold a partial file; the caller removes it.
     ///
     /// When the server's node holds no copy of the contents, it names the nodes that do
@@ -25,16 +25,18 @@ impl Remote {
     /// in turn; if none serves a good copy, the server is asked again to fetch it itself.
     pub(crate) async fn fetch(
         &self,
+        who: &Who,
         ino: Ino,
         have_version: Option<u64>,
         dest: &Path,
         progress: Option<Arc<dyn FetchProgress>>,
     ) -> Result<Fetched, PortError> {
         // At the privacy level only the server's sealed answer may carry contents.
-        let replica_ok =
-            !(crate::privacy::enabled() && crate::auth::current_credentials().is_some());
+        let replica_ok = !self.private(who);
         let (attr, nodes, token) = match self
-            .with_client(|| self.fetch_from(ino, have_version, dest, replica_ok, progress.clone()))
+            .with_client(|| {
+                self.fetch_from(who, ino, have_version, dest, replica_ok, progress.clone())
+            })
             .await?
         {
             FetchOutcome::Done(f) => return Ok(f),
@@ -46,7 +48,7 @@ impl Remote {
                 log::warn!("inode {ino}: no node named by the server served its contents ({e}); asking the server");
                 match self
                     .with_client(|| {
-                        self.fetch_from(ino, have_version, dest, false, progress.clone())
+                        self.fetch_from(who, ino, have_version, dest, false, progress.clone())
                     })
                     .await?
                 {
@@ -62,6 +64,7 @@ impl Remote {
 
     async fn fetch_from(
         &self,
+        who: &Who,
         ino: Ino,
         have_version: Option<u64>,
         dest: &Path,
@@ -80,7 +83,7 @@ impl Remote {
             .map_err(|e| FsError::Invalid(e.to_string()))?;
         let (resp, signed) = tokio::time::timeout(
             META_TIMEOUT,
-            self.send_signed(http_req, auth::sha256(b""), false),
+            self.send_signed(who, http_req, auth::sha256(b""), false),
         )
         .await
         .map_err(|_| unavailable("fetch timed out"))??;
@@ -140,25 +143,27 @@ impl Remote {
         Ok(FetchOutcome::Done(Fetched::Fetched(attr)))
     }
 
-    /// Stores the whole contents of `src` as the new contents of `ino`, fenced by the
-    /// token of the writer's lock if it has one, with the permission bits `mode` if given
-    /// (`HDR_MODE`), clearing set-id bits if `kill_suid` (`HDR_KILL_SUID`). Returns the
-    /// new attributes once the server has made them durable.
+    /// Stores, for `who`, the whole contents of `src` as the new contents of `ino`, fenced
+    /// by the token of the writer's lock if it has one, with the permission bits `mode` if
+    /// given (`HDR_MODE`), clearing set-id bits if `kill_suid` (`HDR_KILL_SUID`). Returns
+    /// the new attributes once the server has made them durable.
     pub async fn store(
         &self,
+        who: &Who,
         ino: Ino,
         src: &Path,
         fence: Option<u64>,
         mode: Option<u32>,
         kill_suid: bool,
     ) -> Result<Attr, FsError> {
-        self.with_client(|| self.store_once(ino, src, fence, mode, kill_suid))
+        self.with_client(|| self.store_once(who, ino, src, fence, mode, kill_suid))
             .await
     }
 
     /// One attempt of `store`.
     async fn store_once(
         &self,
+        who: &Who,
         ino: Ino,
         src: &Path,
         fence: Option<u64>,
@@ -167,7 +172,7 @@ impl Remote {
     ) -> Result<Attr, FsError> {
         // Signed stores carry the contents' hash, which the signature covers and the
         // server checks.
-        let signing = crate::auth::current_credentials().is_some();
+        let signing = self.signs(who);
         let file = std::fs::File::open(src)?;
         let meta = file.metadata()?;
         // The contents' own mtime travels with them (it may have been set by utimens).
@@ -219,7 +224,7 @@ impl Remote {
             .map_err(|e| FsError::Invalid(e.to_string()))?;
         let result = async {
             let (resp, signed) = self
-                .send_signed(http_req, sha.unwrap_or_default(), true)
+                .send_signed(who, http_req, sha.unwrap_or_default(), true)
                 .await?;
             Self::stored_attr(resp, signed.as_ref()).await
         }
@@ -231,8 +236,9 @@ impl Remote {
     }
 
     /// Stores `body`, sent while its file is still being written (see `cache::behind`): no
-    /// length, hash or mtime up front, so unsigned only. Returns the new attributes once
-    /// the server has made them durable.
+    /// length, hash or mtime up front, so unsigned: anonymous in a realm, which is what
+    /// the `who` the cache sends one for is (`signs` says they have no credentials).
+    /// Returns the new attributes once the server has made them durable.
     pub async fn store_streamed(
         &self,
         ino: Ino,

@@ -5,7 +5,7 @@
 //! Owns: the mapping of port calls to resources. Must not know the cache.
 
 use super::{Body, Remote};
-use crate::port::{BoxFuture, CallbackStream, FetchProgress, Fetched, PortError, Server};
+use crate::port::{BoxFuture, CallbackStream, FetchProgress, Fetched, PortError, Server, Who};
 use dfs_common::codec;
 use dfs_common::locks::{
     ListRequest, LockInfo, LockReply, LockRequest, ReleaseReply, ReleaseRequest, RenewReply,
@@ -23,42 +23,51 @@ impl Server for Remote {
         Remote::client_id(self)
     }
 
-    fn signs(&self) -> bool {
-        crate::auth::current_credentials().is_some()
+    fn signs(&self, who: &Who) -> bool {
+        Remote::signs(self, who)
     }
 
-    fn dir<'a>(&'a self, req: &'a DirRequest) -> BoxFuture<'a, Result<DirReply, PortError>> {
-        Box::pin(async move { Ok(Remote::dir(self, req).await?) })
+    fn dir<'a>(
+        &'a self,
+        who: &'a Who,
+        req: &'a DirRequest,
+    ) -> BoxFuture<'a, Result<DirReply, PortError>> {
+        Box::pin(async move { Ok(Remote::dir(self, who, req).await?) })
     }
 
     fn fetch<'a>(
         &'a self,
+        who: &'a Who,
         ino: Ino,
         have_version: Option<u64>,
         dest: &'a Path,
         progress: Option<Arc<dyn FetchProgress>>,
     ) -> BoxFuture<'a, Result<Fetched, PortError>> {
-        Box::pin(Remote::fetch(self, ino, have_version, dest, progress))
+        Box::pin(Remote::fetch(self, who, ino, have_version, dest, progress))
     }
 
     fn store<'a>(
         &'a self,
+        who: &'a Who,
         ino: Ino,
         src: &'a Path,
         fence: Option<u64>,
         mode: Option<u32>,
         kill_suid: bool,
     ) -> BoxFuture<'a, Result<Attr, PortError>> {
-        Box::pin(async move { Ok(Remote::store(self, ino, src, fence, mode, kill_suid).await?) })
+        Box::pin(
+            async move { Ok(Remote::store(self, who, ino, src, fence, mode, kill_suid).await?) },
+        )
     }
 
-    fn store_streamed(
-        &self,
+    fn store_streamed<'a>(
+        &'a self,
+        _who: &'a Who,
         ino: Ino,
         body: Body,
         fence: Option<u64>,
         kill_suid: bool,
-    ) -> BoxFuture<'_, Result<Attr, PortError>> {
+    ) -> BoxFuture<'a, Result<Attr, PortError>> {
         Box::pin(
             async move { Ok(Remote::store_streamed(self, ino, body, fence, kill_suid).await?) },
         )
@@ -66,49 +75,71 @@ impl Server for Remote {
 
     fn lock_acquire<'a>(
         &'a self,
+        who: &'a Who,
         req: &'a LockRequest,
         extra: Duration,
     ) -> BoxFuture<'a, Result<LockReply, PortError>> {
-        Box::pin(async move { Ok(self.call("/v1/locks/acquire", req, extra).await?) })
+        Box::pin(async move { Ok(self.call(who, "/v1/locks/acquire", req, extra).await?) })
     }
 
     fn lock_release<'a>(
         &'a self,
+        who: &'a Who,
         req: &'a ReleaseRequest,
     ) -> BoxFuture<'a, Result<ReleaseReply, PortError>> {
-        Box::pin(async move { Ok(self.call("/v1/locks/release", req, Duration::ZERO).await?) })
+        Box::pin(async move {
+            Ok(self
+                .call(who, "/v1/locks/release", req, Duration::ZERO)
+                .await?)
+        })
     }
 
     fn lock_release_many<'a>(
         &'a self,
+        who: &'a Who,
         reqs: &'a [ReleaseRequest],
     ) -> BoxFuture<'a, Result<ReleaseReply, PortError>> {
         Box::pin(async move {
             Ok(self
-                .call("/v1/locks/release-many", &reqs, Duration::ZERO)
+                .call(who, "/v1/locks/release-many", &reqs, Duration::ZERO)
                 .await?)
         })
     }
 
     fn lock_test<'a>(
         &'a self,
+        who: &'a Who,
         req: &'a LockRequest,
     ) -> BoxFuture<'a, Result<TestReply, PortError>> {
-        Box::pin(async move { Ok(self.call("/v1/locks/test", req, Duration::ZERO).await?) })
+        Box::pin(async move {
+            Ok(self
+                .call(who, "/v1/locks/test", req, Duration::ZERO)
+                .await?)
+        })
     }
 
     fn lock_list<'a>(
         &'a self,
+        who: &'a Who,
         req: &'a ListRequest,
     ) -> BoxFuture<'a, Result<Vec<LockInfo>, PortError>> {
-        Box::pin(async move { Ok(self.call("/v1/locks/list", req, Duration::ZERO).await?) })
+        Box::pin(async move {
+            Ok(self
+                .call(who, "/v1/locks/list", req, Duration::ZERO)
+                .await?)
+        })
     }
 
     fn lock_renew<'a>(
         &'a self,
+        who: &'a Who,
         req: &'a RenewRequest,
     ) -> BoxFuture<'a, Result<RenewReply, PortError>> {
-        Box::pin(async move { Ok(self.call("/v1/locks/renew", req, Duration::ZERO).await?) })
+        Box::pin(async move {
+            Ok(self
+                .call(who, "/v1/locks/renew", req, Duration::ZERO)
+                .await?)
+        })
     }
 
     fn callbacks(&self) -> BoxFuture<'_, Result<CallbackStream, PortError>> {

@@ -2,10 +2,12 @@
 //! the `/v1/dir` calls, the callback channel, and (`files`) streaming fetch/store of whole
 //! files between the server and a local file. Every request of a mount carries the proof of
 //! its client identity (`identity`), and one refused because the server restarted (a new
-//! epoch) or forgot the mount (unknown id) is sent once more after mending that. Owns
-//! request timeouts and the mapping of transport failures to `FsError::Unavailable`. It
-//! must not know about caches, handles or FUSE (it implements the cache's port,
-//! `crate::port::Server`, in `http_port`).
+//! epoch) or forgot the mount (unknown id) is sent once more after mending that. Each
+//! request that acts on files names who it acts for (`Who`) and is signed with their
+//! credentials from this remote's `CredentialStore`, at this remote's protection level
+//! (both fixed when it is built). Owns request timeouts and the mapping of transport
+//! failures to `FsError::Unavailable`. It must not know about caches, handles or FUSE (it
+//! implements the cache's port, `crate::port::Server`, in `http_port`).
 
 mod files;
 mod http_port;
@@ -14,9 +16,10 @@ pub(crate) use http_port::frames_of;
 pub mod identity;
 mod upload;
 
-use crate::auth::Signed;
+use crate::auth::{CredentialStore, Signed};
 pub use crate::port::Fetched;
-use crate::port::PortError;
+use crate::port::{PortError, Who};
+use crate::privacy::Protection;
 use bytes::Bytes;
 use dfs_common::auth;
 use dfs_common::client_id;
@@ -30,6 +33,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use serde::{de::DeserializeOwned, Serialize};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub(crate) use crate::port::Body;
@@ -75,7 +79,11 @@ enum FetchOutcome {
 pub struct Remote {
     base: String,
     /// Who this client is to the server; `None`: anonymous (a command-line tool).
-    identity: Option<std::sync::Arc<identity::Identity>>,
+    identity: Option<Arc<identity::Identity>>,
+    /// The credentials its users handed it, which sign their requests.
+    credentials: Arc<CredentialStore>,
+    /// Whether signed requests ask for privacy.
+    protection: Protection,
     http: Client<HttpConnector, Body>,
 }
 
@@ -116,10 +124,39 @@ impl Remote {
     /// The remote of a client (a mount, or a program holding transactions) that is
     /// `identity` to the server (registered on first use).
     pub fn for_client(addr: &str, identity: identity::Identity) -> Remote {
-        Remote::with_identity(addr, Some(std::sync::Arc::new(identity)))
+        Remote::with_identity(addr, Some(Arc::new(identity)))
     }
 
-    fn with_identity(addr: &str, identity: Option<std::sync::Arc<identity::Identity>>) -> Remote {
+    /// This remote, signing with the credentials in `store` (shared with whoever files
+    /// them: a mount's control socket). A new remote holds none: everyone is anonymous.
+    pub fn with_credentials(mut self, store: Arc<CredentialStore>) -> Remote {
+        self.credentials = store;
+        self
+    }
+
+    /// This remote at protection level `protection` (default: integrity).
+    pub fn with_protection(mut self, protection: Protection) -> Remote {
+        self.protection = protection;
+        self
+    }
+
+    /// The credentials this remote signs with.
+    pub fn credentials(&self) -> &Arc<CredentialStore> {
+        &self.credentials
+    }
+
+    /// Whether requests of `who` are signed (the store holds their credentials).
+    pub fn signs(&self, who: &Who) -> bool {
+        self.credentials.of(who).is_some()
+    }
+
+    /// Whether requests of `who` ask for privacy (and so their contents come only in the
+    /// server's sealed answer).
+    fn private(&self, who: &Who) -> bool {
+        self.protection == Protection::Privacy && self.signs(who)
+    }
+
+    fn with_identity(addr: &str, identity: Option<Arc<identity::Identity>>) -> Remote {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_secs(3)));
         connector.set_nodelay(true);
@@ -129,6 +166,8 @@ impl Remote {
         Remote {
             base: format!("http://{addr}"),
             identity,
+            credentials: Arc::new(CredentialStore::new()),
+            protection: Protection::default(),
             http,
         }
     }
@@ -261,10 +300,11 @@ impl Remote {
         Ok(())
     }
 
-    /// Signs `req` with the calling user's credentials, if any (see `crate::auth`), and
-    /// sends it. `body_sha` is the SHA-256 of the body.
+    /// Signs `req` with the credentials of `who`, if they have any (see `crate::auth`),
+    /// and sends it. `body_sha` is the SHA-256 of the body.
     async fn send_signed(
         &self,
+        who: &Who,
         mut req: Request<Body>,
         body_sha: [u8; 32],
         store: bool,
@@ -275,7 +315,8 @@ impl Remote {
             .map(|p| p.as_str().to_string())
             .unwrap_or_default();
         let method = req.method().as_str().to_string();
-        let privacy = crate::privacy::enabled() && crate::auth::current_credentials().is_some();
+        let creds = self.credentials.for_signing(who)?;
+        let privacy = self.protection == Protection::Privacy && creds.is_some();
         if privacy {
             let h = req.headers_mut();
             h.insert(PRIVACY_HDR, HeaderValue::from_static(privacy::PRIVACY));
@@ -283,10 +324,13 @@ impl Remote {
                 h.insert(privacy::HDR_PLAIN_LENGTH, len);
             }
         }
-        let mut signed = crate::auth::sign(&method, &pq, req.headers_mut(), &body_sha, store)?;
-        if let Some(s) = signed.as_mut() {
+        let signed = creds.map(|creds| {
+            let mut s =
+                self.credentials
+                    .sign(&creds, &method, &pq, req.headers_mut(), &body_sha, store);
             s.privacy = privacy;
-        }
+            s
+        });
         let req = match &signed {
             Some(s) if s.privacy => {
                 let sealer = privacy::Sealer::new(&s.key, privacy::Dir::Request, s.nonce);
@@ -298,7 +342,7 @@ impl Remote {
         if resp.status() == StatusCode::UNAUTHORIZED {
             log::warn!(
                 "{method} {pq}: the server refused the credentials of uid {:?}: {}; run `dfs login` again",
-                crate::auth::current_uid(),
+                who.uid(),
                 resp.headers()
                     .get(proto::HDR_DETAIL)
                     .and_then(|v| v.to_str().ok())
@@ -384,28 +428,31 @@ impl Remote {
         }
     }
 
-    /// One directory-service call.
-    pub async fn dir(&self, req: &DirRequest) -> Result<DirReply, FsError> {
+    /// One directory-service call for `who`.
+    pub async fn dir(&self, who: &Who, req: &DirRequest) -> Result<DirReply, FsError> {
         if log::log_enabled!(log::Level::Trace) {
             let what = format!("{req:?}");
             log::trace!("dir request {what:.60}");
         }
-        self.call("/v1/dir", req, Duration::ZERO).await
+        self.call(who, "/v1/dir", req, Duration::ZERO).await
     }
 
-    /// A bincode `POST` to `path`. `extra` lengthens the timeout for calls the server may
-    /// legitimately hold (a lock wait).
+    /// A bincode `POST` to `path` for `who`. `extra` lengthens the timeout for calls the
+    /// server may legitimately hold (a lock wait).
     pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,
+        who: &Who,
         path: &str,
         req: &Req,
         extra: Duration,
     ) -> Result<Resp, FsError> {
-        self.with_client(|| self.call_once(path, req, extra)).await
+        self.with_client(|| self.call_once(who, path, req, extra))
+            .await
     }
 
     async fn call_once<Req: Serialize, Resp: DeserializeOwned>(
         &self,
+        who: &Who,
         path: &str,
         req: &Req,
         extra: Duration,
@@ -417,7 +464,7 @@ impl Remote {
             .body(full(bytes))
             .map_err(|e| FsError::Invalid(e.to_string()))?;
         let call = async {
-            let (resp, signed) = self.send_signed(http_req, sha, false).await?;
+            let (resp, signed) = self.send_signed(who, http_req, sha, false).await?;
             let (status, headers, body) = Self::finish(resp, signed.as_ref()).await?;
             if !status.is_success() {
                 return Err(Self::error_from(status, &headers, &body));
@@ -429,7 +476,8 @@ impl Remote {
             .map_err(|_| unavailable(format!("{path} timed out")))?
     }
 
-    /// A bincode `GET` of `path`.
+    /// A bincode `GET` of `path`, unsigned: it acts for nobody (a transaction's status is
+    /// its client's, the cluster's everyone's).
     pub async fn get<Resp: DeserializeOwned>(&self, path: &str) -> Result<Resp, FsError> {
         self.with_client(|| self.get_once(path)).await
     }
@@ -453,11 +501,16 @@ impl Remote {
     }
 
     /// What the server's realm is (its KDC's `RealmInfo`); an error if it serves none or
-    /// cannot be reached.
+    /// cannot be reached. Asked anonymously: it comes before any ticket.
     pub async fn realm_info(&self) -> Result<dfs_common::auth::RealmInfo, String> {
-        self.call(dfs_common::auth::KDC_INFO, &(), Duration::ZERO)
-            .await
-            .map_err(|e| format!("cannot reach the realm's KDC: {e}"))
+        self.call(
+            &Who::ANONYMOUS,
+            dfs_common::auth::KDC_INFO,
+            &(),
+            Duration::ZERO,
+        )
+        .await
+        .map_err(|e| format!("cannot reach the realm's KDC: {e}"))
     }
 
     /// Whether the server serves a realm (its KDC answers).

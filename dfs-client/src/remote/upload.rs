@@ -6,6 +6,7 @@
 //! callers do).
 
 use super::{full, Body, Progress, Remote, CHUNK};
+use crate::port::Who;
 use bytes::Bytes;
 use dfs_common::fileread::read_fresh;
 use dfs_common::proto;
@@ -18,38 +19,41 @@ use std::path::Path;
 
 impl Remote {
     /// `PUT`s the whole contents of local file `src` (streamed, never all in memory) to
-    /// `path` and decodes the bincode answer. `progress` is told the bytes sent so far.
-    /// Signed (with the contents' hash, read once before) when the user has credentials.
+    /// `path` for `who` and decodes the bincode answer. `progress` is told the bytes sent
+    /// so far. Signed (with the contents' hash, read once before) when `who` has
+    /// credentials.
     pub async fn put_file<Resp: DeserializeOwned>(
         &self,
+        who: &Who,
         path: &str,
         src: &Path,
         progress: Option<Progress>,
     ) -> Result<Resp, FsError> {
-        let sha = match crate::auth::current_credentials() {
-            Some(_) => Some(crate::file_hash::of_file(src).await?),
-            None => None,
+        let sha = match self.signs(who) {
+            true => Some(crate::file_hash::of_file(src).await?),
+            false => None,
         };
         self.with_client(|| async {
             let file = std::fs::File::open(src)?;
             let len = file.metadata()?.len();
             let body = Self::stream_file(file, len, progress.clone());
-            self.put_body(path, len, sha, body).await
+            self.put_body(who, path, len, sha, body).await
         })
         .await
     }
 
-    /// `PUT`s `bytes` to `path` and decodes the bincode answer.
+    /// `PUT`s `bytes` to `path` for `who` and decodes the bincode answer.
     pub async fn put_bytes<Resp: DeserializeOwned>(
         &self,
+        who: &Who,
         path: &str,
         bytes: Vec<u8>,
     ) -> Result<Resp, FsError> {
         let len = bytes.len() as u64;
-        let sha = crate::auth::current_credentials()
-            .is_some()
+        let sha = self
+            .signs(who)
             .then(|| dfs_common::hash::blob_id_of(&bytes).0);
-        self.with_client(|| self.put_body(path, len, sha, full(bytes.clone())))
+        self.with_client(|| self.put_body(who, path, len, sha, full(bytes.clone())))
             .await
     }
 
@@ -57,6 +61,7 @@ impl Remote {
     /// covers, as for a store).
     async fn put_body<Resp: DeserializeOwned>(
         &self,
+        who: &Who,
         path: &str,
         len: u64,
         sha: Option<[u8; 32]>,
@@ -72,7 +77,7 @@ impl Remote {
             .body(body)
             .map_err(|e| FsError::Invalid(e.to_string()))?;
         let (resp, signed) = self
-            .send_signed(http_req, sha.unwrap_or_default(), true)
+            .send_signed(who, http_req, sha.unwrap_or_default(), true)
             .await?;
         let (status, headers, body) = Self::finish(resp, signed.as_ref()).await?;
         if !status.is_success() {

@@ -1,10 +1,13 @@
 //! A port that injects faults into another (`Faulty<S>`): fail the next N calls, delay
 //! every call, cut the next fetch's body short, drop callback breaks. What a test arms is
-//! used up in order; everything else passes through unchanged.
+//! used up in order; everything else passes through unchanged. It counts the calls that
+//! reach the server, and remembers whom each acted for.
 //!
 //! Owns: the fault switches. Must not hold cache policy or server rules.
 
-use crate::port::{Body, BoxFuture, CallbackStream, FetchProgress, Fetched, PortError, Server};
+use crate::port::{
+    Body, BoxFuture, CallbackStream, FetchProgress, Fetched, PortError, Server, Who,
+};
 use dfs_common::locks::{
     ListRequest, LockInfo, LockReply, LockRequest, ReleaseReply, ReleaseRequest, RenewReply,
     RenewRequest, TestReply,
@@ -37,6 +40,8 @@ pub struct Faulty<S> {
     dropped_breaks: Arc<AtomicU32>,
     /// Calls that reached `inner`, by kind: (dir, fetch, store, locks).
     counts: [AtomicU64; 4],
+    /// Whom each call that reached `inner` acted for, in order.
+    callers: Mutex<Vec<(Calls, Who)>>,
 }
 
 impl<S: Server> Faulty<S> {
@@ -48,6 +53,7 @@ impl<S: Server> Faulty<S> {
             cut_fetches: AtomicU32::new(0),
             dropped_breaks: Arc::new(AtomicU32::new(0)),
             counts: Default::default(),
+            callers: Mutex::new(Vec::new()),
         }
     }
 
@@ -81,9 +87,18 @@ impl<S: Server> Faulty<S> {
         [0, 1, 2, 3].map(|i| self.counts[i].load(Ordering::SeqCst))
     }
 
+    /// Whom the calls of kind `calls` that reached the server acted for, in order.
+    pub fn callers(&self, calls: Calls) -> Vec<Who> {
+        let callers = self.callers.lock().unwrap();
+        let of_kind = callers
+            .iter()
+            .filter(|(c, _)| calls == Calls::Any || *c == calls);
+        of_kind.map(|(_, who)| *who).collect()
+    }
+
     /// Waits the armed delay, then fails if a fault for `kind` is armed; counts the call
-    /// otherwise.
-    async fn enter(&self, kind: Calls) -> Result<(), PortError> {
+    /// of `who` otherwise.
+    async fn enter(&self, kind: Calls, who: &Who) -> Result<(), PortError> {
         let delay = self.delay_ms.load(Ordering::SeqCst);
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -107,6 +122,7 @@ impl<S: Server> Faulty<S> {
             _ => 3,
         };
         self.counts[slot].fetch_add(1, Ordering::SeqCst);
+        self.callers.lock().unwrap().push((kind, *who));
         Ok(())
     }
 }
@@ -122,27 +138,35 @@ impl<S: Server> Server for Faulty<S> {
         self.inner.client_id()
     }
 
-    fn signs(&self) -> bool {
-        self.inner.signs()
+    fn signs(&self, who: &Who) -> bool {
+        self.inner.signs(who)
     }
 
-    fn dir<'a>(&'a self, req: &'a DirRequest) -> BoxFuture<'a, Result<DirReply, PortError>> {
+    fn dir<'a>(
+        &'a self,
+        who: &'a Who,
+        req: &'a DirRequest,
+    ) -> BoxFuture<'a, Result<DirReply, PortError>> {
         Box::pin(async move {
-            self.enter(Calls::Dir).await?;
-            self.inner.dir(req).await
+            self.enter(Calls::Dir, who).await?;
+            self.inner.dir(who, req).await
         })
     }
 
     fn fetch<'a>(
         &'a self,
+        who: &'a Who,
         ino: Ino,
         have_version: Option<u64>,
         dest: &'a Path,
         progress: Option<Arc<dyn FetchProgress>>,
     ) -> BoxFuture<'a, Result<Fetched, PortError>> {
         Box::pin(async move {
-            self.enter(Calls::Fetch).await?;
-            let fetched = self.inner.fetch(ino, have_version, dest, progress).await?;
+            self.enter(Calls::Fetch, who).await?;
+            let fetched = self
+                .inner
+                .fetch(who, ino, have_version, dest, progress)
+                .await?;
             match fetched {
                 Fetched::Fetched(attr) if attr.size > 0 && take_one(&self.cut_fetches) => {
                     // What a body that broke off leaves: the first half of the file.
@@ -165,6 +189,7 @@ impl<S: Server> Server for Faulty<S> {
 
     fn store<'a>(
         &'a self,
+        who: &'a Who,
         ino: Ino,
         src: &'a Path,
         fence: Option<u64>,
@@ -172,82 +197,93 @@ impl<S: Server> Server for Faulty<S> {
         kill_suid: bool,
     ) -> BoxFuture<'a, Result<Attr, PortError>> {
         Box::pin(async move {
-            self.enter(Calls::Store).await?;
-            self.inner.store(ino, src, fence, mode, kill_suid).await
+            self.enter(Calls::Store, who).await?;
+            self.inner
+                .store(who, ino, src, fence, mode, kill_suid)
+                .await
         })
     }
 
-    fn store_streamed(
-        &self,
+    fn store_streamed<'a>(
+        &'a self,
+        who: &'a Who,
         ino: Ino,
         body: Body,
         fence: Option<u64>,
         kill_suid: bool,
-    ) -> BoxFuture<'_, Result<Attr, PortError>> {
+    ) -> BoxFuture<'a, Result<Attr, PortError>> {
         Box::pin(async move {
-            self.enter(Calls::Store).await?;
-            self.inner.store_streamed(ino, body, fence, kill_suid).await
+            self.enter(Calls::Store, who).await?;
+            self.inner
+                .store_streamed(who, ino, body, fence, kill_suid)
+                .await
         })
     }
 
     fn lock_acquire<'a>(
         &'a self,
+        who: &'a Who,
         req: &'a LockRequest,
         extra: Duration,
     ) -> BoxFuture<'a, Result<LockReply, PortError>> {
         Box::pin(async move {
-            self.enter(Calls::Locks).await?;
-            self.inner.lock_acquire(req, extra).await
+            self.enter(Calls::Locks, who).await?;
+            self.inner.lock_acquire(who, req, extra).await
         })
     }
 
     fn lock_release<'a>(
         &'a self,
+        who: &'a Who,
         req: &'a ReleaseRequest,
     ) -> BoxFuture<'a, Result<ReleaseReply, PortError>> {
         Box::pin(async move {
-            self.enter(Calls::Locks).await?;
-            self.inner.lock_release(req).await
+            self.enter(Calls::Locks, who).await?;
+            self.inner.lock_release(who, req).await
         })
     }
 
     fn lock_release_many<'a>(
         &'a self,
+        who: &'a Who,
         reqs: &'a [ReleaseRequest],
     ) -> BoxFuture<'a, Result<ReleaseReply, PortError>> {
         Box::pin(async move {
-            self.enter(Calls::Locks).await?;
-            self.inner.lock_release_many(reqs).await
+            self.enter(Calls::Locks, who).await?;
+            self.inner.lock_release_many(who, reqs).await
         })
     }
 
     fn lock_test<'a>(
         &'a self,
+        who: &'a Who,
         req: &'a LockRequest,
     ) -> BoxFuture<'a, Result<TestReply, PortError>> {
         Box::pin(async move {
-            self.enter(Calls::Locks).await?;
-            self.inner.lock_test(req).await
+            self.enter(Calls::Locks, who).await?;
+            self.inner.lock_test(who, req).await
         })
     }
 
     fn lock_list<'a>(
         &'a self,
+        who: &'a Who,
         req: &'a ListRequest,
     ) -> BoxFuture<'a, Result<Vec<LockInfo>, PortError>> {
         Box::pin(async move {
-            self.enter(Calls::Locks).await?;
-            self.inner.lock_list(req).await
+            self.enter(Calls::Locks, who).await?;
+            self.inner.lock_list(who, req).await
         })
     }
 
     fn lock_renew<'a>(
         &'a self,
+        who: &'a Who,
         req: &'a RenewRequest,
     ) -> BoxFuture<'a, Result<RenewReply, PortError>> {
         Box::pin(async move {
-            self.enter(Calls::Locks).await?;
-            self.inner.lock_renew(req).await
+            self.enter(Calls::Locks, who).await?;
+            self.inner.lock_renew(who, req).await
         })
     }
 

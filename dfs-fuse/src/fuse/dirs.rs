@@ -21,8 +21,13 @@ pub(super) fn opendir(fs: &DfsFs, req: &Request, ino: INodeNo, reply: ReplyOpen)
     let mgr = fs.mgr.clone();
     let dirs = fs.dirs.clone();
     let fh = fs.next_dir.fetch_add(1, Ordering::Relaxed);
-    fs.spawn_as(req, async move {
-        let listing = async { Ok((mgr.getattr(ino.0).await?, mgr.readdir(ino.0).await?)) };
+    fs.spawn_as(req, |who| async move {
+        let listing = async {
+            Ok((
+                mgr.getattr(&who, ino.0).await?,
+                mgr.readdir(&who, ino.0).await?,
+            ))
+        };
         match listing.await {
             Ok(open_dir) => {
                 dirs.lock().unwrap().insert(fh, open_dir);

@@ -48,9 +48,9 @@ pub(super) fn mkdir(
 ) {
     let mgr = fs.mgr.clone();
     let name = name.as_bytes().to_vec();
-    let who = creator(req, mode, umask);
-    fs.spawn_as(req, async move {
-        answer_entry(&mgr, mgr.mkdir(parent.0, &name, who).await, reply)
+    let creator = creator(req, mode, umask);
+    fs.spawn_as(req, |who| async move {
+        answer_entry(&mgr, mgr.mkdir(&who, parent.0, &name, creator).await, reply)
     });
 }
 
@@ -69,15 +69,15 @@ pub(super) fn mknod(
 ) {
     let mgr = fs.mgr.clone();
     let name = name.as_bytes().to_vec();
-    let who = creator(req, mode, umask);
+    let creator = creator(req, mode, umask);
     let kind = special_kind(mode);
     if kind.is_none() && mode & libc::S_IFMT != libc::S_IFREG && mode & libc::S_IFMT != 0 {
         return reply.error(Errno::EINVAL);
     }
-    fs.spawn_as(req, async move {
+    fs.spawn_as(req, |who| async move {
         let made = match kind {
-            Some(kind) => mgr.mknod(parent.0, &name, kind, rdev, who).await,
-            None => mgr.create_closed(parent.0, &name, who).await,
+            Some(kind) => mgr.mknod(&who, parent.0, &name, kind, rdev, creator).await,
+            None => mgr.create_closed(&who, parent.0, &name, creator).await,
         };
         answer_entry(&mgr, made, reply)
     });
@@ -95,10 +95,10 @@ pub(super) fn symlink(
     let name = link_name.as_bytes().to_vec();
     let target = target.as_os_str().as_bytes().to_vec();
     let (uid, gid) = (req.uid(), req.gid());
-    fs.spawn_as(req, async move {
+    fs.spawn_as(req, |who| async move {
         answer_entry(
             &mgr,
-            mgr.symlink(parent.0, &name, &target, uid, gid).await,
+            mgr.symlink(&who, parent.0, &name, &target, uid, gid).await,
             reply,
         )
     });
@@ -114,24 +114,28 @@ pub(super) fn link(
 ) {
     let mgr = fs.mgr.clone();
     let newname = newname.as_bytes().to_vec();
-    fs.spawn_as(req, async move {
-        answer_entry(&mgr, mgr.link(ino.0, newparent.0, &newname).await, reply)
+    fs.spawn_as(req, |who| async move {
+        answer_entry(
+            &mgr,
+            mgr.link(&who, ino.0, newparent.0, &newname).await,
+            reply,
+        )
     });
 }
 
 pub(super) fn unlink(fs: &DfsFs, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
     let mgr = fs.mgr.clone();
     let name = name.as_bytes().to_vec();
-    fs.spawn_as(req, async move {
-        answer_empty(mgr.unlink(parent.0, &name).await, reply)
+    fs.spawn_as(req, |who| async move {
+        answer_empty(mgr.unlink(&who, parent.0, &name).await, reply)
     });
 }
 
 pub(super) fn rmdir(fs: &DfsFs, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
     let mgr = fs.mgr.clone();
     let name = name.as_bytes().to_vec();
-    fs.spawn_as(req, async move {
-        answer_empty(mgr.rmdir(parent.0, &name).await, reply)
+    fs.spawn_as(req, |who| async move {
+        answer_empty(mgr.rmdir(&who, parent.0, &name).await, reply)
     });
 }
 
@@ -156,9 +160,9 @@ pub(super) fn rename(
     if flags.contains(RenameFlags::RENAME_EXCHANGE) {
         wire_flags |= RENAME_EXCHANGE;
     }
-    fs.spawn_as(req, async move {
+    fs.spawn_as(req, |who| async move {
         answer_empty(
-            mgr.rename(parent.0, &name, newparent.0, &newname, wire_flags)
+            mgr.rename(&who, parent.0, &name, newparent.0, &newname, wire_flags)
                 .await,
             reply,
         )

@@ -7,6 +7,7 @@ use super::attrs::{errno, file_attr, ttl_for};
 use super::entries::{answer_empty, creator};
 use super::{locks, passthrough, DfsFs};
 use dfs_client::cache::{CacheManager, OpenResult};
+use dfs_client::port::Who;
 use dfs_common::Ino;
 use fuser::{
     FileHandle, FopenFlags, Generation, INodeNo, LockOwner, OpenFlags, ReplyCreate, ReplyData,
@@ -74,9 +75,8 @@ pub(super) fn open(fs: &DfsFs, req: &Request, ino: INodeNo, flags: OpenFlags, re
             Err(e) => reply.error(errno(&e)),
         };
     }
-    let uid = req.uid();
-    fs.spawn_as(req, async move {
-        match opener.mgr.open(ino.0, flags.0, uid).await {
+    fs.spawn_as(req, |who| async move {
+        match opener.mgr.open(&who, ino.0, flags.0).await {
             Ok(opened) => reply_opened(&opener, ino.0, flags.0, opened, reply),
             Err(e) => reply.error(errno(&e)),
         }
@@ -97,9 +97,9 @@ pub(super) fn create(
     let mgr = fs.mgr.clone();
     let backings = fs.backings.clone();
     let name = name.as_bytes().to_vec();
-    let who = creator(req, mode, umask);
-    fs.spawn_as(req, async move {
-        let (attr, opened) = match mgr.create(parent.0, &name, who, flags).await {
+    let creator = creator(req, mode, umask);
+    fs.spawn_as(req, |who| async move {
+        let (attr, opened) = match mgr.create(&who, parent.0, &name, creator, flags).await {
             Ok(created) => created,
             Err(e) => return reply.error(errno(&e)),
         };
@@ -137,7 +137,7 @@ pub(super) fn read(
     if !fs.mgr.read_ready(fh.0, offset, size) {
         // The copy is still being fetched: answer once these bytes are in.
         let mgr = fs.mgr.clone();
-        fs.spawn_as(req, async move {
+        fs.spawn_as(req, |_| async move {
             let read = match mgr.wait_readable(fh.0, offset, size).await {
                 Ok(()) => mgr.read(fh.0, offset, size),
                 Err(e) => Err(e),
@@ -189,10 +189,10 @@ pub(super) fn flush(
         return reply.ok();
     }
     let mgr = fs.mgr.clone();
-    fs.spawn_as(req, async move {
+    fs.spawn_as(req, |who| async move {
         // close(2) drops the caller's fcntl locks on the file (POSIX).
-        locks::release_owner(&mgr, ino.0, lock_owner.0).await;
-        answer_empty(mgr.flush(fh.0).await, reply)
+        locks::release_owner(&who, &mgr, ino.0, lock_owner.0).await;
+        answer_empty(mgr.flush(&who, fh.0).await, reply)
     });
 }
 
@@ -213,8 +213,9 @@ pub(super) fn release(
     if !owners.is_empty() {
         let mgr = fs.mgr.clone();
         fs.rt.spawn(async move {
+            // No user's request: given back as nobody (releases need no rights).
             for owner in owners {
-                locks::release_owner(&mgr, ino.0, owner).await;
+                locks::release_owner(&Who::ANONYMOUS, &mgr, ino.0, owner).await;
             }
         });
     }
@@ -222,8 +223,7 @@ pub(super) fn release(
 
 pub(super) fn fsync(fs: &DfsFs, req: &Request, fh: FileHandle, reply: ReplyEmpty) {
     let mgr = fs.mgr.clone();
-    fs.spawn_as(
-        req,
-        async move { answer_empty(mgr.fsync(fh.0).await, reply) },
-    );
+    fs.spawn_as(req, |who| async move {
+        answer_empty(mgr.fsync(&who, fh.0).await, reply)
+    });
 }

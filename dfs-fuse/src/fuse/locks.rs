@@ -5,6 +5,7 @@
 
 use super::attrs::errno;
 use dfs_client::cache::CacheManager;
+use dfs_client::port::Who;
 use dfs_common::locks::{LockClass, LockMode, LockRange, LockRequest, ReleaseRequest};
 use dfs_common::{FsError, Ino};
 use fuser::{ReplyEmpty, ReplyLock};
@@ -49,48 +50,46 @@ pub fn setlk(
     reply: ReplyEmpty,
 ) {
     // Locks are taken for, and checked against, the caller (their credentials in a realm).
-    rt.spawn(super::answered_in_task(dfs_client::auth::as_uid(
-        uid,
-        async move {
-            let result = match mode_of(typ) {
-                None => {
-                    let req = ReleaseRequest {
-                        ino,
-                        class: LockClass::Advisory,
-                        owner,
-                        range: Some(range(start, end)),
-                    };
-                    match mgr.lock_release(req).await {
-                        // POSIX: unlocking what is not locked is not an error.
-                        Ok(_) | Err(FsError::NotFound) => Ok(()),
-                        Err(e) => Err(e),
-                    }
+    let who = Who::user(uid);
+    rt.spawn(super::answered_in_task(async move {
+        let result = match mode_of(typ) {
+            None => {
+                let req = ReleaseRequest {
+                    ino,
+                    class: LockClass::Advisory,
+                    owner,
+                    range: Some(range(start, end)),
+                };
+                match mgr.lock_release(&who, req).await {
+                    // POSIX: unlocking what is not locked is not an error.
+                    Ok(_) | Err(FsError::NotFound) => Ok(()),
+                    Err(e) => Err(e),
                 }
-                Some(mode) => {
-                    let req = LockRequest {
-                        ino,
-                        class: LockClass::Advisory,
-                        mode,
-                        range: range(start, end),
-                        owner,
-                        pid,
-                        label: dfs_client::cache::locks::label_for(uid),
-                        wait_ms: 0,
-                    };
-                    let wait = if sleep {
-                        mgr.lock_wait()
-                    } else {
-                        Duration::ZERO
-                    };
-                    mgr.lock_acquire(req, wait).await.map(|_| ())
-                }
-            };
-            match result {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(&e)),
             }
-        },
-    )));
+            Some(mode) => {
+                let req = LockRequest {
+                    ino,
+                    class: LockClass::Advisory,
+                    mode,
+                    range: range(start, end),
+                    owner,
+                    pid,
+                    label: dfs_client::cache::locks::label_for(uid),
+                    wait_ms: 0,
+                };
+                let wait = if sleep {
+                    mgr.lock_wait()
+                } else {
+                    Duration::ZERO
+                };
+                mgr.lock_acquire(&who, req, wait).await.map(|_| ())
+            }
+        };
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }));
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -106,40 +105,38 @@ pub fn getlk(
     uid: u32,
     reply: ReplyLock,
 ) {
-    rt.spawn(super::answered_in_task(dfs_client::auth::as_uid(
-        uid,
-        async move {
-            let Some(mode) = mode_of(typ) else {
-                return reply.error(fuser::Errno::EINVAL);
-            };
-            let req = LockRequest {
-                ino,
-                class: LockClass::Advisory,
-                mode,
-                range: range(start, end),
-                owner,
-                pid,
-                label: String::new(),
-                wait_ms: 0,
-            };
-            match mgr.lock_test(req).await {
-                Ok(None) => reply.locked(start, end, libc::F_UNLCK, 0),
-                Ok(Some(h)) => {
-                    let typ = match h.mode {
-                        LockMode::Shared => libc::F_RDLCK,
-                        LockMode::Exclusive => libc::F_WRLCK,
-                    };
-                    reply.locked(h.range.start, kernel_end(h.range.end), typ, h.pid)
-                }
-                Err(e) => reply.error(errno(&e)),
+    let who = Who::user(uid);
+    rt.spawn(super::answered_in_task(async move {
+        let Some(mode) = mode_of(typ) else {
+            return reply.error(fuser::Errno::EINVAL);
+        };
+        let req = LockRequest {
+            ino,
+            class: LockClass::Advisory,
+            mode,
+            range: range(start, end),
+            owner,
+            pid,
+            label: String::new(),
+            wait_ms: 0,
+        };
+        match mgr.lock_test(&who, req).await {
+            Ok(None) => reply.locked(start, end, libc::F_UNLCK, 0),
+            Ok(Some(h)) => {
+                let typ = match h.mode {
+                    LockMode::Shared => libc::F_RDLCK,
+                    LockMode::Exclusive => libc::F_WRLCK,
+                };
+                reply.locked(h.range.start, kernel_end(h.range.end), typ, h.pid)
             }
-        },
-    )));
+            Err(e) => reply.error(errno(&e)),
+        }
+    }));
 }
 
-/// Releases every advisory lock `owner` holds on `ino` (close of a POSIX lock holder's
-/// descriptor, or release of a flock). No round trip unless this client holds one.
-pub async fn release_owner(mgr: &CacheManager, ino: Ino, owner: u64) {
+/// Releases, for `who`, every advisory lock `owner` holds on `ino` (close of a POSIX lock
+/// holder's descriptor, or release of a flock). No round trip unless this client holds one.
+pub async fn release_owner(who: &Who, mgr: &CacheManager, ino: Ino, owner: u64) {
     if !mgr.holds_advisory(ino, owner) {
         return;
     }
@@ -149,7 +146,7 @@ pub async fn release_owner(mgr: &CacheManager, ino: Ino, owner: u64) {
         owner,
         range: None,
     };
-    match mgr.lock_release(req).await {
+    match mgr.lock_release(who, req).await {
         Ok(_) | Err(FsError::NotFound) => {}
         Err(e) => log::warn!("inode {ino}: releasing locks of owner {owner:#x}: {e}"),
     }

@@ -20,6 +20,7 @@ mod xattr;
 use crate::metrics;
 use attrs::{errno, file_attr, ttl_for};
 use dfs_client::cache::{CacheManager, Invalidation};
+use dfs_client::port::Who;
 use dfs_common::types::SetTime;
 use dfs_common::{Ino, Timestamp};
 use fuser::{
@@ -60,16 +61,18 @@ impl DfsFs {
         }
     }
 
-    /// Runs a request's work on the runtime on behalf of the user who made it, so that
-    /// it uses that user's credentials (`dfs_client::auth`). The request's timing goes with it
-    /// (`crate::metrics`), and so does a debug span naming the request's kind, so that
-    /// the requests it sends to the server (each with its request id) are logged under it.
-    fn spawn_as<F>(&self, req: &Request, f: F)
+    /// Runs a request's work on the runtime on behalf of the user who made it: `f` gets
+    /// the `Who` of the request's uid, which every call it makes to the manager passes on
+    /// (so it uses that user's credentials, `dfs_client::auth`). The request's timing goes
+    /// with it (`crate::metrics`), and so does a debug span naming the request's kind, so
+    /// that the requests it sends to the server (each with its request id) are logged
+    /// under it.
+    fn spawn_as<F, Fut>(&self, req: &Request, f: F)
     where
-        F: std::future::Future<Output = ()> + Send + 'static,
+        F: FnOnce(Who) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
     {
-        self.rt
-            .spawn(answered_in_task(dfs_client::auth::as_uid(req.uid(), f)));
+        self.rt.spawn(answered_in_task(f(Who::user(req.uid()))));
     }
 }
 
@@ -191,8 +194,8 @@ impl Filesystem for DfsFs {
         }
         let mgr = self.mgr.clone();
         let name = name.as_bytes().to_vec();
-        self.spawn_as(req, async move {
-            match mgr.lookup(parent.0, &name).await {
+        self.spawn_as(req, |who| async move {
+            match mgr.lookup(&who, parent.0, &name).await {
                 Ok(attr) => {
                     let ttl = ttl_for(&mgr, attr.ino);
                     reply.entry(&ttl, &file_attr(&attr), Generation(0))
@@ -215,8 +218,8 @@ impl Filesystem for DfsFs {
             return reply.attr(&ttl_for(&self.mgr, attr.ino), &file_attr(&attr));
         }
         let mgr = self.mgr.clone();
-        self.spawn_as(req, async move {
-            match mgr.getattr(ino.0).await {
+        self.spawn_as(req, |who| async move {
+            match mgr.getattr(&who, ino.0).await {
                 Ok(attr) => reply.attr(&ttl_for(&mgr, attr.ino), &file_attr(&attr)),
                 Err(e) => reply.error(errno(&e)),
             }
@@ -245,8 +248,11 @@ impl Filesystem for DfsFs {
         let mgr = self.mgr.clone();
         let mode = mode.map(|m| m & 0o7777);
         let (atime, mtime) = (set_time(atime), set_time(mtime));
-        self.spawn_as(req, async move {
-            match mgr.setattr(ino.0, mode, uid, gid, size, atime, mtime).await {
+        self.spawn_as(req, |who| async move {
+            match mgr
+                .setattr(&who, ino.0, mode, uid, gid, size, atime, mtime)
+                .await
+            {
                 Ok(attr) => reply.attr(&ttl_for(&mgr, attr.ino), &file_attr(&attr)),
                 Err(e) => reply.error(errno(&e)),
             }
@@ -256,8 +262,8 @@ impl Filesystem for DfsFs {
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
         let _op = crate::metrics::begin(crate::metrics::FuseOp::Readlink);
         let mgr = self.mgr.clone();
-        self.spawn_as(req, async move {
-            match mgr.readlink(ino.0).await {
+        self.spawn_as(req, |who| async move {
+            match mgr.readlink(&who, ino.0).await {
                 Ok(target) => reply.data(&target),
                 Err(e) => reply.error(errno(&e)),
             }
@@ -499,8 +505,8 @@ impl Filesystem for DfsFs {
     fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         let _op = crate::metrics::begin(crate::metrics::FuseOp::Statfs);
         let mgr = self.mgr.clone();
-        self.spawn_as(req, async move {
-            match mgr.statfs().await {
+        self.spawn_as(req, |who| async move {
+            match mgr.statfs(&who).await {
                 Ok(s) => {
                     let bsize = 4096u64;
                     reply.statfs(

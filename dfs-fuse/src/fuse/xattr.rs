@@ -36,8 +36,8 @@ pub(super) fn getxattr(
     }
     let mgr = fs.mgr.clone();
     let name = name.as_bytes().to_vec();
-    fs.spawn_as(req, async move {
-        answer_bytes(mgr.getxattr(ino.0, &name).await, size, reply)
+    fs.spawn_as(req, |who| async move {
+        answer_bytes(mgr.getxattr(&who, ino.0, &name).await, size, reply)
     });
 }
 
@@ -46,8 +46,8 @@ pub(super) fn listxattr(fs: &DfsFs, req: &Request, ino: INodeNo, size: u32, repl
         return answer_bytes(Ok(names), size, reply);
     }
     let mgr = fs.mgr.clone();
-    fs.spawn_as(req, async move {
-        answer_bytes(mgr.listxattr(ino.0).await, size, reply)
+    fs.spawn_as(req, |who| async move {
+        answer_bytes(mgr.listxattr(&who, ino.0).await, size, reply)
     });
 }
 
@@ -74,8 +74,8 @@ pub(super) fn setxattr(
     };
     let mgr = fs.mgr.clone();
     let (name, value) = (name.as_bytes().to_vec(), value.to_vec());
-    fs.spawn_as(req, async move {
-        answer_empty(mgr.setxattr(ino.0, &name, &value, how).await, reply)
+    fs.spawn_as(req, |who| async move {
+        answer_empty(mgr.setxattr(&who, ino.0, &name, &value, how).await, reply)
     });
 }
 
@@ -88,7 +88,7 @@ pub(super) fn removexattr(
 ) {
     let mgr = fs.mgr.clone();
     let name = name.as_bytes().to_vec();
-    fs.spawn_as(req, async move {
-        answer_empty(mgr.removexattr(ino.0, &name).await, reply)
+    fs.spawn_as(req, |who| async move {
+        answer_empty(mgr.removexattr(&who, ino.0, &name).await, reply)
     });
 }

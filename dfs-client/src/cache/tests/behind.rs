@@ -17,6 +17,7 @@ async fn write_in_order(h: &Harness, name: &str, data: &[u8]) -> (Ino, u64) {
     let (attr, open) = h
         .mgr
         .create(
+            &ME,
             ROOT,
             name.as_bytes(),
             Creator::with_mode(0o644, 0, 0),
@@ -38,7 +39,7 @@ async fn an_upload_starts_before_the_close_and_the_close_takes_its_answer() {
     let (ino, fh) = write_in_order(&a, "big", &data).await;
     a.until("the upload has started", |a| calls(a)[STORES] == 1)
         .await;
-    a.mgr.flush(fh).await.unwrap();
+    a.mgr.flush(&ME, fh).await.unwrap();
     a.mgr.release(fh);
     assert_eq!(calls(&a)[STORES], 1, "the close sent the file again");
     assert!(get(&b, ino).await == data, "contents differ");
@@ -50,7 +51,7 @@ async fn a_small_file_is_not_uploaded_before_its_close() {
     let data = vec![3u8; 2 * MIB];
     let (ino, fh) = write_in_order(&a, "small", &data).await;
     assert_eq!(calls(&a)[STORES], 0);
-    a.mgr.flush(fh).await.unwrap();
+    a.mgr.flush(&ME, fh).await.unwrap();
     a.mgr.release(fh);
     assert_eq!(calls(&a)[STORES], 1);
     assert!(get(&b, ino).await == data);
@@ -65,7 +66,7 @@ async fn a_write_out_of_order_abandons_the_upload_and_the_close_sends_it_whole()
         .await;
     a.mgr.write(fh, 0, b"REWRITTEN").unwrap();
     data[..9].copy_from_slice(b"REWRITTEN");
-    a.mgr.flush(fh).await.unwrap();
+    a.mgr.flush(&ME, fh).await.unwrap();
     a.mgr.release(fh);
     assert_eq!(calls(&a)[STORES], 2);
     assert!(
@@ -81,7 +82,7 @@ async fn a_failed_upload_is_retried_whole_at_the_close() {
     a.port
         .fail_next(Calls::Store, 1, FsError::Unavailable("injected".into()));
     let (ino, fh) = write_in_order(&a, "big", &data).await;
-    a.mgr.flush(fh).await.unwrap();
+    a.mgr.flush(&ME, fh).await.unwrap();
     a.mgr.release(fh);
     assert_eq!(calls(&a)[STORES], 1, "the whole store did not happen once");
     assert!(get(&b, ino).await == data);
@@ -94,7 +95,7 @@ async fn when_the_upload_and_the_whole_store_fail_the_file_waits_for_the_retry()
     a.port
         .fail_next(Calls::Store, 2, FsError::Unavailable("injected".into()));
     let (ino, fh) = write_in_order(&a, "big", &data).await;
-    assert_eq!(a.mgr.flush(fh).await.unwrap_err().errno(), libc::EIO);
+    assert_eq!(a.mgr.flush(&ME, fh).await.unwrap_err().errno(), libc::EIO);
     a.mgr.release(fh);
     assert_eq!(a.mgr.dirty_count(), 1);
     assert_eq!(a.mgr.store_dirty().await, 0);
@@ -107,6 +108,7 @@ async fn writes_after_an_fsync_are_stored_by_the_close_in_order() {
     let (attr, open) = a
         .mgr
         .create(
+            &ME,
             ROOT,
             b"log",
             Creator::with_mode(0o644, 0, 0),
@@ -115,10 +117,10 @@ async fn writes_after_an_fsync_are_stored_by_the_close_in_order() {
         .await
         .unwrap();
     a.mgr.write(open.fh, 0, b"first ").unwrap();
-    a.mgr.fsync(open.fh).await.unwrap();
+    a.mgr.fsync(&ME, open.fh).await.unwrap();
     assert_eq!(get(&b, attr.ino).await, b"first ");
     a.mgr.write(open.fh, 6, b"second").unwrap();
-    a.mgr.flush(open.fh).await.unwrap();
+    a.mgr.flush(&ME, open.fh).await.unwrap();
     a.mgr.release(open.fh);
     b.until("b's promise on log is broken", |b| {
         !b.mgr.holds_promise(attr.ino)
@@ -144,9 +146,9 @@ async fn dirty_files_of_several_inodes_are_all_stored_by_the_retry() {
     a.port
         .fail_next(Calls::Store, 2, FsError::Unavailable("injected".into()));
     for (ino, data) in [(f.ino, b"eff"), (g.ino, b"gee")] {
-        let open = a.mgr.open(ino, libc::O_WRONLY, 0).await.unwrap();
+        let open = a.mgr.open(&ME, ino, libc::O_WRONLY).await.unwrap();
         a.mgr.write(open.fh, 0, data).unwrap();
-        assert!(a.mgr.flush(open.fh).await.is_err());
+        assert!(a.mgr.flush(&ME, open.fh).await.is_err());
         a.mgr.release(open.fh);
     }
     assert_eq!(a.mgr.dirty_count(), 2);

@@ -46,7 +46,7 @@ async fn the_writer_keeps_its_own_promise_after_its_store() {
 async fn a_name_created_elsewhere_is_seen_after_its_entry_break() {
     let (_cell, a, b) = two().await;
     assert_eq!(
-        b.mgr.lookup(ROOT, b"new").await.unwrap_err(),
+        b.mgr.lookup(&ME, ROOT, b"new").await.unwrap_err(),
         FsError::NotFound
     );
     put(&a, "new", b"x").await;
@@ -54,21 +54,21 @@ async fn a_name_created_elsewhere_is_seen_after_its_entry_break() {
         !matches!(b.mgr.try_lookup_cached(ROOT, b"new"), Some(Err(_)))
     })
     .await;
-    assert_eq!(b.mgr.lookup(ROOT, b"new").await.unwrap().size, 1);
+    assert_eq!(b.mgr.lookup(&ME, ROOT, b"new").await.unwrap().size, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unlink_elsewhere_is_seen() {
     let (_cell, a, b) = two().await;
     let f = put(&a, "f", b"x").await;
-    assert_eq!(b.mgr.lookup(ROOT, b"f").await.unwrap().ino, f.ino);
-    a.mgr.unlink(ROOT, b"f").await.unwrap();
+    assert_eq!(b.mgr.lookup(&ME, ROOT, b"f").await.unwrap().ino, f.ino);
+    a.mgr.unlink(&ME, ROOT, b"f").await.unwrap();
     b.until("b forgets f", |b| {
         b.mgr.try_lookup_cached(ROOT, b"f").is_none()
     })
     .await;
     assert_eq!(
-        b.mgr.lookup(ROOT, b"f").await.unwrap_err(),
+        b.mgr.lookup(&ME, ROOT, b"f").await.unwrap_err(),
         FsError::NotFound
     );
 }
@@ -79,14 +79,17 @@ async fn a_rename_over_a_name_is_seen_with_the_new_contents() {
     let f = put(&a, "f", b"old").await;
     let tmp = put(&a, ".f.tmp", b"new contents").await;
     assert_eq!(get(&b, f.ino).await, b"old");
-    assert_eq!(b.mgr.lookup(ROOT, b"f").await.unwrap().ino, f.ino);
-    a.mgr.rename(ROOT, b".f.tmp", ROOT, b"f", 0).await.unwrap();
+    assert_eq!(b.mgr.lookup(&ME, ROOT, b"f").await.unwrap().ino, f.ino);
+    a.mgr
+        .rename(&ME, ROOT, b".f.tmp", ROOT, b"f", 0)
+        .await
+        .unwrap();
     b.until(
         "b forgets the old f",
         |b| !matches!(b.mgr.try_lookup_cached(ROOT, b"f"), Some(Ok(attr)) if attr.ino == f.ino),
     )
     .await;
-    let now = b.mgr.lookup(ROOT, b"f").await.unwrap();
+    let now = b.mgr.lookup(&ME, ROOT, b"f").await.unwrap();
     assert_eq!(now.ino, tmp.ino);
     assert_eq!(get(&b, now.ino).await, b"new contents");
 }
@@ -98,56 +101,62 @@ async fn a_listing_shows_a_file_made_elsewhere() {
     let names = |items: &[crate::cache::DirItem]| -> Vec<Vec<u8>> {
         items.iter().map(|i| i.name.clone()).collect()
     };
-    assert!(names(&b.mgr.readdir(ROOT).await.unwrap()).contains(&b"one".to_vec()));
+    assert!(names(&b.mgr.readdir(&ME, ROOT).await.unwrap()).contains(&b"one".to_vec()));
     put(&a, "two", b"2").await;
     b.until("b's listing of / is broken", |b| !b.mgr.holds_promise(ROOT))
         .await;
-    assert!(names(&b.mgr.readdir(ROOT).await.unwrap()).contains(&b"two".to_vec()));
+    assert!(names(&b.mgr.readdir(&ME, ROOT).await.unwrap()).contains(&b"two".to_vec()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chmod_elsewhere_reaches_getattr() {
     let (_cell, a, b) = two().await;
     let f = put(&a, "f", b"x").await;
-    assert_eq!(b.mgr.getattr(f.ino).await.unwrap().mode & 0o777, 0o644);
+    assert_eq!(b.mgr.getattr(&ME, f.ino).await.unwrap().mode & 0o777, 0o644);
     a.mgr
-        .setattr(f.ino, Some(0o600), None, None, None, None, None)
+        .setattr(&ME, f.ino, Some(0o600), None, None, None, None, None)
         .await
         .unwrap();
     b.until("b's attributes of f are broken", |b| {
         !b.mgr.holds_promise(f.ino)
     })
     .await;
-    assert_eq!(b.mgr.getattr(f.ino).await.unwrap().mode & 0o777, 0o600);
+    assert_eq!(b.mgr.getattr(&ME, f.ino).await.unwrap().mode & 0o777, 0o600);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_xattr_set_elsewhere_is_read_after_its_break() {
     let (_cell, a, b) = two().await;
     let f = put(&a, "f", b"x").await;
-    assert!(b.mgr.getxattr(f.ino, b"user.k").await.is_err());
+    assert!(b.mgr.getxattr(&ME, f.ino, b"user.k").await.is_err());
     a.mgr
-        .setxattr(f.ino, b"user.k", b"v", dfs_common::proto::XattrSet::Either)
+        .setxattr(
+            &ME,
+            f.ino,
+            b"user.k",
+            b"v",
+            dfs_common::proto::XattrSet::Either,
+        )
         .await
         .unwrap();
     b.until("b's xattrs of f are broken", |b| {
         b.mgr.try_xattrs_cached(f.ino).is_none()
     })
     .await;
-    assert_eq!(b.mgr.getxattr(f.ino, b"user.k").await.unwrap(), b"v");
+    assert_eq!(b.mgr.getxattr(&ME, f.ino, b"user.k").await.unwrap(), b"v");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hard_link_elsewhere_shows_in_the_link_count() {
     let (_cell, a, b) = two().await;
     let f = put(&a, "f", b"x").await;
-    assert_eq!(b.mgr.getattr(f.ino).await.unwrap().nlink, 1);
-    a.mgr.link(f.ino, ROOT, b"g").await.unwrap();
+    assert_eq!(b.mgr.getattr(&ME, f.ino).await.unwrap().nlink, 1);
+    a.mgr.link(&ME, f.ino, ROOT, b"g").await.unwrap();
     b.until("b's attributes of f are broken", |b| {
         !b.mgr.holds_promise(f.ino)
     })
     .await;
-    assert_eq!(b.mgr.getattr(f.ino).await.unwrap().nlink, 2);
+    assert_eq!(b.mgr.getattr(&ME, f.ino).await.unwrap().nlink, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -197,13 +206,16 @@ async fn a_file_removed_while_the_channel_was_down_is_dropped_at_revalidation() 
     let f = put(&a, "f", b"gone soon").await;
     assert_eq!(get(&b, f.ino).await, b"gone soon");
     b.port.drop_breaks(2);
-    a.mgr.unlink(ROOT, b"f").await.unwrap();
+    a.mgr.unlink(&ME, ROOT, b"f").await.unwrap();
     cell.restart();
     b.until("b drops its copy of the removed file", |b| {
         b.mgr.status("").cached_files == 0
     })
     .await;
-    assert_eq!(b.mgr.getattr(f.ino).await.unwrap_err(), FsError::NotFound);
+    assert_eq!(
+        b.mgr.getattr(&ME, f.ino).await.unwrap_err(),
+        FsError::NotFound
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -211,12 +223,12 @@ async fn a_symlink_made_elsewhere_reads_its_target() {
     let (_cell, a, b) = two().await;
     let link = a
         .mgr
-        .symlink(ROOT, b"l", b"/some/where", 0, 0)
+        .symlink(&ME, ROOT, b"l", b"/some/where", 0, 0)
         .await
         .unwrap();
-    let seen = b.mgr.lookup(ROOT, b"l").await.unwrap();
+    let seen = b.mgr.lookup(&ME, ROOT, b"l").await.unwrap();
     assert_eq!(seen.ino, link.ino);
-    assert_eq!(b.mgr.readlink(seen.ino).await.unwrap(), b"/some/where");
+    assert_eq!(b.mgr.readlink(&ME, seen.ino).await.unwrap(), b"/some/where");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -227,7 +239,7 @@ async fn a_read_only_open_of_a_changed_file_asks_with_its_version() {
     // A change of attributes only: the contents' version is the same, so the fetch is
     // answered "not modified" and nothing is transferred.
     a.mgr
-        .setattr(f.ino, Some(0o640), None, None, None, None, None)
+        .setattr(&ME, f.ino, Some(0o640), None, None, None, None, None)
         .await
         .unwrap();
     b.until("b's promise on f is broken", |b| {

@@ -75,7 +75,7 @@ async fn three_cut_fetches_fail_the_open_with_eio() {
     let (_cell, a, b) = two().await;
     let f = put(&a, "f", b"never whole").await;
     b.port.cut_fetches(3);
-    let e = b.mgr.open(f.ino, libc::O_RDONLY, 0).await.unwrap_err();
+    let e = b.mgr.open(&ME, f.ino, libc::O_RDONLY).await.unwrap_err();
     assert_eq!(e.errno(), libc::EIO);
     assert_eq!(calls(&b)[FETCHES], 3);
     assert_eq!(get(&b, f.ino).await, b"never whole");
@@ -103,7 +103,7 @@ async fn an_unreachable_server_without_a_copy_fails_the_open_with_eio() {
     let f = put(&a, "f", b"x").await;
     b.port
         .fail_next(Calls::Fetch, 1, FsError::Unavailable("injected".into()));
-    let e = b.mgr.open(f.ino, libc::O_RDONLY, 0).await.unwrap_err();
+    let e = b.mgr.open(&ME, f.ino, libc::O_RDONLY).await.unwrap_err();
     assert_eq!(e.errno(), libc::EIO);
 }
 
@@ -113,9 +113,9 @@ async fn a_failed_lookup_is_reported_and_not_remembered() {
     put(&a, "f", b"x").await;
     b.port
         .fail_next(Calls::Dir, 1, FsError::Unavailable("injected".into()));
-    let e = b.mgr.lookup(ROOT, b"f").await.unwrap_err();
+    let e = b.mgr.lookup(&ME, ROOT, b"f").await.unwrap_err();
     assert_eq!(e.errno(), libc::EIO);
-    assert!(b.mgr.lookup(ROOT, b"f").await.is_ok());
+    assert!(b.mgr.lookup(&ME, ROOT, b"f").await.is_ok());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -123,12 +123,12 @@ async fn a_file_gone_from_the_server_drops_its_cached_copy() {
     let (_cell, a, b) = two().await;
     let f = put(&a, "f", b"x").await;
     assert_eq!(get(&b, f.ino).await, b"x");
-    a.mgr.unlink(ROOT, b"f").await.unwrap();
+    a.mgr.unlink(&ME, ROOT, b"f").await.unwrap();
     b.until("b's promise on f is broken", |b| {
         !b.mgr.holds_promise(f.ino)
     })
     .await;
-    let e = b.mgr.open(f.ino, libc::O_RDONLY, 0).await.unwrap_err();
+    let e = b.mgr.open(&ME, f.ino, libc::O_RDONLY).await.unwrap_err();
     assert_eq!(e, FsError::NotFound);
     assert!(b.mgr.disk.get(f.ino).is_none());
 }
@@ -142,11 +142,11 @@ async fn a_lock_service_that_cannot_be_reached_lets_the_writer_write() {
         .fail_next(Calls::Locks, 1, FsError::Unavailable("injected".into()));
     let open = b
         .mgr
-        .open(f.ino, libc::O_WRONLY | libc::O_TRUNC, 0)
+        .open(&ME, f.ino, libc::O_WRONLY | libc::O_TRUNC)
         .await
         .unwrap();
     b.mgr.write(open.fh, 0, b"unlocked").unwrap();
-    b.mgr.flush(open.fh).await.unwrap();
+    b.mgr.flush(&ME, open.fh).await.unwrap();
     b.mgr.release(open.fh);
     assert_eq!(get(&b, f.ino).await, b"unlocked");
 }

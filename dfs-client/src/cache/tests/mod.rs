@@ -1,5 +1,6 @@
 //! Unit tests of the cache's rules on the in-memory server (`crate::testing`): coherence
-//! (`coherence`), storing (`store`), write-behind (`behind`) and errors (`errors`). They
+//! (`coherence`), storing (`store`), write-behind (`behind`), errors (`errors`) and who
+//! acts (`users`, in a realm cell). They
 //! need no mount and no root; run them with `cargo test -p dfs-client --features testing`.
 //!
 //! Owns: the tests and their small helpers. Must not reach into the server except to do
@@ -9,8 +10,10 @@ mod behind;
 mod coherence;
 mod errors;
 mod store;
+mod users;
 
 use crate::cache::Creator;
+use crate::port::Who;
 use crate::testing::{Harness, TestCell};
 use dfs_common::{Attr, Ino, ROOT_INO};
 use std::sync::Arc;
@@ -22,6 +25,9 @@ pub(super) fn cell() -> Arc<TestCell> {
 
 pub(super) const ROOT: Ino = ROOT_INO;
 
+/// Who the tests of an open cell act as (it checks nobody's rights).
+pub(super) const ME: Who = Who::user(0);
+
 fn creator() -> Creator {
     Creator::with_mode(0o644, 0, 0)
 }
@@ -30,13 +36,13 @@ fn creator() -> Creator {
 pub(super) async fn put(h: &Harness, name: &str, data: &[u8]) -> Attr {
     let (attr, open) = h
         .mgr
-        .create(ROOT, name.as_bytes(), creator(), libc::O_WRONLY)
+        .create(&ME, ROOT, name.as_bytes(), creator(), libc::O_WRONLY)
         .await
         .expect("create");
     if !data.is_empty() {
         h.mgr.write(open.fh, 0, data).expect("write");
     }
-    h.mgr.flush(open.fh).await.expect("flush");
+    h.mgr.flush(&ME, open.fh).await.expect("flush");
     h.mgr.release(open.fh);
     attr
 }
@@ -45,17 +51,17 @@ pub(super) async fn put(h: &Harness, name: &str, data: &[u8]) -> Attr {
 pub(super) async fn rewrite(h: &Harness, ino: Ino, data: &[u8]) {
     let open = h
         .mgr
-        .open(ino, libc::O_WRONLY | libc::O_TRUNC, 0)
+        .open(&ME, ino, libc::O_WRONLY | libc::O_TRUNC)
         .await
         .expect("open for writing");
     h.mgr.write(open.fh, 0, data).expect("write");
-    h.mgr.flush(open.fh).await.expect("flush");
+    h.mgr.flush(&ME, open.fh).await.expect("flush");
     h.mgr.release(open.fh);
 }
 
 /// The whole contents of `ino` as this client reads them (open, read, close).
 pub(super) async fn get(h: &Harness, ino: Ino) -> Vec<u8> {
-    let open = h.mgr.open(ino, libc::O_RDONLY, 0).await.expect("open");
+    let open = h.mgr.open(&ME, ino, libc::O_RDONLY).await.expect("open");
     let data = read_all(h, open.fh);
     h.mgr.release(open.fh);
     data

@@ -23,7 +23,7 @@ async fn lapse_lock(h: &Harness, ino: Ino) {
 async fn a_close_stores_the_contents_for_every_client() {
     let (_cell, a, b) = two().await;
     let f = put(&a, "f", b"hello").await;
-    let seen = b.mgr.lookup(ROOT, b"f").await.unwrap();
+    let seen = b.mgr.lookup(&ME, ROOT, b"f").await.unwrap();
     assert_eq!((seen.ino, seen.size), (f.ino, 5));
     assert_eq!(get(&b, f.ino).await, b"hello");
 }
@@ -32,9 +32,9 @@ async fn a_close_stores_the_contents_for_every_client() {
 async fn each_store_makes_a_new_version() {
     let (_cell, a, _b) = two().await;
     let f = put(&a, "f", b"1").await;
-    let v1 = a.mgr.getattr(f.ino).await.unwrap().version;
+    let v1 = a.mgr.getattr(&ME, f.ino).await.unwrap().version;
     rewrite(&a, f.ino, b"22").await;
-    let v2 = a.mgr.getattr(f.ino).await.unwrap().version;
+    let v2 = a.mgr.getattr(&ME, f.ino).await.unwrap().version;
     assert!(v2 > v1, "version {v1} -> {v2}");
 }
 
@@ -42,8 +42,8 @@ async fn each_store_makes_a_new_version() {
 async fn closing_a_read_only_handle_stores_nothing() {
     let (_cell, a, b) = two().await;
     let f = put(&a, "f", b"x").await;
-    let open = b.mgr.open(f.ino, libc::O_RDONLY, 0).await.unwrap();
-    b.mgr.flush(open.fh).await.unwrap();
+    let open = b.mgr.open(&ME, f.ino, libc::O_RDONLY).await.unwrap();
+    b.mgr.flush(&ME, open.fh).await.unwrap();
     b.mgr.release(open.fh);
     assert_eq!(calls(&b)[STORES], 0);
 }
@@ -53,8 +53,8 @@ async fn an_unchanged_copy_opened_for_writing_stores_nothing() {
     let (_cell, a, _b) = two().await;
     let f = put(&a, "f", b"x").await;
     let stores = calls(&a)[STORES];
-    let open = a.mgr.open(f.ino, libc::O_RDWR, 0).await.unwrap();
-    a.mgr.flush(open.fh).await.unwrap();
+    let open = a.mgr.open(&ME, f.ino, libc::O_RDWR).await.unwrap();
+    a.mgr.flush(&ME, open.fh).await.unwrap();
     a.mgr.release(open.fh);
     assert_eq!(calls(&a)[STORES], stores);
 }
@@ -67,11 +67,11 @@ async fn a_failed_store_fails_the_close_and_keeps_the_data() {
         .fail_next(Calls::Store, 1, FsError::Unavailable("injected".into()));
     let open = a
         .mgr
-        .open(f.ino, libc::O_WRONLY | libc::O_TRUNC, 0)
+        .open(&ME, f.ino, libc::O_WRONLY | libc::O_TRUNC)
         .await
         .unwrap();
     a.mgr.write(open.fh, 0, b"precious").unwrap();
-    let e = a.mgr.flush(open.fh).await.unwrap_err();
+    let e = a.mgr.flush(&ME, open.fh).await.unwrap_err();
     assert_eq!(e.errno(), libc::EIO);
     a.mgr.release(open.fh);
     assert_eq!(a.mgr.dirty_count(), 1);
@@ -93,9 +93,9 @@ async fn a_retry_while_the_server_still_fails_leaves_the_file_dirty() {
     let f = put(&a, "f", b"x").await;
     a.port
         .fail_next(Calls::Store, 2, FsError::Unavailable("injected".into()));
-    let open = a.mgr.open(f.ino, libc::O_WRONLY, 0).await.unwrap();
+    let open = a.mgr.open(&ME, f.ino, libc::O_WRONLY).await.unwrap();
     a.mgr.write(open.fh, 0, b"y").unwrap();
-    assert!(a.mgr.flush(open.fh).await.is_err());
+    assert!(a.mgr.flush(&ME, open.fh).await.is_err());
     a.mgr.release(open.fh);
     assert_eq!(a.mgr.store_dirty().await, 1);
     assert_eq!(a.mgr.store_dirty().await, 0);
@@ -107,9 +107,9 @@ async fn a_failed_store_is_durably_marked_in_the_cache_index() {
     let f = put(&a, "f", b"x").await;
     a.port
         .fail_next(Calls::Store, 1, FsError::Unavailable("injected".into()));
-    let open = a.mgr.open(f.ino, libc::O_WRONLY, 0).await.unwrap();
+    let open = a.mgr.open(&ME, f.ino, libc::O_WRONLY).await.unwrap();
     a.mgr.write(open.fh, 0, b"z").unwrap();
-    assert!(a.mgr.flush(open.fh).await.is_err());
+    assert!(a.mgr.flush(&ME, open.fh).await.is_err());
     assert_eq!(a.mgr.status("").unstored_files, 1);
     let dirty: Vec<_> = a
         .mgr
@@ -127,7 +127,7 @@ async fn a_failed_store_is_durably_marked_in_the_cache_index() {
 async fn an_empty_new_file_is_stored_at_its_close() {
     let (_cell, a, b) = two().await;
     let f = put(&a, "empty", b"").await;
-    let seen = b.mgr.lookup(ROOT, b"empty").await.unwrap();
+    let seen = b.mgr.lookup(&ME, ROOT, b"empty").await.unwrap();
     assert_eq!((seen.ino, seen.size), (f.ino, 0));
     assert!(
         calls(&a)[STORES] >= 1,
@@ -140,33 +140,42 @@ async fn a_chmod_before_the_first_close_goes_with_the_store() {
     let (_cell, a, b) = two().await;
     let (attr, open) = a
         .mgr
-        .create(ROOT, b"f", Creator::with_mode(0o644, 0, 0), libc::O_WRONLY)
+        .create(
+            &ME,
+            ROOT,
+            b"f",
+            Creator::with_mode(0o644, 0, 0),
+            libc::O_WRONLY,
+        )
         .await
         .unwrap();
     a.mgr.write(open.fh, 0, b"data").unwrap();
     let dirs = calls(&a)[0];
     let shown = a
         .mgr
-        .setattr(attr.ino, Some(0o600), None, None, None, None, None)
+        .setattr(&ME, attr.ino, Some(0o600), None, None, None, None, None)
         .await
         .unwrap();
     assert_eq!(shown.mode & 0o777, 0o600);
     assert_eq!(calls(&a)[0], dirs, "the chmod went on its own");
-    a.mgr.flush(open.fh).await.unwrap();
+    a.mgr.flush(&ME, open.fh).await.unwrap();
     a.mgr.release(open.fh);
-    assert_eq!(b.mgr.getattr(attr.ino).await.unwrap().mode & 0o777, 0o600);
+    assert_eq!(
+        b.mgr.getattr(&ME, attr.ino).await.unwrap().mode & 0o777,
+        0o600
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_writer_elsewhere_makes_an_open_for_writing_wait_and_fail_with_eagain() {
     let (_cell, a, b) = two().await;
     let f = put(&a, "f", b"x").await;
-    let open = a.mgr.open(f.ino, libc::O_WRONLY, 0).await.unwrap();
-    let e = b.mgr.open(f.ino, libc::O_WRONLY, 0).await.unwrap_err();
+    let open = a.mgr.open(&ME, f.ino, libc::O_WRONLY).await.unwrap();
+    let e = b.mgr.open(&ME, f.ino, libc::O_WRONLY).await.unwrap_err();
     assert_eq!(e.errno(), libc::EAGAIN, "{e:?}");
     a.mgr.release(open.fh);
     // The release goes in the next batch; then b gets its turn.
-    let open = b.mgr.open(f.ino, libc::O_WRONLY, 0).await.unwrap();
+    let open = b.mgr.open(&ME, f.ino, libc::O_WRONLY).await.unwrap();
     b.mgr.release(open.fh);
 }
 
@@ -176,12 +185,12 @@ async fn a_lapsed_lock_is_won_back_when_nobody_stored_meanwhile() {
     let f = put(&a, "f", b"base").await;
     let open = a
         .mgr
-        .open(f.ino, libc::O_WRONLY | libc::O_TRUNC, 0)
+        .open(&ME, f.ino, libc::O_WRONLY | libc::O_TRUNC)
         .await
         .unwrap();
     lapse_lock(&a, f.ino).await;
     a.mgr.write(open.fh, 0, b"mine").unwrap();
-    a.mgr.flush(open.fh).await.unwrap();
+    a.mgr.flush(&ME, open.fh).await.unwrap();
     a.mgr.release(open.fh);
     assert_eq!(get(&b, f.ino).await, b"mine");
 }
@@ -192,13 +201,13 @@ async fn a_lapsed_lock_after_another_store_keeps_the_copy_aside_and_fails_estale
     let f = put(&a, "f", b"base").await;
     let open = a
         .mgr
-        .open(f.ino, libc::O_WRONLY | libc::O_TRUNC, 0)
+        .open(&ME, f.ino, libc::O_WRONLY | libc::O_TRUNC)
         .await
         .unwrap();
     lapse_lock(&a, f.ino).await;
     rewrite(&b, f.ino, b"theirs").await;
     a.mgr.write(open.fh, 0, b"mine").unwrap();
-    let e = a.mgr.flush(open.fh).await.unwrap_err();
+    let e = a.mgr.flush(&ME, open.fh).await.unwrap_err();
     assert_eq!(e.errno(), libc::ESTALE, "{e:?}");
     a.mgr.release(open.fh);
     let kept: Vec<_> = std::fs::read_dir(a.mgr.cache_dir.join("lost+found"))
@@ -216,12 +225,12 @@ async fn a_file_removed_elsewhere_while_open_lives_on_in_its_descriptor() {
     let f = put(&a, "f", b"x").await;
     let open = a
         .mgr
-        .open(f.ino, libc::O_RDWR | libc::O_TRUNC, 0)
+        .open(&ME, f.ino, libc::O_RDWR | libc::O_TRUNC)
         .await
         .unwrap();
-    b.mgr.unlink(ROOT, b"f").await.unwrap();
+    b.mgr.unlink(&ME, ROOT, b"f").await.unwrap();
     a.mgr.write(open.fh, 0, b"still here").unwrap();
-    a.mgr.flush(open.fh).await.unwrap();
+    a.mgr.flush(&ME, open.fh).await.unwrap();
     assert_eq!(read_all(&a, open.fh), b"still here");
     a.mgr.release(open.fh);
     assert_eq!(a.mgr.dirty_count(), 0);
@@ -244,13 +253,13 @@ async fn an_o_trunc_open_of_an_uncached_file_fetches_nothing() {
 async fn two_handles_for_writing_share_one_copy_and_one_store() {
     let (_cell, a, b) = two().await;
     let f = put(&a, "f", b"").await;
-    let one = a.mgr.open(f.ino, libc::O_WRONLY, 0).await.unwrap();
-    let two = a.mgr.open(f.ino, libc::O_WRONLY, 0).await.unwrap();
+    let one = a.mgr.open(&ME, f.ino, libc::O_WRONLY).await.unwrap();
+    let two = a.mgr.open(&ME, f.ino, libc::O_WRONLY).await.unwrap();
     a.mgr.write(one.fh, 0, b"ab").unwrap();
     a.mgr.write(two.fh, 2, b"cd").unwrap();
-    a.mgr.flush(one.fh).await.unwrap();
+    a.mgr.flush(&ME, one.fh).await.unwrap();
     a.mgr.release(one.fh);
-    a.mgr.flush(two.fh).await.unwrap();
+    a.mgr.flush(&ME, two.fh).await.unwrap();
     a.mgr.release(two.fh);
     assert_eq!(get(&b, f.ino).await, b"abcd");
 }
@@ -260,9 +269,9 @@ async fn a_truncate_by_setattr_reaches_the_server() {
     let (_cell, a, b) = two().await;
     let f = put(&a, "f", b"0123456789").await;
     a.mgr
-        .setattr(f.ino, None, None, None, Some(3), None, None)
+        .setattr(&ME, f.ino, None, None, None, Some(3), None, None)
         .await
         .unwrap();
-    assert_eq!(b.mgr.getattr(f.ino).await.unwrap().size, 3);
+    assert_eq!(b.mgr.getattr(&ME, f.ino).await.unwrap().size, 3);
     assert_eq!(get(&b, f.ino).await, b"012");
 }

@@ -11,13 +11,18 @@ mod mountpoint;
 mod options;
 
 use daemon::StatusPipe;
+use dfs_client::auth::CredentialStore;
+use dfs_client::port::Who;
+use dfs_client::remote::Remote;
 use dfs_client::{CacheManager, CacheOptions};
+use dfs_common::proto::DirRequest;
 use dfs_fuse::fuse::{deliver_invalidations, DfsFs};
 use fuser::{Config, MountOption, SessionACL};
 use mountpoint::{clear_stale_mount, detach, is_root, user_may_allow_other};
 use options::{Args, Protection};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Both daemons allocate and free many small buffers per request (database pages, HTTP
@@ -167,12 +172,19 @@ fn run(args: Args, cache_dir: PathBuf, status: &mut StatusPipe) -> Result<(), St
         cache_bytes: args.cache_size,
         ..CacheOptions::default()
     };
-    let mgr = CacheManager::new(&args.server, &cache_dir, opts)
-        .map_err(|e| format!("cache at {}: {e}", cache_dir.display()))?;
+    // The mount's port: its identity kept beside its cache, the credentials users hand it
+    // over the control socket, and (once the server answers) its protection level.
+    let credentials = Arc::new(CredentialStore::new());
+    let remote = Remote::kept_in(&args.server, &cache_dir)
+        .map_err(|e| format!("cache at {}: {e}", cache_dir.display()))?
+        .with_credentials(credentials.clone());
     rt.block_on(async {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(args.connect_timeout);
+        let root = DirRequest::GetAttr {
+            ino: dfs_common::ROOT_INO,
+        };
         loop {
-            match mgr.getattr(dfs_common::ROOT_INO).await {
+            match remote.dir(&Who::ANONYMOUS, &root).await {
                 // A realm that admits no anonymous callers answers, too: users log in.
                 Ok(_) | Err(dfs_common::FsError::Unauthenticated(_)) => return Ok(()),
                 Err(e) if tokio::time::Instant::now() >= deadline => {
@@ -182,9 +194,10 @@ fn run(args: Args, cache_dir: PathBuf, status: &mut StatusPipe) -> Result<(), St
             }
         }
     })?;
+    let mut protection = dfs_client::privacy::Protection::Integrity;
     if args.protection == Protection::Privacy {
-        if rt.block_on(dfs_client::remote::Remote::new(&args.server).has_realm()) {
-            dfs_client::privacy::set_privacy(true);
+        if rt.block_on(Remote::new(&args.server).has_realm()) {
+            protection = dfs_client::privacy::Protection::Privacy;
             log::info!("protection level: privacy (bodies encrypted with the session key)");
         } else {
             log::info!(
@@ -193,6 +206,9 @@ fn run(args: Args, cache_dir: PathBuf, status: &mut StatusPipe) -> Result<(), St
             );
         }
     }
+    let remote = remote.with_protection(protection);
+    let mgr = CacheManager::with_server(Arc::new(remote), &cache_dir, opts)
+        .map_err(|e| format!("cache at {}: {e}", cache_dir.display()))?;
     if let Some(addr) = &args.metrics_listen {
         let bound = rt
             .block_on(dfs_fuse::metrics::serve(addr, mgr.clone()))
@@ -227,8 +243,9 @@ fn run(args: Args, cache_dir: PathBuf, status: &mut StatusPipe) -> Result<(), St
     let session = fuser::spawn_mount(fs, &mountpoint, &config)
         .map_err(|e| format!("mount at {}: {e}", mountpoint.display()))?;
     deliver_invalidations(&mgr, session.notifier());
-    let control = dfs_fuse::control::serve(mgr.clone(), &mountpoint, args.server.clone())
-        .map_err(|e| format!("control socket: {e}"))?;
+    let control =
+        dfs_fuse::control::serve(mgr.clone(), credentials, &mountpoint, args.server.clone())
+            .map_err(|e| format!("control socket: {e}"))?;
     log::info!(
         "dfs {} mounted at {} (cache {}, client {:#x})",
         args.server,
