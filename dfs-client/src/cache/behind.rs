@@ -15,7 +15,8 @@
 //! store whose upload failed. Signed stores carry the contents' hash up front, so users
 //! with credentials get no upload.
 
-use super::files::{FileNode, Local};
+use super::file_state::FileState;
+use super::nodes::FileNode;
 use super::CacheManager;
 use crate::port::Body;
 use bytes::Bytes;
@@ -65,19 +66,9 @@ impl WriteBehind {
         }
     }
 
-    fn abandon(self) {
+    pub(super) fn abandon(self) {
         if let Some(up) = self.upload {
             up.written.send_replace(Written::Abandoned);
-        }
-    }
-}
-
-impl Local {
-    /// Abandons this copy's write-behind, if any: the copy changed other than by
-    /// appending, or its last writer is gone.
-    pub(super) fn abandon_behind(&mut self) {
-        if let Some(b) = self.behind.take() {
-            b.abandon();
         }
     }
 }
@@ -93,15 +84,15 @@ impl CacheManager {
     /// write is out of order.
     pub(super) fn behind_wrote(
         &self,
-        l: &mut Local,
+        l: &mut FileState,
         ino: dfs_common::Ino,
         file: &Arc<File>,
         offset: u64,
         len: u64,
     ) {
-        let fence = l.fence;
+        let fence = l.fence();
         let kill_suid = l.kills_suid();
-        let Some(behind) = l.behind.as_mut() else {
+        let Some(behind) = l.behind_mut() else {
             return;
         };
         if offset != behind.next {
@@ -148,8 +139,8 @@ impl CacheManager {
         mtime: Option<std::time::SystemTime>,
     ) -> Option<Attr> {
         let up = {
-            let mut l = node.local.lock().unwrap();
-            if l.behind.as_ref()?.next != size {
+            let mut l = node.state();
+            if l.behind_mut()?.next != size {
                 l.abandon_behind();
                 return None;
             }
@@ -157,7 +148,7 @@ impl CacheManager {
             // of `dd` or of a shell's `> file` is closed, and so flushed, before any byte
             // is written) goes on writing in order, and a later upload sends the copy
             // from its start again.
-            l.behind.as_mut()?.upload.take()?
+            l.behind_mut()?.upload.take()?
         };
         up.written.send_replace(Written::End(size));
         match up.result.await {

@@ -3,82 +3,22 @@
 //! reads and writes go to the local copy (`io`); flush/fsync of a changed file stores it
 //! whole (`store`). A copy whose store failed stays dirty (durably marked in the cache
 //! index) and is stored by a later flush or by the retry loop once the server answers.
-//! Owns per-inode open state (`FileNode`, `Local`), opening and releasing handles. Must
-//! not touch the namespace.
+//! Owns opening and releasing handles (`FileHandle`) and making a copy current; the
+//! file's state changes only through its transitions (`file_state`). Must not touch the
+//! namespace.
 
 use super::disk::CacheEntry;
+use super::file_state::FileStamp;
 use super::filling::{wait_for_plain_release, Filling};
+use super::nodes::FileNode;
 use super::CacheManager;
 use crate::port::{FetchProgress, Fetched, PortError};
 use dfs_common::{private_files, FsError, Ino, Timestamp};
 use std::fs::{File, OpenOptions};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 pub(crate) use dfs_common::locks::OPEN_OWNER;
-
-/// Per-inode state while a file is open on this client or holds unstored changes.
-pub(crate) struct FileNode {
-    pub(super) ino: Ino,
-    /// Serializes taking and giving back the writers' lock of this inode.
-    pub(super) grant: tokio::sync::Mutex<()>,
-    /// Serializes the slow steps on one inode: making the copy current, storing it,
-    /// truncating it. A fetch that goes on after its open was answered holds it to the end.
-    pub(super) op: Arc<tokio::sync::Mutex<()>>,
-    /// `write` shares it; a store in flight holds it exclusively so the upload is a
-    /// consistent snapshot.
-    pub(super) gate: tokio::sync::RwLock<()>,
-    pub(super) local: Mutex<Local>,
-    /// Signalled when the last plain handle goes (see `Local::plain_opens`).
-    pub(super) plain_gone: tokio::sync::Notify,
-}
-
-#[derive(Default)]
-pub(super) struct Local {
-    /// Server version the local copy is based on (its file is `disk.path(ino, version)`).
-    pub(super) version: u64,
-    /// The copy's read-write descriptor, shared by new handles while any is open.
-    pub(super) file: Option<Arc<File>>,
-    /// The version `file` holds (older handles may still read an older copy).
-    pub(super) file_version: u64,
-    pub(super) dirty: bool,
-    pub(super) opens: u32,
-    pub(super) writers: u32,
-    /// Bumped when the copy is replaced by a fetched version: the kernel's pages are stale.
-    pub(super) contents: u64,
-    /// `contents` when the kernel last opened the file.
-    pub(super) kernel_contents: Option<u64>,
-    /// Fencing token of the writers' lock this client holds on the inode.
-    pub(super) fence: Option<u64>,
-    /// Size and mtime of the copy when it was last known to equal `version` on the server;
-    /// a copy marked dirty that still matches it has not changed (passthrough opens for
-    /// writing are marked dirty before anything is written, since writes bypass us).
-    pub(super) clean_stamp: Option<(u64, std::time::SystemTime)>,
-    /// The local user whose open for writing made the latest changes: a store retried in
-    /// the background acts for them (in a realm, with their credentials).
-    pub(super) writer_uid: Option<u32>,
-    /// Created by us and not durable on the server until our first store: if the server
-    /// no longer knows it, a crash forgot it, and close must fail rather than drop the data.
-    pub(super) unsynced_create: bool,
-    /// Permission bits set by a chmod while `unsynced_create`, sent with the next store
-    /// instead of on their own (`tar -x` creates, writes, chmods, closes). Kept in memory
-    /// only: if this daemon dies before that store, its recovered copy is stored without
-    /// them (the close that would have stored them has failed).
-    pub(super) pending_mode: Option<u32>,
-    /// Open handles answered through this daemon because the kernel cannot have the copy
-    /// yet (it was still being fetched): while any is open, every open is answered so (the
-    /// kernel refuses passthrough and cached opens of one inode at once).
-    pub(super) plain_opens: u32,
-    /// How far an open that started on an empty copy has written it in order, and the
-    /// upload following it (see `behind`).
-    pub(super) behind: Option<super::behind::WriteBehind>,
-    /// The server no longer has the inode; it lives on in the descriptors open here (see
-    /// `orphans`).
-    pub(super) gone: bool,
-    /// The attributes the server last gave for the inode, shown (with no links) once it is
-    /// gone.
-    pub(super) last_attr: Option<dfs_common::Attr>,
-}
 
 /// What a copy with unstored changes shows over the server's attributes.
 pub(crate) struct LocalAttrs {
@@ -87,12 +27,12 @@ pub(crate) struct LocalAttrs {
     /// When the copy last changed (its own ctime): a write, ftruncate or fallocate is a
     /// change of the file's ctime too.
     pub ctime: Timestamp,
-    /// A chmod held for the store (`pending_mode`).
+    /// A chmod held for the store (`UnsyncedCreate::mode`).
     pub mode: Option<u32>,
 }
 
 /// Size and mtime of a file, to tell whether it changed.
-pub(super) fn stamp_of(meta: &std::fs::Metadata) -> Option<(u64, std::time::SystemTime)> {
+pub(super) fn stamp_of(meta: &std::fs::Metadata) -> Option<FileStamp> {
     Some((meta.len(), meta.modified().ok()?))
 }
 
@@ -109,7 +49,7 @@ pub struct FileHandle {
     pub(super) version: u64,
     /// Set when `file` was still being fetched at open: reads wait for their bytes.
     pub(super) filling: Option<Arc<Filling>>,
-    /// Counted in the node's `plain_opens`.
+    /// Counted in the node's plain opens.
     pub(super) plain: bool,
 }
 
@@ -128,68 +68,22 @@ pub struct OpenResult {
 }
 
 impl CacheManager {
-    pub(super) fn node(&self, ino: Ino) -> Arc<FileNode> {
-        self.nodes
-            .lock()
-            .unwrap()
-            .entry(ino)
-            .or_insert_with(|| {
-                let mut local = Local {
-                    last_attr: self.meta.lock().unwrap().attr(ino).map(|(a, _)| a),
-                    ..Local::default()
-                };
-                if let Some((contents, kernel)) = self.kernel_pages.lock().unwrap().pop(&ino) {
-                    local.contents = contents;
-                    local.kernel_contents = Some(kernel);
-                }
-                Arc::new(FileNode {
-                    ino,
-                    grant: tokio::sync::Mutex::new(()),
-                    op: Arc::new(tokio::sync::Mutex::new(())),
-                    gate: tokio::sync::RwLock::new(()),
-                    local: Mutex::new(local),
-                    plain_gone: tokio::sync::Notify::new(),
-                })
-            })
-            .clone()
-    }
-
-    /// Dirty copies left by an earlier run become nodes the retry loop will store.
-    pub(crate) fn adopt_dirty_files(&self) {
-        for (ino, entry) in self.disk.all() {
-            if entry.dirty {
-                let node = self.node(ino);
-                let mut l = node.local.lock().unwrap();
-                l.version = entry.version;
-                l.dirty = true;
-                log::info!("inode {ino}: unstored changes from an earlier run will be stored");
-            }
-        }
-    }
-
-    pub(super) fn in_use(&self, ino: Ino) -> bool {
-        self.nodes.lock().unwrap().get(&ino).is_some_and(|n| {
-            let l = n.local.lock().unwrap();
-            l.opens > 0 || l.dirty
-        })
-    }
-
     /// Size, mtime and ctime of the local copy, and the permission bits held for its store
-    /// (see `pending_mode`), when it has changes the server does not have.
+    /// (see `UnsyncedCreate::mode`), when it has changes the server does not have.
     pub(crate) fn local_attrs(&self, ino: Ino) -> Option<LocalAttrs> {
-        let node = self.nodes.lock().unwrap().get(&ino).cloned()?;
-        let l = node.local.lock().unwrap();
-        if !l.dirty {
+        let node = self.node_if_any(ino)?;
+        let l = node.state();
+        if !l.is_dirty() {
             return None;
         }
-        let meta = match &l.file {
+        let meta = match l.shared_file() {
             Some(f) => f.metadata().ok()?,
-            None => std::fs::metadata(self.disk.path(ino, l.version)).ok()?,
+            None => std::fs::metadata(self.disk.path(ino, l.version())).ok()?,
         };
         let mtime = meta.modified().map(Timestamp::from_system).ok()?;
         // A copy marked dirty by an open for writing that has not written yet shows the
         // server's ctime: opening is no change.
-        let ctime = match l.clean_stamp == stamp_of(&meta) {
+        let ctime = match l.stamp() == stamp_of(&meta) {
             true => Timestamp { secs: 0, nanos: 0 },
             false => {
                 use std::os::unix::fs::MetadataExt;
@@ -203,7 +97,7 @@ impl CacheManager {
             size: meta.len(),
             mtime,
             ctime,
-            mode: l.pending_mode,
+            mode: l.held_mode(),
         })
     }
 
@@ -219,7 +113,7 @@ impl CacheManager {
         let entry = self.disk.get(ino);
         if let (Some(entry), Some(attr)) = (&entry, self.trusted_attr(ino)) {
             if entry.version == attr.version {
-                node.local.lock().unwrap().version = entry.version;
+                node.state().current_at(entry.version);
                 crate::metrics::CACHE.inc(crate::metrics::KIND_OPEN, crate::metrics::HIT);
                 return Ok(());
             }
@@ -255,7 +149,7 @@ impl CacheManager {
             Ok(Fetched::NotModified(attr)) => {
                 crate::metrics::CACHE.inc(crate::metrics::KIND_OPEN, crate::metrics::REVALIDATED);
                 self.remember_attr(&attr, t);
-                node.local.lock().unwrap().version = attr.version;
+                node.state().current_at(attr.version);
                 Ok(())
             }
             Ok(Fetched::Fetched(attr)) => {
@@ -275,11 +169,7 @@ impl CacheManager {
                     },
                 )?;
                 self.remember_attr(&attr, t);
-                {
-                    let mut l = node.local.lock().unwrap();
-                    l.version = attr.version;
-                    l.contents += 1;
-                }
+                node.state().fetched(attr.version);
                 self.disk.evict(&|i| i != ino && self.in_use(i));
                 Ok(())
             }
@@ -289,7 +179,7 @@ impl CacheManager {
                 log::warn!(
                     "inode {ino}: server unavailable ({why}); using cached version {version}"
                 );
-                node.local.lock().unwrap().version = version;
+                node.state().current_at(version);
                 Ok(())
             }
             Err(e) => {
@@ -310,12 +200,8 @@ impl CacheManager {
             return Err(FsError::IsDir);
         }
         private_files::create(&self.disk.path(node.ino, attr.version))?;
-        {
-            let mut l = node.local.lock().unwrap();
-            l.version = attr.version;
-            l.contents += 1;
-        }
-        self.mark_dirty(node, 0)
+        let mark = node.state().truncated_fresh(attr.version);
+        self.mark_dirty_in_index(node.ino, mark, 0)
     }
 
     /// Opens `ino` with open(2) `flags` for user `uid`. An open for writing first takes the
@@ -325,7 +211,7 @@ impl CacheManager {
         let truncate = writable && flags & libc::O_TRUNC != 0;
         let node = self.node(ino);
         if writable {
-            node.local.lock().unwrap().writer_uid = Some(uid);
+            node.state().writer_is(uid);
             if let Err(e) = self.take_open_lock(&node, uid).await {
                 self.maybe_drop_node(&node);
                 return Err(e);
@@ -340,10 +226,7 @@ impl CacheManager {
         // while handles opened earlier keep reading the copy they opened.
         // While the file is open here, new opens share its copy: the kernel allows one
         // backing file per inode under passthrough, and it keeps one client consistent.
-        let local_changes = {
-            let l = node.local.lock().unwrap();
-            l.dirty || l.writers > 0 || l.opens > 0
-        };
+        let local_changes = node.state().has_local_changes();
         if !local_changes {
             if !writable && self.streams(ino) {
                 return self.open_filling(&node, op, uid);
@@ -370,11 +253,11 @@ impl CacheManager {
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let truncate = writable && flags & libc::O_TRUNC != 0;
         let file = {
-            let mut l = node.local.lock().unwrap();
-            match &l.file {
-                Some(f) if l.file_version == l.version => f.clone(),
-                _ => {
-                    let path = self.disk.path(ino, l.version);
+            let mut l = node.state();
+            match l.current_file() {
+                Some(f) => f,
+                None => {
+                    let path = self.disk.path(ino, l.version());
                     let f = match OpenOptions::new().read(true).write(true).open(&path) {
                         Ok(f) => Arc::new(f),
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -389,58 +272,40 @@ impl CacheManager {
                         }
                         Err(e) => return Err(e.into()),
                     };
-                    l.file = Some(f.clone());
-                    l.file_version = l.version;
+                    l.share(f.clone());
                     f
                 }
             }
         };
         if truncate && file.metadata()?.len() > 0 {
             file.set_len(0)?;
-            self.mark_dirty(node, 0)?;
-            node.local.lock().unwrap().clean_stamp = None;
+            let mark = node.state().changed();
+            self.mark_dirty_in_index(ino, mark, 0)?;
         }
         if writable && self.passthrough.load(Ordering::SeqCst) {
             // Writes will go straight to the copy: record what it is now, and mark it dirty
             // durably before the first byte can change (flush tells whether anything did).
             let meta = file.metadata()?;
-            let was_clean = !node.local.lock().unwrap().dirty;
-            if was_clean {
-                node.local.lock().unwrap().clean_stamp = stamp_of(&meta);
-                self.mark_dirty(node, meta.len())?;
-            }
+            let mark = node.state().marked_for_passthrough(stamp_of(&meta));
+            self.mark_dirty_in_index(ino, mark, meta.len())?;
         }
         // The only open, for writing, of an empty copy: its writes come through us (plain,
         // and past the kernel's page cache), so that they can be uploaded as they come.
         let behind = writable
-            && node.local.lock().unwrap().opens == 0
+            && node.state().opens().all == 0
             && file.metadata()?.len() == 0
             && self.writes_behind();
-        let (keep_cache, plain) = {
-            let mut l = node.local.lock().unwrap();
-            l.opens += 1;
-            if writable {
-                l.writers += 1;
-            }
-            if behind {
-                l.behind = Some(super::behind::WriteBehind::new());
-                // The kernel's pages, if any, are not of what this handle writes.
-                l.contents += 1;
-                l.plain_opens += 1;
-            } else if l.plain_opens > 0 {
-                l.plain_opens += 1;
-            }
-            let plain = l.plain_opens > 0;
-            let keep = l.kernel_contents == Some(l.contents);
-            l.kernel_contents = Some(l.contents);
-            (keep, plain)
+        let (keep_cache, plain, version) = {
+            let mut l = node.state();
+            let (keep, plain) = l.opened(writable, behind);
+            (keep, plain, l.shared_version())
         };
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
         let handle = Arc::new(FileHandle {
             ino,
             writable,
             append: flags & libc::O_APPEND != 0,
-            version: node.local.lock().unwrap().file_version,
+            version,
             node: node.clone(),
             file,
             filling: None,
@@ -462,8 +327,7 @@ impl CacheManager {
         if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
             return None;
         }
-        let node = self.nodes.lock().unwrap().get(&ino).cloned();
-        let node = match node {
+        let node = match self.node_if_any(ino) {
             Some(n) => n,
             None => {
                 let attr = self.trusted_attr(ino)?;
@@ -477,16 +341,16 @@ impl CacheManager {
             let Ok(_op) = node.op.try_lock() else {
                 return None;
             };
-            let mut l = node.local.lock().unwrap();
-            if l.plain_opens > 0 && self.passthrough.load(Ordering::SeqCst) {
+            let mut l = node.state();
+            if l.opens().plain > 0 && self.passthrough.load(Ordering::SeqCst) {
                 // The async path gives their release a moment first.
                 false
-            } else if l.dirty || l.writers > 0 || l.opens > 0 {
+            } else if l.has_local_changes() {
                 true
             } else {
                 match (self.trusted_attr(ino), self.disk.get(ino)) {
                     (Some(attr), Some(entry)) if entry.version == attr.version => {
-                        l.version = entry.version;
+                        l.current_at(entry.version);
                         true
                     }
                     _ => false,
@@ -500,20 +364,21 @@ impl CacheManager {
         Some(self.finish_open(&node, flags))
     }
 
-    /// Records, durably, that the copy of `node` has unstored changes (an open-unlinked
-    /// file has nowhere to store them: they live in its copy until the last close).
-    pub(super) fn mark_dirty(&self, node: &FileNode, size: u64) -> Result<(), FsError> {
-        let version = {
-            let mut l = node.local.lock().unwrap();
-            if l.dirty || l.gone {
-                return Ok(());
-            }
-            l.dirty = true;
-            l.version
+    /// Records, durably, that the copy of `ino` at `version` has unstored changes, when a
+    /// transition says it became dirty (`Some(version)`; an open-unlinked file has nowhere
+    /// to store them: they live in its copy until the last close).
+    pub(super) fn mark_dirty_in_index(
+        &self,
+        ino: Ino,
+        became_dirty: Option<u64>,
+        size: u64,
+    ) -> Result<(), FsError> {
+        let Some(version) = became_dirty else {
+            return Ok(());
         };
-        self.small_files.lock().unwrap().forget(node.ino, version);
+        self.small_files.lock().unwrap().forget(ino, version);
         self.disk.put(
-            node.ino,
+            ino,
             CacheEntry {
                 version,
                 size,
@@ -528,41 +393,13 @@ impl CacheManager {
         let Some(h) = self.handles.lock().unwrap().remove(&fh) else {
             return;
         };
-        let (unchanged_copy, last_close) = {
-            let mut l = h.node.local.lock().unwrap();
-            l.opens = l.opens.saturating_sub(1);
-            if h.writable {
-                l.writers = l.writers.saturating_sub(1);
-            }
-            if h.plain {
-                l.plain_opens = l.plain_opens.saturating_sub(1);
-                if l.plain_opens == 0 {
-                    h.node.plain_gone.notify_waiters();
-                }
-            }
-            if l.opens == 0 {
-                l.file = None;
-            }
-            let last_close = l.opens == 0 && !l.gone;
-            if l.writers == 0 {
-                l.abandon_behind();
-            }
-            // The last writer is gone. A copy still marked dirty only because passthrough
-            // writers might have written (it was stored at their flush, or never changed)
-            // is clean if it still matches its clean stamp.
-            let unchanged = l.writers == 0
-                && l.dirty
-                && l.clean_stamp.is_some()
-                && h.file.metadata().ok().as_ref().and_then(stamp_of) == l.clean_stamp;
-            let unchanged_copy = if unchanged {
-                l.dirty = false;
-                Some((l.version, l.clean_stamp.map(|c| c.0).unwrap_or_default()))
-            } else {
-                None
-            };
-            (unchanged_copy, last_close)
-        };
-        if let Some((version, size)) = unchanged_copy {
+        let closed = h.node.state().closed(h.writable, h.plain, || {
+            h.file.metadata().ok().as_ref().and_then(stamp_of)
+        });
+        if closed.plain_gone {
+            h.node.plain_gone.notify_waiters();
+        }
+        if let Some((version, size)) = closed.clean_again {
             let entry = CacheEntry {
                 version,
                 size,
@@ -575,30 +412,10 @@ impl CacheManager {
         }
         let node = h.node.clone();
         drop(h);
-        if last_close {
+        if closed.last_close {
             self.reclaim_after_close(&node);
         }
         self.release_open_lock_later(&node);
         self.maybe_drop_node(&node);
-    }
-
-    /// Forgets a node nobody uses any more (no handle, nothing unstored).
-    pub(super) fn maybe_drop_node(&self, node: &Arc<FileNode>) {
-        let mut nodes = self.nodes.lock().unwrap();
-        let idle = {
-            let l = node.local.lock().unwrap();
-            l.opens == 0 && !l.dirty
-        };
-        // The map and our caller hold the only references: nobody is between lookup and use.
-        if idle && Arc::strong_count(node) == 2 && node.op.try_lock().is_ok() {
-            nodes.remove(&node.ino);
-            let l = node.local.lock().unwrap();
-            if let Some(kernel) = l.kernel_contents {
-                self.kernel_pages
-                    .lock()
-                    .unwrap()
-                    .put(node.ino, (l.contents, kernel));
-            }
-        }
     }
 }

@@ -9,7 +9,8 @@
 //! on it, and the grace an open gives plain handles to be released. Must not fetch
 //! (`files::make_current` does) or touch the namespace.
 
-use super::files::{FileHandle, FileNode, OpenResult};
+use super::files::{FileHandle, OpenResult};
+use super::nodes::FileNode;
 use super::CacheManager;
 use crate::port::FetchProgress;
 use dfs_common::{private_files, FsError, Ino};
@@ -76,11 +77,7 @@ impl CacheManager {
             drop(op);
             me.maybe_drop_node(&task_node);
         }));
-        {
-            let mut l = node.local.lock().unwrap();
-            l.opens += 1;
-            l.plain_opens += 1;
-        }
+        node.state().opened_filling();
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
         let handle = Arc::new(FileHandle {
             ino,
@@ -132,7 +129,7 @@ pub(super) async fn wait_for_plain_release(node: &FileNode) {
     let deadline = tokio::time::Instant::now() + PLAIN_RELEASE_GRACE;
     loop {
         let gone = node.plain_gone.notified();
-        if node.local.lock().unwrap().plain_opens == 0 {
+        if node.state().opens().plain == 0 {
             return;
         }
         if tokio::time::timeout_at(deadline, gone).await.is_err() {

@@ -58,7 +58,7 @@ impl CacheManager {
 
     /// The whole contents of a small clean copy, from memory (read once from disk).
     fn small_file(&self, h: &FileHandle) -> Result<Option<Arc<Vec<u8>>>, FsError> {
-        if h.writable || h.filling.is_some() || h.node.local.lock().unwrap().dirty {
+        if h.writable || h.filling.is_some() || h.node.state().is_dirty() {
             return Ok(None);
         }
         if let Some(whole) = self.small_files.lock().unwrap().get(h.ino, h.version) {
@@ -71,7 +71,7 @@ impl CacheManager {
         let mut data = vec![0u8; len as usize];
         h.file.read_exact_at(&mut data, 0)?;
         let whole = Arc::new(data);
-        if !h.node.local.lock().unwrap().dirty {
+        if !h.node.state().is_dirty() {
             self.small_files
                 .lock()
                 .unwrap()
@@ -114,15 +114,14 @@ impl CacheManager {
             offset
         };
         h.file.write_all_at(data, offset)?;
-        let dirty = {
-            let mut l = h.node.local.lock().unwrap();
-            l.clean_stamp = None;
+        let mark = {
+            let mut l = h.node.state();
             self.behind_wrote(&mut l, h.ino, &h.file, offset, data.len() as u64);
-            l.dirty
+            l.changed()
         };
-        if !dirty {
+        if mark.is_some() {
             let len = h.file.metadata()?.len();
-            self.mark_dirty(&h.node, len)?;
+            self.mark_dirty_in_index(h.ino, mark, len)?;
         }
         Ok(data.len() as u32)
     }
@@ -130,31 +129,31 @@ impl CacheManager {
     /// Truncates the local copy if the file is open for writing or dirty here (the change is
     /// stored with the rest). Returns false when the server should do it instead.
     pub(crate) async fn truncate_open_file(&self, ino: Ino, len: u64) -> Result<bool, FsError> {
-        let Some(node) = self.nodes.lock().unwrap().get(&ino).cloned() else {
+        let Some(node) = self.node_if_any(ino) else {
             return Ok(false);
         };
         let _op = node.op.lock().await;
         let file = {
-            let l = node.local.lock().unwrap();
-            if !(l.dirty || l.writers > 0) {
+            let l = node.state();
+            if !(l.is_dirty() || l.opens().writers > 0) {
                 return Ok(false);
             }
-            l.file.clone().filter(|_| l.file_version == l.version)
+            l.current_file()
         };
         let _excl = node.gate.write().await;
-        node.local.lock().unwrap().abandon_behind();
+        node.state().abandon_behind();
         match file {
             Some(f) => f.set_len(len)?,
             None => {
-                let version = node.local.lock().unwrap().version;
+                let version = node.state().version();
                 OpenOptions::new()
                     .write(true)
                     .open(self.disk.path(ino, version))?
                     .set_len(len)?
             }
         }
-        self.mark_dirty(&node, len)?;
-        node.local.lock().unwrap().clean_stamp = None;
+        let mark = node.state().changed();
+        self.mark_dirty_in_index(ino, mark, len)?;
         self.disk.set_size(ino, len);
         Ok(true)
     }
@@ -168,15 +167,15 @@ impl CacheManager {
         mtime: Option<dfs_common::types::SetTime>,
     ) -> Result<bool, FsError> {
         use dfs_common::types::SetTime;
-        let Some(node) = self.nodes.lock().unwrap().get(&ino).cloned() else {
+        let Some(node) = self.node_if_any(ino) else {
             return Ok(false);
         };
-        let mut l = node.local.lock().unwrap();
+        let mut l = node.state();
         l.abandon_behind();
-        if !l.dirty {
+        if !l.is_dirty() {
             return Ok(false);
         }
-        l.clean_stamp = None;
+        l.changed();
         let resolve = |t: SetTime| match t {
             SetTime::Now => std::time::SystemTime::now(),
             SetTime::At(t) => t.to_system(),
@@ -188,12 +187,12 @@ impl CacheManager {
         if let Some(t) = mtime {
             times = times.set_modified(resolve(t));
         }
-        let file = match &l.file {
-            Some(f) if l.file_version == l.version => f.clone(),
-            _ => Arc::new(
+        let file = match l.current_file() {
+            Some(f) => f,
+            None => Arc::new(
                 OpenOptions::new()
                     .write(true)
-                    .open(self.disk.path(ino, l.version))?,
+                    .open(self.disk.path(ino, l.version()))?,
             ),
         };
         file.set_times(times)?;

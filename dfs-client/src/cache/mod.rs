@@ -1,12 +1,16 @@
 //! The cache manager: the client library of dfs. It turns inode operations into whole-file
 //! fetch on open and store on close, answers from its caches while it holds the server's
 //! callback promise, and applies callback breaks. The FUSE adapter and the path API are
-//! thin layers over it. Owns: which cached facts may be trusted (`Validity`), per-inode open
-//! state (`files`), namespace calls (`namespace`). It must not know about FUSE types.
+//! thin layers over it. Owns: which cached facts may be trusted (`Validity`); its parts
+//! each have one owner: the node table (`nodes`), each file's state and its transitions
+//! (`file_state`), open handles (`files`), the disk cache (`disk`), metadata caches
+//! (`meta`), write-behind (`behind`), the writers' lock (`writelock`), namespace calls
+//! (`namespace`). It must not know about FUSE types.
 
 mod behind;
 mod create;
 pub mod disk;
+mod file_state;
 mod files;
 pub(crate) mod filling;
 mod index_writer;
@@ -14,6 +18,7 @@ mod io;
 pub mod locks;
 pub mod meta;
 mod namespace;
+mod nodes;
 mod orphans;
 mod special;
 mod store;
@@ -139,10 +144,10 @@ pub struct CacheManager {
     pub(crate) meta: Mutex<MetaCache>,
     pub(crate) small_files: Mutex<meta::SmallFiles>,
     pub(crate) validity: Validity,
-    pub(crate) nodes: Mutex<HashMap<Ino, Arc<files::FileNode>>>,
-    /// For inodes whose node was dropped: its `contents` and `kernel_contents`, so that a
-    /// later open can still tell the kernel to keep its pages (FOPEN_KEEP_CACHE).
-    pub(crate) kernel_pages: Mutex<lru::LruCache<Ino, (u64, u64)>>,
+    pub(crate) nodes: Mutex<HashMap<Ino, Arc<nodes::FileNode>>>,
+    /// For inodes whose node was dropped: what the kernel's pages were, so that a later
+    /// open can still tell the kernel to keep them (FOPEN_KEEP_CACHE).
+    pub(crate) kernel_pages: Mutex<lru::LruCache<Ino, file_state::KernelPages>>,
     pub(crate) handles: Mutex<HashMap<u64, Arc<FileHandle>>>,
     pub(crate) next_handle: AtomicU64,
     sink: Mutex<Option<InvalidationSink>>,
@@ -154,7 +159,7 @@ pub struct CacheManager {
     /// How long an open for writing waits for another client's write lock.
     pub(crate) lock_wait: std::time::Duration,
     /// Writers' locks given back, not yet sent (see `writelock`).
-    pub(crate) releases: Mutex<Vec<Arc<files::FileNode>>>,
+    pub(crate) releases: Mutex<Vec<Arc<nodes::FileNode>>>,
     pub(crate) release_due: tokio::sync::Notify,
     pub(crate) cache_dir: std::path::PathBuf,
     pub(crate) rt: tokio::runtime::Handle,
@@ -271,10 +276,7 @@ impl CacheManager {
     pub(crate) fn remember_attr(&self, attr: &Attr, t: Ticket) {
         let stamp = self.validity.stamp(t);
         self.meta.lock().unwrap().put_attr(attr.clone(), stamp);
-        // An open file shows these if the server loses it (see `orphans`).
-        if let Some(node) = self.nodes.lock().unwrap().get(&attr.ino) {
-            node.local.lock().unwrap().last_attr = Some(attr.clone());
-        }
+        self.node_saw_attr(attr);
     }
 
     /// Cached attributes of `ino` if the promise that covers them still holds.

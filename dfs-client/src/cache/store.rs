@@ -4,7 +4,9 @@
 //! stored in between, else keep the copy aside in `lost+found`. Must not open files.
 
 use super::disk::CacheEntry;
-use super::files::{stamp_of, FileNode, OPEN_OWNER};
+use super::file_state::StoredCopy;
+use super::files::{stamp_of, OPEN_OWNER};
+use super::nodes::FileNode;
 use super::CacheManager;
 use dfs_common::locks::LockClass;
 use dfs_common::{private_files, FsError, Timestamp};
@@ -34,7 +36,7 @@ impl CacheManager {
         base: u64,
     ) -> Result<Option<u64>, FsError> {
         let _grant = node.grant.lock().await;
-        if let Some(token) = node.local.lock().unwrap().fence {
+        if let Some(token) = node.state().fence() {
             return Ok(Some(token));
         }
         // SAFETY: getuid cannot fail.
@@ -60,7 +62,7 @@ impl CacheManager {
         if attr.version == base || self.already_stored(node, base, &attr).await {
             return match token {
                 Some(token) => {
-                    node.local.lock().unwrap().fence = Some(token);
+                    node.state().lock_granted(token);
                     Ok(Some(token))
                 }
                 None => Err(FsError::Busy(format!(
@@ -130,7 +132,7 @@ impl CacheManager {
         let secs = Timestamp::now().secs;
         let dest = dir.join(format!("{}-v{version}-{secs}", node.ino));
         std::fs::rename(self.disk.path(node.ino, version), &dest)?;
-        node.local.lock().unwrap().dirty = false;
+        node.state().changes_dropped();
         let _ = self.disk.remove(node.ino);
         Ok(dest)
     }
@@ -140,31 +142,25 @@ impl CacheManager {
         let ino = node.ino;
         let _op = node.op.lock().await;
         let _excl = node.gate.write().await;
-        let version = {
-            let l = node.local.lock().unwrap();
-            if !l.dirty {
-                return Ok(());
-            }
-            l.version
+        let Some(plan) = node.state().store_plan() else {
+            return Ok(());
         };
+        let version = plan.version;
         let path = self.disk.path(ino, version);
         let source = match self.upload_source(node, &path) {
             Ok(source) => source,
             Err(e) => {
-                node.local.lock().unwrap().dirty = false;
+                node.state().changes_dropped();
                 return Err(e);
             }
         };
         let before = stamp_of(&std::fs::metadata(&source)?);
-        let clean_stamp = node.local.lock().unwrap().clean_stamp;
-        if before.is_some() && before == clean_stamp {
+        if before.is_some() && before == plan.stamp {
             // Unchanged since it was last known clean: nothing to store. But a passthrough
             // writer that still holds the file (a close of one of several descriptors, as
             // in `cmd >> f` from a shell) may write after this without telling us: leave
             // it marked, so its last close compares again (release settles it).
-            let still_written = self.passthrough.load(std::sync::atomic::Ordering::SeqCst)
-                && node.local.lock().unwrap().writers > 0;
-            if still_written {
+            if self.still_written(node) {
                 return Ok(());
             }
             self.disk.put(
@@ -176,13 +172,13 @@ impl CacheManager {
                     mtime_ns: 0,
                 },
             )?;
-            node.local.lock().unwrap().dirty = false;
+            node.state().store_not_needed();
             return Ok(());
         }
         let t = self.ticket();
         let size = before.map(|b| b.0).unwrap_or_default();
         let mtime = before.map(|b| b.1);
-        let mode = node.local.lock().unwrap().pending_mode;
+        let mode = plan.mode;
         // The permission bits the store that succeeds carried (a write-behind upload
         // started before any chmod, so it carries none).
         let mut carried = None;
@@ -211,17 +207,13 @@ impl CacheManager {
                 let new_meta = std::fs::metadata(&new_path)?;
                 let after = stamp_of(&new_meta);
                 let moved_on = after != before;
-                // A writer still holding it open under passthrough may write at any time
-                // without telling us: keep it marked until its close compares stamps.
-                let still_written = self.passthrough.load(std::sync::atomic::Ordering::SeqCst)
-                    && node.local.lock().unwrap().writers > 0;
-                {
-                    let mut l = node.local.lock().unwrap();
-                    if l.file.is_some() && l.file_version == l.version {
-                        l.file_version = attr.version;
-                    }
-                    l.version = attr.version;
-                }
+                let still_written = self.still_written(node);
+                let held = node.state().stored(StoredCopy {
+                    version: attr.version,
+                    after,
+                    moved_on,
+                    still_written,
+                });
                 self.disk.put_renamed(
                     ino,
                     version,
@@ -233,13 +225,6 @@ impl CacheManager {
                     },
                     &new_meta,
                 );
-                let held = {
-                    let mut l = node.local.lock().unwrap();
-                    l.dirty = moved_on || still_written;
-                    l.clean_stamp = if moved_on { None } else { after };
-                    l.unsynced_create = false;
-                    l.pending_mode.take()
-                };
                 let attr = match held {
                     // A chmod the store did not carry (it came during the upload).
                     Some(m) if carried != Some(m) => {
@@ -262,8 +247,7 @@ impl CacheManager {
                 self.invalidate(super::Invalidation::Attrs(ino));
                 Ok(())
             }
-            Err(FsError::NotFound) if node.local.lock().unwrap().unsynced_create => {
-                node.local.lock().unwrap().pending_mode = None;
+            Err(FsError::NotFound) if node.state().unsynced_create() => {
                 // Our create was not durable yet and the server lost it in a crash.
                 let kept = self.keep_aside(node, version)?;
                 let msg = format!(
@@ -280,10 +264,7 @@ impl CacheManager {
             Err(FsError::NotFound) => {
                 // Deleted on the server while we wrote: there is nowhere to store it.
                 log::info!("inode {ino} was deleted on the server; dropping local changes");
-                let mut l = node.local.lock().unwrap();
-                l.dirty = false;
-                l.pending_mode = None;
-                drop(l);
+                node.state().changes_dropped();
                 let _ = self.disk.remove(ino);
                 Ok(())
             }
@@ -298,6 +279,13 @@ impl CacheManager {
         }
     }
 
+    /// Whether a writer still holds `node` open under passthrough: it may write at any time
+    /// without telling us, so its copy stays marked until its close compares stamps.
+    fn still_written(&self, node: &FileNode) -> bool {
+        self.passthrough.load(std::sync::atomic::Ordering::SeqCst)
+            && node.state().opens().writers > 0
+    }
+
     /// One upload of `source` as the new contents of `node` (based on `version`), fenced
     /// by the writers' lock this client holds, or wins back first (`rewin`: the server
     /// refused the token it had).
@@ -309,15 +297,15 @@ impl CacheManager {
         mode: Option<u32>,
         rewin: bool,
     ) -> Result<dfs_common::Attr, FsError> {
-        let mut fence = node.local.lock().unwrap().fence;
+        let mut fence = node.state().fence();
         if rewin {
-            node.local.lock().unwrap().fence = None;
+            node.state().lock_lapsed();
             fence = None;
         }
         if fence.is_none() {
             fence = self.rewin_open_lock(node, version).await?;
         }
-        let kill_suid = node.local.lock().unwrap().kills_suid();
+        let kill_suid = node.state().kills_suid();
         Ok(self
             .server
             .store(node.ino, source, fence, mode, kill_suid)
@@ -335,7 +323,7 @@ impl CacheManager {
     ) -> Result<std::path::PathBuf, FsError> {
         use std::os::fd::AsRawFd;
         use std::os::unix::fs::MetadataExt;
-        let file = node.local.lock().unwrap().file.clone();
+        let file = node.state().shared_file().cloned();
         let at_path = std::fs::metadata(path).ok();
         let Some(file) = file else {
             return match at_path {
@@ -372,20 +360,10 @@ impl CacheManager {
 
     /// Stores every dirty file nobody has open for writing. Returns how many are left.
     pub async fn store_dirty(&self) -> usize {
-        let dirty: Vec<Arc<FileNode>> = self
-            .nodes
-            .lock()
-            .unwrap()
-            .values()
-            .filter(|n| {
-                let l = n.local.lock().unwrap();
-                l.dirty && l.writers == 0
-            })
-            .cloned()
-            .collect();
+        let dirty: Vec<Arc<FileNode>> = self.nodes_where(|s| s.awaits_retry());
         let mut left = 0;
         for node in dirty {
-            let writer = node.local.lock().unwrap().writer_uid;
+            let writer = node.state().writer_uid();
             let stored = match writer {
                 Some(uid) => crate::auth::as_uid(uid, self.store_node(&node)).await,
                 None => self.store_node(&node).await,
@@ -399,32 +377,6 @@ impl CacheManager {
             }
         }
         left
-    }
-
-    /// How many files have changes the server has not acknowledged.
-    pub fn dirty_count(&self) -> usize {
-        self.nodes
-            .lock()
-            .unwrap()
-            .values()
-            .filter(|n| n.local.lock().unwrap().dirty)
-            .count()
-    }
-}
-
-impl super::files::Local {
-    /// Whether a store of this file must clear its set-id bits: Linux clears S_ISUID (and
-    /// S_ISGID with group execute) on a write by a process without CAP_FSETID, which here
-    /// is a writer other than root, and the kernel leaves it to us (FUSE_HANDLE_KILLPRIV_V2;
-    /// under passthrough the writes never reach us). Asked only when the file has such bits
-    /// as far as we know.
-    pub(super) fn kills_suid(&self) -> bool {
-        let unprivileged = self.writer_uid.is_some_and(|uid| uid != 0);
-        let set_id = self
-            .last_attr
-            .as_ref()
-            .is_none_or(|a| a.mode & (libc::S_ISUID | libc::S_ISGID) != 0);
-        unprivileged && set_id
     }
 }
 
