@@ -4,17 +4,17 @@
 //!
 //! Owns: that construction. Must not hold policy.
 
+use crate::cache::CacheError;
 use crate::cache::{CacheManager, CacheOptions};
 use crate::remote::identity::Identity;
 use crate::remote::Remote;
-use dfs_common::FsError;
 use std::path::Path;
 use std::sync::Arc;
 
 impl CacheManager {
     /// A manager for the server at `addr` (`HOST:PORT`) with its cache in `cache_dir`.
     /// Call inside a tokio runtime.
-    pub fn new(addr: &str, cache_dir: &Path, opts: CacheOptions) -> Result<Arc<Self>, FsError> {
+    pub fn new(addr: &str, cache_dir: &Path, opts: CacheOptions) -> Result<Arc<Self>, CacheError> {
         Ok(over_http(addr, cache_dir, opts)?.0)
     }
 }
@@ -24,7 +24,7 @@ pub(crate) fn over_http(
     addr: &str,
     cache_dir: &Path,
     opts: CacheOptions,
-) -> Result<(Arc<CacheManager>, Remote), FsError> {
+) -> Result<(Arc<CacheManager>, Remote), CacheError> {
     dfs_common::private_files::create_dir_all(cache_dir)?;
     // The mount's identity is kept beside its cache: a restarted mount is the same client
     // to the server, and its locks stay its own.

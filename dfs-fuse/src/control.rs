@@ -114,5 +114,6 @@ async fn handle(mgr: &CacheManager, server: &str, uid: u32, req: ControlRequest)
             Ok(ControlReply::Done)
         }
     };
-    result.unwrap_or_else(ControlReply::Error)
+    // The `dfs` command gets the error as the path API reports it.
+    result.unwrap_or_else(|e| ControlReply::Error(e.into()))
 }

@@ -15,6 +15,7 @@
 //! store whose upload failed. Signed stores carry the contents' hash up front, so users
 //! with credentials get no upload.
 
+use super::error::CacheError;
 use super::file_state::FileState;
 use super::nodes::FileNode;
 use super::CacheManager;
@@ -23,7 +24,7 @@ use bytes::Bytes;
 use dfs_common::fileread::read_fresh;
 use dfs_common::proto::{AttrChange, DirReply, DirRequest};
 use dfs_common::types::SetTime;
-use dfs_common::{Attr, FsError, Timestamp};
+use dfs_common::{Attr, Timestamp};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use std::fs::File;
@@ -43,7 +44,7 @@ pub(super) struct WriteBehind {
 
 struct Upload {
     written: watch::Sender<Written>,
-    result: tokio::task::JoinHandle<Result<Attr, FsError>>,
+    result: tokio::task::JoinHandle<Result<Attr, CacheError>>,
 }
 
 /// What the upload may send.
@@ -119,7 +120,7 @@ impl CacheManager {
                     me.server
                         .store_streamed(ino, body, fence, kill_suid)
                         .await
-                        .map_err(FsError::from)
+                        .map_err(CacheError::from)
                 });
                 behind.upload = Some(Upload { written, result });
             }

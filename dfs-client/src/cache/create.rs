@@ -4,6 +4,7 @@
 //! with it. Must not store or fetch contents.
 
 use super::disk::CacheEntry;
+use super::error::CacheError;
 use super::files::OpenResult;
 use super::CacheManager;
 use dfs_common::{FsError, Ino};
@@ -17,7 +18,7 @@ impl CacheManager {
         name: &[u8],
         who: super::Creator,
         flags: i32,
-    ) -> Result<(dfs_common::Attr, OpenResult), FsError> {
+    ) -> Result<(dfs_common::Attr, OpenResult), CacheError> {
         let super::Creator {
             mode,
             umask,
@@ -25,7 +26,7 @@ impl CacheManager {
             gid,
         } = who;
         if name.len() > dfs_common::types::NAME_MAX {
-            return Err(FsError::NameTooLong);
+            return Err(FsError::NameTooLong.into());
         }
         let t = self.ticket();
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
@@ -48,7 +49,7 @@ impl CacheManager {
                 durable,
                 parent,
             } => (attr, lock, durable, parent),
-            _ => return Err(FsError::Io("unexpected answer to create".into())),
+            _ => return Err(FsError::Io("unexpected answer to create".into()).into()),
         };
         self.remember_attr(&attr, t);
         if let Some(lock) = lock {

@@ -8,6 +8,7 @@
 //! namespace.
 
 use super::disk::CacheEntry;
+use super::error::CacheError;
 use super::file_state::FileStamp;
 use super::filling::{wait_for_plain_release, Filling};
 use super::nodes::FileNode;
@@ -108,7 +109,7 @@ impl CacheManager {
         &self,
         node: &FileNode,
         filling: Option<(&Arc<Filling>, &std::path::Path)>,
-    ) -> Result<(), FsError> {
+    ) -> Result<(), CacheError> {
         let ino = node.ino;
         let entry = self.disk.get(ino);
         if let (Some(entry), Some(attr)) = (&entry, self.trusted_attr(ino)) {
@@ -142,7 +143,7 @@ impl CacheManager {
                     log::info!("inode {ino}: {e}; trying again");
                     let _ = std::fs::remove_file(&part);
                 }
-                r => break r.map_err(FsError::from),
+                r => break r.map_err(CacheError::from),
             }
         };
         match fetched {
@@ -173,7 +174,7 @@ impl CacheManager {
                 self.disk.evict(&|i| i != ino && self.in_use(i));
                 Ok(())
             }
-            Err(FsError::Unavailable(why)) if entry.is_some() => {
+            Err(why) if why.is_unreachable() && entry.is_some() => {
                 let _ = std::fs::remove_file(&part);
                 let version = entry.map(|e| e.version).unwrap_or_default();
                 log::warn!(
@@ -184,7 +185,7 @@ impl CacheManager {
             }
             Err(e) => {
                 let _ = std::fs::remove_file(&part);
-                if e == FsError::NotFound {
+                if e.is_not_found() {
                     let _ = self.disk.remove(ino);
                 }
                 Err(e)
@@ -194,10 +195,10 @@ impl CacheManager {
 
     /// O_TRUNC open with no local copy: the old contents are not needed, only the version
     /// they replace, so no fetch happens.
-    async fn start_truncated(&self, node: &FileNode) -> Result<(), FsError> {
+    async fn start_truncated(&self, node: &FileNode) -> Result<(), CacheError> {
         let attr = self.getattr(node.ino).await?;
         if attr.kind != dfs_common::FileKind::File {
-            return Err(FsError::IsDir);
+            return Err(FsError::IsDir.into());
         }
         private_files::create(&self.disk.path(node.ino, attr.version))?;
         let mark = node.state().truncated_fresh(attr.version);
@@ -206,7 +207,7 @@ impl CacheManager {
 
     /// Opens `ino` with open(2) `flags` for user `uid`. An open for writing first takes the
     /// file's write lock (waiting, bounded, for another client's writer to close).
-    pub async fn open(&self, ino: Ino, flags: i32, uid: u32) -> Result<OpenResult, FsError> {
+    pub async fn open(&self, ino: Ino, flags: i32, uid: u32) -> Result<OpenResult, CacheError> {
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let truncate = writable && flags & libc::O_TRUNC != 0;
         let node = self.node(ino);
@@ -248,7 +249,7 @@ impl CacheManager {
 
     /// The part of an open that needs no network: the copy's descriptor, O_TRUNC, the
     /// passthrough dirty mark, counts and the handle.
-    fn finish_open(&self, node: &Arc<FileNode>, flags: i32) -> Result<OpenResult, FsError> {
+    fn finish_open(&self, node: &Arc<FileNode>, flags: i32) -> Result<OpenResult, CacheError> {
         let ino = node.ino;
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let truncate = writable && flags & libc::O_TRUNC != 0;
@@ -323,7 +324,7 @@ impl CacheManager {
     /// An open that the cache can answer at once, without waiting on anything: read-only,
     /// the copy current under a live promise, nobody busy with the inode. `None`: take the
     /// ordinary (async) path. Lets the FUSE thread answer such opens in place.
-    pub fn try_open_cached(&self, ino: Ino, flags: i32) -> Option<Result<OpenResult, FsError>> {
+    pub fn try_open_cached(&self, ino: Ino, flags: i32) -> Option<Result<OpenResult, CacheError>> {
         if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
             return None;
         }
@@ -372,7 +373,7 @@ impl CacheManager {
         ino: Ino,
         became_dirty: Option<u64>,
         size: u64,
-    ) -> Result<(), FsError> {
+    ) -> Result<(), CacheError> {
         let Some(version) = became_dirty else {
             return Ok(());
         };

@@ -3,6 +3,7 @@
 //! uploads it), and the changes applied to a copy in place while it is open or dirty
 //! here: truncation and times, which its store carries. Must not store or fetch.
 
+use super::error::CacheError;
 use super::files::FileHandle;
 use super::CacheManager;
 use dfs_common::{FsError, Ino};
@@ -25,17 +26,17 @@ impl CacheManager {
             .map(|h| h.file.clone())
     }
 
-    pub(crate) fn handle(&self, fh: u64) -> Result<Arc<FileHandle>, FsError> {
+    pub(crate) fn handle(&self, fh: u64) -> Result<Arc<FileHandle>, CacheError> {
         self.handles
             .lock()
             .unwrap()
             .get(&fh)
             .cloned()
-            .ok_or_else(|| FsError::Invalid(format!("no open file handle {fh}")))
+            .ok_or_else(|| FsError::Invalid(format!("no open file handle {fh}")).into())
     }
 
     /// Reads from the local copy. Never touches the network.
-    pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, CacheError> {
         let h = self.handle(fh)?;
         if let Some(whole) = self.small_file(&h)? {
             let start = (offset as usize).min(whole.len());
@@ -57,7 +58,7 @@ impl CacheManager {
     }
 
     /// The whole contents of a small clean copy, from memory (read once from disk).
-    fn small_file(&self, h: &FileHandle) -> Result<Option<Arc<Vec<u8>>>, FsError> {
+    fn small_file(&self, h: &FileHandle) -> Result<Option<Arc<Vec<u8>>>, CacheError> {
         if h.writable || h.filling.is_some() || h.node.state().is_dirty() {
             return Ok(None);
         }
@@ -82,7 +83,7 @@ impl CacheManager {
 
     /// Writes to the local copy. Blocks (the calling thread, not the network) while a store
     /// of the same file is uploading. Must not be called from inside the async runtime.
-    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32, FsError> {
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32, CacheError> {
         let h = self.handle(fh)?;
         let _shared = match h.node.gate.try_read() {
             Ok(g) => g,
@@ -92,7 +93,7 @@ impl CacheManager {
     }
 
     /// `write`, if it need not wait: `None` while a store of the file is uploading.
-    pub fn try_write(&self, fh: u64, offset: u64, data: &[u8]) -> Option<Result<u32, FsError>> {
+    pub fn try_write(&self, fh: u64, offset: u64, data: &[u8]) -> Option<Result<u32, CacheError>> {
         let h = match self.handle(fh) {
             Ok(h) => h,
             Err(e) => return Some(Err(e)),
@@ -102,11 +103,9 @@ impl CacheManager {
     }
 
     /// The write itself, under a shared hold of the file's gate.
-    fn write_shared(&self, h: &FileHandle, offset: u64, data: &[u8]) -> Result<u32, FsError> {
+    fn write_shared(&self, h: &FileHandle, offset: u64, data: &[u8]) -> Result<u32, CacheError> {
         if !h.writable {
-            return Err(FsError::PermissionDenied(
-                "file not open for writing".into(),
-            ));
+            return Err(FsError::PermissionDenied("file not open for writing".into()).into());
         }
         let offset = if h.append {
             h.file.metadata()?.len()
@@ -128,7 +127,7 @@ impl CacheManager {
 
     /// Truncates the local copy if the file is open for writing or dirty here (the change is
     /// stored with the rest). Returns false when the server should do it instead.
-    pub(crate) async fn truncate_open_file(&self, ino: Ino, len: u64) -> Result<bool, FsError> {
+    pub(crate) async fn truncate_open_file(&self, ino: Ino, len: u64) -> Result<bool, CacheError> {
         let Some(node) = self.node_if_any(ino) else {
             return Ok(false);
         };
@@ -165,7 +164,7 @@ impl CacheManager {
         ino: Ino,
         atime: Option<dfs_common::types::SetTime>,
         mtime: Option<dfs_common::types::SetTime>,
-    ) -> Result<bool, FsError> {
+    ) -> Result<bool, CacheError> {
         use dfs_common::types::SetTime;
         let Some(node) = self.node_if_any(ino) else {
             return Ok(false);

@@ -3,6 +3,7 @@
 //! lease of this client in one request. The writers' `Open` lock itself is taken and
 //! released by `files` (it belongs to the open state). Must not decide when files store.
 
+use super::error::CacheError;
 use super::CacheManager;
 use dfs_common::locks::{
     ListRequest, LockClass, LockInfo, LockReply, LockRequest, ReleaseReply, ReleaseRequest,
@@ -50,7 +51,11 @@ pub fn label_for(uid: u32) -> String {
 impl CacheManager {
     /// Takes a lock, waiting up to `wait` for conflicting holders. Returns the fencing token;
     /// `Busy` (EAGAIN) names the holder when the wait runs out.
-    pub async fn lock_acquire(&self, mut req: LockRequest, wait: Duration) -> Result<u64, FsError> {
+    pub async fn lock_acquire(
+        &self,
+        mut req: LockRequest,
+        wait: Duration,
+    ) -> Result<u64, CacheError> {
         let deadline = Instant::now() + wait;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -69,7 +74,7 @@ impl CacheManager {
                     if Instant::now() >= deadline {
                         let what = describe(&holder);
                         log::warn!("inode {}: gave up waiting: {what}", req.ino);
-                        return Err(FsError::Busy(what));
+                        return Err(FsError::Busy(what).into());
                     }
                 }
             }
@@ -92,7 +97,7 @@ impl CacheManager {
     }
 
     /// Releases locks; `NotFound` if nothing matched.
-    pub async fn lock_release(&self, req: ReleaseRequest) -> Result<u32, FsError> {
+    pub async fn lock_release(&self, req: ReleaseRequest) -> Result<u32, CacheError> {
         if req.class == LockClass::Advisory && req.range.is_none() {
             self.advisory.lock().unwrap().remove(&(req.ino, req.owner));
         }
@@ -101,7 +106,7 @@ impl CacheManager {
     }
 
     /// Who would conflict with `req` (F_GETLK).
-    pub async fn lock_test(&self, req: LockRequest) -> Result<Option<LockInfo>, FsError> {
+    pub async fn lock_test(&self, req: LockRequest) -> Result<Option<LockInfo>, CacheError> {
         let reply: TestReply = self.server.lock_test(&req).await?;
         Ok(match reply {
             TestReply::Free => None,
@@ -110,7 +115,11 @@ impl CacheManager {
     }
 
     /// Every lock on `ino`, or every lock (first `limit`).
-    pub async fn lock_list(&self, ino: Option<Ino>, limit: u32) -> Result<Vec<LockInfo>, FsError> {
+    pub async fn lock_list(
+        &self,
+        ino: Option<Ino>,
+        limit: u32,
+    ) -> Result<Vec<LockInfo>, CacheError> {
         let req = ListRequest {
             ino,
             after: None,
@@ -137,7 +146,7 @@ impl CacheManager {
         (held, open)
     }
 
-    async fn renew_once(&self) -> Result<(), FsError> {
+    async fn renew_once(&self) -> Result<(), CacheError> {
         let (held, tokens) = self.held_locks();
         if held.is_empty() {
             return Ok(());

@@ -10,6 +10,7 @@
 mod behind;
 mod create;
 pub mod disk;
+mod error;
 mod file_state;
 mod files;
 pub(crate) mod filling;
@@ -36,6 +37,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
+pub use error::{CacheError, CacheResult};
 pub use files::{FileHandle, OpenResult};
 pub use meta::{DirItem, XattrSet};
 pub use special::{special_kind, Creator};
@@ -179,7 +181,7 @@ impl CacheManager {
         server: Arc<dyn Server>,
         cache_dir: &Path,
         opts: CacheOptions,
-    ) -> Result<Arc<Self>, FsError> {
+    ) -> Result<Arc<Self>, CacheError> {
         dfs_common::private_files::create_dir_all(cache_dir)?;
         let disk = DiskCache::open(cache_dir, opts.cache_bytes)?;
         let rt = tokio::runtime::Handle::try_current()
@@ -224,7 +226,7 @@ impl CacheManager {
     pub(crate) async fn dir_call(
         &self,
         req: &dfs_common::proto::DirRequest,
-    ) -> Result<dfs_common::proto::DirReply, FsError> {
+    ) -> Result<dfs_common::proto::DirReply, CacheError> {
         Ok(self.server.dir(req).await?)
     }
 
@@ -248,7 +250,7 @@ impl CacheManager {
 
     /// Makes the cache index durable, so the next mount revalidates these copies instead
     /// of fetching them again (called at a clean unmount).
-    pub fn persist_cache_index(&self) -> Result<(), FsError> {
+    pub fn persist_cache_index(&self) -> Result<(), CacheError> {
         self.disk.persist_now()
     }
 
@@ -366,7 +368,7 @@ impl CacheManager {
     /// every cached file (a version compare, no data). Unchanged copies become trusted again
     /// (the server renewed the promise), so the next open makes no round trip; changed or
     /// deleted ones are dropped, and the kernel is told to forget them.
-    pub(crate) async fn revalidate_cached(&self) -> Result<(), FsError> {
+    pub(crate) async fn revalidate_cached(&self) -> Result<(), CacheError> {
         use dfs_common::proto::{DirReply, DirRequest};
         let held: Vec<(Ino, u64)> = self
             .disk
@@ -383,11 +385,11 @@ impl CacheManager {
                 })
                 .await?;
             let DirReply::Validated { current } = reply else {
-                return Err(FsError::Io("unexpected answer to validate".into()));
+                return Err(FsError::Io("unexpected answer to validate".into()).into());
             };
             for ((ino, held_version), (answered, attr)) in batch.iter().zip(current) {
                 if *ino != answered {
-                    return Err(FsError::Io("validate answered out of order".into()));
+                    return Err(FsError::Io("validate answered out of order".into()).into());
                 }
                 let before = self.meta.lock().unwrap().attr(*ino).map(|(a, _)| a);
                 match attr {

@@ -10,6 +10,7 @@
 //! for one. Must not store or fetch contents; it asks the server only whether an inode
 //! still exists.
 
+use super::error::CacheError;
 use super::nodes::FileNode;
 use super::CacheManager;
 use dfs_common::proto::DirRequest;
@@ -112,7 +113,7 @@ impl CacheManager {
         let Some(me) = self.me.upgrade() else { return };
         self.rt.spawn(async move {
             match me.dir_call(&DirRequest::GetAttr { ino }).await {
-                Err(FsError::NotFound) if !me.in_use(ino) => {
+                Err(CacheError::Fs(FsError::NotFound)) if !me.in_use(ino) => {
                     me.meta.lock().unwrap().forget_ino(ino);
                     if let Err(e) = me.disk.remove(ino) {
                         log::warn!("inode {ino}: cache copy of a deleted file: {e}");

@@ -4,6 +4,7 @@
 //! stored in between, else keep the copy aside in `lost+found`. Must not open files.
 
 use super::disk::CacheEntry;
+use super::error::CacheError;
 use super::file_state::StoredCopy;
 use super::files::{stamp_of, OPEN_OWNER};
 use super::nodes::FileNode;
@@ -14,7 +15,7 @@ use std::sync::Arc;
 
 impl CacheManager {
     /// Stores the file if this handle may have changed it. Called on every close(2).
-    pub async fn flush(&self, fh: u64) -> Result<(), FsError> {
+    pub async fn flush(&self, fh: u64) -> Result<(), CacheError> {
         let h = self.handle(fh)?;
         if !h.writable {
             return Ok(());
@@ -23,7 +24,7 @@ impl CacheManager {
     }
 
     /// Stores the file if it has unstored changes, whichever handle made them.
-    pub async fn fsync(&self, fh: u64) -> Result<(), FsError> {
+    pub async fn fsync(&self, fh: u64) -> Result<(), CacheError> {
         let h = self.handle(fh)?;
         self.store_node(&h.node).await
     }
@@ -34,7 +35,7 @@ impl CacheManager {
         &self,
         node: &FileNode,
         base: u64,
-    ) -> Result<Option<u64>, FsError> {
+    ) -> Result<Option<u64>, CacheError> {
         let _grant = node.grant.lock().await;
         if let Some(token) = node.state().fence() {
             return Ok(Some(token));
@@ -44,8 +45,8 @@ impl CacheManager {
         let req = super::writelock::open_lock_request(node.ino, uid);
         let token = match self.lock_acquire(req, std::time::Duration::ZERO).await {
             Ok(token) => Some(token),
-            Err(FsError::Unavailable(_)) => return Ok(None),
-            Err(FsError::Busy(why)) => {
+            Err(CacheError::Fs(FsError::Unavailable(_))) => return Ok(None),
+            Err(CacheError::Fs(FsError::Busy(why))) => {
                 // Someone else writes now. If they already stored past our base, our turn
                 // is over for good (ESTALE); if not, try again later (EAGAIN).
                 log::debug!("inode {}: write lock busy: {why}", node.ino);
@@ -57,7 +58,7 @@ impl CacheManager {
             .dir_call(&dfs_common::proto::DirRequest::GetAttr { ino: node.ino })
             .await?;
         let dfs_common::proto::DirReply::Attr(attr) = current else {
-            return Err(FsError::Io("unexpected answer to getattr".into()));
+            return Err(FsError::Io("unexpected answer to getattr".into()).into());
         };
         if attr.version == base || self.already_stored(node, base, &attr).await {
             return match token {
@@ -68,7 +69,8 @@ impl CacheManager {
                 None => Err(FsError::Busy(format!(
                     "inode {}: another client holds the write lock; the store is retried",
                     node.ino
-                ))),
+                ))
+                .into()),
             };
         }
         let kept = self.keep_aside(node, base)?;
@@ -89,7 +91,7 @@ impl CacheManager {
             kept.display()
         );
         log::error!("{msg}");
-        Err(FsError::Stale(msg))
+        Err(FsError::Stale(msg).into())
     }
 
     /// Whether the server's current contents of `node` (`attr`, past our `base`) are our
@@ -126,7 +128,7 @@ impl CacheManager {
         &self,
         node: &FileNode,
         version: u64,
-    ) -> Result<std::path::PathBuf, FsError> {
+    ) -> Result<std::path::PathBuf, CacheError> {
         let dir = self.cache_dir.join("lost+found");
         private_files::create_dir_all(&dir)?;
         let secs = Timestamp::now().secs;
@@ -138,7 +140,7 @@ impl CacheManager {
     }
 
     /// Stores the copy of `node` if it is dirty: upload, then adopt the server's new version.
-    pub(super) async fn store_node(&self, node: &FileNode) -> Result<(), FsError> {
+    pub(super) async fn store_node(&self, node: &FileNode) -> Result<(), CacheError> {
         let ino = node.ino;
         let _op = node.op.lock().await;
         let _excl = node.gate.write().await;
@@ -189,7 +191,7 @@ impl CacheManager {
                 self.fenced_store(node, version, &source, mode, false).await
             }
         };
-        if let Err(FsError::Stale(why)) = &stored {
+        if let Err(CacheError::Fs(FsError::Stale(why))) = &stored {
             log::warn!("inode {ino}: store refused, write lock lapsed: {why}");
             carried = mode;
             stored = self.fenced_store(node, version, &source, mode, true).await;
@@ -247,7 +249,7 @@ impl CacheManager {
                 self.invalidate(super::Invalidation::Attrs(ino));
                 Ok(())
             }
-            Err(FsError::NotFound) if node.state().unsynced_create() => {
+            Err(CacheError::Fs(FsError::NotFound)) if node.state().unsynced_create() => {
                 // Our create was not durable yet and the server lost it in a crash.
                 let kept = self.keep_aside(node, version)?;
                 let msg = format!(
@@ -255,13 +257,13 @@ impl CacheManager {
                     kept.display()
                 );
                 log::error!("{msg}");
-                Err(FsError::Io(msg))
+                Err(FsError::Io(msg).into())
             }
-            Err(FsError::NotFound) if self.make_orphan(node) => {
+            Err(CacheError::Fs(FsError::NotFound)) if self.make_orphan(node) => {
                 // Deleted on the server while open here: its descriptors keep the copy.
                 Ok(())
             }
-            Err(FsError::NotFound) => {
+            Err(CacheError::Fs(FsError::NotFound)) => {
                 // Deleted on the server while we wrote: there is nowhere to store it.
                 log::info!("inode {ino} was deleted on the server; dropping local changes");
                 node.state().changes_dropped();
@@ -296,7 +298,7 @@ impl CacheManager {
         source: &std::path::Path,
         mode: Option<u32>,
         rewin: bool,
-    ) -> Result<dfs_common::Attr, FsError> {
+    ) -> Result<dfs_common::Attr, CacheError> {
         let mut fence = node.state().fence();
         if rewin {
             node.state().lock_lapsed();
@@ -320,7 +322,7 @@ impl CacheManager {
         &self,
         node: &FileNode,
         path: &std::path::Path,
-    ) -> Result<std::path::PathBuf, FsError> {
+    ) -> Result<std::path::PathBuf, CacheError> {
         use std::os::fd::AsRawFd;
         use std::os::unix::fs::MetadataExt;
         let file = node.state().shared_file().cloned();
@@ -335,7 +337,7 @@ impl CacheManager {
                         path.display()
                     );
                     log::error!("{msg}");
-                    Err(FsError::Io(msg))
+                    Err(FsError::Io(msg).into())
                 }
             };
         };
@@ -386,7 +388,7 @@ fn restore_copy(
     source: &std::path::Path,
     old: &std::path::Path,
     dest: &std::path::Path,
-) -> Result<(), FsError> {
+) -> Result<(), CacheError> {
     let temp = dest.with_extension("restoring");
     let mut from = std::fs::File::open(source)?;
     let mut to = private_files::create(&temp)?;

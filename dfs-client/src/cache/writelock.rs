@@ -2,6 +2,7 @@
 //! the last writer's close gives it back once the file is stored, batched with the other
 //! locks given back within a few milliseconds. Must not store.
 
+use super::error::CacheError;
 use super::files::OPEN_OWNER;
 use super::locks::label_for;
 use super::nodes::FileNode;
@@ -26,7 +27,7 @@ impl CacheManager {
     /// Takes the writers' lock of `node` for this client unless it already holds it.
     /// Afterwards the cached attributes are not trusted: the previous writer's store may
     /// have landed just before the grant, its break still on the way.
-    pub(super) async fn take_open_lock(&self, node: &FileNode, uid: u32) -> Result<(), FsError> {
+    pub(super) async fn take_open_lock(&self, node: &FileNode, uid: u32) -> Result<(), CacheError> {
         let _grant = node.grant.lock().await;
         if node.state().fence().is_some() {
             return Ok(());
@@ -40,7 +41,7 @@ impl CacheManager {
                 self.invalidate(super::Invalidation::Inode(node.ino));
                 Ok(())
             }
-            Err(FsError::Unavailable(why)) => {
+            Err(CacheError::Fs(FsError::Unavailable(why))) => {
                 log::warn!(
                     "inode {}: lock service unreachable ({why}); writing without the write lock",
                     node.ino
@@ -91,17 +92,17 @@ impl CacheManager {
             }
         }
         for batch in reqs.chunks(RELEASE_BATCH_MAX) {
-            let sent: Result<ReleaseReply, FsError> = self
+            let sent: Result<ReleaseReply, CacheError> = self
                 .server
                 .lock_release_many(batch)
                 .await
-                .map_err(FsError::from);
+                .map_err(CacheError::from);
             match sent {
                 Ok(_) => {}
                 // A server from before `release-many` has no such resource (ENOENT; this
                 // one never answers that, a lock already gone counts nothing): one
                 // request each.
-                Err(FsError::NotFound) => {
+                Err(CacheError::Fs(FsError::NotFound)) => {
                     for req in batch {
                         let one = self.server.lock_release(req).await;
                         if let Err(e) = one {

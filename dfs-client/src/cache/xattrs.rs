@@ -9,6 +9,7 @@
 //! Owns: the cached sets and how our own changes update them. Must not decide any of the
 //! rules above.
 
+use super::error::CacheError;
 use super::meta::XattrSet;
 use super::{CacheManager, Ticket};
 use dfs_common::proto::{DirReply, DirRequest, XattrSet as How, XATTR_POSIX_ACL_DEFAULT};
@@ -40,16 +41,18 @@ impl CacheManager {
     }
 
     /// The extended attributes of `ino`: cached, or asked for (and then cached).
-    pub async fn xattrs(&self, ino: Ino) -> Result<XattrSet, FsError> {
+    pub async fn xattrs(&self, ino: Ino) -> Result<XattrSet, CacheError> {
         if let Some(set) = self.try_xattrs_cached(ino) {
             return Ok(set);
         }
         let t = self.ticket();
         let set: XattrSet = match self.dir_call(&DirRequest::Xattrs { ino }).await {
             Ok(DirReply::Xattrs(list)) => Arc::new(list),
-            Ok(_) => return Err(FsError::Io("unexpected answer to xattrs".into())),
+            Ok(_) => return Err(FsError::Io("unexpected answer to xattrs".into()).into()),
             // Unlinked while open here: its descriptors see no attributes.
-            Err(FsError::NotFound) if self.server_lost(ino).is_some() => Arc::new(Vec::new()),
+            Err(CacheError::Fs(FsError::NotFound)) if self.server_lost(ino).is_some() => {
+                Arc::new(Vec::new())
+            }
             Err(e) => return Err(e),
         };
         let stamp = self.validity.stamp(t);
@@ -61,15 +64,19 @@ impl CacheManager {
     }
 
     /// getxattr(2) from the cache alone; `None`: ask with `getxattr`.
-    pub fn try_getxattr_cached(&self, ino: Ino, name: &[u8]) -> Option<Result<Vec<u8>, FsError>> {
+    pub fn try_getxattr_cached(
+        &self,
+        ino: Ino,
+        name: &[u8],
+    ) -> Option<Result<Vec<u8>, CacheError>> {
         let set = self.try_xattrs_cached(ino)?;
-        Some(value_in(&set, name).ok_or(FsError::NoXattr))
+        Some(value_in(&set, name).ok_or(FsError::NoXattr.into()))
     }
 
     /// getxattr(2): the value of `name`, `NoXattr` (ENODATA) if `ino` has none.
-    pub async fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>, FsError> {
+    pub async fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>, CacheError> {
         let set = self.xattrs(ino).await?;
-        value_in(&set, name).ok_or(FsError::NoXattr)
+        value_in(&set, name).ok_or(FsError::NoXattr.into())
     }
 
     /// listxattr(2) from the cache alone; `None`: ask with `listxattr`.
@@ -78,7 +85,7 @@ impl CacheManager {
     }
 
     /// listxattr(2): every name, each followed by a NUL.
-    pub async fn listxattr(&self, ino: Ino) -> Result<Vec<u8>, FsError> {
+    pub async fn listxattr(&self, ino: Ino) -> Result<Vec<u8>, CacheError> {
         Ok(names_of(&self.xattrs(ino).await?))
     }
 
@@ -89,7 +96,7 @@ impl CacheManager {
         name: &[u8],
         value: &[u8],
         how: How,
-    ) -> Result<(), FsError> {
+    ) -> Result<(), CacheError> {
         let t = self.ticket();
         let req = DirRequest::SetXattr {
             ino,
@@ -106,7 +113,7 @@ impl CacheManager {
     }
 
     /// removexattr(2).
-    pub async fn removexattr(&self, ino: Ino, name: &[u8]) -> Result<(), FsError> {
+    pub async fn removexattr(&self, ino: Ino, name: &[u8]) -> Result<(), CacheError> {
         let t = self.ticket();
         let req = DirRequest::RemoveXattr {
             ino,

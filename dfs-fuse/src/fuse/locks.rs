@@ -6,7 +6,7 @@
 use super::attrs::errno;
 use dfs_client::cache::CacheManager;
 use dfs_common::locks::{LockClass, LockMode, LockRange, LockRequest, ReleaseRequest};
-use dfs_common::{FsError, Ino};
+use dfs_common::Ino;
 use fuser::{ReplyEmpty, ReplyLock};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -62,8 +62,8 @@ pub fn setlk(
                     };
                     match mgr.lock_release(req).await {
                         // POSIX: unlocking what is not locked is not an error.
-                        Ok(_) | Err(FsError::NotFound) => Ok(()),
-                        Err(e) => Err(e),
+                        Err(e) if !e.is_not_found() => Err(e),
+                        _ => Ok(()),
                     }
                 }
                 Some(mode) => {
@@ -150,8 +150,10 @@ pub async fn release_owner(mgr: &CacheManager, ino: Ino, owner: u64) {
         range: None,
     };
     match mgr.lock_release(req).await {
-        Ok(_) | Err(FsError::NotFound) => {}
-        Err(e) => log::warn!("inode {ino}: releasing locks of owner {owner:#x}: {e}"),
+        Err(e) if !e.is_not_found() => {
+            log::warn!("inode {ino}: releasing locks of owner {owner:#x}: {e}")
+        }
+        _ => {}
     }
 }
 

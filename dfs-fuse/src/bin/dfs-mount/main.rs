@@ -174,7 +174,10 @@ fn run(args: Args, cache_dir: PathBuf, status: &mut StatusPipe) -> Result<(), St
         loop {
             match mgr.getattr(dfs_common::ROOT_INO).await {
                 // A realm that admits no anonymous callers answers, too: users log in.
-                Ok(_) | Err(dfs_common::FsError::Unauthenticated(_)) => return Ok(()),
+                Ok(_)
+                | Err(dfs_client::CacheError::Fs(dfs_common::FsError::Unauthenticated(_))) => {
+                    return Ok(())
+                }
                 Err(e) if tokio::time::Instant::now() >= deadline => {
                     return Err(format!("server {} does not answer: {e}", args.server))
                 }
