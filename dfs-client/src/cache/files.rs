@@ -54,9 +54,17 @@ pub struct FileHandle {
     pub(super) plain: bool,
 }
 
+/// Everything the FUSE adapter needs to answer an open, in one answer.
 #[derive(Debug)]
 pub struct OpenResult {
     pub fh: u64,
+    /// The copy to give the kernel as the handle's passthrough backing file; `None`: the
+    /// handle is served through this daemon (`plain`, or passthrough is off).
+    pub backing: Option<Arc<File>>,
+    /// The kernel may close this handle without a FLUSH (FOPEN_NOFLUSH): it is read-only
+    /// and this client held no advisory lock on the file when it was opened, so a close
+    /// has nothing to store or unlock (locks taken through it later go at its release).
+    pub noflush: bool,
     /// The kernel may keep the pages it has: the contents did not change since.
     pub keep_cache: bool,
     /// Reads must come to this daemon (no passthrough): the copy is still being fetched,
@@ -312,9 +320,13 @@ impl CacheManager {
             filling: None,
             plain,
         });
+        let backing =
+            (!plain && self.passthrough.load(Ordering::SeqCst)).then(|| handle.file.clone());
         self.handles.lock().unwrap().insert(fh, handle);
         Ok(OpenResult {
             fh,
+            backing,
+            noflush: self.closes_quietly(ino, flags),
             keep_cache,
             plain,
             direct: behind,
@@ -387,6 +399,42 @@ impl CacheManager {
                 mtime_ns: 0,
             },
         )
+    }
+
+    /// Whether a handle of `ino` opened with `flags` may close without a flush: read-only,
+    /// and no advisory lock of this client on the file (a close(2) drops the caller's).
+    pub(super) fn closes_quietly(&self, ino: Ino, flags: i32) -> bool {
+        flags & libc::O_ACCMODE == libc::O_RDONLY && !self.holds_any_advisory(ino)
+    }
+
+    /// Whether a close(2) of `fh` by lock owner `owner` has anything to do (`close_flush`):
+    /// the handle may have written, or the owner holds advisory locks on the file.
+    pub fn flush_needed(&self, fh: u64, ino: Ino, owner: u64) -> bool {
+        self.handle_writable(fh) != Some(false) || self.holds_advisory(ino, owner)
+    }
+
+    /// A close(2) of `fh`: drops the caller's fcntl locks on the file (POSIX), then stores
+    /// the file if this handle may have changed it.
+    pub async fn close_flush(&self, fh: u64, ino: Ino, owner: u64) -> Result<(), CacheError> {
+        self.release_advisory_owner(ino, owner).await;
+        self.flush(fh).await
+    }
+
+    /// The kernel's release of `fh`, the last close of its open file: the handle goes (see
+    /// `release`), and so do the advisory locks of `lock_owners` on the file (a flock
+    /// holder's, or the fcntl locks taken through a handle closed without flushes), in the
+    /// background.
+    pub fn release_handle(&self, fh: u64, ino: Ino, lock_owners: Vec<u64>) {
+        self.release(fh);
+        if lock_owners.is_empty() {
+            return;
+        }
+        let Some(me) = self.me.upgrade() else { return };
+        self.rt.spawn(async move {
+            for owner in lock_owners {
+                me.release_advisory_owner(ino, owner).await;
+            }
+        });
     }
 
     /// Closes a handle. Unstored changes stay in the cache for the retry loop.

@@ -95,6 +95,8 @@ impl CacheManager {
         self.handles.lock().unwrap().insert(fh, handle);
         Ok(OpenResult {
             fh,
+            backing: None,
+            noflush: self.closes_quietly(ino, libc::O_RDONLY),
             keep_cache: false,
             plain: true,
             direct: true,

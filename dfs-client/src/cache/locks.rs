@@ -96,6 +96,26 @@ impl CacheManager {
         self.lock_wait
     }
 
+    /// Releases every advisory lock `owner` holds on `ino` (close of a POSIX lock holder's
+    /// descriptor, or release of a flock). No round trip unless this client holds one.
+    pub async fn release_advisory_owner(&self, ino: Ino, owner: u64) {
+        if !self.holds_advisory(ino, owner) {
+            return;
+        }
+        let req = ReleaseRequest {
+            ino,
+            class: LockClass::Advisory,
+            owner,
+            range: None,
+        };
+        match self.lock_release(req).await {
+            Err(e) if !e.is_not_found() => {
+                log::warn!("inode {ino}: releasing locks of owner {owner:#x}: {e}")
+            }
+            _ => {}
+        }
+    }
+
     /// Releases locks; `NotFound` if nothing matched.
     pub async fn lock_release(&self, req: ReleaseRequest) -> Result<u32, CacheError> {
         if req.class == LockClass::Advisory && req.range.is_none() {
