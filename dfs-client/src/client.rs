@@ -4,7 +4,7 @@
 //! any). Must stay a thin layer: every rule lives in the cache manager.
 
 use crate::auth::CredentialStore;
-use crate::cache::{CacheManager, CacheOptions, DirItem};
+use crate::cache::{CacheError, CacheManager, CacheOptions, DirItem};
 use crate::port::Who;
 use dfs_common::{Attr, FsError, Ino, ROOT_INO};
 use std::path::Path;
@@ -39,7 +39,7 @@ fn split(path: &str) -> Vec<&[u8]> {
 
 impl Dfs {
     /// Connects to `addr` (`HOST:PORT`) with its cache in `cache_dir`.
-    pub fn connect(addr: &str, cache_dir: &Path, opts: CacheOptions) -> Result<Dfs, FsError> {
+    pub fn connect(addr: &str, cache_dir: &Path, opts: CacheOptions) -> Result<Dfs, CacheError> {
         let (mgr, remote) = crate::connect::over_http(addr, cache_dir, opts)?;
         crate::spawn_background(&mgr);
         // SAFETY: getuid/getgid cannot fail.
@@ -70,7 +70,7 @@ impl Dfs {
     }
 
     /// The attributes of the file at `path`.
-    pub async fn stat(&self, path: &str) -> Result<Attr, FsError> {
+    pub async fn stat(&self, path: &str) -> Result<Attr, CacheError> {
         let mut attr = self.mgr.getattr(&self.who, ROOT_INO).await?;
         for name in split(path) {
             attr = self.mgr.lookup(&self.who, attr.ino, name).await?;
@@ -78,7 +78,7 @@ impl Dfs {
         Ok(attr)
     }
 
-    async fn parent_of<'p>(&self, path: &'p str) -> Result<(Ino, &'p [u8]), FsError> {
+    async fn parent_of<'p>(&self, path: &'p str) -> Result<(Ino, &'p [u8]), CacheError> {
         let parts = split(path);
         let (name, dirs) = parts
             .split_last()
@@ -96,7 +96,7 @@ impl Dfs {
     }
 
     /// Opens `path` with open(2) flags; `O_CREAT` creates it with `mode`.
-    pub async fn open(&self, path: &str, flags: i32, mode: u32) -> Result<DfsFile, FsError> {
+    pub async fn open(&self, path: &str, flags: i32, mode: u32) -> Result<DfsFile, CacheError> {
         let fh = if flags & libc::O_CREAT != 0 {
             let (parent, name) = self.parent_of(path).await?;
             let (_, opened) = self
@@ -116,7 +116,7 @@ impl Dfs {
     }
 
     /// The whole contents of `path`.
-    pub async fn read_file(&self, path: &str) -> Result<Vec<u8>, FsError> {
+    pub async fn read_file(&self, path: &str) -> Result<Vec<u8>, CacheError> {
         let mut f = self.open(path, libc::O_RDONLY, 0).await?;
         let mut out = Vec::new();
         loop {
@@ -131,14 +131,14 @@ impl Dfs {
     }
 
     /// Replaces the contents of `path` (creating it), durably stored when this returns.
-    pub async fn write_file(&self, path: &str, data: &[u8]) -> Result<(), FsError> {
+    pub async fn write_file(&self, path: &str, data: &[u8]) -> Result<(), CacheError> {
         let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC;
         let mut f = self.open(path, flags, 0o644).await?;
         f.write_at(0, data.to_vec()).await?;
         f.close().await
     }
 
-    pub async fn mkdir(&self, path: &str, mode: u32) -> Result<Attr, FsError> {
+    pub async fn mkdir(&self, path: &str, mode: u32) -> Result<Attr, CacheError> {
         let (parent, name) = self.parent_of(path).await?;
         self.mgr
             .mkdir(&self.who, parent, name, self.creator(mode))
@@ -146,7 +146,7 @@ impl Dfs {
     }
 
     /// Removes a file, or an empty directory.
-    pub async fn remove(&self, path: &str) -> Result<(), FsError> {
+    pub async fn remove(&self, path: &str) -> Result<(), CacheError> {
         let attr = self.stat(path).await?;
         let (parent, name) = self.parent_of(path).await?;
         if attr.kind == dfs_common::FileKind::Dir {
@@ -156,37 +156,37 @@ impl Dfs {
         }
     }
 
-    pub async fn rename(&self, from: &str, to: &str) -> Result<(), FsError> {
+    pub async fn rename(&self, from: &str, to: &str) -> Result<(), CacheError> {
         let (p1, n1) = self.parent_of(from).await?;
         let (p2, n2) = self.parent_of(to).await?;
         self.mgr.rename(&self.who, p1, n1, p2, n2, 0).await
     }
 
-    pub async fn list(&self, path: &str) -> Result<Arc<Vec<DirItem>>, FsError> {
+    pub async fn list(&self, path: &str) -> Result<Arc<Vec<DirItem>>, CacheError> {
         let attr = self.stat(path).await?;
         self.mgr.readdir(&self.who, attr.ino).await
     }
 }
 
 impl DfsFile {
-    pub async fn read_at(&self, offset: u64, len: u32) -> Result<Vec<u8>, FsError> {
+    pub async fn read_at(&self, offset: u64, len: u32) -> Result<Vec<u8>, CacheError> {
         self.dfs.mgr.wait_readable(self.fh, offset, len).await?;
         let (mgr, fh) = (self.dfs.mgr.clone(), self.fh);
         tokio::task::spawn_blocking(move || mgr.read(fh, offset, len))
             .await
-            .map_err(|e| FsError::Io(e.to_string()))?
+            .map_err(|e| FsError::Io(format!("blocking task: {e}")))?
     }
 
-    pub async fn write_at(&self, offset: u64, data: Vec<u8>) -> Result<u32, FsError> {
+    pub async fn write_at(&self, offset: u64, data: Vec<u8>) -> Result<u32, CacheError> {
         let (mgr, fh) = (self.dfs.mgr.clone(), self.fh);
         tokio::task::spawn_blocking(move || mgr.write(fh, offset, &data))
             .await
-            .map_err(|e| FsError::Io(e.to_string()))?
+            .map_err(|e| FsError::Io(format!("blocking task: {e}")))?
     }
 
     /// Stores the file if it was written, then closes it. An error means the server does
     /// not have the changes (they stay in the cache and are retried).
-    pub async fn close(&mut self) -> Result<(), FsError> {
+    pub async fn close(&mut self) -> Result<(), CacheError> {
         if self.closed {
             return Ok(());
         }

@@ -4,10 +4,10 @@
 //!
 //! Owns: that construction. Must not hold policy.
 
+use crate::cache::CacheError;
 use crate::cache::{CacheManager, CacheOptions};
 use crate::remote::identity::Identity;
 use crate::remote::Remote;
-use dfs_common::FsError;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -16,7 +16,7 @@ impl CacheManager {
     /// holding no credentials (every user anonymous in a realm) at the integrity level.
     /// Call inside a tokio runtime. A mount builds its port itself (`Remote::kept_in`) to
     /// share its credentials with its control socket and choose its protection level.
-    pub fn new(addr: &str, cache_dir: &Path, opts: CacheOptions) -> Result<Arc<Self>, FsError> {
+    pub fn new(addr: &str, cache_dir: &Path, opts: CacheOptions) -> Result<Arc<Self>, CacheError> {
         Ok(over_http(addr, cache_dir, opts)?.0)
     }
 }
@@ -25,8 +25,8 @@ impl Remote {
     /// The remote of a client whose cache is in `cache_dir`, with its identity kept there:
     /// a restarted mount is the same client to the server, and its locks stay its own.
     /// It holds no credentials yet, at the integrity level (`with_credentials`,
-    /// `with_protection`).
-    pub fn kept_in(addr: &str, cache_dir: &Path) -> Result<Remote, FsError> {
+    /// `with_protection`). Fails only if the cache directory cannot be made.
+    pub fn kept_in(addr: &str, cache_dir: &Path) -> std::io::Result<Remote> {
         dfs_common::private_files::create_dir_all(cache_dir)?;
         let identity = Identity::kept_in(cache_dir.join("client.id"));
         Ok(Remote::for_client(addr, identity))
@@ -38,7 +38,7 @@ pub(crate) fn over_http(
     addr: &str,
     cache_dir: &Path,
     opts: CacheOptions,
-) -> Result<(Arc<CacheManager>, Remote), FsError> {
+) -> Result<(Arc<CacheManager>, Remote), CacheError> {
     let remote = Remote::kept_in(addr, cache_dir)?;
     let mgr = CacheManager::with_server(Arc::new(remote.clone()), cache_dir, opts)?;
     Ok((mgr, remote))

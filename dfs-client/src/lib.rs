@@ -36,7 +36,7 @@ mod replica_read;
 pub mod testing;
 pub mod tx;
 
-pub use cache::{CacheManager, CacheOptions, MountStatus};
+pub use cache::{CacheError, CacheManager, CacheOptions, MountStatus};
 pub use client::{Dfs, DfsFile};
 
 use std::sync::Arc;

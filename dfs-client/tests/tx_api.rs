@@ -6,6 +6,7 @@
 //! Needs the release binary `dfs-server` (scripts/test.sh builds it first; `DFS_BIN_DIR`
 //! points elsewhere).
 
+use dfs_client::cache::CacheError;
 use dfs_client::tx::{TxClient, TxError};
 use dfs_client::{CacheOptions, Dfs};
 use dfs_common::tx::{Actual, Expected, TxFailure, TxStatus};
@@ -113,7 +114,8 @@ async fn a_commit_is_seen_at_once_by_its_own_cache_and_failures_are_typed() {
 
     // The same manager sees the batch at once: no callback comes for one's own change.
     assert_eq!(dfs.read_file("/d/a").await.unwrap(), b"two");
-    assert_eq!(dfs.stat("/a").await.unwrap_err(), FsError::NotFound);
+    let e = dfs.stat("/a").await.unwrap_err();
+    assert!(matches!(e, CacheError::Fs(FsError::NotFound)), "{e:?}");
     assert_eq!(dfs.stat("/d").await.unwrap().mode, 0o700);
     let names: Vec<Vec<u8>> = dfs
         .list("/")

@@ -131,5 +131,6 @@ async fn handle(
             Ok(ControlReply::Done)
         }
     };
-    result.unwrap_or_else(ControlReply::Error)
+    // The `dfs` command gets the error as the path API reports it.
+    result.unwrap_or_else(|e| ControlReply::Error(e.into()))
 }

@@ -15,14 +15,16 @@
 //! store whose upload failed. Signed stores carry the contents' hash up front, so users
 //! with credentials get no upload.
 
-use super::files::{FileNode, Local};
+use super::error::CacheError;
+use super::file_state::FileState;
+use super::nodes::FileNode;
 use super::CacheManager;
 use crate::port::{Body, Who};
 use bytes::Bytes;
 use dfs_common::fileread::read_fresh;
 use dfs_common::proto::{AttrChange, DirReply, DirRequest};
 use dfs_common::types::SetTime;
-use dfs_common::{Attr, FsError, Timestamp};
+use dfs_common::{Attr, Timestamp};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use std::fs::File;
@@ -42,7 +44,7 @@ pub(super) struct WriteBehind {
 
 struct Upload {
     written: watch::Sender<Written>,
-    result: tokio::task::JoinHandle<Result<Attr, FsError>>,
+    result: tokio::task::JoinHandle<Result<Attr, CacheError>>,
 }
 
 /// What the upload may send.
@@ -65,19 +67,9 @@ impl WriteBehind {
         }
     }
 
-    fn abandon(self) {
+    pub(super) fn abandon(self) {
         if let Some(up) = self.upload {
             up.written.send_replace(Written::Abandoned);
-        }
-    }
-}
-
-impl Local {
-    /// Abandons this copy's write-behind, if any: the copy changed other than by
-    /// appending, or its last writer is gone.
-    pub(super) fn abandon_behind(&mut self) {
-        if let Some(b) = self.behind.take() {
-            b.abandon();
         }
     }
 }
@@ -94,17 +86,17 @@ impl CacheManager {
     /// write is out of order.
     pub(super) fn behind_wrote(
         &self,
-        l: &mut Local,
+        l: &mut FileState,
         ino: dfs_common::Ino,
         file: &Arc<File>,
         offset: u64,
         len: u64,
     ) {
-        let fence = l.fence;
+        let fence = l.fence();
         let kill_suid = l.kills_suid();
         // The upload acts for the writer whose open started the record.
-        let writer = Who::of(l.writer_uid);
-        let Some(behind) = l.behind.as_mut() else {
+        let writer = l.writer();
+        let Some(behind) = l.behind_mut() else {
             return;
         };
         if offset != behind.next {
@@ -131,7 +123,7 @@ impl CacheManager {
                     me.server
                         .store_streamed(&writer, ino, body, fence, kill_suid)
                         .await
-                        .map_err(FsError::from)
+                        .map_err(CacheError::from)
                 });
                 behind.upload = Some(Upload { written, result });
             }
@@ -152,8 +144,8 @@ impl CacheManager {
         mtime: Option<std::time::SystemTime>,
     ) -> Option<Attr> {
         let up = {
-            let mut l = node.local.lock().unwrap();
-            if l.behind.as_ref()?.next != size {
+            let mut l = node.state();
+            if l.behind_mut()?.next != size {
                 l.abandon_behind();
                 return None;
             }
@@ -161,7 +153,7 @@ impl CacheManager {
             // of `dd` or of a shell's `> file` is closed, and so flushed, before any byte
             // is written) goes on writing in order, and a later upload sends the copy
             // from its start again.
-            l.behind.as_mut()?.upload.take()?
+            l.behind_mut()?.upload.take()?
         };
         up.written.send_replace(Written::End(size));
         match up.result.await {

@@ -4,6 +4,7 @@
 //! with it. Must not store or fetch contents.
 
 use super::disk::CacheEntry;
+use super::error::CacheError;
 use super::files::OpenResult;
 use super::CacheManager;
 use crate::port::Who;
@@ -19,7 +20,7 @@ impl CacheManager {
         name: &[u8],
         creator: super::Creator,
         flags: i32,
-    ) -> Result<(dfs_common::Attr, OpenResult), FsError> {
+    ) -> Result<(dfs_common::Attr, OpenResult), CacheError> {
         let super::Creator {
             mode,
             umask,
@@ -27,7 +28,7 @@ impl CacheManager {
             gid,
         } = creator;
         if name.len() > dfs_common::types::NAME_MAX {
-            return Err(FsError::NameTooLong);
+            return Err(FsError::NameTooLong.into());
         }
         let t = self.ticket();
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
@@ -50,7 +51,7 @@ impl CacheManager {
                 durable,
                 parent,
             } => (attr, lock, durable, parent),
-            _ => return Err(FsError::Io("unexpected answer to create".into())),
+            _ => return Err(FsError::Io("unexpected answer to create".into()).into()),
         };
         self.remember_attr(&attr, t);
         if let Some(lock) = lock {
@@ -58,11 +59,7 @@ impl CacheManager {
                 .store(lock.lease_ms.max(1000), Ordering::Relaxed);
             let node = self.node(attr.ino);
             let _grant = node.grant.lock().await;
-            let mut l = node.local.lock().unwrap();
-            if l.fence.is_none() {
-                l.fence = Some(lock.token);
-            }
-            drop(l);
+            node.state().lock_granted(lock.token);
             if !writable {
                 drop(_grant);
                 self.release_open_lock_later(&node);
@@ -90,10 +87,8 @@ impl CacheManager {
             // The server made the file durable only with our store: close must store it
             // even if nothing is written.
             let node = self.node(attr.ino);
-            self.mark_dirty(&node, attr.size)?;
-            let mut l = node.local.lock().unwrap();
-            l.clean_stamp = None;
-            l.unsynced_create = true;
+            let mark = node.state().created_unsynced();
+            self.mark_dirty_in_index(attr.ino, mark, attr.size)?;
         }
         let attr = self.overlay(attr);
         Ok((attr, opened))
@@ -102,32 +97,22 @@ impl CacheManager {
     /// We removed a name of `ino`: if its store finds it gone, that is why (not a crash
     /// of the server that forgot our create).
     pub(super) fn unlinked_by_us(&self, ino: Ino) {
-        if let Some(node) = self.nodes.lock().unwrap().get(&ino) {
-            node.local.lock().unwrap().unsynced_create = false;
+        if let Some(node) = self.node_if_any(ino) {
+            node.state().unlinked_by_us();
         }
     }
 
     /// Whether `ino` was created by us with a create the server has not made durable yet
     /// (our store at close will).
     pub(super) fn unsynced_create(&self, ino: Ino) -> bool {
-        let node = self.nodes.lock().unwrap().get(&ino).cloned();
-        node.is_some_and(|n| {
-            let l = n.local.lock().unwrap();
-            l.unsynced_create && l.dirty
-        })
+        self.node_if_any(ino)
+            .is_some_and(|n| n.state().unsynced_create())
     }
 
     /// Keeps `mode` to be sent with the next store of `ino`, if that store is of our own
     /// create, not durable yet; false (the caller sends it now) otherwise.
     pub(super) fn hold_mode_for_store(&self, ino: Ino, mode: u32) -> bool {
-        let Some(node) = self.nodes.lock().unwrap().get(&ino).cloned() else {
-            return false;
-        };
-        let mut l = node.local.lock().unwrap();
-        if !(l.unsynced_create && l.dirty) {
-            return false;
-        }
-        l.pending_mode = Some(mode);
-        true
+        self.node_if_any(ino)
+            .is_some_and(|n| n.state().hold_mode(mode))
     }
 }

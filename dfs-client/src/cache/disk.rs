@@ -4,8 +4,9 @@
 //! which never touches a dirty file or one the caller says is open. It must not talk to
 //! the server.
 
-use super::index_writer::{io_err, IndexWriter, INDEX};
-use dfs_common::{private_files, FsError, Ino};
+use super::error::CacheError;
+use super::index_writer::{IndexWriter, INDEX};
+use dfs_common::{private_files, Ino};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -50,7 +51,7 @@ pub struct DiskCache {
 
 /// Tightens the modes under the cache dir `dir` (0700 directories, 0600 files), saying
 /// what was open to others.
-fn make_private(dir: &Path) -> Result<(), FsError> {
+fn make_private(dir: &Path) -> Result<(), CacheError> {
     let done = private_files::tighten(dir)?;
     if done.changed_anything() {
         log::warn!(
@@ -75,7 +76,7 @@ impl DiskCache {
     /// Opens (or creates) the cache at `dir`, dropping index entries whose file is gone or
     /// has the wrong size, and files that no entry claims (leftovers of a crash). Everything
     /// in it is made private to this user first (it holds copies of other users' files).
-    pub fn open(dir: &Path, limit_bytes: u64) -> Result<DiskCache, FsError> {
+    pub fn open(dir: &Path, limit_bytes: u64) -> Result<DiskCache, CacheError> {
         let files_dir = dir.join("files");
         private_files::create_dir_all(&files_dir)?;
         make_private(dir)?;
@@ -86,16 +87,16 @@ impl DiskCache {
             .create(true)
             .truncate(false)
             .open(&index)?;
-        let db = Database::create(index).map_err(io_err)?;
+        let db = Database::create(index)?;
         let mut entries = HashMap::new();
         {
-            let txn = db.begin_write().map_err(io_err)?;
-            txn.open_table(INDEX).map_err(io_err)?;
-            txn.commit().map_err(io_err)?;
-            let txn = db.begin_read().map_err(io_err)?;
-            let table = txn.open_table(INDEX).map_err(io_err)?;
-            for row in table.iter().map_err(io_err)? {
-                let (k, v) = row.map_err(io_err)?;
+            let txn = db.begin_write()?;
+            txn.open_table(INDEX)?;
+            txn.commit()?;
+            let txn = db.begin_read()?;
+            let table = txn.open_table(INDEX)?;
+            for row in table.iter()? {
+                let (k, v) = row?;
                 if let Ok(entry) = dfs_common::codec::decode::<CacheEntry>(v.value()) {
                     entries.insert(k.value(), entry);
                 }
@@ -115,15 +116,15 @@ impl DiskCache {
             }
         }
         if !gone.is_empty() {
-            let mut txn = db.begin_write().map_err(io_err)?;
-            txn.set_durability(Durability::None).map_err(io_err)?;
+            let mut txn = db.begin_write()?;
+            txn.set_durability(Durability::None)?;
             {
-                let mut table = txn.open_table(INDEX).map_err(io_err)?;
+                let mut table = txn.open_table(INDEX)?;
                 for ino in gone {
-                    table.remove(ino).map_err(io_err)?;
+                    table.remove(ino)?;
                 }
             }
-            txn.commit().map_err(io_err)?;
+            txn.commit()?;
         }
         let cache = DiskCache {
             files_dir,
@@ -206,7 +207,7 @@ impl DiskCache {
     /// costs a refetch, and a lost dirty mark is caught at open by the size/mtime check.
     /// `persist_now` makes everything so far durable (done when a store fails, so a failed
     /// close's data survives a client crash).
-    pub fn put(&self, ino: Ino, mut entry: CacheEntry) -> Result<(), FsError> {
+    pub fn put(&self, ino: Ino, mut entry: CacheEntry) -> Result<(), CacheError> {
         if !entry.dirty {
             entry.mtime_ns = std::fs::metadata(self.path(ino, entry.version))
                 .map(|m| mtime_ns(&m))
@@ -256,7 +257,7 @@ impl DiskCache {
     }
 
     /// Makes every index change so far durable (one fsynced commit).
-    pub fn persist_now(&self) -> Result<(), FsError> {
+    pub fn persist_now(&self) -> Result<(), CacheError> {
         self.writer.sync()
     }
 
@@ -272,7 +273,7 @@ impl DiskCache {
     }
 
     /// Forgets `ino` and deletes its file.
-    pub fn remove(&self, ino: Ino) -> Result<(), FsError> {
+    pub fn remove(&self, ino: Ino) -> Result<(), CacheError> {
         let old = {
             let mut idx = self.index.lock().unwrap();
             let old = idx.entries.remove(&ino);

@@ -9,7 +9,9 @@
 //! on it, and the grace an open gives plain handles to be released. Must not fetch
 //! (`files::make_current` does) or touch the namespace.
 
-use super::files::{FileHandle, FileNode, OpenResult};
+use super::error::CacheError;
+use super::files::{FileHandle, OpenResult};
+use super::nodes::FileNode;
 use super::CacheManager;
 use crate::port::{FetchProgress, Who};
 use dfs_common::{private_files, FsError, Ino};
@@ -46,7 +48,7 @@ impl CacheManager {
         who: &Who,
         node: &Arc<FileNode>,
         op: tokio::sync::OwnedMutexGuard<()>,
-    ) -> Result<OpenResult, FsError> {
+    ) -> Result<OpenResult, CacheError> {
         let me = self
             .me
             .upgrade()
@@ -74,15 +76,11 @@ impl CacheManager {
             if let Err(e) = &outcome {
                 log::warn!("inode {ino}: fetch for an open reader failed: {e}");
             }
-            task_filling.finish(&outcome);
+            task_filling.finish(outcome);
             drop(op);
             me.maybe_drop_node(&task_node);
         });
-        {
-            let mut l = node.local.lock().unwrap();
-            l.opens += 1;
-            l.plain_opens += 1;
-        }
+        node.state().opened_filling();
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
         let handle = Arc::new(FileHandle {
             ino,
@@ -99,6 +97,8 @@ impl CacheManager {
         self.handles.lock().unwrap().insert(fh, handle);
         Ok(OpenResult {
             fh,
+            backing: None,
+            noflush: self.closes_quietly(ino, libc::O_RDONLY),
             keep_cache: false,
             plain: true,
             direct: true,
@@ -119,7 +119,7 @@ impl CacheManager {
 
     /// Waits until the fetch filling `fh`'s copy (if any) has the bytes a read of `size`
     /// at `offset` needs, or fails with the fetch's error.
-    pub async fn wait_readable(&self, fh: u64, offset: u64, size: u32) -> Result<(), FsError> {
+    pub async fn wait_readable(&self, fh: u64, offset: u64, size: u32) -> Result<(), CacheError> {
         let filling = self.handle(fh)?.filling.clone();
         match filling {
             Some(f) => f.wait_for(offset.saturating_add(size as u64)).await,
@@ -134,7 +134,7 @@ pub(super) async fn wait_for_plain_release(node: &FileNode) {
     let deadline = tokio::time::Instant::now() + PLAIN_RELEASE_GRACE;
     loop {
         let gone = node.plain_gone.notified();
-        if node.local.lock().unwrap().plain_opens == 0 {
+        if node.state().opens().plain == 0 {
             return;
         }
         if tokio::time::timeout_at(deadline, gone).await.is_err() {
@@ -150,7 +150,8 @@ enum Fill {
     Upto(u64),
     /// The copy is complete (and checked, when the fetch checks).
     Whole,
-    /// The fetch failed: every read of this copy fails with this error.
+    /// The fetch failed: every read of this copy fails with this error (as the fetch's
+    /// caller would have reported it; the fetch logs its cause).
     Failed(FsError),
 }
 
@@ -191,13 +192,13 @@ impl Filling {
     /// The fetch is over: the copy is whole, or every waiting and later read fails. A
     /// file gone from the server by then fails its reads with ESTALE, as NFS does: the
     /// descriptor was opened while it existed.
-    pub(crate) fn finish(&self, outcome: &Result<(), FsError>) {
+    pub(crate) fn finish(&self, outcome: Result<(), CacheError>) {
         self.state.send_replace(match outcome {
             Ok(()) => Fill::Whole,
-            Err(FsError::NotFound) => {
+            Err(e) if e.is_not_found() => {
                 Fill::Failed(FsError::Stale("the file was removed on the server".into()))
             }
-            Err(e) => Fill::Failed(e.clone()),
+            Err(e) => Fill::Failed(e.into()),
         });
     }
 
@@ -211,14 +212,14 @@ impl Filling {
 
     /// Waits until the bytes up to `end` (or the end of the file, if shorter) are
     /// readable. The fetch bounds the wait: a stalled body fails it after its idle timeout.
-    pub(crate) async fn wait_for(&self, end: u64) -> Result<(), FsError> {
+    pub(crate) async fn wait_for(&self, end: u64) -> Result<(), CacheError> {
         let mut rx = self.state.subscribe();
         let state = rx
             .wait_for(|s| !matches!(s, Fill::Upto(n) if *n < end))
             .await
             .map_err(|_| FsError::Io("the fetch of this file was abandoned".into()))?;
         match &*state {
-            Fill::Failed(e) => Err(e.clone()),
+            Fill::Failed(e) => Err(CacheError::Fetch(e.clone())),
             _ => Ok(()),
         }
     }
@@ -248,31 +249,33 @@ mod tests {
             "50 of 100 bytes must not answer the read"
         );
         f.advance(100);
-        assert_eq!(waiter.await.unwrap(), Ok(()));
+        assert!(waiter.await.unwrap().is_ok());
 
         let late = {
             let f = f.clone();
             tokio::spawn(async move { f.wait_for(1000).await })
         };
-        f.finish(&Err(FsError::Unavailable("cut".into())));
-        assert_eq!(late.await.unwrap(), Err(FsError::Unavailable("cut".into())));
-        assert_eq!(f.wait_for(1).await, Err(FsError::Unavailable("cut".into())));
+        let cut = || FsError::Unavailable("cut".into());
+        f.finish(Err(cut().into()));
+        assert!(matches!(late.await.unwrap(), Err(CacheError::Fetch(e)) if e == cut()));
+        assert!(matches!(f.wait_for(1).await, Err(CacheError::Fetch(e)) if e == cut()));
         assert_eq!(f.readable(), 0);
     }
 
     #[tokio::test]
     async fn a_file_removed_before_its_fetch_fails_reads_as_stale() {
         let f = Filling::new();
-        f.finish(&Err(FsError::NotFound));
-        assert!(matches!(f.wait_for(1).await, Err(FsError::Stale(_))));
+        f.finish(Err(FsError::NotFound.into()));
+        let e = f.wait_for(1).await.unwrap_err();
+        assert!(matches!(e, CacheError::Fetch(FsError::Stale(_))), "{e:?}");
     }
 
     #[tokio::test]
     async fn a_whole_copy_answers_reads_past_its_end() {
         let f = Filling::new();
         f.advance(10);
-        f.finish(&Ok(()));
+        f.finish(Ok(()));
         assert!(f.covers(u64::MAX));
-        assert_eq!(f.wait_for(1 << 40).await, Ok(()));
+        assert!(f.wait_for(1 << 40).await.is_ok());
     }
 }

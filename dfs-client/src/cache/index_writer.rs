@@ -13,7 +13,8 @@
 //! the index holds (`disk`).
 
 use super::disk::CacheEntry;
-use dfs_common::{FsError, Ino};
+use super::error::CacheError;
+use dfs_common::Ino;
 use redb::{Database, Durability, TableDefinition};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -29,7 +30,7 @@ enum Op {
     Put(Ino, CacheEntry),
     Remove(Ino),
     /// Commit durably what came before, and say how it went.
-    Sync(mpsc::Sender<Result<(), FsError>>),
+    Sync(mpsc::Sender<Result<(), Arc<redb::Error>>>),
 }
 
 pub(super) struct IndexWriter {
@@ -39,20 +40,14 @@ pub(super) struct IndexWriter {
     hurry: Arc<AtomicBool>,
 }
 
-/// An error of the cache index (redb) or its file, as the cache reports it.
-pub(super) fn io_err(e: impl std::fmt::Display) -> FsError {
-    FsError::Io(format!("cache index: {e}"))
-}
-
 impl IndexWriter {
-    pub(super) fn start(db: Arc<Database>) -> Result<IndexWriter, FsError> {
+    pub(super) fn start(db: Arc<Database>) -> Result<IndexWriter, CacheError> {
         let (tx, rx) = mpsc::channel();
         let hurry = Arc::new(AtomicBool::new(false));
         let flag = hurry.clone();
         let thread = std::thread::Builder::new()
             .name("dfs-cache-index".into())
-            .spawn(move || run(&db, rx, &flag))
-            .map_err(io_err)?;
+            .spawn(move || run(&db, rx, &flag))?;
         Ok(IndexWriter {
             queue: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
@@ -85,12 +80,13 @@ impl IndexWriter {
     }
 
     /// Makes every change queued so far durable (one fsynced commit).
-    pub(super) fn sync(&self) -> Result<(), FsError> {
+    pub(super) fn sync(&self) -> Result<(), CacheError> {
         let (tx, rx) = mpsc::channel();
         self.send(Op::Sync(tx));
         self.wake();
         rx.recv()
-            .map_err(|_| FsError::Io("cache index: its writer has stopped".into()))?
+            .map_err(|_| CacheError::IndexStopped)?
+            .map_err(CacheError::Index)
     }
 
     /// Applies everything queued, then stops the thread.
@@ -138,13 +134,13 @@ fn run(db: &Database, rx: mpsc::Receiver<Op>, hurry: &AtomicBool) {
             }
         }
         let durable = !waiting.is_empty();
-        let outcome = commit(db, &changes, durable);
+        let outcome = commit(db, &changes, durable).map_err(Arc::new);
         // A sync that came as the first op of a batch set the flag without ending a
         // gathering: clear it, so that the next batch gathers. A sync sent meanwhile is
         // still queued and starts a batch of its own, which does not gather.
         hurry.store(false, Ordering::SeqCst);
         if let Err(e) = &outcome {
-            log::warn!("{e}");
+            log::warn!("cache index: {e}");
         }
         for reply in waiting {
             let _ = reply.send(outcome.clone());
@@ -152,25 +148,25 @@ fn run(db: &Database, rx: mpsc::Receiver<Op>, hurry: &AtomicBool) {
     }
 }
 
-fn commit(db: &Database, changes: &[Op], durable: bool) -> Result<(), FsError> {
-    let mut txn = db.begin_write().map_err(io_err)?;
+fn commit(db: &Database, changes: &[Op], durable: bool) -> Result<(), redb::Error> {
+    let mut txn = db.begin_write()?;
     if !durable {
-        txn.set_durability(Durability::None).map_err(io_err)?;
+        txn.set_durability(Durability::None)?;
     }
     {
-        let mut table = txn.open_table(INDEX).map_err(io_err)?;
+        let mut table = txn.open_table(INDEX)?;
         for change in changes {
             match change {
                 Op::Put(ino, entry) => {
                     let bytes = dfs_common::codec::encode(entry);
-                    table.insert(*ino, bytes.as_slice()).map_err(io_err)?;
+                    table.insert(*ino, bytes.as_slice())?;
                 }
                 Op::Remove(ino) => {
-                    table.remove(*ino).map_err(io_err)?;
+                    table.remove(*ino)?;
                 }
                 Op::Sync(_) => {}
             }
         }
     }
-    txn.commit().map_err(io_err)
+    Ok(txn.commit()?)
 }

@@ -3,6 +3,7 @@
 //! uploads it), and the changes applied to a copy in place while it is open or dirty
 //! here: truncation and times, which its store carries. Must not store or fetch.
 
+use super::error::CacheError;
 use super::files::FileHandle;
 use super::CacheManager;
 use dfs_common::{FsError, Ino};
@@ -25,17 +26,17 @@ impl CacheManager {
             .map(|h| h.file.clone())
     }
 
-    pub(crate) fn handle(&self, fh: u64) -> Result<Arc<FileHandle>, FsError> {
+    pub(crate) fn handle(&self, fh: u64) -> Result<Arc<FileHandle>, CacheError> {
         self.handles
             .lock()
             .unwrap()
             .get(&fh)
             .cloned()
-            .ok_or_else(|| FsError::Invalid(format!("no open file handle {fh}")))
+            .ok_or_else(|| FsError::Invalid(format!("no open file handle {fh}")).into())
     }
 
     /// Reads from the local copy. Never touches the network.
-    pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, CacheError> {
         let h = self.handle(fh)?;
         if let Some(whole) = self.small_file(&h)? {
             let start = (offset as usize).min(whole.len());
@@ -57,8 +58,8 @@ impl CacheManager {
     }
 
     /// The whole contents of a small clean copy, from memory (read once from disk).
-    fn small_file(&self, h: &FileHandle) -> Result<Option<Arc<Vec<u8>>>, FsError> {
-        if h.writable || h.filling.is_some() || h.node.local.lock().unwrap().dirty {
+    fn small_file(&self, h: &FileHandle) -> Result<Option<Arc<Vec<u8>>>, CacheError> {
+        if h.writable || h.filling.is_some() || h.node.state().is_dirty() {
             return Ok(None);
         }
         if let Some(whole) = self.small_files.lock().unwrap().get(h.ino, h.version) {
@@ -71,7 +72,7 @@ impl CacheManager {
         let mut data = vec![0u8; len as usize];
         h.file.read_exact_at(&mut data, 0)?;
         let whole = Arc::new(data);
-        if !h.node.local.lock().unwrap().dirty {
+        if !h.node.state().is_dirty() {
             self.small_files
                 .lock()
                 .unwrap()
@@ -82,7 +83,7 @@ impl CacheManager {
 
     /// Writes to the local copy. Blocks (the calling thread, not the network) while a store
     /// of the same file is uploading. Must not be called from inside the async runtime.
-    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32, FsError> {
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32, CacheError> {
         let h = self.handle(fh)?;
         let _shared = match h.node.gate.try_read() {
             Ok(g) => g,
@@ -92,7 +93,7 @@ impl CacheManager {
     }
 
     /// `write`, if it need not wait: `None` while a store of the file is uploading.
-    pub fn try_write(&self, fh: u64, offset: u64, data: &[u8]) -> Option<Result<u32, FsError>> {
+    pub fn try_write(&self, fh: u64, offset: u64, data: &[u8]) -> Option<Result<u32, CacheError>> {
         let h = match self.handle(fh) {
             Ok(h) => h,
             Err(e) => return Some(Err(e)),
@@ -102,11 +103,9 @@ impl CacheManager {
     }
 
     /// The write itself, under a shared hold of the file's gate.
-    fn write_shared(&self, h: &FileHandle, offset: u64, data: &[u8]) -> Result<u32, FsError> {
+    fn write_shared(&self, h: &FileHandle, offset: u64, data: &[u8]) -> Result<u32, CacheError> {
         if !h.writable {
-            return Err(FsError::PermissionDenied(
-                "file not open for writing".into(),
-            ));
+            return Err(FsError::PermissionDenied("file not open for writing".into()).into());
         }
         let offset = if h.append {
             h.file.metadata()?.len()
@@ -114,47 +113,46 @@ impl CacheManager {
             offset
         };
         h.file.write_all_at(data, offset)?;
-        let dirty = {
-            let mut l = h.node.local.lock().unwrap();
-            l.clean_stamp = None;
+        let mark = {
+            let mut l = h.node.state();
             self.behind_wrote(&mut l, h.ino, &h.file, offset, data.len() as u64);
-            l.dirty
+            l.changed()
         };
-        if !dirty {
+        if mark.is_some() {
             let len = h.file.metadata()?.len();
-            self.mark_dirty(&h.node, len)?;
+            self.mark_dirty_in_index(h.ino, mark, len)?;
         }
         Ok(data.len() as u32)
     }
 
     /// Truncates the local copy if the file is open for writing or dirty here (the change is
     /// stored with the rest). Returns false when the server should do it instead.
-    pub(crate) async fn truncate_open_file(&self, ino: Ino, len: u64) -> Result<bool, FsError> {
-        let Some(node) = self.nodes.lock().unwrap().get(&ino).cloned() else {
+    pub(crate) async fn truncate_open_file(&self, ino: Ino, len: u64) -> Result<bool, CacheError> {
+        let Some(node) = self.node_if_any(ino) else {
             return Ok(false);
         };
         let _op = node.op.lock().await;
         let file = {
-            let l = node.local.lock().unwrap();
-            if !(l.dirty || l.writers > 0) {
+            let l = node.state();
+            if !(l.is_dirty() || l.opens().writers > 0) {
                 return Ok(false);
             }
-            l.file.clone().filter(|_| l.file_version == l.version)
+            l.current_file()
         };
         let _excl = node.gate.write().await;
-        node.local.lock().unwrap().abandon_behind();
+        node.state().abandon_behind();
         match file {
             Some(f) => f.set_len(len)?,
             None => {
-                let version = node.local.lock().unwrap().version;
+                let version = node.state().version();
                 OpenOptions::new()
                     .write(true)
                     .open(self.disk.path(ino, version))?
                     .set_len(len)?
             }
         }
-        self.mark_dirty(&node, len)?;
-        node.local.lock().unwrap().clean_stamp = None;
+        let mark = node.state().changed();
+        self.mark_dirty_in_index(ino, mark, len)?;
         self.disk.set_size(ino, len);
         Ok(true)
     }
@@ -166,17 +164,17 @@ impl CacheManager {
         ino: Ino,
         atime: Option<dfs_common::types::SetTime>,
         mtime: Option<dfs_common::types::SetTime>,
-    ) -> Result<bool, FsError> {
+    ) -> Result<bool, CacheError> {
         use dfs_common::types::SetTime;
-        let Some(node) = self.nodes.lock().unwrap().get(&ino).cloned() else {
+        let Some(node) = self.node_if_any(ino) else {
             return Ok(false);
         };
-        let mut l = node.local.lock().unwrap();
+        let mut l = node.state();
         l.abandon_behind();
-        if !l.dirty {
+        if !l.is_dirty() {
             return Ok(false);
         }
-        l.clean_stamp = None;
+        l.changed();
         let resolve = |t: SetTime| match t {
             SetTime::Now => std::time::SystemTime::now(),
             SetTime::At(t) => t.to_system(),
@@ -188,12 +186,12 @@ impl CacheManager {
         if let Some(t) = mtime {
             times = times.set_modified(resolve(t));
         }
-        let file = match &l.file {
-            Some(f) if l.file_version == l.version => f.clone(),
-            _ => Arc::new(
+        let file = match l.current_file() {
+            Some(f) => f,
+            None => Arc::new(
                 OpenOptions::new()
                     .write(true)
-                    .open(self.disk.path(ino, l.version))?,
+                    .open(self.disk.path(ino, l.version()))?,
             ),
         };
         file.set_times(times)?;

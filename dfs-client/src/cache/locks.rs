@@ -3,6 +3,7 @@
 //! lease of this client in one request. The writers' `Open` lock itself is taken and
 //! released by `files` (it belongs to the open state). Must not decide when files store.
 
+use super::error::CacheError;
 use super::CacheManager;
 use crate::port::Who;
 use dfs_common::locks::{
@@ -56,7 +57,7 @@ impl CacheManager {
         who: &Who,
         mut req: LockRequest,
         wait: Duration,
-    ) -> Result<u64, FsError> {
+    ) -> Result<u64, CacheError> {
         let deadline = Instant::now() + wait;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -75,7 +76,7 @@ impl CacheManager {
                     if Instant::now() >= deadline {
                         let what = describe(&holder);
                         log::warn!("inode {}: gave up waiting: {what}", req.ino);
-                        return Err(FsError::Busy(what));
+                        return Err(FsError::Busy(what).into());
                     }
                 }
             }
@@ -97,8 +98,29 @@ impl CacheManager {
         self.lock_wait
     }
 
+    /// Releases, for `who`, every advisory lock `owner` holds on `ino` (close of a POSIX
+    /// lock holder's descriptor, or release of a flock). No round trip unless this client
+    /// holds one.
+    pub async fn release_advisory_owner(&self, who: &Who, ino: Ino, owner: u64) {
+        if !self.holds_advisory(ino, owner) {
+            return;
+        }
+        let req = ReleaseRequest {
+            ino,
+            class: LockClass::Advisory,
+            owner,
+            range: None,
+        };
+        match self.lock_release(who, req).await {
+            Err(e) if !e.is_not_found() => {
+                log::warn!("inode {ino}: releasing locks of owner {owner:#x}: {e}")
+            }
+            _ => {}
+        }
+    }
+
     /// Releases locks; `NotFound` if nothing matched.
-    pub async fn lock_release(&self, who: &Who, req: ReleaseRequest) -> Result<u32, FsError> {
+    pub async fn lock_release(&self, who: &Who, req: ReleaseRequest) -> Result<u32, CacheError> {
         if req.class == LockClass::Advisory && req.range.is_none() {
             self.advisory.lock().unwrap().remove(&(req.ino, req.owner));
         }
@@ -111,7 +133,7 @@ impl CacheManager {
         &self,
         who: &Who,
         req: LockRequest,
-    ) -> Result<Option<LockInfo>, FsError> {
+    ) -> Result<Option<LockInfo>, CacheError> {
         let reply: TestReply = self.server.lock_test(who, &req).await?;
         Ok(match reply {
             TestReply::Free => None,
@@ -125,7 +147,7 @@ impl CacheManager {
         who: &Who,
         ino: Option<Ino>,
         limit: u32,
-    ) -> Result<Vec<LockInfo>, FsError> {
+    ) -> Result<Vec<LockInfo>, CacheError> {
         let req = ListRequest {
             ino,
             after: None,
@@ -152,7 +174,7 @@ impl CacheManager {
         (held, open)
     }
 
-    async fn renew_once(&self, who: &Who) -> Result<(), FsError> {
+    async fn renew_once(&self, who: &Who) -> Result<(), CacheError> {
         let (held, tokens) = self.held_locks();
         if held.is_empty() {
             return Ok(());

@@ -1,12 +1,17 @@
 //! The cache manager: the client library of dfs. It turns inode operations into whole-file
 //! fetch on open and store on close, answers from its caches while it holds the server's
 //! callback promise, and applies callback breaks. The FUSE adapter and the path API are
-//! thin layers over it. Owns: which cached facts may be trusted (`Validity`), per-inode open
-//! state (`files`), namespace calls (`namespace`). It must not know about FUSE types.
+//! thin layers over it. Owns: which cached facts may be trusted (`Validity`); its parts
+//! each have one owner: the node table (`nodes`), each file's state and its transitions
+//! (`file_state`), open handles (`files`), the disk cache (`disk`), metadata caches
+//! (`meta`), write-behind (`behind`), the writers' lock (`writelock`), namespace calls
+//! (`namespace`). It must not know about FUSE types.
 
 mod behind;
 mod create;
 pub mod disk;
+mod error;
+mod file_state;
 mod files;
 pub(crate) mod filling;
 mod index_writer;
@@ -14,6 +19,7 @@ mod io;
 pub mod locks;
 pub mod meta;
 mod namespace;
+mod nodes;
 mod orphans;
 mod special;
 mod store;
@@ -31,6 +37,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
+pub use error::{CacheError, CacheResult};
 pub use files::{FileHandle, OpenResult};
 pub use meta::{DirItem, XattrSet};
 pub use special::{special_kind, Creator};
@@ -139,10 +146,10 @@ pub struct CacheManager {
     pub(crate) meta: Mutex<MetaCache>,
     pub(crate) small_files: Mutex<meta::SmallFiles>,
     pub(crate) validity: Validity,
-    pub(crate) nodes: Mutex<HashMap<Ino, Arc<files::FileNode>>>,
-    /// For inodes whose node was dropped: its `contents` and `kernel_contents`, so that a
-    /// later open can still tell the kernel to keep its pages (FOPEN_KEEP_CACHE).
-    pub(crate) kernel_pages: Mutex<lru::LruCache<Ino, (u64, u64)>>,
+    pub(crate) nodes: Mutex<HashMap<Ino, Arc<nodes::FileNode>>>,
+    /// For inodes whose node was dropped: what the kernel's pages were, so that a later
+    /// open can still tell the kernel to keep them (FOPEN_KEEP_CACHE).
+    pub(crate) kernel_pages: Mutex<lru::LruCache<Ino, file_state::KernelPages>>,
     pub(crate) handles: Mutex<HashMap<u64, Arc<FileHandle>>>,
     pub(crate) next_handle: AtomicU64,
     sink: Mutex<Option<InvalidationSink>>,
@@ -154,7 +161,7 @@ pub struct CacheManager {
     /// How long an open for writing waits for another client's write lock.
     pub(crate) lock_wait: std::time::Duration,
     /// Writers' locks given back, not yet sent (see `writelock`).
-    pub(crate) releases: Mutex<Vec<Arc<files::FileNode>>>,
+    pub(crate) releases: Mutex<Vec<Arc<nodes::FileNode>>>,
     pub(crate) release_due: tokio::sync::Notify,
     pub(crate) cache_dir: std::path::PathBuf,
     pub(crate) rt: tokio::runtime::Handle,
@@ -174,7 +181,7 @@ impl CacheManager {
         server: Arc<dyn Server>,
         cache_dir: &Path,
         opts: CacheOptions,
-    ) -> Result<Arc<Self>, FsError> {
+    ) -> Result<Arc<Self>, CacheError> {
         dfs_common::private_files::create_dir_all(cache_dir)?;
         let disk = DiskCache::open(cache_dir, opts.cache_bytes)?;
         let rt = tokio::runtime::Handle::try_current()
@@ -220,7 +227,7 @@ impl CacheManager {
         &self,
         who: &Who,
         req: &dfs_common::proto::DirRequest,
-    ) -> Result<dfs_common::proto::DirReply, FsError> {
+    ) -> Result<dfs_common::proto::DirReply, CacheError> {
         Ok(self.server.dir(who, req).await?)
     }
 
@@ -244,7 +251,7 @@ impl CacheManager {
 
     /// Makes the cache index durable, so the next mount revalidates these copies instead
     /// of fetching them again (called at a clean unmount).
-    pub fn persist_cache_index(&self) -> Result<(), FsError> {
+    pub fn persist_cache_index(&self) -> Result<(), CacheError> {
         self.disk.persist_now()
     }
 
@@ -272,10 +279,7 @@ impl CacheManager {
     pub(crate) fn remember_attr(&self, attr: &Attr, t: Ticket) {
         let stamp = self.validity.stamp(t);
         self.meta.lock().unwrap().put_attr(attr.clone(), stamp);
-        // An open file shows these if the server loses it (see `orphans`).
-        if let Some(node) = self.nodes.lock().unwrap().get(&attr.ino) {
-            node.local.lock().unwrap().last_attr = Some(attr.clone());
-        }
+        self.node_saw_attr(attr);
     }
 
     /// Cached attributes of `ino` if the promise that covers them still holds.
@@ -365,7 +369,7 @@ impl CacheManager {
     /// every cached file (a version compare, no data). Unchanged copies become trusted again
     /// (the server renewed the promise), so the next open makes no round trip; changed or
     /// deleted ones are dropped, and the kernel is told to forget them.
-    pub(crate) async fn revalidate_cached(&self, who: &Who) -> Result<(), FsError> {
+    pub(crate) async fn revalidate_cached(&self, who: &Who) -> Result<(), CacheError> {
         use dfs_common::proto::{DirReply, DirRequest};
         let held: Vec<(Ino, u64)> = self
             .disk
@@ -385,11 +389,11 @@ impl CacheManager {
                 )
                 .await?;
             let DirReply::Validated { current } = reply else {
-                return Err(FsError::Io("unexpected answer to validate".into()));
+                return Err(FsError::Io("unexpected answer to validate".into()).into());
             };
             for ((ino, held_version), (answered, attr)) in batch.iter().zip(current) {
                 if *ino != answered {
-                    return Err(FsError::Io("validate answered out of order".into()));
+                    return Err(FsError::Io("validate answered out of order".into()).into());
                 }
                 let before = self.meta.lock().unwrap().attr(*ino).map(|(a, _)| a);
                 match attr {

@@ -3,6 +3,7 @@
 //! the directory service and remembers the answer. Must not touch file contents (that is
 //! `files`), except to overlay the size of a locally changed file on its attributes.
 
+use super::error::CacheError;
 use super::meta::DirItem;
 use super::{CacheManager, Invalidation};
 use crate::port::Who;
@@ -12,13 +13,13 @@ use dfs_common::types::NAME_MAX;
 use dfs_common::{Attr, FsError, Ino};
 use std::sync::Arc;
 
-fn unexpected(what: &str) -> FsError {
-    FsError::Io(format!("unexpected answer to {what}"))
+fn unexpected(what: &str) -> CacheError {
+    FsError::Io(format!("unexpected answer to {what}")).into()
 }
 
-fn check_name(name: &[u8]) -> Result<(), FsError> {
+fn check_name(name: &[u8]) -> Result<(), CacheError> {
     if name.len() > NAME_MAX {
-        return Err(FsError::NameTooLong);
+        return Err(FsError::NameTooLong.into());
     }
     Ok(())
 }
@@ -29,7 +30,7 @@ impl CacheManager {
         who: &Who,
         req: DirRequest,
         what: &str,
-    ) -> Result<Attr, FsError> {
+    ) -> Result<Attr, CacheError> {
         let t = self.ticket();
         match self.dir_call(who, &req).await? {
             DirReply::Attr(attr) => {
@@ -68,9 +69,9 @@ impl CacheManager {
 
     /// A lookup the caches can answer at once (a trusted name, or a trusted listing without
     /// it). `None`: ask with `lookup`.
-    pub fn try_lookup_cached(&self, parent: Ino, name: &[u8]) -> Option<Result<Attr, FsError>> {
+    pub fn try_lookup_cached(&self, parent: Ino, name: &[u8]) -> Option<Result<Attr, CacheError>> {
         if name.len() > NAME_MAX {
-            return Some(Err(FsError::NameTooLong));
+            return Some(Err(FsError::NameTooLong.into()));
         }
         let mut meta = self.meta.lock().unwrap();
         if let Some((ino, stamp)) = meta.name(parent, name) {
@@ -89,7 +90,7 @@ impl CacheManager {
                     .binary_search_by(|i| i.name.as_slice().cmp(name))
                     .is_err()
             {
-                return Some(Err(FsError::NotFound));
+                return Some(Err(FsError::NotFound.into()));
             }
         }
         None
@@ -100,7 +101,7 @@ impl CacheManager {
         self.trusted_attr(ino).map(|a| self.overlay(a))
     }
 
-    pub async fn lookup(&self, who: &Who, parent: Ino, name: &[u8]) -> Result<Attr, FsError> {
+    pub async fn lookup(&self, who: &Who, parent: Ino, name: &[u8]) -> Result<Attr, CacheError> {
         check_name(name)?;
         let cached = self.meta.lock().unwrap().name(parent, name);
         if let Some((ino, stamp)) = cached {
@@ -118,7 +119,7 @@ impl CacheManager {
                     .is_err()
             {
                 // A complete listing under a live promise: the name is not there.
-                return Err(FsError::NotFound);
+                return Err(FsError::NotFound.into());
             }
         }
         let t = self.ticket();
@@ -140,7 +141,7 @@ impl CacheManager {
         Ok(self.overlay(attr))
     }
 
-    pub async fn getattr(&self, who: &Who, ino: Ino) -> Result<Attr, FsError> {
+    pub async fn getattr(&self, who: &Who, ino: Ino) -> Result<Attr, CacheError> {
         if let Some(attr) = self.orphan_attr(ino) {
             return Ok(attr);
         }
@@ -153,13 +154,15 @@ impl CacheManager {
         {
             Ok(attr) => Ok(self.overlay(attr)),
             // Unlinked (here or elsewhere) while open here: its descriptors still see it.
-            Err(FsError::NotFound) => self.server_lost(ino).ok_or(FsError::NotFound),
-            Err(FsError::Unavailable(why)) => {
+            Err(CacheError::Fs(FsError::NotFound)) => {
+                self.server_lost(ino).ok_or(FsError::NotFound.into())
+            }
+            Err(CacheError::Fs(FsError::Unavailable(why))) => {
                 // The server is away: what we knew last is better than an error.
                 let stale = self.meta.lock().unwrap().attr(ino);
                 match stale {
                     Some((attr, _)) => Ok(self.overlay(attr)),
-                    None => Err(FsError::Unavailable(why)),
+                    None => Err(FsError::Unavailable(why).into()),
                 }
             }
             Err(e) => Err(e),
@@ -167,7 +170,7 @@ impl CacheManager {
     }
 
     /// The whole listing of `dir`, each entry with its attributes; paged from the server.
-    pub async fn readdir(&self, who: &Who, dir: Ino) -> Result<Arc<Vec<DirItem>>, FsError> {
+    pub async fn readdir(&self, who: &Who, dir: Ino) -> Result<Arc<Vec<DirItem>>, CacheError> {
         let cached = self.meta.lock().unwrap().dir(dir);
         if let Some((items, stamp)) = cached {
             if self.validity.trusted(stamp) {
@@ -251,7 +254,7 @@ impl CacheManager {
         parent: Ino,
         name: &[u8],
         creator: super::Creator,
-    ) -> Result<Attr, FsError> {
+    ) -> Result<Attr, CacheError> {
         check_name(name)?;
         let req = DirRequest::Mkdir {
             parent,
@@ -284,7 +287,7 @@ impl CacheManager {
         target: &[u8],
         uid: u32,
         gid: u32,
-    ) -> Result<Attr, FsError> {
+    ) -> Result<Attr, CacheError> {
         check_name(name)?;
         let req = DirRequest::Symlink {
             parent,
@@ -305,7 +308,7 @@ impl CacheManager {
         ino: Ino,
         new_parent: Ino,
         new_name: &[u8],
-    ) -> Result<Attr, FsError> {
+    ) -> Result<Attr, CacheError> {
         check_name(new_name)?;
         let req = DirRequest::Link {
             ino,
@@ -318,7 +321,7 @@ impl CacheManager {
         Ok(self.overlay(attr))
     }
 
-    pub async fn readlink(&self, who: &Who, ino: Ino) -> Result<Vec<u8>, FsError> {
+    pub async fn readlink(&self, who: &Who, ino: Ino) -> Result<Vec<u8>, CacheError> {
         if let Some(target) = self.meta.lock().unwrap().link(ino) {
             return Ok(target);
         }
@@ -338,7 +341,7 @@ impl CacheManager {
         req: DirRequest,
         dir: Ino,
         name: &[u8],
-    ) -> Result<(), FsError> {
+    ) -> Result<(), CacheError> {
         let t = self.ticket();
         let result = self.dir_call(who, &req).await;
         if result.is_ok() {
@@ -356,7 +359,7 @@ impl CacheManager {
         }
     }
 
-    pub async fn unlink(&self, who: &Who, parent: Ino, name: &[u8]) -> Result<(), FsError> {
+    pub async fn unlink(&self, who: &Who, parent: Ino, name: &[u8]) -> Result<(), CacheError> {
         check_name(name)?;
         let req = DirRequest::Unlink {
             parent,
@@ -370,7 +373,7 @@ impl CacheManager {
         Ok(())
     }
 
-    pub async fn rmdir(&self, who: &Who, parent: Ino, name: &[u8]) -> Result<(), FsError> {
+    pub async fn rmdir(&self, who: &Who, parent: Ino, name: &[u8]) -> Result<(), CacheError> {
         check_name(name)?;
         let req = DirRequest::Rmdir {
             parent,
@@ -387,7 +390,7 @@ impl CacheManager {
         new_parent: Ino,
         new_name: &[u8],
         flags: u32,
-    ) -> Result<(), FsError> {
+    ) -> Result<(), CacheError> {
         check_name(name)?;
         check_name(new_name)?;
         let req = DirRequest::Rename {
@@ -446,7 +449,7 @@ impl CacheManager {
         size: Option<u64>,
         atime: Option<SetTime>,
         mtime: Option<SetTime>,
-    ) -> Result<Attr, FsError> {
+    ) -> Result<Attr, CacheError> {
         let mut size = size;
         if let Some(len) = size {
             if self.truncate_open_file(ino, len).await? {
@@ -511,7 +514,7 @@ impl CacheManager {
         Ok(self.overlay(attr))
     }
 
-    pub async fn statfs(&self, who: &Who) -> Result<StatFs, FsError> {
+    pub async fn statfs(&self, who: &Who) -> Result<StatFs, CacheError> {
         match self.dir_call(who, &DirRequest::StatFs).await? {
             DirReply::StatFs(s) => Ok(s),
             _ => Err(unexpected("statfs")),

@@ -6,10 +6,12 @@
 //! at the last close); a copy left by a file replaced on another mount while it was open
 //! here is checked and dropped at its last close.
 //!
-//! Owns: `Local::gone`, `Local::last_attr` and the attributes shown for a gone inode. Must
-//! not store or fetch contents; it asks the server only whether an inode still exists.
+//! Owns: when a file becomes an orphan (`FileState::orphaned`) and the attributes shown
+//! for one. Must not store or fetch contents; it asks the server only whether an inode
+//! still exists.
 
-use super::files::FileNode;
+use super::error::CacheError;
+use super::nodes::FileNode;
 use super::CacheManager;
 use crate::port::Who;
 use dfs_common::proto::DirRequest;
@@ -21,14 +23,14 @@ impl CacheManager {
     /// attributes known, no links, the size and times of the copy. `None` unless `ino` is
     /// open here and known to be gone.
     pub(crate) fn orphan_attr(&self, ino: Ino) -> Option<Attr> {
-        let node = self.nodes.lock().unwrap().get(&ino).cloned()?;
-        let l = node.local.lock().unwrap();
-        if !l.gone {
+        let node = self.node_if_any(ino)?;
+        let l = node.state();
+        if !l.is_orphaned() {
             return None;
         }
-        let mut attr = l.last_attr.clone()?;
+        let mut attr = l.last_attr()?.clone();
         attr.nlink = 0;
-        if let Some(meta) = l.file.as_ref().and_then(|f| f.metadata().ok()) {
+        if let Some(meta) = l.shared_file().and_then(|f| f.metadata().ok()) {
             use std::os::unix::fs::MetadataExt;
             attr.size = meta.len();
             if let Ok(m) = meta.modified() {
@@ -47,7 +49,7 @@ impl CacheManager {
     /// orphan (see the module comment) and its attributes are returned; otherwise `None`
     /// and the caller reports `NotFound`.
     pub(crate) fn server_lost(&self, ino: Ino) -> Option<Attr> {
-        let node = self.nodes.lock().unwrap().get(&ino).cloned()?;
+        let node = self.node_if_any(ino)?;
         if !self.make_orphan(&node) {
             return None;
         }
@@ -58,20 +60,14 @@ impl CacheManager {
     /// the file). Returns whether it is open.
     pub(super) fn make_orphan(&self, node: &FileNode) -> bool {
         {
-            let mut l = node.local.lock().unwrap();
-            if l.opens == 0 {
+            let mut l = node.state();
+            if l.opens().all == 0 {
                 return false;
             }
-            if l.gone {
+            if l.is_orphaned() {
                 return true;
             }
-            l.gone = true;
-            l.dirty = false;
-            l.pending_mode = None;
-            l.unsynced_create = false;
-            if l.last_attr.is_none() {
-                l.last_attr = self.meta.lock().unwrap().attr(node.ino).map(|(a, _)| a);
-            }
+            l.orphaned(|| self.meta.lock().unwrap().attr(node.ino).map(|(a, _)| a));
         }
         log::info!(
             "inode {}: gone on the server; its open descriptors keep the local copy until closed",
@@ -122,7 +118,7 @@ impl CacheManager {
                 .dir_call(&Who::ANONYMOUS, &DirRequest::GetAttr { ino })
                 .await
             {
-                Err(FsError::NotFound) if !me.in_use(ino) => {
+                Err(CacheError::Fs(FsError::NotFound)) if !me.in_use(ino) => {
                     me.meta.lock().unwrap().forget_ino(ino);
                     if let Err(e) = me.disk.remove(ino) {
                         log::warn!("inode {ino}: cache copy of a deleted file: {e}");

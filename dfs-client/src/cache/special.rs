@@ -3,6 +3,7 @@
 //! mount is local to that machine (the kernel makes the pipe), as on NFS; a socket's name
 //! likewise. Must not open or store contents.
 
+use super::error::CacheError;
 use super::meta::DirItem;
 use super::CacheManager;
 use crate::port::Who;
@@ -55,9 +56,9 @@ impl CacheManager {
         kind: FileKind,
         rdev: u32,
         creator: Creator,
-    ) -> Result<Attr, FsError> {
+    ) -> Result<Attr, CacheError> {
         if name.len() > dfs_common::types::NAME_MAX {
-            return Err(FsError::NameTooLong);
+            return Err(FsError::NameTooLong.into());
         }
         let req = DirRequest::Mknod {
             parent,
@@ -72,7 +73,7 @@ impl CacheManager {
         let t = self.ticket();
         let (attr, parent_attr) = match self.dir_call(who, &req).await? {
             DirReply::Made { attr, parent } => (attr, parent),
-            _ => return Err(FsError::Io("unexpected answer to mknod".into())),
+            _ => return Err(FsError::Io("unexpected answer to mknod".into()).into()),
         };
         self.remember_attr(&attr, t);
         self.added_entry(parent, name, &attr, t);
@@ -88,9 +89,9 @@ impl CacheManager {
         parent: Ino,
         name: &[u8],
         creator: Creator,
-    ) -> Result<Attr, FsError> {
+    ) -> Result<Attr, CacheError> {
         if name.len() > dfs_common::types::NAME_MAX {
-            return Err(FsError::NameTooLong);
+            return Err(FsError::NameTooLong.into());
         }
         let req = DirRequest::Create {
             parent,

@@ -4,7 +4,10 @@
 //! stored in between, else keep the copy aside in `lost+found`. Must not open files.
 
 use super::disk::CacheEntry;
-use super::files::{stamp_of, FileNode, OPEN_OWNER};
+use super::error::CacheError;
+use super::file_state::StoredCopy;
+use super::files::{stamp_of, OPEN_OWNER};
+use super::nodes::FileNode;
 use super::CacheManager;
 use crate::port::Who;
 use dfs_common::locks::LockClass;
@@ -13,7 +16,7 @@ use std::sync::Arc;
 
 impl CacheManager {
     /// Stores the file if this handle may have changed it. Called on every close(2).
-    pub async fn flush(&self, who: &Who, fh: u64) -> Result<(), FsError> {
+    pub async fn flush(&self, who: &Who, fh: u64) -> Result<(), CacheError> {
         let h = self.handle(fh)?;
         if !h.writable {
             return Ok(());
@@ -22,7 +25,7 @@ impl CacheManager {
     }
 
     /// Stores the file if it has unstored changes, whichever handle made them.
-    pub async fn fsync(&self, who: &Who, fh: u64) -> Result<(), FsError> {
+    pub async fn fsync(&self, who: &Who, fh: u64) -> Result<(), CacheError> {
         let h = self.handle(fh)?;
         self.store_node(who, &h.node).await
     }
@@ -34,17 +37,17 @@ impl CacheManager {
         who: &Who,
         node: &FileNode,
         base: u64,
-    ) -> Result<Option<u64>, FsError> {
+    ) -> Result<Option<u64>, CacheError> {
         let _grant = node.grant.lock().await;
-        if let Some(token) = node.local.lock().unwrap().fence {
+        if let Some(token) = node.state().fence() {
             return Ok(Some(token));
         }
         // Named after this process's user, as it always was; taken for `who`.
         let req = super::writelock::open_lock_request(node.ino, &Who::process());
         let token = match self.lock_acquire(who, req, std::time::Duration::ZERO).await {
             Ok(token) => Some(token),
-            Err(FsError::Unavailable(_)) => return Ok(None),
-            Err(FsError::Busy(why)) => {
+            Err(CacheError::Fs(FsError::Unavailable(_))) => return Ok(None),
+            Err(CacheError::Fs(FsError::Busy(why))) => {
                 // Someone else writes now. If they already stored past our base, our turn
                 // is over for good (ESTALE); if not, try again later (EAGAIN).
                 log::debug!("inode {}: write lock busy: {why}", node.ino);
@@ -59,18 +62,19 @@ impl CacheManager {
             )
             .await?;
         let dfs_common::proto::DirReply::Attr(attr) = current else {
-            return Err(FsError::Io("unexpected answer to getattr".into()));
+            return Err(FsError::Io("unexpected answer to getattr".into()).into());
         };
         if attr.version == base || self.already_stored(node, base, &attr).await {
             return match token {
                 Some(token) => {
-                    node.local.lock().unwrap().fence = Some(token);
+                    node.state().lock_granted(token);
                     Ok(Some(token))
                 }
                 None => Err(FsError::Busy(format!(
                     "inode {}: another client holds the write lock; the store is retried",
                     node.ino
-                ))),
+                ))
+                .into()),
             };
         }
         let kept = self.keep_aside(node, base)?;
@@ -91,7 +95,7 @@ impl CacheManager {
             kept.display()
         );
         log::error!("{msg}");
-        Err(FsError::Stale(msg))
+        Err(FsError::Stale(msg).into())
     }
 
     /// Whether the server's current contents of `node` (`attr`, past our `base`) are our
@@ -128,47 +132,41 @@ impl CacheManager {
         &self,
         node: &FileNode,
         version: u64,
-    ) -> Result<std::path::PathBuf, FsError> {
+    ) -> Result<std::path::PathBuf, CacheError> {
         let dir = self.cache_dir.join("lost+found");
         private_files::create_dir_all(&dir)?;
         let secs = Timestamp::now().secs;
         let dest = dir.join(format!("{}-v{version}-{secs}", node.ino));
         std::fs::rename(self.disk.path(node.ino, version), &dest)?;
-        node.local.lock().unwrap().dirty = false;
+        node.state().changes_dropped();
         let _ = self.disk.remove(node.ino);
         Ok(dest)
     }
 
     /// Stores the copy of `node` if it is dirty: upload, then adopt the server's new version.
-    pub(super) async fn store_node(&self, who: &Who, node: &FileNode) -> Result<(), FsError> {
+    pub(super) async fn store_node(&self, who: &Who, node: &FileNode) -> Result<(), CacheError> {
         let ino = node.ino;
         let _op = node.op.lock().await;
         let _excl = node.gate.write().await;
-        let version = {
-            let l = node.local.lock().unwrap();
-            if !l.dirty {
-                return Ok(());
-            }
-            l.version
+        let Some(plan) = node.state().store_plan() else {
+            return Ok(());
         };
+        let version = plan.version;
         let path = self.disk.path(ino, version);
         let source = match self.upload_source(node, &path) {
             Ok(source) => source,
             Err(e) => {
-                node.local.lock().unwrap().dirty = false;
+                node.state().changes_dropped();
                 return Err(e);
             }
         };
         let before = stamp_of(&std::fs::metadata(&source)?);
-        let clean_stamp = node.local.lock().unwrap().clean_stamp;
-        if before.is_some() && before == clean_stamp {
+        if before.is_some() && before == plan.stamp {
             // Unchanged since it was last known clean: nothing to store. But a passthrough
             // writer that still holds the file (a close of one of several descriptors, as
             // in `cmd >> f` from a shell) may write after this without telling us: leave
             // it marked, so its last close compares again (release settles it).
-            let still_written = self.passthrough.load(std::sync::atomic::Ordering::SeqCst)
-                && node.local.lock().unwrap().writers > 0;
-            if still_written {
+            if self.still_written(node) {
                 return Ok(());
             }
             self.disk.put(
@@ -180,13 +178,13 @@ impl CacheManager {
                     mtime_ns: 0,
                 },
             )?;
-            node.local.lock().unwrap().dirty = false;
+            node.state().store_not_needed();
             return Ok(());
         }
         let t = self.ticket();
         let size = before.map(|b| b.0).unwrap_or_default();
         let mtime = before.map(|b| b.1);
-        let mode = node.local.lock().unwrap().pending_mode;
+        let mode = plan.mode;
         // The permission bits the store that succeeds carried (a write-behind upload
         // started before any chmod, so it carries none).
         let mut carried = None;
@@ -198,7 +196,7 @@ impl CacheManager {
                     .await
             }
         };
-        if let Err(FsError::Stale(why)) = &stored {
+        if let Err(CacheError::Fs(FsError::Stale(why))) = &stored {
             log::warn!("inode {ino}: store refused, write lock lapsed: {why}");
             carried = mode;
             stored = self
@@ -218,17 +216,13 @@ impl CacheManager {
                 let new_meta = std::fs::metadata(&new_path)?;
                 let after = stamp_of(&new_meta);
                 let moved_on = after != before;
-                // A writer still holding it open under passthrough may write at any time
-                // without telling us: keep it marked until its close compares stamps.
-                let still_written = self.passthrough.load(std::sync::atomic::Ordering::SeqCst)
-                    && node.local.lock().unwrap().writers > 0;
-                {
-                    let mut l = node.local.lock().unwrap();
-                    if l.file.is_some() && l.file_version == l.version {
-                        l.file_version = attr.version;
-                    }
-                    l.version = attr.version;
-                }
+                let still_written = self.still_written(node);
+                let held = node.state().stored(StoredCopy {
+                    version: attr.version,
+                    after,
+                    moved_on,
+                    still_written,
+                });
                 self.disk.put_renamed(
                     ino,
                     version,
@@ -240,13 +234,6 @@ impl CacheManager {
                     },
                     &new_meta,
                 );
-                let held = {
-                    let mut l = node.local.lock().unwrap();
-                    l.dirty = moved_on || still_written;
-                    l.clean_stamp = if moved_on { None } else { after };
-                    l.unsynced_create = false;
-                    l.pending_mode.take()
-                };
                 let attr = match held {
                     // A chmod the store did not carry (it came during the upload).
                     Some(m) if carried != Some(m) => {
@@ -269,8 +256,7 @@ impl CacheManager {
                 self.invalidate(super::Invalidation::Attrs(ino));
                 Ok(())
             }
-            Err(FsError::NotFound) if node.local.lock().unwrap().unsynced_create => {
-                node.local.lock().unwrap().pending_mode = None;
+            Err(CacheError::Fs(FsError::NotFound)) if node.state().unsynced_create() => {
                 // Our create was not durable yet and the server lost it in a crash.
                 let kept = self.keep_aside(node, version)?;
                 let msg = format!(
@@ -278,19 +264,16 @@ impl CacheManager {
                     kept.display()
                 );
                 log::error!("{msg}");
-                Err(FsError::Io(msg))
+                Err(FsError::Io(msg).into())
             }
-            Err(FsError::NotFound) if self.make_orphan(node) => {
+            Err(CacheError::Fs(FsError::NotFound)) if self.make_orphan(node) => {
                 // Deleted on the server while open here: its descriptors keep the copy.
                 Ok(())
             }
-            Err(FsError::NotFound) => {
+            Err(CacheError::Fs(FsError::NotFound)) => {
                 // Deleted on the server while we wrote: there is nowhere to store it.
                 log::info!("inode {ino} was deleted on the server; dropping local changes");
-                let mut l = node.local.lock().unwrap();
-                l.dirty = false;
-                l.pending_mode = None;
-                drop(l);
+                node.state().changes_dropped();
                 let _ = self.disk.remove(ino);
                 Ok(())
             }
@@ -305,6 +288,13 @@ impl CacheManager {
         }
     }
 
+    /// Whether a writer still holds `node` open under passthrough: it may write at any time
+    /// without telling us, so its copy stays marked until its close compares stamps.
+    fn still_written(&self, node: &FileNode) -> bool {
+        self.passthrough.load(std::sync::atomic::Ordering::SeqCst)
+            && node.state().opens().writers > 0
+    }
+
     /// One upload of `source` as the new contents of `node` (based on `version`), fenced
     /// by the writers' lock this client holds, or wins back first (`rewin`: the server
     /// refused the token it had).
@@ -316,16 +306,16 @@ impl CacheManager {
         source: &std::path::Path,
         mode: Option<u32>,
         rewin: bool,
-    ) -> Result<dfs_common::Attr, FsError> {
-        let mut fence = node.local.lock().unwrap().fence;
+    ) -> Result<dfs_common::Attr, CacheError> {
+        let mut fence = node.state().fence();
         if rewin {
-            node.local.lock().unwrap().fence = None;
+            node.state().lock_lapsed();
             fence = None;
         }
         if fence.is_none() {
             fence = self.rewin_open_lock(who, node, version).await?;
         }
-        let kill_suid = node.local.lock().unwrap().kills_suid();
+        let kill_suid = node.state().kills_suid();
         Ok(self
             .server
             .store(who, node.ino, source, fence, mode, kill_suid)
@@ -340,10 +330,10 @@ impl CacheManager {
         &self,
         node: &FileNode,
         path: &std::path::Path,
-    ) -> Result<std::path::PathBuf, FsError> {
+    ) -> Result<std::path::PathBuf, CacheError> {
         use std::os::fd::AsRawFd;
         use std::os::unix::fs::MetadataExt;
-        let file = node.local.lock().unwrap().file.clone();
+        let file = node.state().shared_file().cloned();
         let at_path = std::fs::metadata(path).ok();
         let Some(file) = file else {
             return match at_path {
@@ -355,7 +345,7 @@ impl CacheManager {
                         path.display()
                     );
                     log::error!("{msg}");
-                    Err(FsError::Io(msg))
+                    Err(FsError::Io(msg).into())
                 }
             };
         };
@@ -380,22 +370,12 @@ impl CacheManager {
 
     /// Stores every dirty file nobody has open for writing. Returns how many are left.
     pub async fn store_dirty(&self) -> usize {
-        let dirty: Vec<Arc<FileNode>> = self
-            .nodes
-            .lock()
-            .unwrap()
-            .values()
-            .filter(|n| {
-                let l = n.local.lock().unwrap();
-                l.dirty && l.writers == 0
-            })
-            .cloned()
-            .collect();
+        let dirty: Vec<Arc<FileNode>> = self.nodes_where(|s| s.awaits_retry());
         let mut left = 0;
         for node in dirty {
             // Acts for the user who wrote the changes (nobody, for a copy left by an
             // earlier run), whoever runs the retry.
-            let writer = Who::of(node.local.lock().unwrap().writer_uid);
+            let writer = node.state().writer();
             let stored = self.store_node(&writer, &node).await;
             match stored {
                 Ok(()) => {
@@ -407,32 +387,6 @@ impl CacheManager {
         }
         left
     }
-
-    /// How many files have changes the server has not acknowledged.
-    pub fn dirty_count(&self) -> usize {
-        self.nodes
-            .lock()
-            .unwrap()
-            .values()
-            .filter(|n| n.local.lock().unwrap().dirty)
-            .count()
-    }
-}
-
-impl super::files::Local {
-    /// Whether a store of this file must clear its set-id bits: Linux clears S_ISUID (and
-    /// S_ISGID with group execute) on a write by a process without CAP_FSETID, which here
-    /// is a writer other than root, and the kernel leaves it to us (FUSE_HANDLE_KILLPRIV_V2;
-    /// under passthrough the writes never reach us). Asked only when the file has such bits
-    /// as far as we know.
-    pub(super) fn kills_suid(&self) -> bool {
-        let unprivileged = self.writer_uid.is_some_and(|uid| uid != 0);
-        let set_id = self
-            .last_attr
-            .as_ref()
-            .is_none_or(|a| a.mode & (libc::S_ISUID | libc::S_ISGID) != 0);
-        unprivileged && set_id
-    }
 }
 
 /// Writes a new cache copy at `dest` from `source` (an open descriptor of a copy whose file
@@ -441,7 +395,7 @@ fn restore_copy(
     source: &std::path::Path,
     old: &std::path::Path,
     dest: &std::path::Path,
-) -> Result<(), FsError> {
+) -> Result<(), CacheError> {
     let temp = dest.with_extension("restoring");
     let mut from = std::fs::File::open(source)?;
     let mut to = private_files::create(&temp)?;

@@ -2,8 +2,10 @@
 //! the last writer's close gives it back once the file is stored, batched with the other
 //! locks given back within a few milliseconds. Must not store.
 
-use super::files::{FileNode, OPEN_OWNER};
+use super::error::CacheError;
+use super::files::OPEN_OWNER;
 use super::locks::label_for;
+use super::nodes::FileNode;
 use super::CacheManager;
 use crate::port::Who;
 use dfs_common::locks::{LockClass, LockRequest, ReleaseReply, ReleaseRequest};
@@ -27,21 +29,25 @@ impl CacheManager {
     /// Takes the writers' lock of `node` for this client unless it already holds it.
     /// Afterwards the cached attributes are not trusted: the previous writer's store may
     /// have landed just before the grant, its break still on the way.
-    pub(super) async fn take_open_lock(&self, who: &Who, node: &FileNode) -> Result<(), FsError> {
+    pub(super) async fn take_open_lock(
+        &self,
+        who: &Who,
+        node: &FileNode,
+    ) -> Result<(), CacheError> {
         let _grant = node.grant.lock().await;
-        if node.local.lock().unwrap().fence.is_some() {
+        if node.state().fence().is_some() {
             return Ok(());
         }
         let req = open_lock_request(node.ino, who);
         match self.lock_acquire(who, req, self.lock_wait).await {
             Ok(token) => {
-                node.local.lock().unwrap().fence = Some(token);
+                node.state().lock_granted(token);
                 self.meta.lock().unwrap().forget_ino(node.ino);
                 // The kernel may hold a size from before the previous writer's store.
                 self.invalidate(super::Invalidation::Inode(node.ino));
                 Ok(())
             }
-            Err(FsError::Unavailable(why)) => {
+            Err(CacheError::Fs(FsError::Unavailable(why))) => {
                 log::warn!(
                     "inode {}: lock service unreachable ({why}); writing without the write lock",
                     node.ino
@@ -58,8 +64,8 @@ impl CacheManager {
     /// per file, not three. Until it goes, a new writer here keeps the lock as it is.
     pub(super) fn release_open_lock_later(&self, node: &Arc<FileNode>) {
         {
-            let l = node.local.lock().unwrap();
-            if l.writers > 0 || l.dirty || l.fence.is_none() {
+            let l = node.state();
+            if !l.lock_releasable() || l.fence().is_none() {
                 return;
             }
         }
@@ -80,14 +86,7 @@ impl CacheManager {
                 continue;
             }
             let guard = node.grant.lock().await;
-            let token = {
-                let mut l = node.local.lock().unwrap();
-                if l.writers == 0 && !l.dirty {
-                    l.fence.take()
-                } else {
-                    None
-                }
-            };
+            let token = node.state().lock_given_back();
             if token.is_some() {
                 reqs.push(ReleaseRequest {
                     ino: node.ino,
@@ -99,17 +98,17 @@ impl CacheManager {
             }
         }
         for batch in reqs.chunks(RELEASE_BATCH_MAX) {
-            let sent: Result<ReleaseReply, FsError> = self
+            let sent: Result<ReleaseReply, CacheError> = self
                 .server
                 .lock_release_many(who, batch)
                 .await
-                .map_err(FsError::from);
+                .map_err(CacheError::from);
             match sent {
                 Ok(_) => {}
                 // A server from before `release-many` has no such resource (ENOENT; this
                 // one never answers that, a lock already gone counts nothing): one
                 // request each.
-                Err(FsError::NotFound) => {
+                Err(CacheError::Fs(FsError::NotFound)) => {
                     for req in batch {
                         let one = self.server.lock_release(who, req).await;
                         if let Err(e) = one {
@@ -126,30 +125,12 @@ impl CacheManager {
         drop(guards);
     }
 
-    /// Inodes whose writers' lock this client holds, with its fencing token (for lease
-    /// renewal).
-    pub(crate) fn open_locks(&self) -> Vec<(Ino, u64)> {
-        self.nodes
-            .lock()
-            .unwrap()
-            .values()
-            .filter_map(|n| n.local.lock().unwrap().fence.map(|t| (n.ino, t)))
-            .collect()
-    }
-
     /// The lock service says our writers' lock of `ino`, granted with `token`, is gone.
     /// Returns false when we no longer held that grant anyway (given back, or taken again,
     /// while the renewal that reported it was on its way).
     pub(crate) fn forget_open_lock(&self, ino: Ino, token: u64) -> bool {
-        let Some(node) = self.nodes.lock().unwrap().get(&ino).cloned() else {
-            return false;
-        };
-        let mut l = node.local.lock().unwrap();
-        if l.fence != Some(token) {
-            return false;
-        }
-        l.fence = None;
-        true
+        self.node_if_any(ino)
+            .is_some_and(|node| node.state().lock_lost(token))
     }
 }
 

@@ -9,6 +9,7 @@
 //! Owns: the cached sets and how our own changes update them. Must not decide any of the
 //! rules above.
 
+use super::error::CacheError;
 use super::meta::XattrSet;
 use super::{CacheManager, Ticket};
 use crate::port::Who;
@@ -41,16 +42,18 @@ impl CacheManager {
     }
 
     /// The extended attributes of `ino`: cached, or asked for (and then cached).
-    pub async fn xattrs(&self, who: &Who, ino: Ino) -> Result<XattrSet, FsError> {
+    pub async fn xattrs(&self, who: &Who, ino: Ino) -> Result<XattrSet, CacheError> {
         if let Some(set) = self.try_xattrs_cached(ino) {
             return Ok(set);
         }
         let t = self.ticket();
         let set: XattrSet = match self.dir_call(who, &DirRequest::Xattrs { ino }).await {
             Ok(DirReply::Xattrs(list)) => Arc::new(list),
-            Ok(_) => return Err(FsError::Io("unexpected answer to xattrs".into())),
+            Ok(_) => return Err(FsError::Io("unexpected answer to xattrs".into()).into()),
             // Unlinked while open here: its descriptors see no attributes.
-            Err(FsError::NotFound) if self.server_lost(ino).is_some() => Arc::new(Vec::new()),
+            Err(CacheError::Fs(FsError::NotFound)) if self.server_lost(ino).is_some() => {
+                Arc::new(Vec::new())
+            }
             Err(e) => return Err(e),
         };
         let stamp = self.validity.stamp(t);
@@ -62,15 +65,19 @@ impl CacheManager {
     }
 
     /// getxattr(2) from the cache alone; `None`: ask with `getxattr`.
-    pub fn try_getxattr_cached(&self, ino: Ino, name: &[u8]) -> Option<Result<Vec<u8>, FsError>> {
+    pub fn try_getxattr_cached(
+        &self,
+        ino: Ino,
+        name: &[u8],
+    ) -> Option<Result<Vec<u8>, CacheError>> {
         let set = self.try_xattrs_cached(ino)?;
-        Some(value_in(&set, name).ok_or(FsError::NoXattr))
+        Some(value_in(&set, name).ok_or(FsError::NoXattr.into()))
     }
 
     /// getxattr(2): the value of `name`, `NoXattr` (ENODATA) if `ino` has none.
-    pub async fn getxattr(&self, who: &Who, ino: Ino, name: &[u8]) -> Result<Vec<u8>, FsError> {
+    pub async fn getxattr(&self, who: &Who, ino: Ino, name: &[u8]) -> Result<Vec<u8>, CacheError> {
         let set = self.xattrs(who, ino).await?;
-        value_in(&set, name).ok_or(FsError::NoXattr)
+        value_in(&set, name).ok_or(FsError::NoXattr.into())
     }
 
     /// listxattr(2) from the cache alone; `None`: ask with `listxattr`.
@@ -79,7 +86,7 @@ impl CacheManager {
     }
 
     /// listxattr(2): every name, each followed by a NUL.
-    pub async fn listxattr(&self, who: &Who, ino: Ino) -> Result<Vec<u8>, FsError> {
+    pub async fn listxattr(&self, who: &Who, ino: Ino) -> Result<Vec<u8>, CacheError> {
         Ok(names_of(&self.xattrs(who, ino).await?))
     }
 
@@ -91,7 +98,7 @@ impl CacheManager {
         name: &[u8],
         value: &[u8],
         how: How,
-    ) -> Result<(), FsError> {
+    ) -> Result<(), CacheError> {
         let t = self.ticket();
         let req = DirRequest::SetXattr {
             ino,
@@ -108,7 +115,7 @@ impl CacheManager {
     }
 
     /// removexattr(2).
-    pub async fn removexattr(&self, who: &Who, ino: Ino, name: &[u8]) -> Result<(), FsError> {
+    pub async fn removexattr(&self, who: &Who, ino: Ino, name: &[u8]) -> Result<(), CacheError> {
         let t = self.ticket();
         let req = DirRequest::RemoveXattr {
             ino,

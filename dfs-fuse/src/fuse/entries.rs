@@ -3,15 +3,16 @@
 
 use super::attrs::{errno, file_attr, ttl_for};
 use super::DfsFs;
+use dfs_client::cache::CacheError;
 use dfs_client::cache::{special_kind, CacheManager, Creator};
 use dfs_common::proto::{RENAME_EXCHANGE, RENAME_NOREPLACE};
-use dfs_common::{Attr, FsError};
+use dfs_common::Attr;
 use fuser::{Errno, Generation, INodeNo, RenameFlags, ReplyEmpty, ReplyEntry, Request};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 
 /// Answers a request that yields an entry (mkdir, mknod, symlink, link).
-fn answer_entry(mgr: &CacheManager, result: Result<Attr, FsError>, reply: ReplyEntry) {
+fn answer_entry(mgr: &CacheManager, result: Result<Attr, CacheError>, reply: ReplyEntry) {
     match result {
         Ok(attr) => reply.entry(&ttl_for(mgr, attr.ino), &file_attr(&attr), Generation(0)),
         Err(e) => reply.error(errno(&e)),
@@ -19,7 +20,7 @@ fn answer_entry(mgr: &CacheManager, result: Result<Attr, FsError>, reply: ReplyE
 }
 
 /// Answers a request that yields nothing but success or an error.
-pub(super) fn answer_empty(result: Result<(), FsError>, reply: ReplyEmpty) {
+pub(super) fn answer_empty(result: Result<(), CacheError>, reply: ReplyEmpty) {
     match result {
         Ok(()) => reply.ok(),
         Err(e) => reply.error(errno(&e)),

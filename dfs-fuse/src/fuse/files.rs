@@ -1,7 +1,9 @@
 //! Open files at the FUSE edge: open and create (with a passthrough backing id when the
 //! kernel takes one, else plain handlers), read, write, flush, fsync and release. Cache hits
-//! are answered in place; anything that may touch the network from a tokio task. Must not
-//! hold policy.
+//! are answered in place; anything that may touch the network from a tokio task. One call
+//! into the cache per request where it can: an open's answer carries the backing file and
+//! the flags (`OpenResult`), a close's policy is the cache's (`flush_needed`,
+//! `close_flush`, `release_handle`). Must not hold policy.
 
 use super::attrs::{errno, file_attr, ttl_for};
 use super::entries::{answer_empty, creator};
@@ -35,28 +37,42 @@ impl Opener {
     }
 }
 
+/// The backing id for `opened`'s copy when the cache gave one and the kernel takes it.
+/// A refusal turns passthrough off for good, in the cache too.
+fn attach(
+    mgr: &CacheManager,
+    backings: &passthrough::Backings,
+    ino: Ino,
+    opened: &OpenResult,
+    writable: bool,
+    make: impl FnOnce(&std::fs::File) -> std::io::Result<fuser::BackingId>,
+) -> Option<Arc<fuser::BackingId>> {
+    let file = opened.backing.as_ref()?;
+    let id = backings.attach(ino, opened.fh, file, writable, make);
+    if id.is_none() {
+        mgr.set_passthrough(false);
+    }
+    id
+}
+
 /// Answers an open: with a passthrough backing id when the kernel takes one, else plain
 /// handlers with FOPEN_KEEP_CACHE when the kernel's pages are of this copy.
 fn reply_opened(fs: &Opener, ino: Ino, flags: i32, opened: OpenResult, reply: ReplyOpen) {
     let mut fopen = FopenFlags::empty();
-    if fs.quiet.admit(&fs.mgr, ino, opened.fh, flags) {
+    if opened.noflush {
+        fs.quiet.admit(opened.fh);
         fopen |= FopenFlags::FOPEN_NOFLUSH;
     }
     if opened.direct {
         fopen |= FopenFlags::FOPEN_DIRECT_IO;
     }
     let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
-    let backing = match opened.plain {
-        true => None,
-        false => fs.mgr.handle_file(opened.fh).and_then(|file| {
-            fs.backings
-                .attach(ino, opened.fh, &file, writable, |f| reply.open_backing(f))
-        }),
-    };
+    let backing = attach(&fs.mgr, &fs.backings, ino, &opened, writable, |f| {
+        reply.open_backing(f)
+    });
     match backing {
         Some(id) => reply.opened_passthrough(FileHandle(opened.fh), fopen, &id),
         None => {
-            fs.mgr.set_passthrough(fs.backings.enabled());
             if opened.keep_cache {
                 fopen |= FopenFlags::FOPEN_KEEP_CACHE;
             }
@@ -105,12 +121,9 @@ pub(super) fn create(
         };
         let ttl = ttl_for(&mgr, attr.ino);
         let fattr = file_attr(&attr);
-        let backing = match opened.plain {
-            true => None,
-            false => mgr.handle_file(opened.fh).and_then(|file| {
-                backings.attach(attr.ino, opened.fh, &file, true, |f| reply.open_backing(f))
-            }),
-        };
+        let backing = attach(&mgr, &backings, attr.ino, &opened, true, |f| {
+            reply.open_backing(f)
+        });
         let mut fopen = FopenFlags::empty();
         if opened.direct {
             fopen |= FopenFlags::FOPEN_DIRECT_IO;
@@ -118,10 +131,7 @@ pub(super) fn create(
         let fh = FileHandle(opened.fh);
         match backing {
             Some(id) => reply.created_passthrough(&ttl, &fattr, Generation(0), fh, fopen, &id),
-            None => {
-                mgr.set_passthrough(backings.enabled());
-                reply.created(&ttl, &fattr, Generation(0), fh, fopen)
-            }
+            None => reply.created(&ttl, &fattr, Generation(0), fh, fopen),
         }
     });
 }
@@ -185,14 +195,15 @@ pub(super) fn flush(
     reply: ReplyEmpty,
 ) {
     // Closing a read-only descriptor that holds no locks has nothing to do.
-    if fs.mgr.handle_writable(fh.0) == Some(false) && !fs.mgr.holds_advisory(ino.0, lock_owner.0) {
+    if !fs.mgr.flush_needed(fh.0, ino.0, lock_owner.0) {
         return reply.ok();
     }
     let mgr = fs.mgr.clone();
     fs.spawn_as(req, |who| async move {
-        // close(2) drops the caller's fcntl locks on the file (POSIX).
-        locks::release_owner(&who, &mgr, ino.0, lock_owner.0).await;
-        answer_empty(mgr.flush(&who, fh.0).await, reply)
+        answer_empty(
+            mgr.close_flush(&who, fh.0, ino.0, lock_owner.0).await,
+            reply,
+        )
     });
 }
 
@@ -204,21 +215,13 @@ pub(super) fn release(
     reply: ReplyEmpty,
 ) {
     fs.backings.detach(ino.0, fh.0);
-    fs.mgr.release(fh.0);
-    reply.ok();
     // The last close of a flock holder's open file drops its flock; that of a
     // descriptor closed without flushes, the fcntl locks taken through it.
     let mut owners = fs.quiet.released(fh.0);
     owners.extend(lock_owner.map(|o| o.0));
-    if !owners.is_empty() {
-        let mgr = fs.mgr.clone();
-        fs.rt.spawn(async move {
-            // No user's request: given back as nobody (releases need no rights).
-            for owner in owners {
-                locks::release_owner(&Who::ANONYMOUS, &mgr, ino.0, owner).await;
-            }
-        });
-    }
+    // No user's request: the locks are given back as nobody (releases need no rights).
+    fs.mgr.release_handle(&Who::ANONYMOUS, fh.0, ino.0, owners);
+    reply.ok();
 }
 
 pub(super) fn fsync(fs: &DfsFs, req: &Request, fh: FileHandle, reply: ReplyEmpty) {

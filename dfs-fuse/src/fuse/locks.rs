@@ -7,7 +7,7 @@ use super::attrs::errno;
 use dfs_client::cache::CacheManager;
 use dfs_client::port::Who;
 use dfs_common::locks::{LockClass, LockMode, LockRange, LockRequest, ReleaseRequest};
-use dfs_common::{FsError, Ino};
+use dfs_common::Ino;
 use fuser::{ReplyEmpty, ReplyLock};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -62,8 +62,8 @@ pub fn setlk(
                 };
                 match mgr.lock_release(&who, req).await {
                     // POSIX: unlocking what is not locked is not an error.
-                    Ok(_) | Err(FsError::NotFound) => Ok(()),
-                    Err(e) => Err(e),
+                    Err(e) if !e.is_not_found() => Err(e),
+                    _ => Ok(()),
                 }
             }
             Some(mode) => {
@@ -134,43 +134,22 @@ pub fn getlk(
     }));
 }
 
-/// Releases, for `who`, every advisory lock `owner` holds on `ino` (close of a POSIX lock
-/// holder's descriptor, or release of a flock). No round trip unless this client holds one.
-pub async fn release_owner(who: &Who, mgr: &CacheManager, ino: Ino, owner: u64) {
-    if !mgr.holds_advisory(ino, owner) {
-        return;
-    }
-    let req = ReleaseRequest {
-        ino,
-        class: LockClass::Advisory,
-        owner,
-        range: None,
-    };
-    match mgr.lock_release(who, req).await {
-        Ok(_) | Err(FsError::NotFound) => {}
-        Err(e) => log::warn!("inode {ino}: releasing locks of owner {owner:#x}: {e}"),
-    }
-}
-
 /// Read-only opens that the kernel closes without a FLUSH request (FOPEN_NOFLUSH). The
-/// flush of a read-only descriptor only drops the caller's fcntl locks, so an open skips
-/// it unless this client holds locks on the file when it opens. A lock taken later
-/// through such a descriptor is dropped at its release (the last close of that open
-/// file) instead of at the first close(2).
+/// flush of a read-only descriptor only drops the caller's fcntl locks, so the cache lets
+/// an open skip it unless this client holds locks on the file when it opens
+/// (`OpenResult::noflush`). A lock taken later through such a descriptor is dropped at its
+/// release (the last close of that open file) instead of at the first close(2). This
+/// keeps which handles those are, the kernel's state; the policy is the cache's.
 #[derive(Default)]
 pub struct QuietCloses {
     lock_owners: Mutex<HashMap<u64, Vec<u64>>>,
 }
 
 impl QuietCloses {
-    /// Whether handle `fh`, a new open of `ino` with `flags`, may close without a flush;
-    /// if so, it is tracked until `released`.
-    pub fn admit(&self, mgr: &CacheManager, ino: Ino, fh: u64, flags: i32) -> bool {
-        if flags & libc::O_ACCMODE != libc::O_RDONLY || mgr.holds_any_advisory(ino) {
-            return false;
-        }
+    /// Tracks handle `fh`, which the cache let close without a flush
+    /// (`OpenResult::noflush`), until `released`.
+    pub fn admit(&self, fh: u64) {
         self.lock_owners.lock().unwrap().insert(fh, Vec::new());
-        true
     }
 
     /// Notes that `owner` locked through handle `fh`.

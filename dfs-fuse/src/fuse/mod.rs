@@ -1,4 +1,5 @@
-//! The FUSE adapter: maps kernel requests onto the cache manager and `FsError` onto errno.
+//! The FUSE adapter: maps kernel requests onto the cache manager and its `CacheError` onto
+//! errno (`attrs::errno`, the one place).
 //! Requests that may need the network are answered from tokio tasks so the FUSE threads
 //! never wait on the server; cache hits and local reads and writes are answered in place.
 //! Kernel cache invalidations from callback breaks are delivered by a thread of their own

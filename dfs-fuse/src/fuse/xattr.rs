@@ -6,15 +6,15 @@
 use super::attrs::errno;
 use super::entries::answer_empty;
 use super::DfsFs;
+use dfs_client::cache::CacheError;
 use dfs_common::proto::XattrSet;
-use dfs_common::FsError;
 use fuser::{Errno, INodeNo, ReplyEmpty, ReplyXattr, Request};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 
 /// Answers getxattr/listxattr with `bytes`: their size when the caller asks for it (`size`
 /// 0), ERANGE when its buffer is too small.
-fn answer_bytes(result: Result<Vec<u8>, FsError>, size: u32, reply: ReplyXattr) {
+fn answer_bytes(result: Result<Vec<u8>, CacheError>, size: u32, reply: ReplyXattr) {
     match result {
         Ok(bytes) if size == 0 => reply.size(bytes.len() as u32),
         Ok(bytes) if bytes.len() > size as usize => reply.error(Errno::ERANGE),

@@ -95,7 +95,7 @@ async fn when_the_upload_and_the_whole_store_fail_the_file_waits_for_the_retry()
     a.port
         .fail_next(Calls::Store, 2, FsError::Unavailable("injected".into()));
     let (ino, fh) = write_in_order(&a, "big", &data).await;
-    assert_eq!(a.mgr.flush(&ME, fh).await.unwrap_err().errno(), libc::EIO);
+    assert_eq!(errno(a.mgr.flush(&ME, fh).await.unwrap_err()), libc::EIO);
     a.mgr.release(fh);
     assert_eq!(a.mgr.dirty_count(), 1);
     assert_eq!(a.mgr.store_dirty().await, 0);

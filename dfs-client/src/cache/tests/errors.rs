@@ -42,6 +42,39 @@ fn a_missing_local_file_is_no_not_found_on_the_server() {
 }
 
 #[test]
+fn a_missing_cache_file_keeps_its_io_error_and_is_no_not_found() {
+    let e = CacheError::from(std::io::Error::from_raw_os_error(libc::ENOENT));
+    assert!(!e.is_not_found());
+    let source = e.source().expect("the io::Error is kept");
+    let io = source.downcast_ref::<std::io::Error>().unwrap();
+    assert_eq!(io.raw_os_error(), Some(libc::ENOENT));
+    assert_eq!(errno(e), libc::EIO);
+}
+
+#[test]
+fn the_ports_failures_stay_the_ports_and_its_answers_become_the_caches() {
+    assert!(matches!(CacheError::from(cut()), CacheError::Port(_)));
+    assert!(
+        CacheError::from(cut()).is_unreachable(),
+        "a cached copy may stand in"
+    );
+    let answer = CacheError::from(PortError::from(FsError::NotFound));
+    assert!(answer.is_not_found());
+    let local = CacheError::from(PortError::from(std::io::Error::from_raw_os_error(
+        libc::ENOENT,
+    )));
+    assert!(!local.is_not_found() && !local.is_unreachable());
+    assert_eq!(errno(local), libc::EIO);
+}
+
+#[test]
+fn an_index_error_keeps_its_cause_and_maps_to_eio() {
+    let e = CacheError::from(redb::Error::Corrupted("bad page".into()));
+    assert!(e.source().is_some());
+    assert_eq!(errno(e), libc::EIO);
+}
+
+#[test]
 fn a_full_local_disk_is_enospc() {
     let e = PortError::from(std::io::Error::from_raw_os_error(libc::ENOSPC));
     assert_eq!(FsError::from(e).errno(), libc::ENOSPC);
@@ -76,7 +109,11 @@ async fn three_cut_fetches_fail_the_open_with_eio() {
     let f = put(&a, "f", b"never whole").await;
     b.port.cut_fetches(3);
     let e = b.mgr.open(&ME, f.ino, libc::O_RDONLY).await.unwrap_err();
-    assert_eq!(e.errno(), libc::EIO);
+    assert!(
+        matches!(e, CacheError::Port(PortError::CutShort { .. })),
+        "the port's error, with its cause: {e:?}"
+    );
+    assert_eq!(errno(e), libc::EIO);
     assert_eq!(calls(&b)[FETCHES], 3);
     assert_eq!(get(&b, f.ino).await, b"never whole");
 }
@@ -104,7 +141,7 @@ async fn an_unreachable_server_without_a_copy_fails_the_open_with_eio() {
     b.port
         .fail_next(Calls::Fetch, 1, FsError::Unavailable("injected".into()));
     let e = b.mgr.open(&ME, f.ino, libc::O_RDONLY).await.unwrap_err();
-    assert_eq!(e.errno(), libc::EIO);
+    assert_eq!(errno(e), libc::EIO);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,7 +151,7 @@ async fn a_failed_lookup_is_reported_and_not_remembered() {
     b.port
         .fail_next(Calls::Dir, 1, FsError::Unavailable("injected".into()));
     let e = b.mgr.lookup(&ME, ROOT, b"f").await.unwrap_err();
-    assert_eq!(e.errno(), libc::EIO);
+    assert_eq!(errno(e), libc::EIO);
     assert!(b.mgr.lookup(&ME, ROOT, b"f").await.is_ok());
 }
 
@@ -129,7 +166,7 @@ async fn a_file_gone_from_the_server_drops_its_cached_copy() {
     })
     .await;
     let e = b.mgr.open(&ME, f.ino, libc::O_RDONLY).await.unwrap_err();
-    assert_eq!(e, FsError::NotFound);
+    assert!(not_found(&e), "{e:?}");
     assert!(b.mgr.disk.get(f.ino).is_none());
 }
 

@@ -12,12 +12,23 @@ mod errors;
 mod store;
 mod users;
 
-use crate::cache::Creator;
+use crate::cache::{CacheError, Creator};
 use crate::port::Who;
 use crate::testing::{Harness, TestCell};
-use dfs_common::{Attr, Ino, ROOT_INO};
+use dfs_common::{Attr, FsError, Ino, ROOT_INO};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The errno a user of the path API (and the kernel, see `dfs-fuse`'s `attrs::errno`)
+/// gets for `e`.
+pub(super) fn errno(e: CacheError) -> i32 {
+    FsError::from(e).errno()
+}
+
+/// Whether `e` is the server's answer that the inode does not exist.
+pub(super) fn not_found(e: &CacheError) -> bool {
+    matches!(e, CacheError::Fs(FsError::NotFound))
+}
 
 pub(super) fn cell() -> Arc<TestCell> {
     TestCell::new(Duration::from_secs(30))

@@ -72,7 +72,7 @@ async fn a_failed_store_fails_the_close_and_keeps_the_data() {
         .unwrap();
     a.mgr.write(open.fh, 0, b"precious").unwrap();
     let e = a.mgr.flush(&ME, open.fh).await.unwrap_err();
-    assert_eq!(e.errno(), libc::EIO);
+    assert_eq!(errno(e), libc::EIO);
     a.mgr.release(open.fh);
     assert_eq!(a.mgr.dirty_count(), 1);
     // This client sees its own unstored changes; the server still has the old ones.
@@ -172,7 +172,8 @@ async fn a_writer_elsewhere_makes_an_open_for_writing_wait_and_fail_with_eagain(
     let f = put(&a, "f", b"x").await;
     let open = a.mgr.open(&ME, f.ino, libc::O_WRONLY).await.unwrap();
     let e = b.mgr.open(&ME, f.ino, libc::O_WRONLY).await.unwrap_err();
-    assert_eq!(e.errno(), libc::EAGAIN, "{e:?}");
+    let what = format!("{e:?}");
+    assert_eq!(errno(e), libc::EAGAIN, "{what}");
     a.mgr.release(open.fh);
     // The release goes in the next batch; then b gets its turn.
     let open = b.mgr.open(&ME, f.ino, libc::O_WRONLY).await.unwrap();
@@ -208,7 +209,8 @@ async fn a_lapsed_lock_after_another_store_keeps_the_copy_aside_and_fails_estale
     rewrite(&b, f.ino, b"theirs").await;
     a.mgr.write(open.fh, 0, b"mine").unwrap();
     let e = a.mgr.flush(&ME, open.fh).await.unwrap_err();
-    assert_eq!(e.errno(), libc::ESTALE, "{e:?}");
+    let what = format!("{e:?}");
+    assert_eq!(errno(e), libc::ESTALE, "{what}");
     a.mgr.release(open.fh);
     let kept: Vec<_> = std::fs::read_dir(a.mgr.cache_dir.join("lost+found"))
         .unwrap()

@@ -59,15 +59,16 @@ async fn create_as(
 }
 
 /// The whole contents of `ino` as `who` reads them on `h`.
-async fn read_as(h: &Harness, who: &Who, ino: Ino) -> Result<Vec<u8>, FsError> {
+async fn read_as(h: &Harness, who: &Who, ino: Ino) -> Result<Vec<u8>, CacheError> {
     let open = h.mgr.open(who, ino, libc::O_RDONLY).await?;
     let data = read_all(h, open.fh);
     h.mgr.release(open.fh);
     Ok(data)
 }
 
-fn denied(r: Result<impl std::fmt::Debug, FsError>) -> bool {
-    matches!(r, Err(FsError::PermissionDenied(_)))
+/// Whether `r` is the server's refusal (EACCES).
+fn denied<T>(r: &Result<T, CacheError>) -> bool {
+    matches!(r, Err(CacheError::Fs(FsError::PermissionDenied(_))))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,7 +83,7 @@ async fn a_store_runs_for_the_user_who_asks_for_it() {
     // Alice closes bob's descriptor (handed to her process): her store of his 0600 file
     // is refused, and his changes stay here, unstored.
     let refused = h.mgr.flush(&ALICE, open.fh).await;
-    assert!(denied(refused.clone()), "{refused:?}");
+    assert!(denied(&refused), "{refused:?}");
     assert_eq!(h.mgr.dirty_count(), 1);
     // Bob's close stores them, as bob.
     h.mgr.flush(&BOB, open.fh).await.expect("bob's store");
@@ -101,8 +102,8 @@ async fn a_fetch_runs_for_the_reader() {
     let f = create_as(&h, &BOB, 2000, ROOT, "bobs", 0o600, b"secret").await;
     // A cold client: each open fetches, as the user who opens.
     let other = client_of(&cell).await;
-    assert!(denied(read_as(&other, &ALICE, f.ino).await));
-    assert!(denied(read_as(&other, &Who::ANONYMOUS, f.ino).await));
+    assert!(denied(&read_as(&other, &ALICE, f.ino).await));
+    assert!(denied(&read_as(&other, &Who::ANONYMOUS, f.ino).await));
     assert_eq!(other.port.counts()[FETCHES], 2, "both asked the server");
     assert_eq!(read_as(&other, &BOB, f.ino).await.unwrap(), b"secret");
 }
@@ -123,9 +124,9 @@ async fn a_lock_is_taken_for_the_user_who_asks() {
     };
     let none = std::time::Duration::ZERO;
     // Locking takes the right to read the file, and a user.
-    assert!(denied(h.mgr.lock_acquire(&ALICE, req(1), none).await));
+    assert!(denied(&h.mgr.lock_acquire(&ALICE, req(1), none).await));
     assert!(denied(
-        h.mgr.lock_acquire(&Who::ANONYMOUS, req(2), none).await
+        &h.mgr.lock_acquire(&Who::ANONYMOUS, req(2), none).await
     ));
     h.mgr
         .lock_acquire(&BOB, req(3), none)
