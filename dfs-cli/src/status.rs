@@ -120,7 +120,10 @@ fn print_directory(d: &RaftStatus) {
         _ => "none (an election is under way)".to_string(),
     };
     let index = |i: Option<u64>| i.map_or("-".to_string(), |i| i.to_string());
-    println!("directory:         replicated (Raft), leader {leader}, term {}", d.term);
+    println!(
+        "directory:         replicated (Raft), leader {leader}, term {}",
+        d.term
+    );
     println!(
         "  this replica:    {} {}, log to {}, applied to {}",
         d.id,

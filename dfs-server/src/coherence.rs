@@ -12,9 +12,9 @@ use crate::blobs::{BlobStore, Pin};
 use crate::callbacks::Registry;
 use crate::errors::join_err;
 use crate::namespace::{CommitSeq, Namespace, NsCommand, NsOutcome};
+use crate::raft::Replica;
 use bytes::Bytes;
 use dfs_common::{FsError, Ino};
-use crate::raft::Replica;
 use std::sync::{Arc, OnceLock};
 use tokio::sync::RwLock;
 
@@ -186,7 +186,9 @@ impl Coherence {
         how: Commit,
     ) -> Result<(NsOutcome, CommitSeq), FsError> {
         if let Some(replica) = self.replica.get().cloned() {
-            return self.mutate_replicated(replica, caller, cmd, promise, how).await;
+            return self
+                .mutate_replicated(replica, caller, cmd, promise, how)
+                .await;
         }
         if !how.sync && how.pin.is_none() && !self.ns.durable_commit_in_flight() {
             return self.mutate_in_place(caller, cmd, promise).await;
@@ -289,7 +291,7 @@ impl Coherence {
                     .map_err(join_err)??;
             }
             let guard = this.gate.read().await;
-            let id = crate::raft::propose::request_id(caller.client);
+            let id = crate::raft::propose::request_id(caller.client, caller.request);
             let result = match before_apply() {
                 Ok(()) => crate::raft::propose::propose(&replica, id, cmd).await,
                 Err(e) => Err(e),

@@ -27,8 +27,8 @@ use dfs_common::locks::{
 };
 use dfs_common::proto::{self, DirReply, DirRequest};
 use dfs_common::{codec, Attr, FsError, Ino, Timestamp};
-use dfs_server::callbacks::Registry;
 use dfs_server::api::Call;
+use dfs_server::callbacks::Registry;
 use dfs_server::net::body::{ReqBody, ResBody};
 use dfs_server::services::{Caller, Services};
 use dfs_server::testing::{open_services, TestOptions};
@@ -202,7 +202,15 @@ impl CellPort {
         let caller = self.caller(who);
         let path = format!("{}{name}", dfs_server::api::locks::PREFIX);
         self.post(&path, req, |svc, request| async move {
-            dfs_server::api::locks::handle(&svc, &Call { caller, session: None }, request).await
+            dfs_server::api::locks::handle(
+                &svc,
+                &Call {
+                    caller,
+                    session: None,
+                },
+                request,
+            )
+            .await
         })
         .await
     }
@@ -250,7 +258,15 @@ impl Server for CellPort {
         Box::pin(async move {
             let caller = self.caller(who);
             self.post("/v1/dir", req, |svc, request| async move {
-                dfs_server::api::dir::handle(&svc, &Call { caller, session: None }, request).await
+                dfs_server::api::dir::handle(
+                    &svc,
+                    &Call {
+                        caller,
+                        session: None,
+                    },
+                    request,
+                )
+                .await
             })
             .await
         })

@@ -58,7 +58,10 @@ pub async fn handle(svc: &Arc<Services>, req: Request<ReqBody>) -> Response<ResB
         return match method {
             Method::GET => {
                 let mut status = svc.cluster().status();
-                status.directory = svc.coherence.replica().map(|r| crate::raft::node::status(r));
+                status.directory = svc
+                    .coherence
+                    .replica()
+                    .map(|r| crate::raft::node::status(r));
                 wire::bincode_response(&status)
             }
             _ => wire::error_response(&FsError::NotSupported(format!(
