@@ -63,6 +63,11 @@ pub enum FsError {
     /// take the epoch from the answer's `x-dfs-epoch` and send again.
     #[error("stale server epoch: {0}")]
     StaleEpoch(String),
+    /// This node holds a replica of the directory but does not lead it (or cannot tell
+    /// that it still does): send the request to the leader, whose `IP:PORT` this is, or to
+    /// another directory node when it is empty (an election is under way).
+    #[error("not the directory's leader (leader: {0:?})")]
+    NotLeader(String),
 }
 
 impl FsError {
@@ -93,6 +98,7 @@ impl FsError {
             FsError::OutOfRange(_) => libc::ERANGE,
             FsError::UnknownClient(_) => libc::EIO,
             FsError::StaleEpoch(_) => libc::EAGAIN,
+            FsError::NotLeader(_) => libc::EIO,
         }
     }
 
@@ -117,6 +123,8 @@ impl FsError {
             FsError::TooBig(_) => 413,
             FsError::OutOfRange(_) => 422,
             FsError::UnknownClient(_) | FsError::StaleEpoch(_) => 401,
+            // Misdirected Request: the request went to a node that cannot answer it.
+            FsError::NotLeader(_) => 421,
         }
     }
 
@@ -147,6 +155,7 @@ impl FsError {
             FsError::OutOfRange(_) => "ERANGE",
             FsError::UnknownClient(_) => "ECLIENT",
             FsError::StaleEpoch(_) => "EEPOCH",
+            FsError::NotLeader(_) => "ENOTLEADER",
         }
     }
 
@@ -168,7 +177,8 @@ impl FsError {
             | FsError::TooBig(s)
             | FsError::OutOfRange(s)
             | FsError::UnknownClient(s)
-            | FsError::StaleEpoch(s) => s.clone(),
+            | FsError::StaleEpoch(s)
+            | FsError::NotLeader(s) => s.clone(),
             _ => String::new(),
         }
     }
@@ -201,6 +211,7 @@ impl FsError {
             "ERANGE" => FsError::OutOfRange(detail),
             "ECLIENT" => FsError::UnknownClient(detail),
             "EEPOCH" => FsError::StaleEpoch(detail),
+            "ENOTLEADER" => FsError::NotLeader(detail),
             _ => FsError::Io(format!("{code}: {detail}")),
         }
     }
@@ -257,6 +268,7 @@ mod tests {
             FsError::OutOfRange("x".into()),
             FsError::UnknownClient("x".into()),
             FsError::StaleEpoch("x".into()),
+            FsError::NotLeader("127.0.0.1:7070".into()),
         ];
         for e in all {
             assert_eq!(FsError::from_code(e.code(), e.detail()), e);

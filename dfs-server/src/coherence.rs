@@ -291,7 +291,7 @@ impl Coherence {
                     .map_err(join_err)??;
             }
             let guard = this.gate.read().await;
-            let id = crate::raft::propose::request_id(caller.client);
+            let id = crate::raft::propose::request_id(caller.client, caller.request);
             let result = match before_apply() {
                 Ok(()) => crate::raft::propose::propose(&replica, id, cmd).await,
                 Err(e) => Err(e),

@@ -5,7 +5,7 @@
 //! acknowledged change and goes on; the killed node catches up when it returns, and no
 //! change is lost or applied twice.
 
-use dfs_common::proto::{DirReply, DirRequest, HDR_ERROR};
+use dfs_common::proto::{DirReply, DirRequest, HDR_DETAIL, HDR_ERROR};
 use dfs_common::ROOT_INO;
 use dfs_tests::*;
 use std::time::{Duration, Instant};
@@ -49,17 +49,34 @@ fn mkdir(addr: &str, name: &str) -> Result<DirReply, HttpResponse> {
     )
 }
 
-/// Waits until node `i` has applied every name in `names` under the root.
-fn holds_all(c: &Cluster, i: usize, names: &[String]) {
-    let addr = c.addr(i);
+/// Waits until the leader (node `leader`) answers every name in `names` under the root.
+fn holds_all(c: &Cluster, leader: usize, names: &[String]) {
+    let addr = c.addr(leader);
     wait_for(
-        &format!("node {i} holds {} names", names.len()),
+        &format!("leader {leader} holds {} names", names.len()),
         LIMIT,
         || match names.iter().find(|n| lookup_path(&addr, n).is_none()) {
             None => Ok(()),
-            Some(n) => Err(format!("{n} missing on node {i}")),
+            Some(n) => Err(format!("{n} missing on node {leader}")),
         },
     );
+}
+
+/// Waits until every node in `nodes` has applied the log as far as node `leader` has
+/// (followers answer no reads: their status tells how far they are).
+fn caught_up(c: &Cluster, leader: usize, nodes: &[usize]) {
+    let applied = |i: usize| c.try_status(i).ok().and_then(|s| s.directory?.applied);
+    let target = applied(leader).expect("the leader's applied index");
+    for &i in nodes {
+        wait_for(
+            &format!("node {i} applied to {target}"),
+            LIMIT,
+            || match applied(i) {
+                Some(a) if a >= target => Ok(()),
+                other => Err(format!("node {i} applied to {other:?}")),
+            },
+        );
+    }
 }
 
 #[test]
@@ -74,15 +91,19 @@ fn the_directory_survives_losing_its_leader() {
         mkdir(&c.addr(leader), &name).unwrap_or_else(|r| panic!("mkdir {name}: {}", r.describe()));
         acknowledged.push(name);
     }
-    for i in 0..3 {
-        holds_all(&c, i, &acknowledged);
-    }
+    holds_all(&c, leader, &acknowledged);
+    caught_up(&c, leader, &[0, 1, 2]);
 
-    // A follower does not apply a mutation on its own.
+    // A follower answers no client (a read could be stale, a write its own): it names
+    // the leader instead.
     let follower = (leader + 1) % 3;
     let refused = mkdir(&c.addr(follower), "on-a-follower").expect_err("a follower applied");
-    assert_eq!(refused.status, 503, "{}", refused.describe());
-    assert_eq!(refused.header(HDR_ERROR), Some("EUNAVAIL"));
+    assert_eq!(refused.status, 421, "{}", refused.describe());
+    assert_eq!(refused.header(HDR_ERROR), Some("ENOTLEADER"));
+    assert_eq!(refused.header(HDR_DETAIL), Some(&*c.addr(leader)));
+    let read = dir_call(&c.addr(follower), &DirRequest::GetAttr { ino: ROOT_INO })
+        .expect_err("a follower answered a read");
+    assert_eq!(read.header(HDR_ERROR), Some("ENOTLEADER"));
     assert!(lookup_path(&c.addr(leader), "on-a-follower").is_none());
 
     c.kill9(leader);
@@ -113,10 +134,8 @@ fn the_directory_survives_losing_its_leader() {
     holds_all(&c, next, &acknowledged);
 
     c.restart(leader);
-    for i in 0..3 {
-        holds_all(&c, i, &acknowledged);
-    }
-    // Nothing applied twice: each name once, and a retry of an existing one refused.
+    caught_up(&c, next, &[0, 1, 2]);
+    // Nothing applied twice: a new mkdir of an existing name is refused.
     let again = mkdir(&c.addr(next), "d0").expect_err("mkdir of an existing name");
     assert_eq!(
         again.header(HDR_ERROR),
@@ -124,6 +143,13 @@ fn the_directory_survives_losing_its_leader() {
         "{}",
         again.describe()
     );
+
+    // The node that came back holds it all: with the second leader gone, it is one of the
+    // two that must now lead and answer.
+    c.kill9(next);
+    let live: Vec<usize> = (0..3).filter(|i| *i != next).collect();
+    let (last, _) = wait_for("a third leader", LIMIT, || agreed_leader(&c, &live));
+    holds_all(&c, last, &acknowledged);
 }
 
 /// Failover time, for `scripts/bench-directory.sh`: five times, kill -9 the leader and
@@ -165,9 +191,9 @@ fn measure_failover() {
         times.push(took);
         acknowledged.push(name);
         c.restart(leader);
-        for i in 0..3 {
-            holds_all(&c, i, &acknowledged);
-        }
+        let (now, _) = wait_for("an agreed leader", LIMIT, || agreed_leader(&c, &[0, 1, 2]));
+        holds_all(&c, now, &acknowledged);
+        caught_up(&c, now, &[0, 1, 2]);
     }
     times.sort();
     println!(

@@ -95,6 +95,16 @@ async fn handle_request(
                 .unwrap_or_else(|| "an unknown node".into())
         ))));
     }
+    if let Some(replica) = svc.coherence.replica() {
+        // Only the leader of the directory answers clients, and only while a quorum has
+        // heard from it within the lease (`raft::node::leading`): a deposed or cut-off
+        // leader sends them elsewhere instead of answering from a stale copy.
+        if path != super::status::HEALTH && !super::status::is_resource(&path) {
+            if let Err(e) = crate::raft::node::leading(replica) {
+                return Ok(error_response(&e));
+            }
+        }
+    }
     let mut req = req;
     let started = std::time::Instant::now();
     let request_id = req.headers().get(HDR_REQUEST_ID).cloned();
@@ -106,6 +116,7 @@ async fn handle_request(
     };
     let resp = match authenticate(&svc, &mut req) {
         Ok((caller, session)) => {
+            let caller = caller.with_request(request_serial(request_id.as_ref()));
             let req = crate::auth::privacy::open_request(session.as_ref(), req);
             let call = Call {
                 caller,
@@ -134,6 +145,13 @@ async fn handle_request(
         log::warn!("{method} {path} -> {status} in {:?}", started.elapsed());
     }
     Ok(resp)
+}
+
+/// The client's request id (16 hex digits) as a number; 0 when absent or not one.
+fn request_serial(id: Option<&HeaderValue>) -> u64 {
+    id.and_then(|v| v.to_str().ok())
+        .and_then(|v| u64::from_str_radix(v, 16).ok())
+        .unwrap_or(0)
 }
 
 /// Every answer tells the server's epoch: a client whose proofs are of an earlier one (this

@@ -19,6 +19,10 @@ pub struct Caller {
     pub admin: bool,
     /// False in an open cell (no realm): nothing is checked.
     pub enforce: bool,
+    /// The id its client gave the request (`HDR_REQUEST_ID`; 0: none). A client sends a
+    /// retry of a mutation with the same id, and the replicated directory applies one
+    /// (client, id) once.
+    pub request: u64,
 }
 
 impl Caller {
@@ -31,6 +35,7 @@ impl Caller {
             groups: [NO_GROUP; 8],
             admin: true,
             enforce: false,
+            request: 0,
         }
     }
 
@@ -43,6 +48,7 @@ impl Caller {
             groups: [NO_GROUP; 8],
             admin: false,
             enforce: true,
+            request: 0,
         }
     }
 
@@ -58,7 +64,13 @@ impl Caller {
             groups,
             admin: id.admin,
             enforce: true,
+            request: 0,
         }
+    }
+
+    /// This caller, making the request its client named `request`.
+    pub fn with_request(self, request: u64) -> Caller {
+        Caller { request, ..self }
     }
 
     pub fn in_group(&self, gid: u32) -> bool {

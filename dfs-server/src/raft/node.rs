@@ -10,8 +10,9 @@ use super::network::HttpNetwork;
 use super::{config, start, NodeId, Replica, StartError};
 use crate::cluster::peer::PeerClient;
 use dfs_common::cluster::{RaftStatus, ReplicaLag};
+use dfs_common::FsError;
 use openraft::error::{InitializeError, RaftError};
-use openraft::BasicNode;
+use openraft::{BasicNode, ServerState};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -23,6 +24,11 @@ use std::sync::Arc;
 pub const HEARTBEAT_MS: u64 = 100;
 pub const ELECTION_MIN_MS: u64 = 400;
 pub const ELECTION_MAX_MS: u64 = 800;
+
+/// How long after a quorum last acknowledged it a leader still answers clients. Followers
+/// do not vote for another leader within an election timeout of its last heartbeat, so
+/// within half the shortest one no other leader can have committed anything.
+pub const LEASE_MS: u64 = ELECTION_MIN_MS / 2;
 
 /// The configured voters of the directory, by id.
 pub type Voters = BTreeMap<NodeId, SocketAddr>;
@@ -82,6 +88,27 @@ pub async fn start_node(
         }
     }
     Ok(replica)
+}
+
+/// `Ok` while this replica leads the directory and holds its lease; else where clients
+/// should go (`NotLeader` with the leader's address, or empty while none is known).
+pub fn leading(replica: &Replica) -> Result<(), FsError> {
+    let m = replica.raft.metrics().borrow().clone();
+    if m.state == ServerState::Leader {
+        let single = m.membership_config.membership().voter_ids().count() == 1;
+        match m.millis_since_quorum_ack {
+            Some(ms) if ms < LEASE_MS => return Ok(()),
+            _ if single => return Ok(()),
+            _ => return Err(FsError::NotLeader(String::new())),
+        }
+    }
+    let membership = m.membership_config.membership();
+    let leader = m
+        .current_leader
+        .filter(|l| *l != replica.id)
+        .and_then(|l| membership.get_node(&l))
+        .map(|n| n.addr.clone());
+    Err(FsError::NotLeader(leader.unwrap_or_default()))
 }
 
 /// The replica's view of the log, for `dfs status`: its term and state, the leader, and

@@ -25,8 +25,15 @@ static NEXT_SERIAL: LazyLock<AtomicU64> = LazyLock::new(|| {
     AtomicU64::new(u64::from_le_bytes(b) >> 1)
 });
 
-/// A new request id for `client`'s command.
-pub fn request_id(client: u64) -> RequestId {
+/// The request id of a command: the client's own (client id and the id of its request),
+/// or, for a request that named none or an anonymous caller, one made here.
+pub fn request_id(client: u64, request: u64) -> RequestId {
+    if client != 0 && request != 0 {
+        return RequestId {
+            client,
+            serial: request,
+        };
+    }
     RequestId {
         client,
         serial: NEXT_SERIAL.fetch_add(1, Ordering::Relaxed),
@@ -42,12 +49,9 @@ pub async fn propose(
 ) -> Result<NsOutcome, FsError> {
     match replica.raft.client_write(Proposal { id, cmd }).await {
         Ok(written) => written.data.outcome,
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-            Err(FsError::Unavailable(match f.leader_node {
-                Some(node) => format!("not the directory's leader; the leader is {}", node.addr),
-                None => "the directory has no leader now (an election is under way)".into(),
-            }))
-        }
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(FsError::NotLeader(
+            f.leader_node.map(|n| n.addr).unwrap_or_default(),
+        )),
         Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
             Err(FsError::Unavailable(format!("directory membership: {e}")))
         }
