@@ -202,3 +202,56 @@ fn measure_failover() {
         times[times.len() - 1]
     );
 }
+
+/// A mount given every directory node keeps working when the leader is killed: every
+/// write, mkdir and rename that returned success before or after the kill is there
+/// afterwards (read through the new leader), with nothing to do but wait about a second
+/// and a half.
+#[test]
+fn a_mount_follows_the_directory_to_its_new_leader() {
+    let mut c = Cluster::start_replicated_directory(3, &[]);
+    let (leader, _) = wait_for("an agreed leader", LIMIT, || agreed_leader(&c, &[0, 1, 2]));
+    let servers = c.addrs().join(",");
+    let mnt = c.dir().join("mnt");
+    let m = Mount::start(&servers, &mnt, &c.dir().join("cache"), &[]);
+    let content = |i: usize| format!("file {i}\n").repeat(100 + i);
+    let mut done = Vec::new();
+    for i in 0..10 {
+        let p = m.path().join(format!("f{i}"));
+        dfs_tests::write(&p, content(i)).unwrap_or_else(|e| panic!("write f{i}: {e}"));
+        done.push(i);
+    }
+    dfs_tests::mkdir(m.path().join("d")).expect("mkdir before the kill");
+
+    c.kill9(leader);
+    let killed = Instant::now();
+    for i in 10..20 {
+        let p = m.path().join(format!("f{i}"));
+        dfs_tests::write(&p, content(i)).unwrap_or_else(|e| panic!("write f{i}: {e}"));
+        if i == 10 {
+            eprintln!(
+                "first write after the kill returned after {:?}",
+                killed.elapsed()
+            );
+        }
+        done.push(i);
+    }
+    dfs_tests::rename(m.path().join("f0"), m.path().join("d/f0")).expect("rename after the kill");
+
+    let live: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    let (next, _) = wait_for("a new leader", LIMIT, || agreed_leader(&c, &live));
+    let addr = c.addr(next);
+    for i in done {
+        let path = if i == 0 {
+            "d/f0".to_string()
+        } else {
+            format!("f{i}")
+        };
+        let got = fetch_path(&addr, &path).unwrap_or_else(|| panic!("{path} lost"));
+        assert_eq!(got, content(i).into_bytes(), "{path} holds other bytes");
+    }
+    assert!(
+        lookup_path(&addr, "f0").is_none(),
+        "f0 renamed away and still there"
+    );
+}

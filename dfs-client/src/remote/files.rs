@@ -3,7 +3,7 @@
 //! file is still being written (`store_streamed`). Must not know about caches or handles
 //! (a fetch reports how far it wrote through the port's `FetchProgress`).
 
-use super::{full, unavailable, Body, FetchOutcome, Fetched, Remote};
+use super::{full, unavailable, Attempt, Body, FetchOutcome, Fetched, Remote};
 use super::{IDLE_TIMEOUT, INLINE_IO, META_TIMEOUT, SMALL_BODY};
 use crate::auth::Signed;
 use crate::port::{FetchProgress, PortError, Who};
@@ -34,8 +34,16 @@ impl Remote {
         // At the privacy level only the server's sealed answer may carry contents.
         let replica_ok = !self.private(who);
         let (attr, nodes, token) = match self
-            .with_client(|| {
-                self.fetch_from(who, ino, have_version, dest, replica_ok, progress.clone())
+            .with_client(|a| {
+                self.fetch_from(
+                    a,
+                    who,
+                    ino,
+                    have_version,
+                    dest,
+                    replica_ok,
+                    progress.clone(),
+                )
             })
             .await?
         {
@@ -47,8 +55,8 @@ impl Remote {
             Err(e) => {
                 log::warn!("inode {ino}: no node named by the server served its contents ({e}); asking the server");
                 match self
-                    .with_client(|| {
-                        self.fetch_from(who, ino, have_version, dest, false, progress.clone())
+                    .with_client(|a| {
+                        self.fetch_from(a, who, ino, have_version, dest, false, progress.clone())
                     })
                     .await?
                 {
@@ -62,8 +70,10 @@ impl Remote {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn fetch_from(
         &self,
+        attempt: Attempt,
         who: &Who,
         ino: Ino,
         have_version: Option<u64>,
@@ -71,7 +81,7 @@ impl Remote {
         replica_ok: bool,
         progress: Option<Arc<dyn FetchProgress>>,
     ) -> Result<FetchOutcome, PortError> {
-        let mut builder = self.request(Method::GET, &format!("/v1/files/{ino}"));
+        let mut builder = self.request(Method::GET, &format!("/v1/files/{ino}"), attempt);
         if let Some(v) = have_version {
             builder = builder.header(proto::HDR_HAVE_VERSION, v.to_string());
         }
@@ -156,13 +166,15 @@ impl Remote {
         mode: Option<u32>,
         kill_suid: bool,
     ) -> Result<Attr, FsError> {
-        self.with_client(|| self.store_once(who, ino, src, fence, mode, kill_suid))
+        self.with_client(|a| self.store_once(a, who, ino, src, fence, mode, kill_suid))
             .await
     }
 
     /// One attempt of `store`.
+    #[allow(clippy::too_many_arguments)]
     async fn store_once(
         &self,
+        attempt: Attempt,
         who: &Who,
         ino: Ino,
         src: &Path,
@@ -208,7 +220,7 @@ impl Remote {
             (body, len, sha)
         };
         let mut builder = self
-            .store_request(ino, fence, kill_suid)
+            .store_request(attempt, ino, fence, kill_suid)
             .header(hyper::header::CONTENT_LENGTH, len.to_string());
         if let Some(mtime) = mtime {
             builder = builder.header(proto::HDR_MTIME, codec::to_header(&mtime));
@@ -247,7 +259,7 @@ impl Remote {
         kill_suid: bool,
     ) -> Result<Attr, FsError> {
         let http_req = self
-            .store_request(ino, fence, kill_suid)
+            .store_request(Attempt::single(), ino, fence, kill_suid)
             .body(body)
             .map_err(|e| FsError::Invalid(e.to_string()))?;
         let resp = self.send(http_req).await?;
@@ -262,11 +274,12 @@ impl Remote {
     /// clearing the file's set-id bits if `kill_suid`.
     fn store_request(
         &self,
+        attempt: Attempt,
         ino: Ino,
         fence: Option<u64>,
         kill_suid: bool,
     ) -> hyper::http::request::Builder {
-        let mut builder = self.request(Method::PUT, &format!("/v1/files/{ino}"));
+        let mut builder = self.request(Method::PUT, &format!("/v1/files/{ino}"), attempt);
         if let Some(token) = fence {
             builder = builder.header(dfs_common::locks::HDR_FENCE, token.to_string());
         }

@@ -14,6 +14,7 @@ mod http_port;
 #[cfg(feature = "testing")]
 pub(crate) use http_port::frames_of;
 pub mod identity;
+mod servers;
 mod upload;
 
 use crate::auth::{CredentialStore, Signed};
@@ -50,8 +51,8 @@ pub(crate) const INLINE_IO: u64 = 128 << 10;
 /// Chunk size for streaming file bodies.
 const CHUNK: usize = 1 << 20;
 
-/// A new request id: 16 hex digits, a random start per process, then counting up.
-fn next_request_id() -> String {
+/// A new request id: a random start per process, then counting up.
+fn next_request_id() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: std::sync::LazyLock<AtomicU64> = std::sync::LazyLock::new(|| {
         let mut seed = [0u8; 8];
@@ -59,7 +60,33 @@ fn next_request_id() -> String {
         // The top bit stays clear: ids never wrap within a process's life.
         AtomicU64::new(u64::from_le_bytes(seed) >> 1)
     });
-    format!("{:016x}", NEXT.fetch_add(1, Ordering::Relaxed))
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// How long a call keeps looking for the directory's leader (a failover takes 1-2 s)
+/// before it fails with the last error.
+const FAILOVER_WAIT: Duration = Duration::from_secs(15);
+/// The first pause before asking again while no leader is known, doubled up to
+/// `MAX_PAUSE`.
+const FIRST_PAUSE: Duration = Duration::from_millis(25);
+const MAX_PAUSE: Duration = Duration::from_millis(400);
+/// How many refused proofs (new epoch, unknown client) one call mends.
+const MAX_MENDS: u32 = 4;
+
+/// One call to the server, however many times it is sent: its request id (sent as 16
+/// hex digits), by which a replicated directory applies a mutation once.
+#[derive(Clone, Copy)]
+pub(crate) struct Attempt {
+    id: u64,
+}
+
+impl Attempt {
+    /// A call made once (no retry keeps its id).
+    pub(crate) fn single() -> Attempt {
+        Attempt {
+            id: next_request_id(),
+        }
+    }
 }
 
 /// Told how many bytes of a file have been read for sending so far.
@@ -77,7 +104,8 @@ enum FetchOutcome {
 
 #[derive(Clone)]
 pub struct Remote {
-    base: String,
+    /// The directory nodes this client may ask, and the one it asks now.
+    servers: Arc<servers::Servers>,
     /// Who this client is to the server; `None`: anonymous (a command-line tool).
     identity: Option<Arc<identity::Identity>>,
     /// The credentials its users handed it, which sign their requests.
@@ -164,7 +192,7 @@ impl Remote {
             .pool_idle_timeout(Duration::from_secs(60))
             .build(connector);
         Remote {
-            base: format!("http://{addr}"),
+            servers: Arc::new(servers::Servers::parse(addr)),
             identity,
             credentials: Arc::new(CredentialStore::new()),
             protection: Protection::default(),
@@ -177,12 +205,28 @@ impl Remote {
         self.identity.as_ref().map_or(0, |i| i.client())
     }
 
-    /// A request to `path`, with its request id and this client's proof of identity.
-    fn request(&self, method: Method, path: &str) -> hyper::http::request::Builder {
+    /// `http://HOST:PORT` of the server requests go to now.
+    fn base(&self) -> String {
+        format!("http://{}", self.servers.current())
+    }
+
+    /// The servers this client knows, the one it asks now first.
+    pub fn servers(&self) -> Vec<String> {
+        self.servers.all()
+    }
+
+    /// A request to `path` as `attempt` of a call (its request id, the same in every
+    /// attempt), with this client's proof of identity.
+    fn request(
+        &self,
+        method: Method,
+        path: &str,
+        attempt: Attempt,
+    ) -> hyper::http::request::Builder {
         let mut b = Request::builder()
             .method(method.clone())
-            .uri(format!("{}{}", self.base, path))
-            .header(proto::HDR_REQUEST_ID, next_request_id());
+            .uri(format!("{}{}", self.base(), path))
+            .header(proto::HDR_REQUEST_ID, format!("{:016x}", attempt.id));
         if let Some((client, proof)) = self
             .identity
             .as_ref()
@@ -241,32 +285,81 @@ impl Remote {
     }
 
     /// Runs one exchange with the server, `attempt`, after registering this client if it
-    /// is not yet; and once more if the server refused the client's proof for a reason
-    /// that can be mended: a new epoch (it restarted; its answer told the new one) or an
-    /// id it does not know (this client registers again).
+    /// is not yet; and again, under the same request id, while the answer calls for it:
+    /// - a proof refused for a reason that can be mended: a new epoch (the server
+    ///   restarted, or another node leads now; its answer told the epoch) or an id it does
+    ///   not know (this client registers again);
+    /// - "not the leader" (a replicated directory): to the leader it names, or, while
+    ///   none is known, to the next node after a pause;
+    /// - a node that cannot be reached, when this client knows others.
+    ///
+    /// It gives up after `FAILOVER_WAIT`, with the last error.
     pub(crate) async fn with_client<T, E, F, Fut>(&self, attempt: F) -> Result<T, E>
     where
         E: ServerAnswer + From<FsError>,
-        F: Fn() -> Fut,
+        F: Fn(Attempt) -> Fut,
         Fut: std::future::Future<Output = Result<T, E>>,
     {
-        let Some(identity) = &self.identity else {
-            return attempt().await;
-        };
-        if !identity.registered() {
-            self.register(identity, 0).await?;
-        }
-        match attempt().await {
-            Err(e) => match e.answer() {
-                Some(FsError::StaleEpoch(_)) => attempt().await,
-                Some(FsError::UnknownClient(why)) => {
-                    log::warn!("the server does not know this client ({why}); registering again");
-                    self.register(identity, identity.client()).await?;
-                    attempt().await
+        let this = Attempt::single();
+        let started = std::time::Instant::now();
+        let mut pause = FIRST_PAUSE;
+        let mut mends = 0;
+        // Set when the server forgot this client: the id to register again in place of.
+        let mut forgotten: Option<u64> = None;
+        loop {
+            let server = self.servers.current();
+            let registered = match &self.identity {
+                Some(identity) if !identity.registered() || forgotten.is_some() => {
+                    self.register(identity, forgotten.unwrap_or(0)).await
                 }
-                _ => Err(e),
-            },
-            r => r,
+                _ => Ok(()),
+            };
+            let result = match registered {
+                Ok(()) => {
+                    forgotten = None;
+                    attempt(this).await
+                }
+                Err(e) => Err(E::from(e)),
+            };
+            let Err(e) = &result else {
+                return result;
+            };
+            let wait = match (e.answer(), &self.identity) {
+                (Some(FsError::StaleEpoch(_)), Some(_)) if mends < MAX_MENDS => {
+                    mends += 1;
+                    false
+                }
+                (Some(FsError::UnknownClient(why)), Some(identity)) if mends < MAX_MENDS => {
+                    mends += 1;
+                    log::warn!("{server} does not know this client ({why}); registering again");
+                    forgotten = Some(identity.client());
+                    false
+                }
+                (Some(FsError::NotLeader(leader)), _) => {
+                    let followed = self.servers.follow(&server, leader);
+                    mends = 0;
+                    if followed {
+                        log::info!("{server} does not lead the directory; {leader} does");
+                    } else {
+                        self.servers.move_on(&server);
+                    }
+                    !followed
+                }
+                (Some(FsError::Unavailable(why)), _) if self.servers.len() > 1 => {
+                    log::warn!("{server}: {why}; trying the next directory node");
+                    mends = 0;
+                    self.servers.move_on(&server);
+                    true
+                }
+                _ => return result,
+            };
+            if started.elapsed() + pause > FAILOVER_WAIT {
+                return result;
+            }
+            if wait {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(MAX_PAUSE);
+            }
         }
     }
 
@@ -281,7 +374,7 @@ impl Remote {
         let exchange = client_id::Exchange::start()?;
         let http_req = Request::builder()
             .method(Method::POST)
-            .uri(format!("{}{}", self.base, client_id::REGISTER_PATH))
+            .uri(format!("{}{}", self.base(), client_id::REGISTER_PATH))
             .body(full(codec::encode(&exchange.request())))
             .map_err(|e| FsError::Invalid(e.to_string()))?;
         let call = async {
@@ -446,12 +539,13 @@ impl Remote {
         req: &Req,
         extra: Duration,
     ) -> Result<Resp, FsError> {
-        self.with_client(|| self.call_once(who, path, req, extra))
+        self.with_client(|a| self.call_once(a, who, path, req, extra))
             .await
     }
 
     async fn call_once<Req: Serialize, Resp: DeserializeOwned>(
         &self,
+        attempt: Attempt,
         who: &Who,
         path: &str,
         req: &Req,
@@ -460,7 +554,7 @@ impl Remote {
         let bytes = codec::encode(req);
         let sha = auth::sha256(&bytes);
         let http_req = self
-            .request(Method::POST, path)
+            .request(Method::POST, path, attempt)
             .body(full(bytes))
             .map_err(|e| FsError::Invalid(e.to_string()))?;
         let call = async {
@@ -479,12 +573,16 @@ impl Remote {
     /// A bincode `GET` of `path`, unsigned: it acts for nobody (a transaction's status is
     /// its client's, the cluster's everyone's).
     pub async fn get<Resp: DeserializeOwned>(&self, path: &str) -> Result<Resp, FsError> {
-        self.with_client(|| self.get_once(path)).await
+        self.with_client(|a| self.get_once(a, path)).await
     }
 
-    async fn get_once<Resp: DeserializeOwned>(&self, path: &str) -> Result<Resp, FsError> {
+    async fn get_once<Resp: DeserializeOwned>(
+        &self,
+        attempt: Attempt,
+        path: &str,
+    ) -> Result<Resp, FsError> {
         let http_req = self
-            .request(Method::GET, path)
+            .request(Method::GET, path, attempt)
             .body(full(Vec::new()))
             .map_err(|e| FsError::Invalid(e.to_string()))?;
         let call = async {
@@ -521,12 +619,12 @@ impl Remote {
     /// Opens this client's callback channel; returns its streaming body, opened as it
     /// comes (the server seals it with this client's key: `dfs_common::client_id`).
     pub async fn callbacks(&self) -> Result<Body, FsError> {
-        self.with_client(|| self.callbacks_once()).await
+        self.with_client(|a| self.callbacks_once(a)).await
     }
 
-    async fn callbacks_once(&self) -> Result<Body, FsError> {
+    async fn callbacks_once(&self, attempt: Attempt) -> Result<Body, FsError> {
         let http_req = self
-            .request(Method::GET, "/v1/callbacks")
+            .request(Method::GET, "/v1/callbacks", attempt)
             .body(full(Vec::new()))
             .map_err(|e| FsError::Invalid(e.to_string()))?;
         let resp = tokio::time::timeout(META_TIMEOUT, self.send(http_req))

@@ -5,7 +5,7 @@
 //! Owns: reading files for sending. Must not decide what is sent where (`super` and its
 //! callers do).
 
-use super::{full, Body, Progress, Remote, CHUNK};
+use super::{full, Attempt, Body, Progress, Remote, CHUNK};
 use crate::port::Who;
 use bytes::Bytes;
 use dfs_common::fileread::read_fresh;
@@ -33,11 +33,14 @@ impl Remote {
             true => Some(crate::file_hash::of_file(src).await?),
             false => None,
         };
-        self.with_client(|| async {
-            let file = std::fs::File::open(src)?;
-            let len = file.metadata()?.len();
-            let body = Self::stream_file(file, len, progress.clone());
-            self.put_body(who, path, len, sha, body).await
+        self.with_client(|a| {
+            let progress = progress.clone();
+            async move {
+                let file = std::fs::File::open(src)?;
+                let len = file.metadata()?.len();
+                let body = Self::stream_file(file, len, progress);
+                self.put_body(a, who, path, len, sha, body).await
+            }
         })
         .await
     }
@@ -53,7 +56,7 @@ impl Remote {
         let sha = self
             .signs(who)
             .then(|| dfs_common::hash::blob_id_of(&bytes).0);
-        self.with_client(|| self.put_body(who, path, len, sha, full(bytes.clone())))
+        self.with_client(|a| self.put_body(a, who, path, len, sha, full(bytes.clone())))
             .await
     }
 
@@ -61,6 +64,7 @@ impl Remote {
     /// covers, as for a store).
     async fn put_body<Resp: DeserializeOwned>(
         &self,
+        attempt: Attempt,
         who: &Who,
         path: &str,
         len: u64,
@@ -68,7 +72,7 @@ impl Remote {
         body: Body,
     ) -> Result<Resp, FsError> {
         let mut builder = self
-            .request(Method::PUT, path)
+            .request(Method::PUT, path, attempt)
             .header(hyper::header::CONTENT_LENGTH, len.to_string());
         if let Some(sha) = &sha {
             builder = builder.header(proto::HDR_SHA256, codec::to_hex(sha));
