@@ -255,3 +255,82 @@ fn a_mount_follows_the_directory_to_its_new_leader() {
         "f0 renamed away and still there"
     );
 }
+
+/// A leader cut off from the other voters (iptables, both ways) acknowledges nothing: a
+/// mutation it took in its last moments is never answered with success, and once its
+/// lease is over it refuses reads and writes alike, naming no leader; the majority elects
+/// a new leader and goes on. After the heal the old leader follows the new one, holds
+/// what the majority did, and none of the changes it was asked for while cut off exist.
+#[test]
+fn a_cut_off_leader_acknowledges_nothing_and_the_majority_goes_on() {
+    let c = Cluster::start_replicated_directory(3, &[]);
+    let (old, _) = wait_for("an agreed leader", LIMIT, || agreed_leader(&c, &[0, 1, 2]));
+    mkdir(&c.addr(old), "before").unwrap_or_else(|r| panic!("{}", r.describe()));
+    let old_addr = c.addr(old);
+
+    let cut = c.partition(old);
+    // Sent at once: it reaches the old leader within its lease, and can only wait.
+    let in_lease = {
+        let addr = old_addr.clone();
+        let body = dfs_common::codec::encode(&DirRequest::Mkdir {
+            parent: ROOT_INO,
+            name: b"in-lease".to_vec(),
+            mode: 0o755,
+            umask: 0,
+            uid: 0,
+            gid: 0,
+        });
+        std::thread::spawn(move || http(&addr, "POST", "/v1/dir", &[], &body))
+    };
+    let majority: Vec<usize> = (0..3).filter(|i| *i != old).collect();
+    let (new, _) = wait_for("a leader of the majority", LIMIT, || {
+        agreed_leader(&c, &majority)
+    });
+    // The old leader's lease is long over (it has not heard from a quorum since the cut).
+    let refused = mkdir(&old_addr, "cut-off").expect_err("a cut-off leader acknowledged");
+    assert_eq!(
+        refused.header(HDR_ERROR),
+        Some("ENOTLEADER"),
+        "{}",
+        refused.describe()
+    );
+    let read = dir_call(&old_addr, &DirRequest::GetAttr { ino: ROOT_INO })
+        .expect_err("a cut-off leader answered a read");
+    assert_eq!(read.header(HDR_ERROR), Some("ENOTLEADER"));
+    for i in 0..5 {
+        mkdir(&c.addr(new), &format!("majority{i}")).unwrap_or_else(|r| panic!("{}", r.describe()));
+    }
+
+    cut.heal();
+    let in_lease = in_lease.join().expect("the in-lease request's thread");
+    match &in_lease {
+        Ok(r) => eprintln!(
+            "the mkdir sent at the cut: {} {:?}",
+            r.status,
+            r.header(HDR_ERROR)
+        ),
+        Err(e) => eprintln!("the mkdir sent at the cut: no answer ({e})"),
+    }
+    if let Ok(r) = &in_lease {
+        assert_ne!(
+            r.status,
+            200,
+            "the cut-off leader acknowledged a mkdir: {}",
+            r.describe()
+        );
+    }
+    let (leader, _) = wait_for("one leader after the heal", LIMIT, || {
+        agreed_leader(&c, &[0, 1, 2])
+    });
+    caught_up(&c, leader, &[0, 1, 2]);
+    let addr = c.addr(leader);
+    for name in ["before", "majority0", "majority4"] {
+        assert!(lookup_path(&addr, name).is_some(), "{name} lost");
+    }
+    for name in ["in-lease", "cut-off"] {
+        assert!(
+            lookup_path(&addr, name).is_none(),
+            "{name} appeared, never acknowledged"
+        );
+    }
+}
