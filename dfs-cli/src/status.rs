@@ -131,6 +131,8 @@ fn print_directory(d: &RaftStatus) {
         index(d.last_log),
         index(d.applied)
     );
+    let voters: Vec<String> = d.voters.iter().map(|(id, a)| format!("{id}={a}")).collect();
+    println!("  voters:          {}", voters.join(","));
     for r in &d.replicas {
         println!(
             "  replica {:<7} {:24} matched {:>8}, {} behind",

@@ -127,6 +127,23 @@ pub struct RaftStatus {
     pub millis_since_quorum_ack: Option<u64>,
     /// On the leader: each other replica's matched index and how far it lags.
     pub replicas: Vec<ReplicaLag>,
+    /// The voters of the membership in force: id and `IP:PORT`.
+    pub voters: Vec<(u64, String)>,
+}
+
+/// `POST {PREFIX}{DIRECTORY_MEMBERS}` (cluster key; `dfs-server admin`): a change of the
+/// directory's voters, made by its leader, answered with the `RaftStatus` after it.
+pub const DIRECTORY_MEMBERS: &str = "directory/members";
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MembershipChange {
+    /// No change: the log state as the answering node sees it.
+    Show,
+    /// A new voter: it joins as a learner, catches up (from the log or a snapshot), then
+    /// the voters become the old ones plus it.
+    AddVoter { id: u64, addr: String },
+    /// The voters become the old ones without it.
+    RemoveVoter { id: u64 },
 }
 
 /// How far one replica has matched the leader's log.

@@ -33,8 +33,10 @@ fn main() -> ExitCode {
     {
         return done;
     }
-    if std::env::args().nth(1).as_deref() == Some("init") {
-        return dfs_server::kdc::cli::init_main();
+    match std::env::args().nth(1).as_deref() {
+        Some("init") => return dfs_server::kdc::cli::init_main(),
+        Some("admin") => return dfs_server::raft::admin::admin_main(),
+        _ => {}
     }
     let args = match dfs_server::config::parse(std::env::args_os().collect()) {
         Ok(a) => a,

@@ -89,16 +89,36 @@ impl Cluster {
     /// Starts `n` nodes, each seeded with all the others, `extra` appended to every node's
     /// command line, and waits until each answers `/v1/health`.
     pub fn start(n: usize, extra: &[&str]) -> Cluster {
-        Cluster::start_with(n, extra, false)
+        Cluster::start_with(n, extra, 0)
     }
 
     /// `start`, with every node holding the directory role and a replica of the
     /// directory's Raft log (voter `i + 1` is node `i`).
     pub fn start_replicated_directory(n: usize, extra: &[&str]) -> Cluster {
-        Cluster::start_with(n, extra, true)
+        Cluster::start_with(n, extra, n)
     }
 
-    fn start_with(n: usize, extra: &[&str], replicated: bool) -> Cluster {
+    /// `start_replicated_directory` of `voters` voters, and `n - voters` more nodes that
+    /// each name themselves as a voter besides those (ids `voters + 1 ..`): they wait,
+    /// empty, until `dfs-server admin add-voter` makes them one.
+    pub fn start_replicated_directory_with_spares(
+        voters: usize,
+        n: usize,
+        extra: &[&str],
+    ) -> Cluster {
+        assert!((1..=n).contains(&voters), "{voters} voters of {n} nodes");
+        Cluster::start_with(n, extra, voters)
+    }
+
+    /// The cluster key file every node was started with.
+    pub fn key_file(&self) -> PathBuf {
+        self.tmp.path().join("cluster.key")
+    }
+
+    /// `voters`: how many nodes (the first ones) are the directory's voters from the
+    /// start; 0: the directory is on node 0 alone, not replicated.
+    fn start_with(n: usize, extra: &[&str], voters: usize) -> Cluster {
+        let replicated = voters > 0;
         assert!((1..=250).contains(&n), "cluster of {n} nodes");
         let tmp = tempfile::TempDir::new().expect("tempdir");
         let r = urandom(2);
@@ -131,6 +151,7 @@ impl Cluster {
             let key_s = key.to_string_lossy();
             let peers_s = peers.join(",");
             let voters = (addrs.iter().enumerate())
+                .filter(|(j, _)| *j < voters || *j == i)
                 .map(|(j, a)| format!("{}={a}", j + 1))
                 .collect::<Vec<_>>()
                 .join(",");

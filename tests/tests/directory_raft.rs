@@ -334,3 +334,73 @@ fn a_cut_off_leader_acknowledges_nothing_and_the_majority_goes_on() {
         );
     }
 }
+
+/// `dfs-server admin` with the cluster key against `node`; its output (it must succeed).
+fn admin(c: &Cluster, node: usize, args: &[&str]) -> String {
+    let mut cmd = std::process::Command::new(bin("dfs-server"));
+    cmd.arg("admin")
+        .arg("--cluster-key-file")
+        .arg(c.key_file())
+        .arg("--node")
+        .arg(c.addr(node))
+        .args(args);
+    let out = run_timeout(cmd, Duration::from_secs(60));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "dfs-server admin {args:?}: {}\n{text}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+/// The voters line of `dfs-server admin`'s output.
+fn voters_of(text: &str) -> String {
+    text.lines()
+        .find_map(|l| l.strip_prefix("voters: "))
+        .unwrap_or_else(|| panic!("no voters line in:\n{text}"))
+        .to_string()
+}
+
+/// Membership is an operation: a fourth node, started empty, becomes a voter with
+/// `dfs-server admin add-voter` (it catches up first, while the directory serves) and an
+/// original voter is removed; then the removed node and one more original are killed,
+/// and the directory, now voters 2, 3 and 4, goes on, the new voter holding everything.
+#[test]
+fn voters_are_added_and_removed_while_the_directory_serves() {
+    let mut c = Cluster::start_replicated_directory_with_spares(3, 4, &[]);
+    let (leader, _) = wait_for("an agreed leader", LIMIT, || agreed_leader(&c, &[0, 1, 2]));
+    let mut names: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
+    for n in &names {
+        mkdir(&c.addr(leader), n).unwrap_or_else(|r| panic!("{}", r.describe()));
+    }
+    let before = voters_of(&admin(&c, 0, &["status"]));
+    assert_eq!(
+        before,
+        format!("1={},2={},3={}", c.addr(0), c.addr(1), c.addr(2))
+    );
+
+    // Asked of any node: a follower sends the command to the leader.
+    let follower = (leader + 1) % 3;
+    let added = admin(&c, follower, &["add-voter", &format!("4={}", c.addr(3))]);
+    assert_eq!(voters_of(&added), format!("{before},4={}", c.addr(3)));
+    let removed = admin(&c, follower, &["remove-voter", "1"]);
+    assert_eq!(
+        voters_of(&removed),
+        format!("2={},3={},4={}", c.addr(1), c.addr(2), c.addr(3))
+    );
+
+    c.kill9(0);
+    c.kill9(1);
+    let (now, _) = wait_for("a leader of voters 3 and 4", LIMIT, || {
+        agreed_leader(&c, &[2, 3])
+    });
+    for i in 10..15 {
+        let n = format!("m{i}");
+        mkdir(&c.addr(now), &n).unwrap_or_else(|r| panic!("{}", r.describe()));
+        names.push(n);
+    }
+    holds_all(&c, now, &names);
+    caught_up(&c, now, &[2, 3]);
+}

@@ -23,9 +23,14 @@ use std::sync::Arc;
 /// Largest control request body (orders go in batches of 10,000 blobs, about 1 MiB).
 const ORDER_LIMIT: usize = 8 << 20;
 
-/// The sender named in the headers is a member this node knows and its clock is within
-/// the skew window (the MAC is checked once the body is read).
-fn plausible_sender(cluster: &Cluster, headers: &hyper::HeaderMap) -> Result<(), FsError> {
+/// The sender named in the headers is a member this node knows (or, for `admin`
+/// resources, any holder of the cluster key: `dfs-server admin` on a server host) and its
+/// clock is within the skew window (the MAC is checked once the body is read).
+fn plausible_sender(
+    cluster: &Cluster,
+    headers: &hyper::HeaderMap,
+    admin: bool,
+) -> Result<(), FsError> {
     let get = |name: &str| {
         headers
             .get(name)
@@ -41,7 +46,7 @@ fn plausible_sender(cluster: &Cluster, headers: &hyper::HeaderMap) -> Result<(),
             "{node}: clock too far off"
         )));
     }
-    if !cluster.members().iter().any(|m| m.addr.to_string() == node) {
+    if !admin && !cluster.members().iter().any(|m| m.addr.to_string() == node) {
         return Err(FsError::Unauthenticated(format!("{node} is not a member")));
     }
     Ok(())
@@ -77,7 +82,8 @@ pub async fn handle(svc: &Arc<Services>, req: Request<ReqBody>) -> Response<ResB
         return read_with_token(svc, &key, &method, hex, req.uri().query()).await;
     }
     // Cheap checks before reading any body: a sender that is a member, a fresh time.
-    if let Err(e) = plausible_sender(&cluster, req.headers()) {
+    let admin = rest == proto::DIRECTORY_MEMBERS;
+    if let Err(e) = plausible_sender(&cluster, req.headers(), admin) {
         log::info!("{method} {path}: {e}");
         return wire::error_response(&e);
     }
@@ -128,6 +134,7 @@ pub async fn handle(svc: &Arc<Services>, req: Request<ReqBody>) -> Response<ResB
         (&Method::POST, "listing") => listing(svc, &body_bytes).await,
         (&Method::POST, "pull") => pull_order(svc, &body_bytes),
         (&Method::POST, "delete") => delete_order(svc, &node, &body_bytes).await,
+        (&Method::POST, proto::DIRECTORY_MEMBERS) => members(svc, &body_bytes).await,
         (&Method::POST, r) if r.starts_with("raft/") => {
             raft_call(svc, &r["raft/".len()..], &body_bytes).await
         }
@@ -155,6 +162,16 @@ pub async fn handle(svc: &Arc<Services>, req: Request<ReqBody>) -> Response<ResB
 }
 
 /// Answers a call of the directory's Raft from another replica.
+/// Changes or shows the directory's voters (`dfs-server admin`).
+async fn members(svc: &Services, body: &[u8]) -> Result<Response<ResBody>, FsError> {
+    let change: proto::MembershipChange = codec::decode(body)?;
+    let replica = svc.coherence.replica().ok_or_else(|| {
+        FsError::NotSupported("this node holds no replica of the directory".into())
+    })?;
+    let status = crate::raft::node::change_members(replica, change).await?;
+    Ok(wire::bincode_response(&status))
+}
+
 async fn raft_call(svc: &Services, call: &str, body: &[u8]) -> Result<Response<ResBody>, FsError> {
     let call = crate::raft::network::Call::from_name(call).ok_or(FsError::NotFound)?;
     let replica = svc.coherence.replica().ok_or_else(|| {

@@ -227,6 +227,21 @@ impl PeerClient {
         self.call_within(addr, Method::POST, &path, body, ttl).await
     }
 
+    /// Asks `addr` for a change of the directory's voters (`dfs-server admin`); the
+    /// answer is the log state after it. Waits up to `ttl` (a new voter catches up first).
+    pub async fn members(
+        &self,
+        addr: SocketAddr,
+        change: &proto::MembershipChange,
+        ttl: Duration,
+    ) -> Result<proto::RaftStatus, FsError> {
+        let path = format!("{}{}", proto::PREFIX, proto::DIRECTORY_MEMBERS);
+        let answer = self
+            .call_within(addr, Method::POST, &path, codec::encode(change), ttl)
+            .await?;
+        codec::decode(&answer)
+    }
+
     pub async fn digests(&self, addr: SocketAddr) -> Result<Digests, FsError> {
         let path = format!("{}digests", proto::PREFIX);
         codec::decode(&self.call(addr, Method::GET, &path, Vec::new()).await?)
@@ -357,6 +372,8 @@ fn answer_error(addr: SocketAddr, status: StatusCode, headers: &hyper::HeaderMap
     let detail = format!("node {addr} answered {status}: {}", get(HDR_DETAIL));
     match FsError::from_code(&get(HDR_ERROR), detail.clone()) {
         e @ (FsError::NotFound | FsError::NoSpace | FsError::Corrupt(_)) => e,
+        // Its detail is the leader's address, whoever acts on it.
+        FsError::NotLeader(_) => FsError::NotLeader(get(HDR_DETAIL)),
         FsError::Unauthenticated(_) => FsError::Unauthenticated(detail),
         _ => FsError::Unavailable(detail),
     }

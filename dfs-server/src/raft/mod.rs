@@ -19,6 +19,7 @@
 // helpers here return it as the traits do, rather than boxing and unboxing at each call.
 #![allow(clippy::result_large_err)]
 
+pub mod admin;
 mod codec;
 pub mod log_store;
 pub mod network;

@@ -9,11 +9,11 @@
 use super::network::HttpNetwork;
 use super::{config, start, NodeId, Replica, StartError};
 use crate::cluster::peer::PeerClient;
-use dfs_common::cluster::{RaftStatus, ReplicaLag};
+use dfs_common::cluster::{MembershipChange, RaftStatus, ReplicaLag};
 use dfs_common::FsError;
-use openraft::error::{InitializeError, RaftError};
+use openraft::error::{ClientWriteError, InitializeError, RaftError};
 use openraft::{BasicNode, ServerState};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -132,7 +132,12 @@ pub fn status(replica: &Replica) -> RaftStatus {
             }
         })
         .collect();
+    let voters = membership
+        .voter_ids()
+        .map(|id| (id, addr_of(&id).unwrap_or_default()))
+        .collect();
     RaftStatus {
+        voters,
         id: replica.id,
         state: format!("{:?}", m.state),
         term: m.current_term,
@@ -142,6 +147,73 @@ pub fn status(replica: &Replica) -> RaftStatus {
         applied: m.last_applied.map(|l| l.index),
         millis_since_quorum_ack: m.millis_since_quorum_ack,
         replicas,
+    }
+}
+
+/// Carries out `change` (on the leader; a membership change waits until the new voter
+/// has caught up and the new membership is committed) and answers the state after it.
+pub async fn change_members(
+    replica: &Replica,
+    change: MembershipChange,
+) -> Result<RaftStatus, FsError> {
+    let voters = || -> BTreeSet<NodeId> {
+        let m = replica.raft.metrics().borrow().clone();
+        m.membership_config.membership().voter_ids().collect()
+    };
+    match change {
+        MembershipChange::Show => {}
+        MembershipChange::AddVoter { id, addr } => {
+            leading(replica)?;
+            let addr: SocketAddr = addr
+                .parse()
+                .map_err(|_| FsError::Invalid(format!("{addr:?} is not IP:PORT")))?;
+            let node = BasicNode::new(addr.to_string());
+            replica
+                .raft
+                .add_learner(id, node, true)
+                .await
+                .map_err(write_error)?;
+            let mut ids = voters();
+            ids.insert(id);
+            replica
+                .raft
+                .change_membership(ids, false)
+                .await
+                .map_err(write_error)?;
+            log::info!("directory: voter {id} at {addr} added");
+        }
+        MembershipChange::RemoveVoter { id } => {
+            leading(replica)?;
+            let mut ids = voters();
+            if !ids.remove(&id) {
+                return Err(FsError::NotFound);
+            }
+            if ids.is_empty() {
+                return Err(FsError::Invalid("the last voter cannot be removed".into()));
+            }
+            replica
+                .raft
+                .change_membership(ids, false)
+                .await
+                .map_err(write_error)?;
+            log::info!("directory: voter {id} removed");
+        }
+    }
+    Ok(status(replica))
+}
+
+/// A refused write of the log (a command or a membership change) as the error clients see.
+pub fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> FsError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+            FsError::NotLeader(f.leader_node.map(|n| n.addr).unwrap_or_default())
+        }
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+            FsError::Invalid(format!("directory membership: {e}"))
+        }
+        RaftError::Fatal(e) => {
+            FsError::Unavailable(format!("this node's directory replica stopped: {e}"))
+        }
     }
 }
 

@@ -10,7 +10,6 @@
 use super::{Proposal, Replica, RequestId};
 use crate::namespace::{NsCommand, NsOutcome};
 use dfs_common::FsError;
-use openraft::error::{ClientWriteError, RaftError};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::LazyLock;
 
@@ -47,16 +46,10 @@ pub async fn propose(
     id: RequestId,
     cmd: NsCommand,
 ) -> Result<NsOutcome, FsError> {
-    match replica.raft.client_write(Proposal { id, cmd }).await {
-        Ok(written) => written.data.outcome,
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(FsError::NotLeader(
-            f.leader_node.map(|n| n.addr).unwrap_or_default(),
-        )),
-        Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-            Err(FsError::Unavailable(format!("directory membership: {e}")))
-        }
-        Err(RaftError::Fatal(e)) => Err(FsError::Unavailable(format!(
-            "this node's directory replica stopped: {e}"
-        ))),
-    }
+    let written = replica
+        .raft
+        .client_write(Proposal { id, cmd })
+        .await
+        .map_err(super::node::write_error)?;
+    written.data.outcome
 }
