@@ -25,10 +25,11 @@ pub const HEARTBEAT_MS: u64 = 100;
 pub const ELECTION_MIN_MS: u64 = 400;
 pub const ELECTION_MAX_MS: u64 = 800;
 
-/// How long after a quorum last acknowledged it a leader still answers clients. Followers
-/// do not vote for another leader within an election timeout of its last heartbeat, so
-/// within half the shortest one no other leader can have committed anything.
-pub const LEASE_MS: u64 = ELECTION_MIN_MS / 2;
+/// How long after a quorum last acknowledged it a leader still answers clients. A
+/// follower refuses to vote for another leader for the longest election timeout after a
+/// heartbeat (openraft's leader lease), so within the shortest one, half of that, no other
+/// leader can have been elected, let alone committed anything.
+pub const LEASE_MS: u64 = ELECTION_MIN_MS;
 
 /// The configured voters of the directory, by id.
 pub type Voters = BTreeMap<NodeId, SocketAddr>;
