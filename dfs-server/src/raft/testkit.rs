@@ -144,21 +144,41 @@ impl Cluster {
         }
     }
 
-    /// The leader's last applied index.
+    /// The highest index any running replica has applied: every acknowledged command is
+    /// at or below it. (Not the leader's: a leader elected a moment ago applies what its
+    /// predecessor committed only after committing an entry of its own term.)
     pub async fn last_applied(&self) -> u64 {
-        let leader = self.leader().await;
-        let m = self.nodes[&leader].raft.metrics().borrow().clone();
-        m.last_applied.map_or(0, |l| l.index)
+        self.nodes
+            .values()
+            .map(|r| {
+                r.raft
+                    .metrics()
+                    .borrow()
+                    .last_applied
+                    .map_or(0, |l| l.index)
+            })
+            .max()
+            .unwrap_or(0)
     }
 
-    /// Waits until every running replica has applied all the leader has, then returns each
-    /// one's namespace tree.
+    /// Every running replica's namespace once they have all applied as far as any has and
+    /// their namespaces agree, or as they are at the deadline (for `same` to show how they
+    /// differ).
     pub async fn settled_trees(&self) -> BTreeMap<NodeId, Tree> {
-        self.applied_everywhere(self.last_applied().await).await;
-        self.nodes
-            .iter()
-            .map(|(id, r)| (*id, tree(&r.ns)))
-            .collect()
+        let end = Instant::now() + DEADLINE;
+        loop {
+            self.applied_everywhere(self.last_applied().await).await;
+            let trees: BTreeMap<NodeId, Tree> = self
+                .nodes
+                .iter()
+                .map(|(id, r)| (*id, tree(&r.ns)))
+                .collect();
+            let first = trees.values().next();
+            if trees.values().all(|t| Some(t) == first) || Instant::now() >= end {
+                return trees;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 
