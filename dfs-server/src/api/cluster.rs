@@ -162,21 +162,24 @@ pub async fn handle(svc: &Arc<Services>, req: Request<ReqBody>) -> Response<ResB
 }
 
 /// Answers a call of the directory's Raft from another replica.
+/// This node's replica of the directory, for the resources only a replica serves.
+fn replica_of(svc: &Services) -> Result<&std::sync::Arc<crate::raft::Replica>, FsError> {
+    svc.coherence
+        .replica()
+        .ok_or_else(|| FsError::NotSupported("this node holds no replica of the directory".into()))
+}
+
 /// Changes or shows the directory's voters (`dfs-server admin`).
 async fn members(svc: &Services, body: &[u8]) -> Result<Response<ResBody>, FsError> {
     let change: proto::MembershipChange = codec::decode(body)?;
-    let replica = svc.coherence.replica().ok_or_else(|| {
-        FsError::NotSupported("this node holds no replica of the directory".into())
-    })?;
+    let replica = replica_of(svc)?;
     let status = crate::raft::node::change_members(replica, change).await?;
     Ok(wire::bincode_response(&status))
 }
 
 async fn raft_call(svc: &Services, call: &str, body: &[u8]) -> Result<Response<ResBody>, FsError> {
     let call = crate::raft::network::Call::from_name(call).ok_or(FsError::NotFound)?;
-    let replica = svc.coherence.replica().ok_or_else(|| {
-        FsError::NotSupported("this node holds no replica of the directory".into())
-    })?;
+    let replica = replica_of(svc)?;
     let answer = crate::raft::network::serve(&replica.raft, call, body).await?;
     Ok(wire::bytes_response(answer))
 }

@@ -94,16 +94,18 @@ pub async fn start_node(
 /// `Ok` while this replica leads the directory and holds its lease; else where clients
 /// should go (`NotLeader` with the leader's address, or empty while none is known).
 pub fn leading(replica: &Replica) -> Result<(), FsError> {
-    let m = replica.raft.metrics().borrow().clone();
-    if m.state == ServerState::Leader {
-        let single = m.membership_config.membership().voter_ids().count() == 1;
-        match m.millis_since_quorum_ack {
-            Some(ms) if ms < LEASE_MS => return Ok(()),
-            _ if single => return Ok(()),
-            _ => return Err(FsError::NotLeader(String::new())),
-        }
-    }
+    // Asked on every client request: the metrics are read in place, not cloned.
+    let metrics = replica.raft.metrics();
+    let m = metrics.borrow();
     let membership = m.membership_config.membership();
+    if m.state == ServerState::Leader {
+        let single = membership.voter_ids().count() == 1;
+        let held = m.millis_since_quorum_ack.is_some_and(|ms| ms < LEASE_MS);
+        if held || single {
+            return Ok(());
+        }
+        return Err(FsError::NotLeader(String::new()));
+    }
     let leader = m
         .current_leader
         .filter(|l| *l != replica.id)
